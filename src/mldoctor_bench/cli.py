@@ -1,0 +1,39 @@
+"""The ``mldoctor-bench`` command: a thin Hydra entry point that hands the config to the runner."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from mldoctor_bench.data import DataUnavailableError
+from mldoctor_bench.registry import UnknownEntryError
+from mldoctor_bench.runner import ConfigError, run_cell
+from mldoctor_bench.store import atomic_write_text
+from mldoctor_bench.ui import console
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def app(cfg: DictConfig) -> str:
+    """Run one cell; in a multirun, leave a pointer to its table for the sweep's merged table."""
+    try:
+        outcome = run_cell(cfg)
+    except (ConfigError, DataUnavailableError, UnknownEntryError) as exc:
+        console.print(f"[bold red]mldoctor-bench: error:[/] {exc}")
+        sys.exit(2)
+    job_dir = HydraConfig.get().runtime.output_dir
+    pointer = {"cell_dir": str(outcome.cell_dir), "table": str(outcome.table)}
+    atomic_write_text(__import__("pathlib").Path(job_dir) / "cell.json", json.dumps(pointer))
+    return str(outcome.table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""The in-memory dataset every loader returns, and the dataset registry.
+
+Images are held once as a ``uint8`` tensor ``(N, C, H, W)``; training and attacks slice it by index
+and normalise on the fly, so no per-sample decoding happens in any loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+
+from mldoctor_bench.registry import Registry
+
+
+class DataUnavailableError(RuntimeError):
+    """A dataset's files are missing or incomplete; the message says where and how to get them."""
+
+
+@dataclass
+class ImageData:
+    """A labelled image dataset with an optional sensitive attribute.
+
+    Attributes:
+        name: registry name (``dataset=`` on the command line).
+        images: ``uint8`` tensor ``(N, C, H, W)``.
+        labels: ``int64`` tensor ``(N,)`` of task labels in ``[0, num_classes)``.
+        num_classes: number of task classes.
+        attribute: ``int64`` tensor ``(N,)`` of the sensitive attribute, or ``None``.
+        num_attribute_classes: number of attribute values (0 when there is no attribute).
+        attribute_name: what the attribute means, for reports.
+    """
+
+    name: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    attribute: Optional[torch.Tensor] = None
+    num_attribute_classes: int = 0
+    attribute_name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError("images must be a uint8 tensor of shape (N, C, H, W)")
+        if len(self.labels) != len(self.images):
+            raise ValueError("labels and images differ in length")
+        if self.attribute is not None and len(self.attribute) != len(self.images):
+            raise ValueError("attribute and images differ in length")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def fingerprint(self) -> str:
+        """A content hash of images, labels and attribute: the dataset's part of every cache key."""
+        h = hashlib.sha256()
+        for t in (self.images, self.labels, self.attribute):
+            if t is not None:
+                h.update(str(tuple(t.shape)).encode())
+                h.update(t.contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """Map ``uint8`` images to float32 in ``[-1, 1]`` (on the images' device)."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+Loader = Callable[[Any], ImageData]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+def load_dataset(name: str, data_cfg: Any) -> ImageData:
+    """Load dataset ``name`` with the ``data`` config section (root, image size, cache...)."""
+    return DATASETS.get(name)(data_cfg)

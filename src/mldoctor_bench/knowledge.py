@@ -1,0 +1,106 @@
+"""What the attacker holds under each threat model, and what the attack is scored on (spec section 2).
+
+- shadow (S): the shadow quarters, with a shadow model the runner trained on shadow-train using the
+  target's architecture and recipe (the attacker's own model, so full access to it).
+- partial (P): the first half of target-train (known members) and of target-test (known
+  non-members); membership attacks are then scored on the *other* halves.
+- none (N): nothing.
+Membership is scored on balanced members (target-train) and non-members (target-test).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from mldoctor_bench.data.base import ImageData
+from mldoctor_bench.data.splits import Splits
+from mldoctor_bench.threat_models import NONE, PARTIAL, SHADOW, ThreatModel, WhiteBoxAccess
+
+
+@dataclass(frozen=True)
+class Labeled:
+    """Images (``uint8``) with their task labels and, where the dataset has one, the attribute."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    attribute: Optional[torch.Tensor] = None
+
+    @classmethod
+    def take(cls, data: ImageData, indices: torch.Tensor) -> "Labeled":
+        return cls(
+            data.images[indices],
+            data.labels[indices],
+            None if data.attribute is None else data.attribute[indices],
+        )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def head(self, n: int) -> "Labeled":
+        return Labeled(self.images[:n], self.labels[:n], None if self.attribute is None else self.attribute[:n])
+
+    def tail(self, n: int) -> "Labeled":
+        return Labeled(self.images[-n:], self.labels[-n:], None if self.attribute is None else self.attribute[-n:])
+
+    @staticmethod
+    def concat(parts: list["Labeled"]) -> "Labeled":
+        attrs = [p.attribute for p in parts]
+        return Labeled(
+            torch.cat([p.images for p in parts]),
+            torch.cat([p.labels for p in parts]),
+            None if any(a is None for a in attrs) else torch.cat(attrs),
+        )
+
+
+@dataclass
+class AttackerKnowledge:
+    """The attacker's auxiliary data.
+
+    ``members``/``nonmembers`` are in/out of the training set of ``reference``: the attacker's
+    shadow model under (.,S); under (.,P) ``reference`` is ``None`` and they refer to the target.
+    """
+
+    members: Optional[Labeled] = None
+    nonmembers: Optional[Labeled] = None
+    reference: Optional[WhiteBoxAccess] = None
+
+    @property
+    def data(self) -> Optional[Labeled]:
+        """All auxiliary images the attacker holds (members first)."""
+        parts = [p for p in (self.members, self.nonmembers) if p is not None]
+        return Labeled.concat(parts) if parts else None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Held-back data the runner scores an attack on; attacks never train on it."""
+
+    members: Labeled
+    nonmembers: Labeled
+    target_test: Labeled
+
+
+def attacker_knowledge(
+    tm: ThreatModel, data: ImageData, splits: Splits, shadow: Optional[WhiteBoxAccess]
+) -> tuple[AttackerKnowledge, Evaluation]:
+    """The auxiliary data ``tm`` grants, and the balanced evaluation sets that go with it."""
+    train = Labeled.take(data, splits.target_train)
+    test = Labeled.take(data, splits.target_test)
+    n = min(len(train), len(test))
+    if tm.knowledge == SHADOW:
+        if shadow is None:
+            raise ValueError("a shadow threat model needs the shadow model")
+        knowledge = AttackerKnowledge(
+            Labeled.take(data, splits.shadow_train), Labeled.take(data, splits.shadow_test), shadow
+        )
+        return knowledge, Evaluation(train.head(n), test.head(n), test)
+    if tm.knowledge == PARTIAL:
+        half = n // 2
+        knowledge = AttackerKnowledge(train.head(half), test.head(half), None)
+        return knowledge, Evaluation(train.tail(n - half), test.tail(n - half), test)
+    if tm.knowledge == NONE:
+        return AttackerKnowledge(), Evaluation(train.head(n), test.head(n), test)
+    raise ValueError(f"unknown knowledge {tm.knowledge!r}")

@@ -1,0 +1,78 @@
+"""Pure metric functions for attacks. No I/O, no model calls."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+LOW_FPRS = (0.001, 0.01)
+
+
+def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr_limit: float) -> float:
+    """Largest TPR over thresholds whose FPR is at most ``fpr_limit`` (0 if none qualifies)."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    ok = fpr <= fpr_limit + 1e-12
+    return float(tpr[ok].max()) if ok.any() else 0.0
+
+
+def membership_metrics(
+    labels: Sequence[int], scores: Sequence[float], predictions: Sequence[int]
+) -> dict[str, float]:
+    """Metrics of a membership attack.
+
+    Args:
+        labels: 1 for members, 0 for non-members.
+        scores: higher means "more likely a member" (for ROC, AUC, advantage, TPR at low FPR).
+        predictions: the attack's hard decisions (for accuracy, precision, recall, F1).
+
+    Returns:
+        ``accuracy, precision, recall, f1, auc, advantage`` (max TPR - FPR over thresholds) and
+        ``tpr_at_fpr_<x>`` for each x in :data:`LOW_FPRS`, plus ``n_members``, ``n_nonmembers``.
+    """
+    y = np.asarray(labels).astype(int)
+    s = np.asarray(scores, dtype=np.float64)
+    p = np.asarray(predictions).astype(int)
+    if not (len(y) == len(s) == len(p)):
+        raise ValueError("labels, scores and predictions differ in length")
+    if y.min() == y.max():
+        raise ValueError("membership metrics need both members and non-members")
+    tp = int(((p == 1) & (y == 1)).sum())
+    fp = int(((p == 1) & (y == 0)).sum())
+    fn = int(((p == 0) & (y == 1)).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    fpr, tpr, _ = roc_curve(y, s)
+    out = {
+        "accuracy": float((p == y).mean()),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "auc": float(roc_auc_score(y, s)),
+        "advantage": float((tpr - fpr).max()),
+    }
+    for limit in LOW_FPRS:
+        out[f"tpr_at_fpr_{limit:g}"] = tpr_at_fpr(y, s, limit)
+    out["n_members"] = float((y == 1).sum())
+    out["n_nonmembers"] = float((y == 0).sum())
+    return out
+
+
+def classification_metrics(labels: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
+    """Accuracy and macro F1 of a multi-class prediction, and the majority-class baseline."""
+    y = np.asarray(labels).astype(int)
+    p = np.asarray(predictions).astype(int)
+    classes = np.unique(np.concatenate([y, p]))
+    f1s = []
+    for c in classes:
+        tp = ((p == c) & (y == c)).sum()
+        fp = ((p == c) & (y != c)).sum()
+        fn = ((p != c) & (y == c)).sum()
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return {
+        "accuracy": float((p == y).mean()),
+        "f1": float(np.mean(f1s)),
+        "baseline_accuracy": float(np.bincount(y).max() / len(y)),
+    }

@@ -1,0 +1,56 @@
+"""One registry per concept (datasets, architectures, attacks, threat models, defenses).
+
+Entries are keyed by the same names as the Hydra config groups, so ``dataset=mnist5k`` on the
+command line and ``DATASETS.get("mnist5k")`` in code name the same thing.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Generic, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class UnknownEntryError(KeyError):
+    """Raised when a name is not registered; the message lists the valid choices."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
+        return str(self.args[0])
+
+
+class Registry(Generic[T]):
+    """A name -> object mapping that fails loudly, listing the choices, on an unknown name."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator registering ``obj`` under ``name``; a duplicate name is a programming error."""
+
+        def decorate(obj: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._entries[name] = obj
+            return obj
+
+        return decorate
+
+    def get(self, name: str) -> T:
+        """Return the entry called ``name`` or raise :class:`UnknownEntryError` listing choices."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownEntryError(
+                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
+            ) from None
+
+    def names(self) -> list[str]:
+        """All registered names, sorted."""
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())

@@ -1,0 +1,251 @@
+"""One assessment cell: load data, split, train (or reuse) target and shadow, run attacks, write rows.
+
+A cell is one (dataset, arch, defense, seed) with its selected attacks and threat models. Its
+directory under ``results_dir/cells/`` is named by the hash of its configuration; ``done.json`` is
+written last, so a rerun skips a finished cell and redoes an interrupted one from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from mldoctor_bench.attacks import ATTACKS, AttackContext, AttackSkipped
+from mldoctor_bench.data import DATASETS, ImageData, Splits, four_quarters, load_dataset
+from mldoctor_bench.knowledge import attacker_knowledge
+from mldoctor_bench.models import ARCHS, build_model
+from mldoctor_bench.provenance import code_version, stable_hash
+from mldoctor_bench.results import FAILED, OK, SKIPPED, Cell, Provenance, metric_rows, to_frame, write_table
+from mldoctor_bench.store import ModelStore, StoredModel, atomic_write_text
+from mldoctor_bench.threat_models import THREAT_MODELS, WhiteBoxAccess, access_for
+from mldoctor_bench.training import Recipe, TrainJob, accuracy, resolve_device, seeded_model, train_classifier
+from mldoctor_bench import ui
+
+DEFENSES = ("none",)  # training- and output-time defenses join here
+# Keys that say where things go, not what is computed: they do not enter the cell's hash.
+LOCATION_KEYS = ("results_dir", "device", "cache", "hydra")
+LOCATION_DATA_KEYS = ("root", "cache_dir", "download")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the problem and the fix."""
+
+
+@dataclass
+class Plan:
+    """A validated configuration, ready to run."""
+
+    cfg: DictConfig
+    attacks: list[str]
+    threat_models: list[str]
+    device: torch.device
+    config_hash: str
+    cell_dir: Path
+    store: ModelStore
+
+
+def selected(cfg: DictConfig, group: str) -> list[str]:
+    """Names chosen in a multi-select group (``attack``, ``threat_model``): the node's keys."""
+    node = cfg.get(group)
+    return list(node.keys()) if node else []
+
+
+def semantic_config(cfg: DictConfig) -> dict:
+    """The resolved config without location keys: what the cell's results depend on."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for key in LOCATION_KEYS:
+        plain.pop(key, None)
+    for key in LOCATION_DATA_KEYS:
+        plain.get("data", {}).pop(key, None)
+    return plain
+
+
+def plan(cfg: DictConfig) -> Plan:
+    """Validate everything that can be checked before long work; raise :class:`ConfigError`."""
+    for group, name, registry in [("dataset", cfg.dataset.name, DATASETS), ("arch", cfg.arch.name, ARCHS)]:
+        if name not in registry:
+            raise ConfigError(f"unknown {group} {name!r}; choose one of: {', '.join(registry.names())}")
+    if cfg.defense.name not in DEFENSES:
+        raise ConfigError(f"unknown defense {cfg.defense.name!r}; choose one of: {', '.join(DEFENSES)}")
+    attacks, tms = selected(cfg, "attack"), selected(cfg, "threat_model")
+    if not attacks or not tms:
+        raise ConfigError("select at least one attack and one threat model, e.g. attack=membership threat_model=blackbox_shadow")
+    for name in attacks:
+        if name not in ATTACKS:
+            raise ConfigError(f"unknown attack {name!r}; choose from: {', '.join(ATTACKS.names())}")
+    for name in tms:
+        if name not in THREAT_MODELS:
+            raise ConfigError(f"unknown threat model {name!r}; choose from: {', '.join(THREAT_MODELS.names())}")
+    if int(cfg.train.epochs) < 1:
+        raise ConfigError(f"train.epochs must be at least 1, got {cfg.train.epochs}")
+    try:
+        device = resolve_device(str(cfg.device))
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    config_hash = stable_hash(semantic_config(cfg))
+    results_dir = Path(str(cfg.results_dir)).expanduser().resolve()
+    cell_name = f"{cfg.dataset.name}_{cfg.arch.name}_{cfg.defense.name}_seed{cfg.seed}_{config_hash}"
+    store_dir = Path(str(cfg.cache.dir)).expanduser().resolve() if cfg.cache.enabled else None
+    return Plan(cfg, attacks, tms, device, config_hash, results_dir / "cells" / cell_name, ModelStore(store_dir))
+
+
+def derive_seed(seed: int, role: str) -> int:
+    """A per-role seed, so target and shadow start from different weights for the same run seed."""
+    return int(stable_hash([seed, role], length=8), 16) % (2**31)
+
+
+class Assessment:
+    """Runs one planned cell and writes its results."""
+
+    def __init__(self, p: Plan, bars: ui.Bars) -> None:
+        self.p, self.cfg, self.bars = p, p.cfg, bars
+        self.recipe = Recipe.from_config(self.cfg.train)
+
+    def train(self, role: str, data: ImageData, splits: Splits, quarter: str) -> StoredModel:
+        """Train (or load from the store) the model ``role`` on ``quarter`` of ``data``."""
+        idx = getattr(splits, quarter)
+        job = TrainJob(role, self.cfg.arch.name, self.recipe, derive_seed(int(self.cfg.seed), role),
+                       data.fingerprint(), splits.digest(quarter))
+        images, labels = data.images[idx].to(self.p.device), data.labels[idx].to(self.p.device)
+
+        def fit(model: torch.nn.Module) -> dict:
+            advance = self.bars(f"train {role} ({self.cfg.arch.name})", self.recipe.epochs)
+            train_classifier(model, images, labels, self.recipe, job.seed,
+                             on_epoch=lambda e, n, loss: advance(1, f"loss {loss:.3f}"))
+            return {"train_accuracy": accuracy(model, images, labels)}
+
+        stored = self.p.store.get_or_train(job.cache_key_payload(), lambda: seeded_model(job, data), fit)
+        stored.model.to(self.p.device)
+        if stored.reused:
+            ui.console.print(f"[dim]reused cached {role} model {stored.path.name}[/]")
+        return stored
+
+    def run(self) -> list[dict]:
+        cfg, p = self.cfg, self.p
+        cell = Cell(cfg.dataset.name, cfg.arch.name, cfg.defense.name, int(cfg.seed))
+        data = load_dataset(cfg.dataset.name, cfg.data)
+        splits = four_quarters(len(data), int(cfg.seed), cfg.data.get("quarter_size"))
+        splits.save(p.cell_dir / "splits.safetensors")
+        target = self.train("target", data, splits, "target_train")
+        test_idx = splits.target_test
+        utility = {
+            "train_accuracy": target.manifest["metrics"]["train_accuracy"],
+            "test_accuracy": accuracy(target.model, data.images[test_idx].to(p.device), data.labels[test_idx]),
+        }
+        rows = metric_rows(cell, "target", "none", "", utility)
+        self.save_target(target, data, splits)
+        needs_shadow = any(THREAT_MODELS.get(t).knowledge == "shadow" for t in p.threat_models)
+        shadow = self.train("shadow", data, splits, "shadow_train") if needs_shadow else None
+        for attack_name in p.attacks:
+            for tm_name in p.threat_models:
+                rows += self.run_attack(cell, attack_name, tm_name, data, splits, target, shadow)
+        return rows
+
+    def run_attack(self, cell: Cell, attack_name: str, tm_name: str, data: ImageData, splits: Splits,
+                   target: StoredModel, shadow: Optional[StoredModel]) -> list[dict]:
+        attack = ATTACKS.get(attack_name)()
+        tm = THREAT_MODELS.get(tm_name)
+        if tm_name not in attack.threat_models:
+            reason = f"{attack_name} does not support {tm_name}; supported: {', '.join(attack.threat_models)}"
+            return metric_rows(cell, attack_name, tm_name, "", {}, SKIPPED, reason)
+        out_dir = self.p.cell_dir / attack_name / tm_name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shadow_access = WhiteBoxAccess(shadow.model, self.p.device) if shadow else None
+        knowledge, evaluation = attacker_knowledge(tm, data, splits, shadow_access)
+        ctx = AttackContext(
+            threat_model=tm, target=access_for(tm, target.model, self.p.device), knowledge=knowledge,
+            evaluation=evaluation, settings=self.cfg.attack[attack_name], out_dir=out_dir,
+            device=self.p.device, seed=derive_seed(int(self.cfg.seed), f"{attack_name}/{tm_name}"),
+            num_classes=data.num_classes, num_attribute_classes=data.num_attribute_classes, progress=self.bars,
+        )
+        advance = self.bars(f"attack {attack_name} {tm.short}", 1)
+        try:
+            results = attack.run(ctx)
+        except AttackSkipped as exc:
+            return metric_rows(cell, attack_name, tm_name, "", {}, SKIPPED, str(exc))
+        except Exception as exc:  # one broken attack must not lose the rest of the sweep
+            (out_dir / "error.txt").write_text(traceback.format_exc())
+            ui.console.print(f"[red]{attack_name} {tm_name} failed: {exc!r} (traceback in {out_dir / 'error.txt'})[/]")
+            return metric_rows(cell, attack_name, tm_name, "", {}, FAILED, f"{type(exc).__name__}: {exc}")
+        finally:
+            advance(1)
+        rows = []
+        for variant, metrics in results.items():
+            rows += metric_rows(cell, attack_name, tm_name, variant, metrics)
+        return rows
+
+    def save_target(self, target: StoredModel, data: ImageData, splits: Splits) -> None:
+        """Copy the target's weights and a manifest into the cell, to reload model and data."""
+        weights = self.p.cell_dir / "target.safetensors"
+        if target.path is not None:
+            shutil.copyfile(target.path, weights)
+        else:
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().cpu().contiguous() for k, v in target.model.state_dict().items()}, str(weights))
+        manifest = {
+            "dataset": data.name,
+            "arch": self.cfg.arch.name,
+            "in_channels": data.channels,
+            "num_classes": data.num_classes,
+            "image_size": data.image_size,
+            "weights": weights.name,
+            "splits": "splits.safetensors",
+            "trained_on": "target_train",
+            "seed": int(self.cfg.seed),
+            "recipe": OmegaConf.to_container(self.cfg.train, resolve=True),
+            "store_key": target.manifest.get("key"),
+        }
+        atomic_write_text(self.p.cell_dir / "target.json", json.dumps(manifest, indent=2))
+
+
+def load_target(cell_dir: Path) -> tuple[torch.nn.Module, Splits, dict]:
+    """Reload a cell's target model and split indices from its manifest."""
+    from safetensors.torch import load_file
+
+    manifest = json.loads((cell_dir / "target.json").read_text())
+    model = build_model(manifest["arch"], manifest["in_channels"], manifest["num_classes"], manifest["image_size"])
+    model.load_state_dict(load_file(str(cell_dir / manifest["weights"])))
+    return model.eval(), Splits.load(cell_dir / manifest["splits"]), manifest
+
+
+@dataclass
+class Outcome:
+    cell_dir: Path
+    table: Path
+    reused: bool
+
+
+def run_cell(cfg: DictConfig) -> Outcome:
+    """Plan, then run the cell unless it is already done; return where its table is."""
+    p = plan(cfg)
+    done = p.cell_dir / "done.json"
+    table = p.cell_dir / "results.parquet"
+    if done.exists() and table.exists():
+        ui.console.print(f"[green]cell already done[/], skipping: {p.cell_dir}")
+        return Outcome(p.cell_dir, table, True)
+    if p.cell_dir.exists():  # an interrupted earlier attempt: start clean
+        shutil.rmtree(p.cell_dir)
+    p.cell_dir.mkdir(parents=True)
+    atomic_write_text(p.cell_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    with ui.progress_bars() as bars:
+        rows = Assessment(p, bars).run()
+    prov = Provenance(f"{started:%Y%m%dT%H%M%S}-{p.config_hash[:8]}", p.config_hash, code_version(), started.isoformat())
+    frame = to_frame(rows, prov, time.perf_counter() - t0)
+    parquet, csv = write_table(frame, p.cell_dir)
+    atomic_write_text(done, json.dumps({"config_hash": p.config_hash, "finished_at": datetime.now(timezone.utc).isoformat()}))
+    ui.console.print(ui.summary_table(frame, f"{p.cfg.dataset.name} / {p.cfg.arch.name} / defense={p.cfg.defense.name} / seed={p.cfg.seed}",
+                                      ("train_accuracy", "test_accuracy", "auc", "advantage", "tpr_at_fpr_0.01", "accuracy")))
+    ui.console.print(f"results: {parquet}\n         {csv}\ncell:    {p.cell_dir}")
+    return Outcome(p.cell_dir, parquet, False)

@@ -1,0 +1,96 @@
+"""Content-addressed store of trained models: a model is never trained twice for the same inputs.
+
+A model's key hashes everything that determines its weights (:meth:`TrainJob.cache_key_payload`).
+Weights are safetensors (no pickle), written to a temporary file and renamed, with the JSON manifest
+written last as the completion marker. A file lock per key makes parallel jobs that need the same
+model train it once: the others wait, then load it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from filelock import FileLock
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mldoctor_bench.provenance import stable_hash
+
+
+@dataclass
+class StoredModel:
+    """A trained model with its manifest (training metrics and how it was made)."""
+
+    model: nn.Module
+    manifest: dict
+    path: Optional[Path]
+    reused: bool
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class ModelStore:
+    """Models keyed by the hash of their training job, under ``root`` (disabled when ``None``)."""
+
+    def __init__(self, root: Optional[Path]) -> None:
+        self.root = Path(root) if root is not None else None
+        if self.root is not None:
+            self.root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def enabled(self) -> bool:
+        return self.root is not None
+
+    def key(self, payload: dict) -> str:
+        return stable_hash(payload, length=24)
+
+    def paths(self, key: str) -> tuple[Path, Path]:
+        assert self.root is not None
+        return self.root / f"{key}.safetensors", self.root / f"{key}.json"
+
+    def get_or_train(
+        self,
+        payload: dict,
+        build: Callable[[], nn.Module],
+        train: Callable[[nn.Module], dict],
+    ) -> StoredModel:
+        """Load the model for ``payload`` if stored, else ``train(build())`` and store it.
+
+        ``train`` trains the module in place and returns metrics to keep in the manifest.
+        """
+        if self.root is None:
+            model = build()
+            metrics = train(model)
+            return StoredModel(model, {"payload": payload, "metrics": metrics}, None, False)
+        key = self.key(payload)
+        weights, manifest_path = self.paths(key)
+        with FileLock(str(self.root / f"{key}.lock")):
+            if manifest_path.exists() and weights.exists():
+                model = build()
+                model.load_state_dict(load_file(str(weights)))
+                return StoredModel(model.eval(), json.loads(manifest_path.read_text()), weights, True)
+            model = build()
+            started = time.time()
+            metrics = train(model)
+            tmp = weights.with_name(f".{weights.name}.{os.getpid()}.tmp")
+            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            save_file(state, str(tmp))
+            os.replace(tmp, weights)
+            manifest = {
+                "key": key,
+                "payload": payload,
+                "metrics": metrics,
+                "train_seconds": round(time.time() - started, 3),
+            }
+            atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
+            return StoredModel(model.eval(), manifest, weights, False)

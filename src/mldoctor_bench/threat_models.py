@@ -1,0 +1,136 @@
+"""Threat models as objects: what the attacker may query, and which auxiliary data it holds.
+
+A threat model is (model access) x (auxiliary data), spec section 1. Access is enforced by the
+object an attack receives: a :class:`BlackBoxAccess` answers queries with the released outputs and
+refuses to hand over the model; a :class:`LabelOnlyAccess` answers with labels alone; a
+:class:`WhiteBoxAccess` also exposes weights, embeddings and gradients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from mldoctor_bench.data.base import normalise
+from mldoctor_bench.models import Classifier
+from mldoctor_bench.registry import Registry
+
+BLACKBOX, LABEL_ONLY, WHITEBOX = "blackbox", "label_only", "whitebox"
+SHADOW, PARTIAL, NONE = "shadow", "partial", "none"
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """A named pair of model access and auxiliary-data knowledge."""
+
+    name: str
+    access: str  # blackbox | label_only | whitebox
+    knowledge: str  # shadow | partial | none
+
+    @property
+    def short(self) -> str:
+        """The paper's notation, e.g. ``(B,S)``."""
+        a = {BLACKBOX: "B", LABEL_ONLY: "B-label", WHITEBOX: "W"}[self.access]
+        return f"({a},{self.knowledge[0].upper()})"
+
+
+THREAT_MODELS: Registry[ThreatModel] = Registry("threat model")
+for _tm in (
+    ThreatModel("blackbox_shadow", BLACKBOX, SHADOW),
+    ThreatModel("blackbox_partial", BLACKBOX, PARTIAL),
+    ThreatModel("blackbox_label_only", LABEL_ONLY, SHADOW),
+    ThreatModel("whitebox_shadow", WHITEBOX, SHADOW),
+    ThreatModel("whitebox_partial", WHITEBOX, PARTIAL),
+    ThreatModel("whitebox_none", WHITEBOX, NONE),
+):
+    THREAT_MODELS.register(_tm.name)(_tm)
+
+# Post-processing of released posteriors (output-time defenses): probabilities in, probabilities out.
+OutputTransform = Callable[[torch.Tensor], torch.Tensor]
+
+
+class LabelOnlyAccess:
+    """Query access that returns only the predicted label of each image."""
+
+    def __init__(self, model: Classifier, device: torch.device, batch_size: int = 512) -> None:
+        self.__model = model.eval()
+        self.device = device
+        self.batch_size = batch_size
+        self.num_classes = model.num_classes
+        self.queries = 0
+
+    def _logits(self, images: torch.Tensor) -> torch.Tensor:
+        outs = []
+        with torch.no_grad():
+            for start in range(0, len(images), self.batch_size):
+                x = normalise(images[start : start + self.batch_size].to(self.device))
+                outs.append(self.__model(x).double().cpu())
+        self.queries += len(images)
+        return torch.cat(outs) if outs else torch.empty(0, self.num_classes, dtype=torch.float64)
+
+    def labels(self, images: torch.Tensor) -> torch.Tensor:
+        """Predicted class of each ``uint8`` image."""
+        return self._logits(images).argmax(1)
+
+    @property
+    def model(self):
+        raise PermissionError(
+            f"{type(self).__name__} grants query access only; the model's weights are not reachable "
+            "under a black-box threat model"
+        )
+
+
+class BlackBoxAccess(LabelOnlyAccess):
+    """Query access returning the released posterior vector of each image.
+
+    Posteriors are returned as float64 *log*-probabilities: a float32 softmax saturates to exactly 1
+    on confident predictions and erases the membership signal (spec section 7), so the API releases
+    them at full precision in log space. An output transform (a defense) post-processes the
+    probabilities before release.
+    """
+
+    def __init__(
+        self,
+        model: Classifier,
+        device: torch.device,
+        output_transform: Optional[OutputTransform] = None,
+        batch_size: int = 512,
+    ) -> None:
+        super().__init__(model, device, batch_size)
+        self.output_transform = output_transform
+
+    def log_posteriors(self, images: torch.Tensor) -> torch.Tensor:
+        """Released log-probabilities ``(N, classes)``, float64; ``-inf`` where a release says 0."""
+        log_probs = F.log_softmax(self._logits(images), dim=1)
+        if self.output_transform is None:
+            return log_probs
+        return torch.log(self.output_transform(log_probs.exp()))
+
+    def posteriors(self, images: torch.Tensor) -> torch.Tensor:
+        """Released probabilities ``(N, classes)``, float64."""
+        return self.log_posteriors(images).exp()
+
+
+class WhiteBoxAccess(BlackBoxAccess):
+    """Full access: the model itself, its embeddings, and gradients."""
+
+    def __init__(self, model: Classifier, device: torch.device, batch_size: int = 512) -> None:
+        super().__init__(model, device, None, batch_size)
+        self._whitebox_model = model
+
+    @property
+    def model(self) -> Classifier:  # type: ignore[override]
+        return self._whitebox_model
+
+
+def access_for(tm: ThreatModel, model: Classifier, device: torch.device,
+               output_transform: Optional[OutputTransform] = None) -> LabelOnlyAccess:
+    """The access object a threat model grants to ``model``."""
+    if tm.access == WHITEBOX:
+        return WhiteBoxAccess(model, device)
+    if tm.access == LABEL_ONLY:
+        return LabelOnlyAccess(model, device)
+    return BlackBoxAccess(model, device, output_transform)

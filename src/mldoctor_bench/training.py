@@ -1,0 +1,155 @@
+"""Training of classifiers (targets, shadows, and later reference and surrogate models).
+
+A :class:`Recipe` says how to train; :func:`train_classifier` trains one model on index-selected
+rows of an :class:`ImageData` held as tensors on the training device. Everything that determines
+the weights is in :meth:`TrainJob.cache_key_payload`, so the model store can reuse a trained model
+instead of training it twice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mldoctor_bench.data.base import ImageData, normalise
+from mldoctor_bench.models import Classifier, build_model
+from mldoctor_bench.provenance import source_hash
+
+# Source files whose change invalidates cached models.
+TRAINING_SOURCES = ("training.py", "models", "data/base.py")
+
+ProgressHook = Callable[[int, int, float], None]  # (epoch, epochs, mean loss)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """SGD recipe of spec section 4 with a step decay at fractions of the epochs."""
+
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_milestones: tuple[float, ...] = (0.5, 0.75)
+    lr_gamma: float = 0.1
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "Recipe":
+        """Build from a mapping (the ``train`` config section)."""
+        values = dict(cfg)
+        values["lr_milestones"] = tuple(float(m) for m in values.get("lr_milestones", ()))
+        known = {k: values[k] for k in cls.__dataclass_fields__ if k in values}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One model to train: which data rows, which architecture, which recipe and seed."""
+
+    role: str
+    arch: str
+    recipe: Recipe
+    seed: int
+    dataset_fingerprint: str
+    indices_digest: str
+    extra: dict = field(default_factory=dict)  # e.g. the training-time part of a defense
+
+    def cache_key_payload(self) -> dict:
+        """Everything that determines the trained weights."""
+        return {
+            "role": self.role,
+            "arch": self.arch,
+            "recipe": asdict(self.recipe),
+            "seed": self.seed,
+            "dataset": self.dataset_fingerprint,
+            "indices": self.indices_digest,
+            "extra": self.extra,
+            "code": source_hash(TRAINING_SOURCES),
+        }
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; an explicit CUDA device must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name} was asked for but CUDA is not available; use device=cpu or auto")
+    return device
+
+
+def seeded_model(job: TrainJob, data: ImageData) -> Classifier:
+    """Build the job's architecture with weights initialised from the job's seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(job.seed)
+        return build_model(job.arch, data.channels, data.num_classes, data.image_size)
+
+
+def iterate_batches(n: int, batch_size: int, generator: Optional[torch.Generator]):
+    """Index batches over ``range(n)``: shuffled when a generator is given, in order otherwise."""
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+def train_classifier(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    recipe: Recipe,
+    seed: int,
+    on_epoch: Optional[ProgressHook] = None,
+    loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = None,
+) -> nn.Module:
+    """Train ``model`` in place on ``uint8`` ``images`` and ``labels`` (already on its device).
+
+    ``loss_fn(logits, labels, epoch)`` replaces cross-entropy (defenses use it); the batch order
+    comes from a generator seeded by ``seed``, so the same job gives the same weights on one device.
+    """
+    device = images.device
+    model.to(device).train()
+    optimiser = torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+    )
+    milestones = sorted({max(1, math.ceil(m * recipe.epochs)) for m in recipe.lr_milestones})
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones, gamma=recipe.lr_gamma)
+    generator = torch.Generator().manual_seed(seed)
+    for epoch in range(recipe.epochs):
+        total, count = 0.0, 0
+        for batch in iterate_batches(len(images), recipe.batch_size, generator):
+            batch = batch.to(device)
+            x, y = normalise(images[batch]), labels[batch]
+            logits = model(x)
+            loss = loss_fn(logits, y, epoch) if loss_fn else F.cross_entropy(logits, y)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(batch)
+            count += len(batch)
+        schedule.step()
+        if on_epoch is not None:
+            on_epoch(epoch + 1, recipe.epochs, total / max(count, 1))
+    return model.eval()
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Logits of ``model`` on ``uint8`` images, batched, in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    outs = [
+        model(normalise(images[b].to(device))).float()
+        for b in iterate_batches(len(images), batch_size, None)
+    ]
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy of ``model`` on ``images``."""
+    preds = predict_logits(model, images).argmax(1)
+    return float((preds.cpu() == labels.cpu()).float().mean())

@@ -1,0 +1,66 @@
+"""Terminal output: progress bars for long work and the end-of-run summary (rich, on stderr)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+if not console.is_terminal:  # logs and CI: wide enough for the summary table
+    console = Console(stderr=True, width=160)
+
+Advance = Callable[..., None]
+
+
+class Bars:
+    """Opens one bar per task; ``bar(label, total)`` returns a function that advances it."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+
+    def __call__(self, label: str, total: int) -> Advance:
+        task = self._progress.add_task(label, total=total, info="")
+
+        def advance(n: int = 1, info: str = "") -> None:
+            self._progress.update(task, advance=n, info=info)
+
+        return advance
+
+
+@contextmanager
+def progress_bars() -> Iterator[Bars]:
+    """A live progress display for the duration of the block."""
+    progress = Progress(
+        TextColumn("[bold]{task.description:<34}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=False,
+    )
+    with progress:
+        yield Bars(progress)
+
+
+def summary_table(frame: pd.DataFrame, title: str, metrics: tuple[str, ...]) -> Table:
+    """A compact table: one line per (attack, threat model, variant), chosen metrics as columns."""
+    table = Table(title=title, title_justify="left")
+    for col in ("attack", "threat_model", "variant", "status"):
+        table.add_column(col)
+    for m in metrics:
+        table.add_column(m, justify="right")
+    for keys, group in frame.groupby(["attack", "threat_model", "variant"], sort=False):
+        values = dict(zip(group["metric"], group["value"]))
+        status = group["status"].iloc[0]
+        reason = group["reason"].iloc[0]
+        cells = [f"{values[m]:.3f}" if m in values else "" for m in metrics]
+        if status != "ok" and reason:
+            cells = [reason[:60]] + [""] * (len(metrics) - 1)
+        table.add_row(*keys, status, *cells)
+    return table

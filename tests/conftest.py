@@ -1,0 +1,41 @@
+"""Shared fixtures: the installed console script and tiny CLI settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Overrides that make an end-to-end run take seconds on a CPU.
+TINY = [
+    "data.quarter_size=64",
+    "train.epochs=2",
+    "attack.membership.epochs=2",
+    "device=cpu",
+]
+
+
+def cli_path() -> str:
+    exe = Path(sys.executable).parent / "mldoctor-bench"
+    if not exe.exists():
+        pytest.skip("mldoctor-bench console script is not installed (run `make install`)")
+    return str(exe)
+
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """Run ``mldoctor-bench`` with overrides from an unrelated, empty working directory."""
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+
+    def run(*overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+        return subprocess.run(
+            [cli_path(), *overrides], cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env
+        )
+
+    run.workdir = workdir
+    return run

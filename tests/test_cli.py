@@ -1,0 +1,96 @@
+"""End-to-end runs of the installed ``mldoctor-bench`` from an unrelated working directory."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import TINY
+from mldoctor_bench.results import COLUMNS
+
+pytestmark = pytest.mark.slow
+
+
+def test_default_style_run_writes_tidy_tables_and_nothing_else(run_cli, tmp_path):
+    out = tmp_path / "res"
+    proc = run_cli("attack=membership", "threat_model=blackbox_shadow", f"results_dir={out}", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert list(run_cli.workdir.iterdir()) == []  # nothing in the working directory
+    cells = list((out / "cells").iterdir())
+    assert len(cells) == 1
+    cell = cells[0]
+    for name in ("results.parquet", "results.csv", "splits.safetensors", "target.safetensors",
+                 "target.json", "done.json", "config.yaml"):
+        assert (cell / name).exists(), name
+    table = pd.read_parquet(cell / "results.parquet")
+    assert list(table.columns) == COLUMNS
+    assert list(pd.read_csv(cell / "results.csv").columns) == COLUMNS
+    target = table[table.attack == "target"].set_index("metric")["value"]
+    assert {"train_accuracy", "test_accuracy"} <= set(target.index)
+    mia = table[(table.attack == "membership") & (table.threat_model == "blackbox_shadow")]
+    assert set(mia.metric) >= {"accuracy", "precision", "recall", "f1", "auc", "advantage",
+                               "tpr_at_fpr_0.001", "tpr_at_fpr_0.01"}
+    assert (mia.status == "ok").all()
+    rates = mia[~mia.metric.str.startswith("n_") & (mia.metric != "attack_train_loss")]
+    assert rates.value.between(0, 1).all()
+    assert table.config_hash.nunique() == 1 and table.code_version.iloc[0]
+    manifest = json.loads((cell / "target.json").read_text())
+    assert manifest["arch"] == "simple_cnn" and manifest["splits"] == "splits.safetensors"
+
+
+def test_saved_target_and_splits_reproduce_the_reported_accuracy(run_cli, tmp_path):
+    from mldoctor_bench.data import load_dataset
+    from mldoctor_bench.runner import load_target
+    from mldoctor_bench.training import accuracy
+
+    out = tmp_path / "res"
+    assert run_cli("threat_model=blackbox_shadow", f"results_dir={out}", *TINY).returncode == 0
+    cell = next((out / "cells").iterdir())
+    model, splits, manifest = load_target(cell)
+    data = load_dataset(manifest["dataset"], None)
+    table = pd.read_parquet(cell / "results.parquet")
+    reported = table.query("attack == 'target' and metric == 'test_accuracy'").value.item()
+    idx = splits.target_test
+    assert accuracy(model, data.images[idx], data.labels[idx]) == pytest.approx(reported, abs=1e-6)
+
+
+def test_rerun_skips_the_done_cell_and_reuses_models(run_cli, tmp_path):
+    out = tmp_path / "res"
+    args = ("threat_model=blackbox_shadow", f"results_dir={out}", *TINY)
+    assert run_cli(*args).returncode == 0
+    again = run_cli(*args)
+    assert again.returncode == 0 and "cell already done" in again.stderr
+    other = run_cli(*args, "attack.membership.epochs=3")  # new cell, same target and shadow
+    assert other.returncode == 0
+    assert other.stderr.count("reused cached") == 2
+
+
+def test_multirun_over_seeds_leaves_one_merged_table(run_cli, tmp_path):
+    out = tmp_path / "res"
+    proc = run_cli("-m", "seed=0,1", "threat_model=blackbox_shadow", f"results_dir={out}", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    merged = list((out / "hydra" / "sweeps").glob("*/results.parquet"))
+    assert len(merged) == 1
+    table = pd.read_parquet(merged[0])
+    assert sorted(table.seed.unique()) == [0, 1]
+    assert not table.duplicated(["config_hash", "attack", "threat_model", "variant", "metric"]).any()
+    assert list(run_cli.workdir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("dataset=nope", "mnist5k"),
+        ("attack=nope", "membership"),
+        ("threat_model=nope", "blackbox_shadow"),
+        ("train.epoch=3", "epoch"),
+        ("device=cuda:7", "device"),
+    ],
+)
+def test_bad_input_fails_fast_with_choices_and_no_traceback(run_cli, tmp_path, override, expected):
+    proc = run_cli(override, f"results_dir={tmp_path / 'res'}", timeout=60)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert expected in text
+    assert "Traceback" not in text
+    assert not (tmp_path / "res" / "cells").exists()  # failed before any work

@@ -1,0 +1,42 @@
+import pytest
+
+from mldoctor_bench.attacks import ATTACKS
+from mldoctor_bench.data import DATASETS
+from mldoctor_bench.models import ARCHS, build_model
+from mldoctor_bench.registry import Registry, UnknownEntryError
+from mldoctor_bench.threat_models import THREAT_MODELS
+
+
+def test_unknown_name_lists_choices():
+    reg: Registry[int] = Registry("widget")
+    reg.register("b")(1)
+    reg.register("a")(2)
+    with pytest.raises(UnknownEntryError, match="unknown widget 'c'; choose one of: a, b"):
+        reg.get("c")
+
+
+def test_duplicate_registration_is_refused():
+    reg: Registry[int] = Registry("widget")
+    reg.register("a")(1)
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("a")(2)
+
+
+def test_registries_hold_the_foundation_entries():
+    assert "mnist5k" in DATASETS
+    assert "simple_cnn" in ARCHS
+    assert "membership" in ATTACKS
+    assert {"blackbox_shadow", "blackbox_partial", "whitebox_shadow", "whitebox_partial",
+            "whitebox_none", "blackbox_label_only"} <= set(THREAT_MODELS.names())
+
+
+@pytest.mark.parametrize("name", ARCHS.names())
+@pytest.mark.parametrize("channels,size", [(1, 28), (3, 32)])
+def test_every_arch_has_the_uniform_shape(name, channels, size):
+    import torch
+
+    model = build_model(name, channels, 10, size)
+    x = torch.randn(2, channels, size, size)
+    emb = model.embed(x)
+    assert emb.shape == (2, model.embedding_dim)
+    assert torch.allclose(model.head(emb), model(x))
