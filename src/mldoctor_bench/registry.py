@@ -54,3 +54,13 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def import_submodules(package_name: str) -> None:
+    """Import every module of a package, so that each registers its entries on import."""
+    import importlib
+    import pkgutil
+
+    package = importlib.import_module(package_name)
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package_name}.{info.name}")

@@ -106,8 +106,8 @@ def derive_seed(seed: int, role: str) -> int:
 class Assessment:
     """Runs one planned cell and writes its results."""
 
-    def __init__(self, p: Plan, bars: ui.Bars) -> None:
-        self.p, self.cfg, self.bars = p, p.cfg, bars
+    def __init__(self, p: Plan, data: ImageData, bars: ui.Bars) -> None:
+        self.p, self.cfg, self.data, self.bars = p, p.cfg, data, bars
         self.recipe = Recipe.from_config(self.cfg.train)
 
     def train(self, role: str, data: ImageData, splits: Splits, quarter: str) -> StoredModel:
@@ -132,7 +132,7 @@ class Assessment:
     def run(self) -> list[dict]:
         cfg, p = self.cfg, self.p
         cell = Cell(cfg.dataset.name, cfg.arch.name, cfg.defense.name, int(cfg.seed))
-        data = load_dataset(cfg.dataset.name, cfg.data)
+        data = self.data
         splits = four_quarters(len(data), int(cfg.seed), cfg.data.get("quarter_size"))
         splits.save(p.cell_dir / "splits.safetensors")
         target = self.train("target", data, splits, "target_train")
@@ -233,6 +233,7 @@ def run_cell(cfg: DictConfig) -> Outcome:
     if done.exists() and table.exists():
         ui.console.print(f"[green]cell already done[/], skipping: {p.cell_dir}")
         return Outcome(p.cell_dir, table, True)
+    data = load_dataset(cfg.dataset.name, cfg.data)  # missing files fail here, before any work
     if p.cell_dir.exists():  # an interrupted earlier attempt: start clean
         shutil.rmtree(p.cell_dir)
     p.cell_dir.mkdir(parents=True)
@@ -240,7 +241,7 @@ def run_cell(cfg: DictConfig) -> Outcome:
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     with ui.progress_bars() as bars:
-        rows = Assessment(p, bars).run()
+        rows = Assessment(p, data, bars).run()
     prov = Provenance(f"{started:%Y%m%dT%H%M%S}-{p.config_hash[:8]}", p.config_hash, code_version(), started.isoformat())
     frame = to_frame(rows, prov, time.perf_counter() - t0)
     parquet, csv = write_table(frame, p.cell_dir)

@@ -2,7 +2,9 @@
 
 from mldoctor_bench.data.base import DATASETS, DataUnavailableError, ImageData, load_dataset
 from mldoctor_bench.data.splits import Splits, four_quarters
-from mldoctor_bench.data import embedded as _embedded  # noqa: F401  (registers entries)
+from mldoctor_bench.registry import import_submodules
+
+import_submodules(__name__)  # each loader module registers its datasets
 
 __all__ = [
     "DATASETS",
