@@ -39,3 +39,14 @@ def run_cli(tmp_path):
 
     run.workdir = workdir
     return run
+
+
+@pytest.fixture(scope="session")
+def small_cell(tmp_path_factory):
+    """One small trained cell, shared by attack tests (see ``attack_fixtures``)."""
+    from attack_fixtures import prepared_cell
+
+    return prepared_cell(
+        tmp_path_factory.mktemp("small-cell"),
+        "threat_model=[blackbox_shadow,blackbox_partial,whitebox_shadow,whitebox_partial,whitebox_none,blackbox_label_only]",
+    )

@@ -7,11 +7,12 @@ written last, so a rerun skips a finished cell and redoes an interrupted one fro
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -20,10 +21,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mldoctor_bench.attacks import ATTACKS, AttackContext, AttackSkipped
+from mldoctor_bench.attacks.base import ModelService
 from mldoctor_bench.data import DATASETS, ImageData, Splits, four_quarters, load_dataset
-from mldoctor_bench.knowledge import attacker_knowledge
+from mldoctor_bench.knowledge import Labeled, attacker_knowledge
 from mldoctor_bench.models import ARCHS, build_model
-from mldoctor_bench.provenance import code_version, stable_hash
+from mldoctor_bench.provenance import code_version, source_hash, stable_hash
 from mldoctor_bench.results import FAILED, OK, SKIPPED, Cell, Provenance, metric_rows, to_frame, write_table
 from mldoctor_bench.store import ModelStore, StoredModel, atomic_write_text
 from mldoctor_bench.threat_models import THREAT_MODELS, WhiteBoxAccess, access_for
@@ -103,6 +105,29 @@ def derive_seed(seed: int, role: str) -> int:
     return int(stable_hash([seed, role], length=8), 16) % (2**31)
 
 
+class CellModels(ModelService):
+    """The runner's :class:`ModelService`: attacker-side models cached per cell identity."""
+
+    def __init__(self, assessment: "Assessment", splits: Splits) -> None:
+        self.a = assessment
+        self.identity = {"dataset": assessment.data.fingerprint(), "splits": splits.digest(),
+                         "seed": int(assessment.cfg.seed)}
+
+    def classifier(self, role, images, targets, epochs=None, arch=None):
+        recipe = replace(self.a.recipe, epochs=int(epochs)) if epochs else self.a.recipe
+        digest = hashlib.sha256(images.cpu().numpy().tobytes() + targets.cpu().numpy().tobytes()).hexdigest()[:16]
+        job = TrainJob(role, arch or self.a.cfg.arch.name, recipe,
+                       derive_seed(int(self.a.cfg.seed), role), self.identity["dataset"], digest)
+        return self.a.fit(job, images, targets).model
+
+    def cached(self, role, payload, build, train):
+        key = {"role": role, "cell": self.identity, "payload": payload, "code": source_hash(("attacks",))}
+        stored = self.a.p.store.get_or_train(key, build, train)
+        if stored.reused:
+            ui.console.print(f"[dim]reused cached {role} {stored.path.name}[/]")
+        return stored
+
+
 class Assessment:
     """Runs one planned cell and writes its results."""
 
@@ -110,71 +135,88 @@ class Assessment:
         self.p, self.cfg, self.data, self.bars = p, p.cfg, data, bars
         self.recipe = Recipe.from_config(self.cfg.train)
 
+    def fit(self, job: TrainJob, images: torch.Tensor, targets: torch.Tensor) -> StoredModel:
+        """Train (or load from the store) the model of ``job`` on ``images`` and ``targets``."""
+        images, targets = images.to(self.p.device), targets.to(self.p.device)
+
+        def fit(model: torch.nn.Module) -> dict:
+            advance = self.bars(f"train {job.role} ({job.arch})", job.recipe.epochs)
+            train_classifier(model, images, targets, job.recipe, job.seed,
+                             on_epoch=lambda e, n, loss: advance(1, f"loss {loss:.3f}"))
+            hard = targets if targets.dim() == 1 else targets.argmax(1)
+            return {"train_accuracy": accuracy(model, images, hard)}
+
+        stored = self.p.store.get_or_train(job.cache_key_payload(), lambda: seeded_model(job, self.data), fit)
+        stored.model.to(self.p.device)
+        if stored.reused:
+            ui.console.print(f"[dim]reused cached {job.role} model {stored.path.name}[/]")
+        return stored
+
     def train(self, role: str, data: ImageData, splits: Splits, quarter: str) -> StoredModel:
-        """Train (or load from the store) the model ``role`` on ``quarter`` of ``data``."""
+        """Train (or load) the model ``role`` on ``quarter`` of ``data`` with the cell's recipe."""
         idx = getattr(splits, quarter)
         job = TrainJob(role, self.cfg.arch.name, self.recipe, derive_seed(int(self.cfg.seed), role),
                        data.fingerprint(), splits.digest(quarter))
-        images, labels = data.images[idx].to(self.p.device), data.labels[idx].to(self.p.device)
+        return self.fit(job, data.images[idx], data.labels[idx])
 
-        def fit(model: torch.nn.Module) -> dict:
-            advance = self.bars(f"train {role} ({self.cfg.arch.name})", self.recipe.epochs)
-            train_classifier(model, images, labels, self.recipe, job.seed,
-                             on_epoch=lambda e, n, loss: advance(1, f"loss {loss:.3f}"))
-            return {"train_accuracy": accuracy(model, images, labels)}
+    def prepare(self) -> list[dict]:
+        """Split, train (or load) the target and, if a threat model needs it, the shadow model.
 
-        stored = self.p.store.get_or_train(job.cache_key_payload(), lambda: seeded_model(job, data), fit)
-        stored.model.to(self.p.device)
-        if stored.reused:
-            ui.console.print(f"[dim]reused cached {role} model {stored.path.name}[/]")
-        return stored
-
-    def run(self) -> list[dict]:
-        cfg, p = self.cfg, self.p
-        cell = Cell(cfg.dataset.name, cfg.arch.name, cfg.defense.name, int(cfg.seed))
-        data = self.data
-        splits = four_quarters(len(data), int(cfg.seed), cfg.data.get("quarter_size"))
+        Returns the target's utility rows; the models stay on ``self`` for :meth:`context`.
+        """
+        cfg, p, data = self.cfg, self.p, self.data
+        self.cell = Cell(cfg.dataset.name, cfg.arch.name, cfg.defense.name, int(cfg.seed))
+        self.splits = splits = four_quarters(len(data), int(cfg.seed), cfg.data.get("quarter_size"))
         splits.save(p.cell_dir / "splits.safetensors")
-        target = self.train("target", data, splits, "target_train")
+        self.target = self.train("target", data, splits, "target_train")
         test_idx = splits.target_test
         utility = {
-            "train_accuracy": target.manifest["metrics"]["train_accuracy"],
-            "test_accuracy": accuracy(target.model, data.images[test_idx].to(p.device), data.labels[test_idx]),
+            "train_accuracy": self.target.manifest["metrics"]["train_accuracy"],
+            "test_accuracy": accuracy(self.target.model, data.images[test_idx].to(p.device), data.labels[test_idx]),
         }
-        rows = metric_rows(cell, "target", "none", "", utility)
-        self.save_target(target, data, splits)
+        self.save_target(self.target, data, splits)
         needs_shadow = any(THREAT_MODELS.get(t).knowledge == "shadow" for t in p.threat_models)
-        shadow = self.train("shadow", data, splits, "shadow_train") if needs_shadow else None
-        for attack_name in p.attacks:
-            for tm_name in p.threat_models:
-                rows += self.run_attack(cell, attack_name, tm_name, data, splits, target, shadow)
+        self.shadow = self.train("shadow", data, splits, "shadow_train") if needs_shadow else None
+        return metric_rows(self.cell, "target", "none", "", utility)
+
+    def run(self) -> list[dict]:
+        """The whole cell: target utility rows, then every selected attack x threat model."""
+        rows = self.prepare()
+        for attack_name in self.p.attacks:
+            for tm_name in self.p.threat_models:
+                rows += self.run_attack(attack_name, tm_name)
         return rows
 
-    def run_attack(self, cell: Cell, attack_name: str, tm_name: str, data: ImageData, splits: Splits,
-                   target: StoredModel, shadow: Optional[StoredModel]) -> list[dict]:
-        attack = ATTACKS.get(attack_name)()
+    def context(self, attack_name: str, tm_name: str) -> AttackContext:
+        """What attack ``attack_name`` receives under threat model ``tm_name`` (after :meth:`prepare`)."""
         tm = THREAT_MODELS.get(tm_name)
+        out_dir = self.p.cell_dir / attack_name / tm_name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shadow_access = WhiteBoxAccess(self.shadow.model, self.p.device) if self.shadow else None
+        knowledge, evaluation = attacker_knowledge(tm, self.data, self.splits, shadow_access)
+        return AttackContext(
+            threat_model=tm, target=access_for(tm, self.target.model, self.p.device), knowledge=knowledge,
+            evaluation=evaluation, settings=self.cfg.attack[attack_name], out_dir=out_dir,
+            device=self.p.device, seed=derive_seed(int(self.cfg.seed), f"{attack_name}/{tm_name}"),
+            num_classes=self.data.num_classes, num_attribute_classes=self.data.num_attribute_classes,
+            heldout=self.heldout(self.data, self.splits), models=CellModels(self, self.splits), progress=self.bars,
+        )
+
+    def run_attack(self, attack_name: str, tm_name: str) -> list[dict]:
+        """Rows of one attack under one threat model: its metrics, or a skipped/failed row."""
+        attack, cell = ATTACKS.get(attack_name)(), self.cell
         if tm_name not in attack.threat_models:
             reason = f"{attack_name} does not support {tm_name}; supported: {', '.join(attack.threat_models)}"
             return metric_rows(cell, attack_name, tm_name, "", {}, SKIPPED, reason)
-        out_dir = self.p.cell_dir / attack_name / tm_name
-        out_dir.mkdir(parents=True, exist_ok=True)
-        shadow_access = WhiteBoxAccess(shadow.model, self.p.device) if shadow else None
-        knowledge, evaluation = attacker_knowledge(tm, data, splits, shadow_access)
-        ctx = AttackContext(
-            threat_model=tm, target=access_for(tm, target.model, self.p.device), knowledge=knowledge,
-            evaluation=evaluation, settings=self.cfg.attack[attack_name], out_dir=out_dir,
-            device=self.p.device, seed=derive_seed(int(self.cfg.seed), f"{attack_name}/{tm_name}"),
-            num_classes=data.num_classes, num_attribute_classes=data.num_attribute_classes, progress=self.bars,
-        )
-        advance = self.bars(f"attack {attack_name} {tm.short}", 1)
+        ctx = self.context(attack_name, tm_name)
+        advance = self.bars(f"attack {attack_name} {ctx.threat_model.short}", 1)
         try:
             results = attack.run(ctx)
         except AttackSkipped as exc:
             return metric_rows(cell, attack_name, tm_name, "", {}, SKIPPED, str(exc))
         except Exception as exc:  # one broken attack must not lose the rest of the sweep
-            (out_dir / "error.txt").write_text(traceback.format_exc())
-            ui.console.print(f"[red]{attack_name} {tm_name} failed: {exc!r} (traceback in {out_dir / 'error.txt'})[/]")
+            (ctx.out_dir / "error.txt").write_text(traceback.format_exc())
+            ui.console.print(f"[red]{attack_name} {tm_name} failed: {exc!r} (traceback in {ctx.out_dir / 'error.txt'})[/]")
             return metric_rows(cell, attack_name, tm_name, "", {}, FAILED, f"{type(exc).__name__}: {exc}")
         finally:
             advance(1)
@@ -182,6 +224,18 @@ class Assessment:
         for variant, metrics in results.items():
             rows += metric_rows(cell, attack_name, tm_name, variant, metrics)
         return rows
+
+    @staticmethod
+    def heldout(data: ImageData, splits: Splits) -> Labeled:
+        """Rows in no quarter if there are at least a quarter's worth, else target-test and
+        shadow-test: data that neither the target nor the attack's training used."""
+        used = torch.zeros(len(data), dtype=torch.bool)
+        for idx in splits.as_dict().values():
+            used[idx] = True
+        rest = (~used).nonzero().squeeze(1)
+        if len(rest) >= len(splits.target_train):
+            return Labeled.take(data, rest)
+        return Labeled.take(data, torch.cat([splits.target_test, splits.shadow_test]))
 
     def save_target(self, target: StoredModel, data: ImageData, splits: Splits) -> None:
         """Copy the target's weights and a manifest into the cell, to reload model and data."""

@@ -108,7 +108,8 @@ def train_classifier(
 ) -> nn.Module:
     """Train ``model`` in place on ``uint8`` ``images`` and ``labels`` (already on its device).
 
-    ``loss_fn(logits, labels, epoch)`` replaces cross-entropy (defenses use it); the batch order
+    ``labels`` are class indices, or float class-probability rows (soft labels, e.g. a target's
+    answers for a surrogate), which cross-entropy accepts as they are. ``loss_fn(logits, labels, epoch)`` replaces cross-entropy (defenses use it); the batch order
     comes from a generator seeded by ``seed``, so the same job gives the same weights on one device.
     """
     device = images.device

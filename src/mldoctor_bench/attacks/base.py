@@ -14,11 +14,32 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
-from mldoctor_bench.knowledge import AttackerKnowledge, Evaluation
+from mldoctor_bench.knowledge import AttackerKnowledge, Evaluation, Labeled
+from mldoctor_bench.models import Classifier
 from mldoctor_bench.registry import Registry
+from mldoctor_bench.store import StoredModel
 from mldoctor_bench.threat_models import LabelOnlyAccess, ThreatModel
 
 VariantMetrics = dict[str, dict[str, float]]  # variant ("" if none) -> metric -> value
+
+
+class ModelService:
+    """Trains the attacker's and evaluator's own models through the runner's model store.
+
+    Attacks call it instead of training loops of their own, so every model they need (surrogate,
+    evaluation classifier, GAN) is cached under a key that includes the cell's identity.
+    """
+
+    def classifier(self, role: str, images: torch.Tensor, targets: torch.Tensor,
+                   epochs: int | None = None, arch: str | None = None) -> Classifier:
+        """A classifier of the target's architecture and recipe (or ``arch``/``epochs``) trained on
+        ``uint8`` ``images`` with class-index or soft-probability ``targets``."""
+        raise NotImplementedError
+
+    def cached(self, role: str, payload: dict, build: Callable[[], torch.nn.Module],
+               train: Callable[[torch.nn.Module], dict]) -> StoredModel:
+        """Any other model (e.g. a GAN): ``train(build())`` once per ``payload`` and cell."""
+        raise NotImplementedError
 
 
 class AttackSkipped(Exception):
@@ -39,6 +60,8 @@ class AttackContext:
     seed: int
     num_classes: int
     num_attribute_classes: int = 0
+    heldout: Labeled | None = None  # data in no quarter: for evaluators that neither side trained on
+    models: ModelService | None = None
     progress: Callable[[str, int], Callable[[int], None]] = lambda label, total: (lambda n=1: None)
 
 

@@ -1,0 +1,37 @@
+"""Learned MemInf on a small overfit target: it learns, and it beats chance."""
+
+import pytest
+import torch
+
+from mldoctor_bench.attacks import ATTACKS
+from mldoctor_bench.attacks.attack_model import fit_attack_model
+from mldoctor_bench.attacks.membership import loss_and_confidence, posterior_features
+
+
+def test_attack_model_training_lowers_its_loss():
+    torch.manual_seed(0)
+    x = torch.randn(400, 3)
+    y = (x[:, 0] + 0.3 * torch.randn(400) > 0).float()
+    fitted = fit_attack_model([x[:, :2], x[:, 2:]], y, epochs=20, lr=1e-3, batch_size=64, seed=0)
+    assert fitted.losses[-1] < 0.8 * fitted.losses[0]
+    scores = fitted.member_scores([x[:, :2], x[:, 2:]])
+    assert ((scores > 0.5).float() == y).float().mean() > 0.8
+
+
+def test_features_survive_float32_saturation():
+    # logit margins of 40 and 60: float32 softmax gives exactly 1.0 for both
+    logits = torch.tensor([[40.0, 0.0], [60.0, 0.0]], dtype=torch.float64)
+    assert torch.softmax(logits.float(), 1)[:, 0].tolist() == [1.0, 1.0]
+    lp = torch.log_softmax(logits, 1)
+    loss, conf = loss_and_confidence(lp, torch.tensor([0, 0]))
+    assert conf[1] - conf[0] == pytest.approx(20.0, abs=1e-6)
+    groups = posterior_features(lp, torch.tensor([0, 0]))
+    assert not torch.equal(groups[1][0], groups[1][1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tm", ["blackbox_shadow", "blackbox_partial"])
+def test_blackbox_meminf_beats_chance_on_an_overfit_target(small_cell, tm):
+    metrics = ATTACKS.get("membership")().run(small_cell.context("membership", tm))[""]
+    assert metrics["auc"] > 0.55, metrics
+    assert metrics["n_members"] == metrics["n_nonmembers"]
