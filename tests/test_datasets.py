@@ -219,6 +219,16 @@ def test_celeba_image_missing_from_the_folder_is_reported(tmp_path):
         load_dataset("celeba", settings(tmp_path / "data", tmp_path / "cache"))
 
 
+def test_celeba_attribute_row_cut_short_is_reported(tmp_path):
+    fake.write_celeba(tmp_path / "data")
+    attr = tmp_path / "data" / "celeba" / "list_attr_celeba.txt"
+    lines = attr.read_text().splitlines()
+    lines[5] = lines[5][:-6]  # the row of 000004.jpg loses its last two values
+    attr.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataUnavailableError, match="'celeba' .* damaged: list_attr_celeba.txt .*: .*at row 4 "):
+        load_dataset("celeba", settings(tmp_path / "data", tmp_path / "cache"))
+
+
 def test_cifar_batch_cannot_run_code(tmp_path):
     fake.write_cifar10(tmp_path / "data")
     marker = tmp_path / "ran"

@@ -50,16 +50,16 @@ def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     if len(lines) < 2 or not lines[0].strip().isdigit():
         raise MalformedFile(f"{path.name} must start with the image count and the attribute names")
     count, header = int(lines[0]), lines[1].split()
-    rows = [line.split() for line in lines[2:] if line.strip()]
-    if len(rows) != count:
+    rows = [line for line in lines[2:] if line.strip()]
+    if count == 0 or len(rows) != count:
         raise MalformedFile(f"{path.name} announces {count} images but lists {len(rows)}")
-    bad = next((i for i, row in enumerate(rows) if len(row) != len(header) + 1), None)
-    if bad is not None:
-        raise MalformedFile(f"{path.name}: row {bad + 3} has {len(rows[bad]) - 1} values for {len(header)} attributes")
-    table = np.array([row[1:] for row in rows], dtype=np.int8).reshape(count, len(header))
+    try:  # numpy's C parser: about a second for the 202,599 rows
+        table = np.loadtxt(rows, dtype=np.int8, usecols=range(1, len(header) + 1), ndmin=2)
+    except ValueError as exc:
+        raise MalformedFile(f"{path.name} (row 1 is line 3): {exc}") from exc
     if not np.isin(table, (-1, 1)).all():
         raise MalformedFile(f"{path.name}: attribute values must be -1 or 1")
-    return [row[0] for row in rows], header, table
+    return [row.split(maxsplit=1)[0] for row in rows], header, table
 
 
 def binary_code(table: np.ndarray, header: list[str], names: tuple[str, ...]) -> np.ndarray:
