@@ -36,6 +36,7 @@ DEFENSES = ("none",)  # training- and output-time defenses join here
 # Keys that say where things go, not what is computed: they do not enter the cell's hash.
 LOCATION_KEYS = ("results_dir", "device", "cache", "hydra")
 LOCATION_DATA_KEYS = ("root", "cache_dir", "download")
+MIN_IMAGE_SIZE = 8  # the smallest side every architecture accepts
 
 
 class ConfigError(ValueError):
@@ -89,6 +90,9 @@ def plan(cfg: DictConfig) -> Plan:
             raise ConfigError(f"unknown threat model {name!r}; choose from: {', '.join(THREAT_MODELS.names())}")
     if int(cfg.train.epochs) < 1:
         raise ConfigError(f"train.epochs must be at least 1, got {cfg.train.epochs}")
+    image_size = cfg.data.get("image_size")
+    if image_size is not None and int(image_size) < MIN_IMAGE_SIZE:
+        raise ConfigError(f"data.image_size must be at least {MIN_IMAGE_SIZE} (or null: the dataset's default), got {image_size}")
     try:
         device = resolve_device(str(cfg.device))
     except (RuntimeError, ValueError) as exc:

