@@ -35,3 +35,35 @@ def test_blackbox_meminf_beats_chance_on_an_overfit_target(small_cell, tm):
     metrics = ATTACKS.get("membership")().run(small_cell.context("membership", tm))[""]
     assert metrics["auc"] > 0.55, metrics
     assert metrics["n_members"] == metrics["n_nonmembers"]
+
+
+def test_per_sample_gradients_equal_one_at_a_time_backward():
+    from mldoctor_bench.attacks.membership import head_gradients
+    from mldoctor_bench.data.base import normalise
+    from mldoctor_bench.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("simple_cnn", 1, 10, 28).eval()
+    images = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.tensor([0, 3, 3, 9, 1, 5])
+    batched = head_gradients(model, images, labels, batch_size=4)
+    for i in range(6):
+        model.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(normalise(images[i : i + 1])), labels[i : i + 1])
+        loss.backward()
+        assert torch.allclose(batched[i], model.head.weight.grad, atol=1e-6)
+    assert not torch.allclose(batched[0], batched[1])  # not a shared or cumulative sum
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tm", ["whitebox_shadow", "whitebox_partial"])
+def test_whitebox_meminf_saves_scores_and_beats_chance_with_shadow_data(small_cell, tm):
+    import pandas as pd
+
+    ctx = small_cell.context("membership", tm)
+    metrics = ATTACKS.get("membership")().run(ctx)[""]
+    if tm == "whitebox_shadow":  # (W,P) learns from only 100+100 examples here: too noisy to bound
+        assert metrics["auc"] > 0.55, metrics
+    scores = pd.read_parquet(ctx.out_dir / "scores.parquet")
+    assert len(scores) == metrics["n_members"] + metrics["n_nonmembers"]
+    assert set(scores.label) == {0, 1}

@@ -8,6 +8,7 @@ learns.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,29 +22,39 @@ def branch(in_dim: int, out_dim: int = 64) -> nn.Module:
 class BranchedAttackNet(nn.Module):
     """One MLP branch per feature group (to 64 each), concatenated, then an MLP head to 2 classes.
 
-    ``custom`` maps a group index to a prebuilt branch module (e.g. a conv net for gradients).
+    ``custom`` maps a group index to a factory of its branch (e.g. a conv net for gradients).
     """
 
-    def __init__(self, dims: list[int], custom: dict[int, nn.Module] | None = None) -> None:
+    def __init__(self, dims: list[int], custom: dict[int, Callable[[], nn.Module]] | None = None) -> None:
         super().__init__()
         custom = custom or {}
-        self.branches = nn.ModuleList([custom.get(i) or branch(d) for i, d in enumerate(dims)])
+        self.branches = nn.ModuleList([custom[i]() if i in custom else branch(d) for i, d in enumerate(dims)])
         self.head = nn.Sequential(nn.Linear(64 * len(dims), 64), nn.ReLU(), nn.Linear(64, 2))
 
     def forward(self, groups: list[torch.Tensor]) -> torch.Tensor:
         return self.head(torch.cat([b(g) for b, g in zip(self.branches, groups)], dim=1))
 
 
+WIDE = 64  # groups wider than this share one scale (per-feature scaling would amplify noise)
+
+
 @dataclass
 class Standardiser:
-    """Per-feature mean/std from training features, applied to any later features."""
+    """Mean/std from training features, applied to any later features: per feature for narrow
+    groups, one scale per group for wide ones (a gradient matrix keeps its shape)."""
 
     means: list[torch.Tensor] = field(default_factory=list)
     stds: list[torch.Tensor] = field(default_factory=list)
 
     def fit(self, groups: list[torch.Tensor]) -> "Standardiser":
-        self.means = [g.mean(0, keepdim=True) for g in groups]
-        self.stds = [g.std(0, keepdim=True).clamp_min(1e-6) for g in groups]
+        self.means, self.stds = [], []
+        for g in groups:
+            if g.shape[1] > WIDE:
+                self.means.append(torch.zeros(1, 1))
+                self.stds.append(g.std().clamp_min(1e-12).view(1, 1))
+            else:
+                self.means.append(g.mean(0, keepdim=True))
+                self.stds.append(g.std(0, keepdim=True).clamp_min(1e-6))
         return self
 
     def __call__(self, groups: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -70,7 +81,7 @@ def fit_attack_model(
     lr: float,
     batch_size: int,
     seed: int,
-    custom: dict[int, nn.Module] | None = None,
+    custom: dict[int, Callable[[], nn.Module]] | None = None,
 ) -> FittedAttack:
     """Train a :class:`BranchedAttackNet` on feature ``groups`` (float32) to predict ``is_member``."""
     groups = [g.float() for g in groups]

@@ -5,19 +5,34 @@ confident predictions (spec section 7): the sorted log-posterior vector in one b
 prediction's correctness, the per-example loss and the logit-scaled confidence
 ``log p_y - log(1 - p_y)`` in another. The attack model learns on the attacker's own data (shadow
 model under S, known parts of the target's data under P) and is scored on held-back target data.
+
+White-box adds what only weights give: the per-example gradient of the loss with respect to the
+last layer's weights (a real per-sample gradient, computed with ``torch.func.vmap``; the original
+summed gradients across samples), its norm, and the one-hot label. The gradient branch is a small
+conv net over the (classes x embedding) gradient matrix with each row's magnitudes sorted and the
+largest ``TOP_UNITS`` kept: hidden units of two independently trained networks are unordered, so a
+shadow model's gradients only transfer to the target in a form that does not depend on the order
+of the embedding units, and the attacker's few thousand examples cannot fit thousands of inputs.
 """
 
 from __future__ import annotations
 
+import pandas as pd
 import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
 
 from mldoctor_bench.attacks.attack_model import fit_attack_model
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, VariantMetrics
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.metrics import membership_metrics
-from mldoctor_bench.threat_models import BlackBoxAccess
+from mldoctor_bench.data.base import normalise
+from mldoctor_bench.models import Classifier
+from mldoctor_bench.threat_models import BlackBoxAccess, WhiteBoxAccess
 
 LOG_FLOOR = -100.0  # released probabilities of exactly 0 (rounding, labels-only) map here
+TOP_UNITS = 16  # largest gradient magnitudes kept per class row
 
 
 def loss_and_confidence(log_probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,17 +54,75 @@ def posterior_features(log_probs: torch.Tensor, labels: torch.Tensor) -> list[to
 
 
 def blackbox_features(access: BlackBoxAccess, data: Labeled) -> list[torch.Tensor]:
+    """Feature groups from the released posteriors of ``data``."""
     return posterior_features(access.log_posteriors(data.images), data.labels)
+
+
+def head_gradients(model: Classifier, images: torch.Tensor, labels: torch.Tensor,
+                   batch_size: int = 256) -> torch.Tensor:
+    """Per-example gradients of the cross-entropy loss w.r.t. the last layer's weight,
+    ``(N, classes, embedding)``; each row is exactly what a backward pass on that example alone gives."""
+    device = next(model.parameters()).device
+    params = {k: v.detach() for k, v in model.head.named_parameters()}
+
+    def loss(p: dict, emb: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(functional_call(model.head, p, (emb.unsqueeze(0),)), y.unsqueeze(0))
+
+    per_example = vmap(grad(loss), in_dims=(None, 0, 0))
+    out = []
+    model.eval()
+    for start in range(0, len(images), batch_size):
+        x = normalise(images[start : start + batch_size].to(device))
+        y = labels[start : start + batch_size].to(device)
+        with torch.no_grad():
+            emb = model.embed(x)
+        out.append(per_example(params, emb, y)["weight"].cpu())
+    return torch.cat(out)
+
+
+def whitebox_features(access: WhiteBoxAccess, data: Labeled, num_classes: int) -> list[torch.Tensor]:
+    """Black-box groups, with the gradient norm added to the second, plus one-hot label and gradient."""
+    posterior, extra = blackbox_features(access, data)
+    grads = head_gradients(access.model, data.images, data.labels)
+    norms = grads.flatten(1).norm(dim=1, keepdim=True).log1p()
+    onehot = F.one_hot(data.labels, num_classes).float()
+    unit_order_free = grads.abs().sort(dim=2, descending=True).values[:, :, :TOP_UNITS]
+    return [posterior, torch.cat([extra, norms], dim=1), onehot, unit_order_free.flatten(1)]
+
+
+class GradientBranch(nn.Module):
+    """Small conv net over the flattened (classes x embedding) gradient matrix, to 64 features."""
+
+    def __init__(self, classes: int, embedding: int, width: int = 16) -> None:
+        super().__init__()
+        self.shape = (1, classes, embedding)
+        stride = max(1, embedding // 32)
+        self.net = nn.Sequential(
+            nn.Conv2d(1, width, kernel_size=(classes, stride), stride=(1, stride)), nn.ReLU(),
+            nn.Flatten(), nn.LazyLinear(64), nn.ReLU(),
+        )
+        self.net(torch.zeros(1, *self.shape))  # materialise the lazy layer
+
+    def forward(self, flat: torch.Tensor) -> torch.Tensor:
+        return self.net(flat.view(-1, *self.shape))
+
+
+def save_scores(out_dir, labels, scores, variant: str = "") -> None:
+    """Keep an attack's per-example scores and membership labels, to redraw ROC curves later."""
+    frame = pd.DataFrame({"score": scores, "label": labels.astype(int), "variant": variant})
+    frame.to_parquet(out_dir / (f"scores_{variant}.parquet" if variant else "scores.parquet"), index=False)
 
 
 @ATTACKS.register("membership")
 class MembershipInference(Attack):
-    """MemInf (B,S) and (B,P): an attack model on posterior features."""
+    """MemInf (B,S), (B,P), (W,S), (W,P): an attack model on posterior (and gradient) features."""
 
     name = "membership"
-    threat_models = ("blackbox_shadow", "blackbox_partial")
+    threat_models = ("blackbox_shadow", "blackbox_partial", "whitebox_shadow", "whitebox_partial")
 
     def features(self, access: BlackBoxAccess, data: Labeled, ctx: AttackContext) -> list[torch.Tensor]:
+        if ctx.threat_model.access == "whitebox":
+            return whitebox_features(access, data, ctx.num_classes)
         return blackbox_features(access, data)
 
     def run(self, ctx: AttackContext) -> VariantMetrics:
@@ -65,8 +138,12 @@ class MembershipInference(Attack):
         ]
         train_labels = torch.cat([torch.ones(n), torch.zeros(n)])
         s = ctx.settings
+        custom = None
+        if ctx.threat_model.access == "whitebox":
+            model = ctx.target.model
+            custom = {3: lambda: GradientBranch(model.num_classes, min(TOP_UNITS, model.embedding_dim))}
         fitted = fit_attack_model(
-            train_groups, train_labels, int(s.epochs), float(s.lr), int(s.batch_size), ctx.seed
+            train_groups, train_labels, int(s.epochs), float(s.lr), int(s.batch_size), ctx.seed, custom
         )
         ev = ctx.evaluation
         m = min(len(ev.members), len(ev.nonmembers))
@@ -80,5 +157,6 @@ class MembershipInference(Attack):
         labels = torch.cat([torch.ones(m), torch.zeros(m)]).numpy()
         scores = fitted.member_scores(eval_groups).numpy()
         metrics = membership_metrics(labels, scores, (scores > 0.5).astype(int))
+        save_scores(ctx.out_dir, labels, scores)
         metrics["attack_train_loss"] = fitted.losses[-1]
         return {"": metrics}

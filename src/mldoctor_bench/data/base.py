@@ -61,13 +61,19 @@ class ImageData:
         return int(self.images.shape[-1])
 
     def fingerprint(self) -> str:
-        """A content hash of images, labels and attribute: the dataset's part of every cache key."""
+        """A content hash of images, labels and attribute: the dataset's part of every cache key.
+
+        Computed once per object (hashing a large dataset takes seconds)."""
+        cached = self.__dict__.get("_fingerprint")
+        if cached is not None:
+            return cached
         h = hashlib.sha256()
         for t in (self.images, self.labels, self.attribute):
             if t is not None:
                 h.update(str(tuple(t.shape)).encode())
                 h.update(t.contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+        self.__dict__["_fingerprint"] = h.hexdigest()[:16]
+        return self.__dict__["_fingerprint"]
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
