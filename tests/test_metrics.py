@@ -51,3 +51,12 @@ def test_classification_metrics_hand_computed():
     assert m["baseline_accuracy"] == 0.75
     # class 0: tp 2 fp 0 fn 1 -> 4/5; class 1: tp 1 fp 1 fn 0 -> 2/3
     assert math.isclose(m["f1"], (0.8 + 2 / 3) / 2)
+
+
+def test_low_fpr_figures_on_too_few_nonmembers_are_flagged():
+    from mldoctor_bench.ui import too_few_negatives
+
+    assert too_few_negatives("tpr_at_fpr_0.001", 500)
+    assert not too_few_negatives("tpr_at_fpr_0.001", 1000)
+    assert not too_few_negatives("tpr_at_fpr_0.01", 500)
+    assert not too_few_negatives("auc", 10)

@@ -55,12 +55,27 @@ def summary_table(frame: pd.DataFrame, title: str, metrics: tuple[str, ...]) -> 
         table.add_column(col)
     for m in metrics:
         table.add_column(m, justify="right")
+    flagged = False
     for keys, group in frame.groupby(["attack", "threat_model", "variant"], sort=False):
         values = dict(zip(group["metric"], group["value"]))
         status = group["status"].iloc[0]
         reason = group["reason"].iloc[0]
-        cells = [f"{values[m]:.3f}" if m in values else "" for m in metrics]
+        cells = []
+        for m in metrics:
+            text = f"{values[m]:.3f}" if m in values else ""
+            if text and too_few_negatives(m, values.get("n_nonmembers")):
+                text, flagged = text + "*", True
+            cells.append(text)
         if status != "ok" and reason:
             cells = [reason[:60]] + [""] * (len(metrics) - 1)
         table.add_row(*keys, status, *cells)
+    if flagged:
+        table.caption = "* TPR at FPR x measured on fewer than 1/x non-members: it rests on a handful of examples"
     return table
+
+
+def too_few_negatives(metric: str, n_nonmembers: float | None) -> bool:
+    """Whether ``tpr_at_fpr_<x>`` rests on fewer than ``1/x`` non-members."""
+    if not metric.startswith("tpr_at_fpr_") or n_nonmembers is None:
+        return False
+    return n_nonmembers < 1.0 / float(metric.removeprefix("tpr_at_fpr_"))
