@@ -31,8 +31,9 @@ def run_cli(tmp_path):
     workdir = tmp_path / "cwd"
     workdir.mkdir()
 
-    def run(*overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    def run(*overrides: str, timeout: int = 600, env_extra: dict | None = None) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+        env.update(env_extra or {})
         return subprocess.run(
             [cli_path(), *overrides], cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -16,9 +17,11 @@ from mldoctor_bench.store import atomic_write_text
 from mldoctor_bench.ui import console
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def app(cfg: DictConfig) -> str:
-    """Run one cell; in a multirun, leave a pointer to its table for the sweep's merged table."""
+def run_job(cfg: DictConfig) -> str:
+    """Run one cell; in a multirun, leave a pointer to its table for the sweep's merged table.
+
+    A plain module-level function (decorated below, not in place) so that launchers which pickle
+    the task, such as submitit for SLURM, pickle it by reference."""
     try:
         outcome = run_cell(cfg)
     except (ConfigError, DataUnavailableError, UnknownEntryError) as exc:
@@ -26,8 +29,11 @@ def app(cfg: DictConfig) -> str:
         sys.exit(2)
     job_dir = HydraConfig.get().runtime.output_dir
     pointer = {"cell_dir": str(outcome.cell_dir), "table": str(outcome.table)}
-    atomic_write_text(__import__("pathlib").Path(job_dir) / "cell.json", json.dumps(pointer))
+    atomic_write_text(Path(job_dir) / "cell.json", json.dumps(pointer))
     return str(outcome.table)
+
+
+app = hydra.main(version_base="1.3", config_path="conf", config_name="config")(run_job)
 
 
 def main() -> None:

@@ -1,0 +1,51 @@
+"""Multiruns through the launchers: local parallel cells, and a real single-node SLURM cluster."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import TINY
+
+pytestmark = pytest.mark.slow
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "slurm_local.sh"
+
+
+def merged_table(results_dir: Path) -> pd.DataFrame:
+    tables = list((results_dir / "hydra" / "sweeps").glob("*/results.parquet"))
+    assert len(tables) == 1
+    return pd.read_parquet(tables[0])
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    """Start the project's local SLURM cluster; skip only where its packages cannot be installed."""
+    state = tmp_path_factory.mktemp("slurm")
+    env = {"SLURM_LOCAL_DIR": str(state), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    proc = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, env=env, timeout=300)
+    if proc.returncode == 3:
+        pytest.skip(f"SLURM packages cannot be installed here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    yield {"SLURM_CONF": str(state / "slurm.conf")}
+    subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, env=env, timeout=60)
+
+
+def test_slurm_multirun_lands_rows_in_the_merged_table(run_cli, tmp_path, slurm_cluster):
+    out = tmp_path / "res"
+    proc = run_cli("-m", "seed=0,1", "hydra/launcher=slurm", "threat_model=blackbox_shadow",
+                   f"results_dir={out}", *TINY, env_extra=slurm_cluster, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = merged_table(out)
+    assert sorted(table.seed.unique()) == [0, 1]
+    assert set(table.attack) == {"target", "membership"}
+    assert list((out / "hydra" / "sweeps").glob("*/.submitit/*"))  # really went through submitit
+
+
+def test_local_parallel_launcher(run_cli, tmp_path):
+    out = tmp_path / "res"
+    proc = run_cli("-m", "seed=0,1", "hydra/launcher=local_parallel", "threat_model=blackbox_shadow",
+                   f"results_dir={out}", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(merged_table(out).seed.unique()) == [0, 1]
