@@ -13,20 +13,10 @@ import torch
 
 from mldoctor_bench.attacks.attack_model import fit_attack_model
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, VariantMetrics
+from mldoctor_bench.attacks.signals import LOG_FLOOR, loss_and_confidence
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.metrics import membership_metrics
 from mldoctor_bench.threat_models import BlackBoxAccess
-
-LOG_FLOOR = -100.0  # released probabilities of exactly 0 (rounding, labels-only) map here
-
-
-def loss_and_confidence(log_probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-example loss ``-log p_y`` and logit-scaled confidence ``log p_y - log(1 - p_y)``."""
-    lp = log_probs.clamp_min(LOG_FLOOR)
-    log_py = lp.gather(1, labels.view(-1, 1)).squeeze(1)
-    others = lp.scatter(1, labels.view(-1, 1), float("-inf"))
-    log_rest = torch.logsumexp(others, dim=1).clamp_min(LOG_FLOOR)
-    return -log_py, log_py - log_rest
 
 
 def posterior_features(log_probs: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
