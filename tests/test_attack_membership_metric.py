@@ -93,14 +93,16 @@ def test_thresholds_see_only_the_attackers_data(small_cell, tm, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("tm", ["blackbox_shadow", "blackbox_partial"])
 def test_metric_attacks_beat_chance_and_save_their_scores(small_cell, tm):
-    # Measured on this cell: AUC 0.63-0.67 for confidence/entropy/modified entropy, 0.56-0.58 correctness.
+    # Measured on this cell: AUC 0.63-0.67 (raw-signal AUC 0.65-0.67) for confidence/entropy/modified
+    # entropy, 0.56-0.58 for correctness.
     ctx = small_cell.context("membership_metric", tm)
     results = ATTACKS.get("membership_metric")().run(ctx)
     assert set(results) == set(membership_metric.VARIANTS)
     for v in ("confidence", "entropy", "modified_entropy"):
-        assert results[v]["auc"] > 0.58, (v, results[v])
+        assert results[v]["auc"] > 0.58 and results[v]["signal_auc"] > 0.58, (v, results[v])
     assert results["correctness"]["auc"] > 0.52
     assert results["correctness"]["accuracy"] == pytest.approx(results["correctness"]["auc"])
+    assert results["correctness"]["signal_auc"] == results["correctness"]["auc"]
     scores = pd.read_parquet(ctx.out_dir / "scores.parquet")
     assert list(scores.columns) == ["score", "label", "variant"]
     for v, rows in scores.groupby("variant"):

@@ -16,8 +16,10 @@ model's outputs on shadow-train vs shadow-test under (B,S), the target's outputs
 halves under (B,P) (:mod:`mldoctor_bench.attacks.scoring`). The evaluation score of an example is
 its *margin* ``signal - threshold[its class]``: the attack predicts "member" where the margin is
 ``>= 0``, and ROC, AUC and TPR at low FPR are computed on that margin, so they describe the
-class-wise thresholded attack rather than the raw signal. Per-example margins and membership
-labels are saved to ``scores.parquet`` and the thresholds to ``thresholds.json``.
+class-wise thresholded attack rather than the raw signal (margins of different classes share one
+ROC). ``signal_auc`` is the threshold-free AUC of the raw signal, for comparison with attacks that
+use none. Per-example margins and membership labels are saved to ``scores.parquet`` and the
+thresholds to ``thresholds.json``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import json
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, VariantMetrics
 from mldoctor_bench.attacks.scoring import best_threshold, classwise_thresholds, save_scores
@@ -113,8 +116,10 @@ class MetricMembershipInference(Attack):
         for v in variants:
             thr = thresholds.get(v)
             cut = 0.5 if thr is None else 0.0  # correctness is 0/1: "member" iff correct
-            score = margins(np.concatenate([ev_in[v], ev_out[v]]), ev_classes, thr)
+            signal = np.concatenate([ev_in[v], ev_out[v]])
+            score = margins(signal, ev_classes, thr)
             metrics = membership_metrics(is_member, score, (score >= cut).astype(int))
+            metrics["signal_auc"] = float(roc_auc_score(is_member, signal))
             att_score = margins(np.concatenate([att_in[v], att_out[v]]), att_classes, thr)
             metrics["attack_train_accuracy"] = float(((att_score >= cut) == att_member).mean())
             results[v] = metrics
