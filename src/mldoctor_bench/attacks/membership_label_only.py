@@ -40,7 +40,7 @@ from mldoctor_bench.threat_models import LabelOnlyAccess
 
 VARIANTS = ("augmentation", "boundary")
 PIXEL_SCALE = 127.5  # uint8 levels per unit of the normalised [-1, 1] input
-CHUNK_ELEMENTS = 1 << 22  # floats of random directions held at once
+CHUNK_ELEMENTS = 1 << 24  # floats of random directions held at once (64 MB)
 
 
 @dataclass(frozen=True)
