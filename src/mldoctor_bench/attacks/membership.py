@@ -17,7 +17,6 @@ of the embedding units, and the attacker's few thousand examples cannot fit thou
 
 from __future__ import annotations
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,23 +24,15 @@ from torch.func import functional_call, grad, vmap
 
 from mldoctor_bench.attacks.attack_model import fit_attack_model
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, VariantMetrics
+from mldoctor_bench.attacks.scoring import save_scores
+from mldoctor_bench.attacks.signals import LOG_FLOOR, loss_and_confidence
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.metrics import membership_metrics
 from mldoctor_bench.data.base import normalise
 from mldoctor_bench.models import Classifier
 from mldoctor_bench.threat_models import BlackBoxAccess, WhiteBoxAccess
 
-LOG_FLOOR = -100.0  # released probabilities of exactly 0 (rounding, labels-only) map here
 TOP_UNITS = 16  # largest gradient magnitudes kept per class row
-
-
-def loss_and_confidence(log_probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-example loss ``-log p_y`` and logit-scaled confidence ``log p_y - log(1 - p_y)``."""
-    lp = log_probs.clamp_min(LOG_FLOOR)
-    log_py = lp.gather(1, labels.view(-1, 1)).squeeze(1)
-    others = lp.scatter(1, labels.view(-1, 1), float("-inf"))
-    log_rest = torch.logsumexp(others, dim=1).clamp_min(LOG_FLOOR)
-    return -log_py, log_py - log_rest
 
 
 def posterior_features(log_probs: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
@@ -107,12 +98,6 @@ class GradientBranch(nn.Module):
         return self.net(flat.view(-1, *self.shape))
 
 
-def save_scores(out_dir, labels, scores, variant: str = "") -> None:
-    """Keep an attack's per-example scores and membership labels, to redraw ROC curves later."""
-    frame = pd.DataFrame({"score": scores, "label": labels.astype(int), "variant": variant})
-    frame.to_parquet(out_dir / (f"scores_{variant}.parquet" if variant else "scores.parquet"), index=False)
-
-
 @ATTACKS.register("membership")
 class MembershipInference(Attack):
     """MemInf (B,S), (B,P), (W,S), (W,P): an attack model on posterior (and gradient) features."""
@@ -157,6 +142,6 @@ class MembershipInference(Attack):
         labels = torch.cat([torch.ones(m), torch.zeros(m)]).numpy()
         scores = fitted.member_scores(eval_groups).numpy()
         metrics = membership_metrics(labels, scores, (scores > 0.5).astype(int))
-        save_scores(ctx.out_dir, labels, scores)
+        save_scores(ctx.out_dir / "scores.parquet", {"": (labels, scores)})
         metrics["attack_train_loss"] = fitted.losses[-1]
         return {"": metrics}

@@ -1,0 +1,139 @@
+"""Label-only MemInf: augmentations, the query-budgeted boundary search, labels-only access."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from attack_fixtures import with_settings
+from mldoctor_bench.attacks import ATTACKS
+from mldoctor_bench.attacks.membership_label_only import (
+    Augmentation,
+    BoundarySearch,
+    augmentation_correctness,
+    augmentation_set,
+    boundary_distances,
+)
+from mldoctor_bench.data.base import normalise
+from mldoctor_bench.knowledge import Labeled
+from mldoctor_bench.models import Classifier
+from mldoctor_bench.threat_models import BlackBoxAccess, LabelOnlyAccess
+
+CPU = torch.device("cpu")
+
+
+def test_translation_moves_content_and_fills_with_zeros():
+    img = torch.arange(1, 10, dtype=torch.uint8).view(1, 1, 3, 3)
+    down = Augmentation(1, 0)(img)[0, 0]
+    assert down.tolist() == [[0, 0, 0], [1, 2, 3], [4, 5, 6]]
+    left = Augmentation(0, -1)(img)[0, 0]
+    assert left.tolist() == [[2, 3, 0], [5, 6, 0], [8, 9, 0]]
+    assert Augmentation(0, 0, flip=True)(img)[0, 0].tolist() == [[3, 2, 1], [6, 5, 4], [9, 8, 7]]
+
+
+def test_augmentation_set_sizes():
+    assert len(augmentation_set(0, False)) == 1
+    assert len(augmentation_set(1, False)) == 5  # identity + 4 one-pixel moves
+    assert len(augmentation_set(2, False)) == 9  # identity + (+-2,0), (0,+-2), (+-1,+-1)
+    assert len(augmentation_set(1, True)) == 10
+    assert augmentation_set(1, False)[0] == Augmentation(0, 0, False)
+
+
+def linear_model(dim=64, classes=3):
+    """A linear classifier on 8x8 images: its exact distance to the boundary is computable."""
+    torch.manual_seed(0)
+    model = Classifier(nn.Flatten(), nn.Linear(dim, classes))
+    return model.eval()
+
+
+def exact_boundary_distance(model, images):
+    """Smallest L2 distance (normalised units) to a label change, ignoring the [0,255] box."""
+    x = normalise(images).flatten(1).double()
+    w, b = model.head.weight.detach().double(), model.head.bias.detach().double()
+    logits = x @ w.T + b
+    pred = logits.argmax(1)
+    dists = []
+    for i in range(len(x)):
+        gaps = [(logits[i, pred[i]] - logits[i, j]) / (w[pred[i]] - w[j]).norm()
+                for j in range(w.shape[0]) if j != pred[i]]
+        dists.append(min(gaps))
+    return torch.stack(dists), pred
+
+
+def test_boundary_search_respects_budget_and_never_undercuts_the_true_distance():
+    model = linear_model()
+    images = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8)
+    exact, pred = exact_boundary_distance(model, images)
+    labels = pred.clone()
+    labels[:5] = (pred[:5] + 1) % 3  # five misclassified examples
+    access = LabelOnlyAccess(model, CPU)
+    search = BoundarySearch(budget=20, directions=4, levels=3, max_rms=2.0, rel_tolerance=0.001)
+    dist, queries = boundary_distances(access, Labeled(images, labels), search, torch.Generator().manual_seed(0))
+    assert access.queries == int(queries.sum())  # every query went through the access object
+    assert int(queries.max()) <= 20
+    assert dist[:5].tolist() == [0.0] * 5 and queries[:5].tolist() == [1] * 5
+    # each distance is that of a submitted image whose label changed: never below the exact minimum
+    assert (dist[5:] >= exact[5:] - 1e-4).all()
+    assert (dist[5:] > 0).all()
+
+
+def test_boundary_budget_below_the_direction_search_is_refused():
+    with pytest.raises(ValueError, match=r"queries_per_example=10 .* 1 \+ directions \* levels = 13"):
+        BoundarySearch(budget=10, directions=4, levels=3)
+
+
+def quick_label_only(ctx, **changes):
+    return with_settings(ctx, **{"boundary_examples": 40, "queries_per_example": 25, "directions": 4, **changes})
+
+
+@pytest.mark.slow
+def test_label_only_attack_uses_labels_alone(small_cell, monkeypatch):
+    ctx = quick_label_only(small_cell.context("membership_label_only", "blackbox_label_only"))
+    assert isinstance(ctx.target, LabelOnlyAccess) and not isinstance(ctx.target, BlackBoxAccess)
+    assert not hasattr(ctx.target, "log_posteriors") and not hasattr(ctx.target, "posteriors")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a label-only attack asked for posteriors")
+
+    # not even the attacker's own shadow model may be read for posteriors
+    monkeypatch.setattr(BlackBoxAccess, "log_posteriors", refuse)
+    monkeypatch.setattr(BlackBoxAccess, "posteriors", refuse)
+    results = ATTACKS.get("membership_label_only")().run(ctx)
+    aug, bnd = results["augmentation"], results["boundary"]
+    assert aug["queries_per_example"] == aug["augmentations"] == 5
+    assert bnd["queries_max"] <= bnd["query_budget"] == 25
+    n_aug = aug["n_members"] + aug["n_nonmembers"]
+    n_bnd = bnd["n_members"] + bnd["n_nonmembers"]
+    assert n_bnd == 80
+    assert ctx.target.queries == pytest.approx(5 * n_aug + bnd["queries_per_example"] * n_bnd)
+    scores = pd.read_parquet(ctx.out_dir / "scores.parquet")
+    assert list(scores.columns) == ["score", "label", "variant"]
+    assert scores.groupby("variant").size().to_dict() == {"augmentation": n_aug, "boundary": n_bnd}
+
+
+@pytest.mark.slow
+def test_augmentation_attack_finds_members_on_an_overfit_target(small_cell):
+    # Measured on this cell: AUC 0.59; members' mean correct-augmentation fraction above non-members'.
+    ctx = with_settings(small_cell.context("membership_label_only", "blackbox_label_only"),
+                        variants=["augmentation"])
+    metrics = ATTACKS.get("membership_label_only")().run(ctx)["augmentation"]
+    assert metrics["auc"] > 0.55, metrics
+    augs = augmentation_set(1, False)
+    ev = ctx.evaluation
+    members = augmentation_correctness(ctx.target, ev.members, augs).mean(1)
+    nonmembers = augmentation_correctness(ctx.target, ev.nonmembers, augs).mean(1)
+    assert members.mean() > nonmembers.mean() + 0.03, (float(members.mean()), float(nonmembers.mean()))
+
+
+@pytest.mark.slow
+def test_boundary_distance_is_larger_for_members(small_cell):
+    # Measured on this cell (150 + 150 examples, 50 queries): AUC 0.60, mean distance 17.4 vs 14.7.
+    ctx = with_settings(small_cell.context("membership_label_only", "blackbox_label_only"), variants=["boundary"])
+    metrics = ATTACKS.get("membership_label_only")().run(ctx)["boundary"]
+    assert metrics["auc"] > 0.55, metrics
+    scores = pd.read_parquet(ctx.out_dir / "scores.parquet")
+    means = scores.groupby("label").score.mean()
+    assert means[1] > means[0]
+    assert metrics["queries_max"] <= metrics["query_budget"]
+    assert np.isfinite(metrics["threshold"]) and metrics["threshold"] > 0
