@@ -94,3 +94,14 @@ def test_bad_input_fails_fast_with_choices_and_no_traceback(run_cli, tmp_path, o
     assert expected in text
     assert "Traceback" not in text
     assert not (tmp_path / "res" / "cells").exists()  # failed before any work
+
+
+def test_unsupported_combination_is_a_skipped_row_not_a_crash(run_cli, tmp_path):
+    out = tmp_path / "res"
+    proc = run_cli("attack=membership", "threat_model=whitebox_none", f"results_dir={out}", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    table = pd.read_parquet(next((out / "cells").iterdir()) / "results.parquet")
+    row = table[table.attack == "membership"]
+    assert len(row) == 1 and row.status.item() == "skipped"
+    assert "does not support whitebox_none" in row.reason.item()

@@ -305,6 +305,6 @@ def run_cell(cfg: DictConfig) -> Outcome:
     parquet, csv = write_table(frame, p.cell_dir)
     atomic_write_text(done, json.dumps({"config_hash": p.config_hash, "finished_at": datetime.now(timezone.utc).isoformat()}))
     ui.console.print(ui.summary_table(frame, f"{p.cfg.dataset.name} / {p.cfg.arch.name} / defense={p.cfg.defense.name} / seed={p.cfg.seed}",
-                                      ("train_accuracy", "test_accuracy", "auc", "advantage", "tpr_at_fpr_0.001", "tpr_at_fpr_0.01", "accuracy", "agreement", "eval_accuracy")))
+                                      ui.SUMMARY_METRICS))
     ui.console.print(f"results: {parquet}\n         {csv}\ncell:    {p.cell_dir}")
     return Outcome(p.cell_dir, parquet, False)

@@ -16,6 +16,10 @@ if not console.is_terminal:  # logs and CI: wide enough for the summary table
 
 Advance = Callable[..., None]
 
+# Columns of the end-of-run summary: each attack family's headline numbers.
+SUMMARY_METRICS = ("train_accuracy", "test_accuracy", "auc", "advantage", "tpr_at_fpr_0.001",
+                   "tpr_at_fpr_0.01", "accuracy", "baseline_accuracy", "agreement", "eval_accuracy", "mse")
+
 
 class Bars:
     """Opens one bar per task; ``bar(label, total)`` returns a function that advances it."""
@@ -56,7 +60,8 @@ def summary_table(frame: pd.DataFrame, title: str, metrics: tuple[str, ...]) -> 
     for m in metrics:
         table.add_column(m, justify="right")
     flagged = False
-    for keys, group in frame.groupby(["attack", "threat_model", "variant"], sort=False):
+    unsupported = frame["reason"].str.contains("does not support", regex=False)
+    for keys, group in frame[~unsupported].groupby(["attack", "threat_model", "variant"], sort=False):
         values = dict(zip(group["metric"], group["value"]))
         status = group["status"].iloc[0]
         reason = group["reason"].iloc[0]
@@ -69,8 +74,13 @@ def summary_table(frame: pd.DataFrame, title: str, metrics: tuple[str, ...]) -> 
         if status != "ok" and reason:
             cells = [reason[:60]] + [""] * (len(metrics) - 1)
         table.add_row(*keys, status, *cells)
+    notes = []
     if flagged:
-        table.caption = "* TPR at FPR x measured on fewer than 1/x non-members: it rests on a handful of examples"
+        notes.append("* TPR at FPR x measured on fewer than 1/x non-members: it rests on a handful of examples")
+    if unsupported.any():
+        notes.append(f"{int(unsupported.sum())} attack x threat-model pairs that the attack does not support "
+                     "are recorded as skipped rows")
+    table.caption = "\n".join(notes) or None
     return table
 
 
