@@ -122,7 +122,7 @@ def test_collect_accepts_a_single_table(synthetic, tmp_path):
 
 def test_report_mentions_every_table_and_problem(report):
     text = report.read_text()
-    for heading in ("## Target utility", "### membership: auc", "### stealing: agreement", "### attribute: accuracy",
+    for heading in ("## Target utility", "### membership: auc", "### membership: accuracy", "### stealing: agreement", "### attribute: accuracy",
                     "### inversion: mse", "### membership: TPR at low FPR", "## Skipped and failed"):
         assert heading in text
     assert "membership does not support whitebox_none" in text and "RuntimeError: boom" in text

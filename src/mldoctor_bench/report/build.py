@@ -72,7 +72,7 @@ def render(frame: pd.DataFrame, source: Source, report_dir: Path) -> str:
     lines += [tables.utility_table(gap) if not gap.empty else "No target utility rows (attack=target).", ""]
 
     lines += ["## Attack tables (Tables 3 to 5)", ""]
-    chosen = stats.main_metric_rows(frame)
+    chosen = stats.table_metric_rows(frame)
     if not chosen:
         lines += ["No attack produced an ok metric.", ""]
     for (fam, metric), rows in chosen.items():

@@ -142,7 +142,7 @@ def gap_figure(frame: pd.DataFrame, out_dir: Path) -> Drawn:
 
 def defense_figure(frame: pd.DataFrame, out_dir: Path) -> Drawn:
     """Trade-off: each family's main metric against target test accuracy, one point per defense
-    (mean over seeds, per dataset/arch and attack series)."""
+    (mean over seeds), a line per dataset/arch and attack series run under several defenses."""
     title = "defense trade-off"
     gap = stats.target_gap(frame)
     defenses = sorted(gap["defense"].unique()) if not gap.empty else []
@@ -152,6 +152,10 @@ def defense_figure(frame: pd.DataFrame, out_dir: Path) -> Drawn:
     if not chosen:
         return Drawn(title, None, "no attack produced an ok metric")
     utility = gap.groupby(stats.CELL, as_index=False)["test_accuracy"].mean()
+    compared = utility.groupby(["dataset", "arch"])["defense"].transform("nunique") > 1
+    utility = utility[compared]  # a dataset/arch seen under one defense has no trade-off to show
+    if utility.empty:
+        return Drawn(title, None, "no dataset/arch was run under two or more defenses")
     markers = dict(zip(defenses, "osD^vP*X<>"))
     fig, axes = plt.subplots(1, len(chosen), figsize=(4.5 * len(chosen), 4), squeeze=False)
     for ax, ((fam, metric), rows) in zip(axes[0], chosen.items()):

@@ -120,6 +120,19 @@ def main_metric_rows(frame: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]
     return out
 
 
+def table_metric_rows(frame: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    """``{(family, metric): rows}`` for every metric of :data:`FAMILY_METRICS` a family reports
+    (tables show them all, e.g. MemInf AUC and accuracy); unknown families as in :func:`main_metric_rows`."""
+    rows = attack_rows(frame)
+    out = main_metric_rows(frame)
+    for fam in sorted(rows["family"].unique()):
+        mine = rows[rows["family"] == fam]
+        for metric in FAMILY_METRICS.get(fam, ()):
+            if (mine["metric"] == metric).any():
+                out.setdefault((fam, metric), mine[mine["metric"] == metric])
+    return dict(sorted(out.items()))
+
+
 def summarise(rows: pd.DataFrame, by: list[str], level: float = 0.95) -> pd.DataFrame:
     """One line per ``by`` group: mean, sd, n, ci_low, ci_high of ``value`` over the group (the seeds)."""
     records = []
