@@ -120,6 +120,16 @@ def test_collect_accepts_a_single_table(synthetic, tmp_path):
     assert "## Target utility" in out.read_text()
 
 
+def test_sweep_folder_finds_its_cells_scores(synthetic, tmp_path):
+    cell = sorted((synthetic / "cells").glob("mnist_simplecnn_none_seed0_*"))[0]
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "cell.json").write_text(json.dumps({"cell_dir": str(cell), "table": str(cell / "results.parquet")}))
+    write_table(collect_table(cell.parent.parent), tmp_path)
+    text = build_report(tmp_path).read_text()
+    assert "figures/roc_membership_blackbox_shadow.png" in text
+    assert (tmp_path / "report" / "figures" / "roc_membership_blackbox_shadow.png").exists()
+
+
 def test_report_mentions_every_table_and_problem(report):
     text = report.read_text()
     for heading in ("## Target utility", "### membership: auc", "### membership: accuracy", "### stealing: agreement", "### attribute: accuracy",
