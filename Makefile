@@ -27,5 +27,8 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
+report: install
+	$(BIN)/mldoctor-report $(RESULTS)
+
 clean-results:
 	rm -rf $(RESULTS)/cells $(RESULTS)/hydra $(RESULTS)/sweeps

@@ -1,0 +1,130 @@
+"""Assemble ``report/report.md`` from the tidy table: tables, figures, and what could not be drawn."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from mldoctor_bench.report import figures, stats, tables
+from mldoctor_bench.report.collect import Source, locate, score_files
+from mldoctor_bench.results import KEY, merge_tables
+
+MIN_CORRELATION_CELLS = 3
+
+
+def _figure_lines(drawn: list[figures.Drawn], report_dir: Path) -> list[str]:
+    out = []
+    for d in drawn:
+        if d.path is None:
+            out.append(f"- {d.title}: not drawn: {d.note}.")
+        else:
+            out.append(f"![{d.title}]({d.path.relative_to(report_dir).as_posix()})")
+            if d.note:
+                out.append(f"\n{d.note}")
+        out.append("")
+    return out
+
+
+def correlation_section(frame: pd.DataFrame, fig_dir: Path, report_dir: Path) -> list[str]:
+    """Figure 9: Pearson r between attack series across (dataset, arch, defense) cells."""
+    matrix = stats.cell_matrix(frame)
+    lines = ["## Attack-vs-attack correlation (Figure 9)", ""]
+    if len(matrix) < MIN_CORRELATION_CELLS:
+        reason = f"needs at least {MIN_CORRELATION_CELLS} dataset/arch/defense cells; found {len(matrix)}"
+        return lines + _figure_lines([figures.correlation_figure(pd.DataFrame(), fig_dir, reason)], report_dir)
+    corr, dropped = stats.pearson_matrix(matrix, MIN_CORRELATION_CELLS)
+    lines.append(f"Pearson r of each series' seed mean over {len(matrix)} cells (pairs need "
+                 f"{MIN_CORRELATION_CELLS} cells with both values).")
+    if dropped:
+        lines.append(f"Left out (constant or in fewer than {MIN_CORRELATION_CELLS} cells): {', '.join(dropped)}.")
+    lines.append("")
+    lines += _figure_lines([figures.correlation_figure(corr, fig_dir)], report_dir)
+    if not corr.empty:
+        rows = [[name] + ["" if pd.isna(v) else f"{v:.3f}" for v in corr.loc[name]] for name in corr.index]
+        lines += [tables.markdown_table(["series"] + list(corr.columns), rows), ""]
+    return lines
+
+
+def render(frame: pd.DataFrame, source: Source, report_dir: Path) -> str:
+    """The report's Markdown, drawing its figures into ``report_dir/figures``."""
+    fig_dir = report_dir / "figures"
+    ok = stats.ok_rows(frame)
+    n_runs = frame[["dataset", "arch", "defense", "seed"]].drop_duplicates().shape[0]
+    lines = [
+        "# ML-Doctor assessment report", "",
+        f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from {len(source.tables)} table(s), "
+        f"{n_runs} run(s) (dataset x arch x defense x seed), {len(frame)} rows ({len(ok)} ok metric rows).",
+        "Cells show mean ± sample standard deviation, the 95% confidence interval of the mean "
+        "(t-distribution, n-1 degrees of freedom) and n, the number of seeds; with n=1 there is no interval.",
+        "",
+    ]
+    repeated = ok[ok.duplicated(KEY + ["metric"], keep=False)]
+    if not repeated.empty:
+        lines += [f"Note: {repeated[KEY].drop_duplicates().shape[0]} key(s) were measured under more than one "
+                  "configuration (different config_hash); their values are pooled as if they were extra seeds.", ""]
+
+    lines += ["## Target utility", ""]
+    gap = stats.target_gap(frame)
+    lines += [tables.utility_table(gap) if not gap.empty else "No target utility rows (attack=target).", ""]
+
+    lines += ["## Attack tables (Tables 3 to 5)", ""]
+    chosen = stats.table_metric_rows(frame)
+    if not chosen:
+        lines += ["No attack produced an ok metric.", ""]
+    for (fam, metric), rows in chosen.items():
+        lines += [f"### {fam}: {metric}", "", tables.summary_table(rows), ""]
+    low = stats.low_fpr_rows(frame)
+    if not low.empty:
+        lines += ["### membership: TPR at low FPR", "", tables.summary_table(low, low), ""]
+        if low["too_few"].any():
+            lines += [tables.LOW_FPR_NOTE, ""]
+
+    lines += ["## MemInf ROC curves (log-log)", "",
+              "The shaded band marks FPRs below 1/n_nonmembers: no measurement there rests on even one "
+              "non-member.", ""]
+    lines += _figure_lines(figures.roc_figures(score_files(source.cell_dirs), fig_dir), report_dir)
+    lines += ["## Attacks by dataset and architecture (Figures 2 to 5)", ""]
+    lines += _figure_lines(figures.bar_figures(frame, fig_dir), report_dir)
+    lines += ["## Attacks against the target's train-test gap (Figures 6 to 8)", ""]
+    lines += _figure_lines([figures.gap_figure(frame, fig_dir)], report_dir)
+    lines += ["## Defense trade-off", ""]
+    lines += _figure_lines([figures.defense_figure(frame, fig_dir)], report_dir)
+    lines += correlation_section(frame, fig_dir, report_dir)
+
+    lines += ["## Skipped and failed", ""]
+    problems = tables.problems_table(frame)
+    lines += [problems or "None: every selected attack and threat model ran.", ""]
+    return "\n".join(lines)
+
+
+def build_report(path: Path, out_dir: Path | None = None) -> Path:
+    """Write ``report.md`` and its figures for what ``path`` names; return the Markdown's path."""
+    source = locate(path)
+    report_dir = Path(out_dir) if out_dir else source.report_dir
+    report_dir.mkdir(parents=True, exist_ok=True)
+    frame = merge_tables(source.tables)
+    out = report_dir / "report.md"
+    out.write_text(render(frame, source, report_dir))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: ``mldoctor-report RESULTS_DIR_OR_TABLE [--out DIR]``."""
+    parser = argparse.ArgumentParser(prog="mldoctor-report", description=__doc__)
+    parser.add_argument("path", type=Path, help="a results directory (with cells/), a sweep folder, or a results.parquet")
+    parser.add_argument("--out", type=Path, default=None, help="report folder (default: <path>/report)")
+    args = parser.parse_args(argv)
+    try:
+        out = build_report(args.path, args.out)
+    except FileNotFoundError as exc:
+        print(f"mldoctor-report: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(f"report: {out}")
+
+
+if __name__ == "__main__":
+    main()

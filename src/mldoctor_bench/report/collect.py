@@ -1,0 +1,93 @@
+"""Find what a report draws from: the tidy table of finished cells and their saved membership scores."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from mldoctor_bench.results import TABLE_STEM, merge_tables, read_table
+
+DONE = "done.json"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a report's numbers come from: the table paths and the cell directories behind them."""
+
+    tables: list[Path]
+    cell_dirs: list[Path]
+    report_dir: Path
+
+
+def finished_cells(results_dir: Path) -> list[Path]:
+    """Cell directories under ``results_dir/cells/`` whose run finished (``done.json`` and a table)."""
+    cells = Path(results_dir) / "cells"
+    return sorted(d for d in cells.glob("*/") if (d / DONE).exists() and (d / f"{TABLE_STEM}.parquet").exists())
+
+
+def sweep_cells(sweep_dir: Path) -> list[Path]:
+    """Cell directories named by the ``*/cell.json`` pointers of a sweep folder (may be none)."""
+    out = []
+    for pointer in sorted(Path(sweep_dir).glob("*/cell.json")):
+        cell = Path(json.loads(pointer.read_text())["cell_dir"])
+        if (cell / DONE).exists():
+            out.append(cell)
+    return out
+
+
+def locate(path: Path) -> Source:
+    """Resolve what ``path`` names: a results directory (with ``cells/``), a single table (Parquet
+    file, e.g. a sweep's merged ``results.parquet``) or a folder holding one. Raise
+    ``FileNotFoundError`` with what was looked for when there is nothing to report on."""
+    path = Path(path).expanduser().resolve()
+    if path.is_file():
+        return Source([path], sweep_cells(path.parent), path.parent / "report")
+    if (path / "cells").is_dir():
+        cells = finished_cells(path)
+        if not cells:
+            raise FileNotFoundError(f"no finished cell (a cells/*/{DONE}) under {path / 'cells'}")
+        return Source([c / f"{TABLE_STEM}.parquet" for c in cells], cells, path / "report")
+    table = path / f"{TABLE_STEM}.parquet"
+    if table.exists():
+        return Source([table], sweep_cells(path), path / "report")
+    raise FileNotFoundError(f"{path} holds neither cells/*/{DONE} nor {TABLE_STEM}.parquet")
+
+
+def collect_table(path: Path) -> pd.DataFrame:
+    """The merged tidy table of everything ``path`` names (see :func:`locate`)."""
+    return merge_tables(locate(path).tables)
+
+
+@dataclass(frozen=True)
+class ScoreFile:
+    """One saved per-example score file of a membership attack, with its cell's key."""
+
+    dataset: str
+    arch: str
+    defense: str
+    seed: int
+    attack: str
+    threat_model: str
+    path: Path
+
+
+def score_files(cell_dirs: list[Path]) -> list[ScoreFile]:
+    """Every ``<attack>/<threat_model>/scores*.parquet`` in the given cells."""
+    out = []
+    for cell in cell_dirs:
+        key = read_table(cell / f"{TABLE_STEM}.parquet").iloc[0]
+        for path in sorted(cell.glob("*/*/scores*.parquet")):
+            out.append(ScoreFile(str(key["dataset"]), str(key["arch"]), str(key["defense"]), int(key["seed"]),
+                                 path.parent.parent.name, path.parent.name, path))
+    return out
+
+
+def read_scores(path: Path) -> dict[str, pd.DataFrame]:
+    """``{variant: frame with score, label}`` from one scores file (variant "" when it has none)."""
+    frame = pd.read_parquet(path)
+    if "variant" not in frame:
+        frame["variant"] = ""
+    return {str(v): g[["score", "label"]] for v, g in frame.groupby("variant", sort=True)}

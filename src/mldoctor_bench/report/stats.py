@@ -1,0 +1,201 @@
+"""Pure numbers for reports: seed summaries with t-intervals, train-test gaps, correlations.
+
+Everything here takes and returns plain data frames (the tidy results table or summaries of it);
+nothing reads files or draws.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+from mldoctor_bench.results import OK
+from mldoctor_bench.ui import too_few_negatives
+
+# Each attack family's main metrics, most preferred first. A family's charts and tables use the
+# first metric, then each later one that covers threat models the earlier ones miss (e.g. MIFace
+# under (W,N) reports only an MSE while GMI under (W,S) reports the evaluator's accuracy).
+FAMILY_METRICS: dict[str, tuple[str, ...]] = {
+    "membership": ("auc", "accuracy"),
+    "inversion": ("eval_accuracy", "mse"),
+    "attribute": ("accuracy", "f1"),
+    "stealing": ("agreement", "accuracy"),
+}
+# Substrings of attack names that place an attack in a family.
+FAMILY_PATTERNS = (("membership", "membership"), ("inversion", "inversion"), ("modinv", "inversion"),
+                   ("attribute", "attribute"), ("attrinf", "attribute"), ("steal", "stealing"))
+GENERIC_METRICS = ("auc", "accuracy", "agreement", "eval_accuracy", "mse")
+CELL = ["dataset", "arch", "defense"]
+SERIES = ["attack", "threat_model", "variant"]
+LOW_FPR_PREFIX = "tpr_at_fpr_"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean, sample standard deviation and a two-sided t confidence interval over ``n`` values.
+
+    With ``n == 1`` the standard deviation and the interval are NaN: one seed says nothing about spread.
+    """
+
+    mean: float
+    sd: float
+    n: int
+    ci_low: float
+    ci_high: float
+
+    @property
+    def half_width(self) -> float:
+        return (self.ci_high - self.ci_low) / 2
+
+
+def t_summary(values: Sequence[float], level: float = 0.95) -> Summary:
+    """Mean, sd (ddof=1) and the ``level`` t-interval ``mean +- t((1+level)/2, n-1) * sd / sqrt(n)``."""
+    x = np.asarray([v for v in values if not pd.isna(v)], dtype=np.float64)
+    n = len(x)
+    if n == 0:
+        return Summary(math.nan, math.nan, 0, math.nan, math.nan)
+    mean = float(x.mean())
+    if n == 1:
+        return Summary(mean, math.nan, 1, math.nan, math.nan)
+    sd = float(x.std(ddof=1))
+    half = float(scipy_stats.t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
+    return Summary(mean, sd, n, mean - half, mean + half)
+
+
+def family(attack: str) -> str:
+    """The attack family of an attack name (``membership_metric`` -> ``membership``); else the name."""
+    lowered = attack.lower()
+    for pattern, fam in FAMILY_PATTERNS:
+        if pattern in lowered:
+            return fam
+    return attack
+
+
+def ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows with status ok that carry a metric value."""
+    keep = (frame["status"] == OK) & (frame["metric"] != "") & frame["value"].notna()
+    return frame[keep]
+
+
+def attack_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Ok metric rows of attacks (not the target's utility rows), with a ``family`` column."""
+    rows = ok_rows(frame)
+    rows = rows[rows["attack"] != "target"].copy()
+    rows["family"] = rows["attack"].map(family)
+    return rows
+
+
+def family_metrics(rows: pd.DataFrame, fam: str) -> list[str]:
+    """The metrics that represent ``fam`` in charts and tables (see :data:`FAMILY_METRICS`).
+
+    Greedy over the family's preference list: a metric is used if it covers a threat model that no
+    earlier metric covers. Unknown families use the first of :data:`GENERIC_METRICS` they report.
+    """
+    mine = rows[rows["attack"].map(family) == fam]
+    prefs = FAMILY_METRICS.get(fam, GENERIC_METRICS)
+    chosen, covered = [], set()
+    for metric in prefs:
+        tms = set(mine.loc[mine["metric"] == metric, "threat_model"])
+        if tms - covered:
+            chosen.append(metric)
+            covered |= tms
+    if not chosen and len(mine):
+        chosen = [sorted(mine["metric"].unique())[0]]
+    return chosen
+
+
+def main_metric_rows(frame: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    """``{(family, metric): rows}`` for every family's main metrics (see :func:`family_metrics`)."""
+    rows = attack_rows(frame)
+    out = {}
+    for fam in sorted(rows["family"].unique()):
+        mine = rows[rows["family"] == fam]
+        for metric in family_metrics(rows, fam):
+            out[(fam, metric)] = mine[mine["metric"] == metric]
+    return out
+
+
+def table_metric_rows(frame: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    """``{(family, metric): rows}`` for every metric of :data:`FAMILY_METRICS` a family reports
+    (tables show them all, e.g. MemInf AUC and accuracy); unknown families as in :func:`main_metric_rows`."""
+    rows = attack_rows(frame)
+    out = main_metric_rows(frame)
+    for fam in sorted(rows["family"].unique()):
+        mine = rows[rows["family"] == fam]
+        for metric in FAMILY_METRICS.get(fam, ()):
+            if (mine["metric"] == metric).any():
+                out.setdefault((fam, metric), mine[mine["metric"] == metric])
+    return dict(sorted(out.items()))
+
+
+def summarise(rows: pd.DataFrame, by: list[str], level: float = 0.95) -> pd.DataFrame:
+    """One line per ``by`` group: mean, sd, n, ci_low, ci_high of ``value`` over the group (the seeds)."""
+    records = []
+    for keys, group in rows.groupby(by, sort=True, dropna=False):
+        s = t_summary(group["value"].tolist(), level)
+        records.append({**dict(zip(by, keys if isinstance(keys, tuple) else (keys,))), **vars(s)})
+    return pd.DataFrame(records, columns=by + ["mean", "sd", "n", "ci_low", "ci_high"])
+
+
+def target_gap(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, arch, defense, seed): train_accuracy, test_accuracy and gap = train - test."""
+    rows = ok_rows(frame)
+    rows = rows[(rows["attack"] == "target") & rows["metric"].isin(["train_accuracy", "test_accuracy"])]
+    if rows.empty:
+        return pd.DataFrame(columns=CELL + ["seed", "train_accuracy", "test_accuracy", "gap"])
+    wide = rows.pivot_table(index=CELL + ["seed"], columns="metric", values="value", aggfunc="mean").reset_index()
+    wide.columns.name = None
+    if not {"train_accuracy", "test_accuracy"} <= set(wide.columns):
+        return pd.DataFrame(columns=CELL + ["seed", "train_accuracy", "test_accuracy", "gap"])
+    wide["gap"] = wide["train_accuracy"] - wide["test_accuracy"]
+    return wide
+
+
+def series_label(attack: str, threat_model: str, variant: str = "", metric: str = "") -> str:
+    """A short name for one attack series, e.g. ``membership (B,S)`` or ``membership_metric (B,S) entropy``."""
+    from mldoctor_bench.threat_models import THREAT_MODELS
+
+    tm = THREAT_MODELS.get(threat_model).short if threat_model in THREAT_MODELS else threat_model
+    parts = [attack, tm] + ([variant] if variant else []) + ([metric] if metric else [])
+    return " ".join(parts)
+
+
+def cell_matrix(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows: (dataset, arch, defense) cells; columns: every attack series' main metric, mean over seeds."""
+    pieces = []
+    for (_, metric), rows in main_metric_rows(frame).items():
+        rows = rows.assign(series=[series_label(a, t, v, metric) for a, t, v in
+                                   zip(rows["attack"], rows["threat_model"], rows["variant"])])
+        pieces.append(rows)
+    if not pieces:
+        return pd.DataFrame()
+    rows = pd.concat(pieces)
+    matrix = rows.pivot_table(index=CELL, columns="series", values="value", aggfunc="mean")
+    matrix.columns.name = None
+    return matrix
+
+
+def pearson_matrix(matrix: pd.DataFrame, min_cells: int = 3) -> tuple[pd.DataFrame, list[str]]:
+    """Pearson r between the columns of ``matrix`` over its rows (pairwise complete, at least
+    ``min_cells`` rows per pair). Columns that are constant or have fewer than ``min_cells`` values
+    are dropped and returned by name, since r is undefined for them."""
+    dropped = [c for c in matrix.columns
+               if matrix[c].notna().sum() < min_cells or matrix[c].nunique(dropna=True) < 2]
+    kept = matrix.drop(columns=dropped)
+    return kept.corr(method="pearson", min_periods=min_cells), dropped
+
+
+def low_fpr_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """``tpr_at_fpr_<x>`` rows with their run's ``n_nonmembers`` and a ``too_few`` flag."""
+    rows = attack_rows(frame)
+    key = ["dataset", "arch", "defense", "attack", "threat_model", "variant", "seed", "config_hash"]
+    tpr = rows[rows["metric"].str.startswith(LOW_FPR_PREFIX)]
+    neg = rows.loc[rows["metric"] == "n_nonmembers", key + ["value"]].rename(columns={"value": "n_nonmembers"})
+    merged = tpr.merge(neg, on=key, how="left")
+    merged["too_few"] = [too_few_negatives(m, n) for m, n in zip(merged["metric"], merged["n_nonmembers"])]
+    return merged

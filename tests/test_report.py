@@ -1,0 +1,198 @@
+"""The report: numbers (t-intervals, Pearson, low-FPR flags) by hand, and files from synthetic and real cells."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mldoctor_bench.report import build_report, collect_table, stats
+from mldoctor_bench.report.tables import format_summary
+from mldoctor_bench.results import FAILED, OK, SKIPPED, Cell, Provenance, metric_rows, to_frame, write_table
+
+DATASETS, ARCHS, SEEDS = ("mnist", "fmnist"), ("simplecnn", "vgg19"), (0, 1)
+
+
+def cell_rows(cell: Cell, rng: np.random.Generator) -> list[dict]:
+    """Plausible numbers whose attacks move with the train-test gap, plus skipped/failed rows."""
+    gap = 0.05 + 0.1 * DATASETS.index(cell.dataset) + 0.05 * ARCHS.index(cell.arch) - (0.04 if cell.defense == "dp" else 0)
+    gap += rng.normal(0, 0.01)
+    test = 0.9 - gap / 2
+    rows = metric_rows(cell, "target", "none", "", {"train_accuracy": test + gap, "test_accuracy": test})
+    for tm in ("blackbox_shadow", "blackbox_partial"):
+        mia = 0.5 + gap + rng.normal(0, 0.01)
+        rows += metric_rows(cell, "membership", tm, "", {
+            "accuracy": mia, "auc": mia + 0.02, "tpr_at_fpr_0.001": 0.01, "tpr_at_fpr_0.01": 0.05,
+            "n_members": 100.0, "n_nonmembers": 100.0})
+        rows += metric_rows(cell, "stealing", tm, "", {"agreement": 0.95 - gap + rng.normal(0, 0.01)})
+    rows += metric_rows(cell, "attribute_inference", "whitebox_shadow", "", {
+        "accuracy": 0.6 + gap / 2 + rng.normal(0, 0.01), "baseline_accuracy": 0.55})
+    rows += metric_rows(cell, "model_inversion", "whitebox_none", "", {"mse": 0.1 + gap})
+    rows += metric_rows(cell, "membership", "whitebox_none", "", {}, SKIPPED, "membership does not support whitebox_none")
+    rows += metric_rows(cell, "stealing", "whitebox_shadow", "", {}, FAILED, "RuntimeError: boom")
+    return rows
+
+
+def write_cell(results: Path, cell: Cell, rng: np.random.Generator) -> Path:
+    name = f"{cell.dataset}_{cell.arch}_{cell.defense}_seed{cell.seed}_{cell.defense}hash"
+    cell_dir = results / "cells" / name
+    prov = Provenance(f"run-{name}", f"{cell.defense}hash", "test", f"2026-01-01T00:00:0{cell.seed}")
+    write_table(to_frame(cell_rows(cell, rng), prov, 1.0), cell_dir)
+    labels = np.r_[np.ones(100), np.zeros(100)].astype(int)
+    scores = rng.normal(labels * 0.8, 1.0)
+    for tm in ("blackbox_shadow", "blackbox_partial"):
+        (cell_dir / "membership" / tm).mkdir(parents=True)
+        pd.DataFrame({"score": scores, "label": labels, "variant": ""}).to_parquet(
+            cell_dir / "membership" / tm / "scores.parquet", index=False)
+    (cell_dir / "done.json").write_text(json.dumps({"config_hash": f"{cell.defense}hash"}))
+    return cell_dir
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> Path:
+    results = tmp_path_factory.mktemp("synthetic")
+    rng = np.random.default_rng(0)
+    for d in DATASETS:
+        for a in ARCHS:
+            for s in SEEDS:
+                write_cell(results, Cell(d, a, "none", s), rng)
+    write_cell(results, Cell("mnist", "simplecnn", "dp", 0), rng)
+    unfinished = write_cell(results, Cell("fmnist", "vgg19", "none", 7), rng)
+    (unfinished / "done.json").unlink()
+    return results
+
+
+@pytest.fixture(scope="module")
+def report(synthetic) -> Path:
+    return build_report(synthetic)
+
+
+def test_t_interval_matches_hand_computation():
+    s = stats.t_summary([1.0, 2.0, 3.0])
+    assert (s.mean, s.sd, s.n) == (2.0, 1.0, 3)
+    half = 4.302652729911275 / math.sqrt(3)  # t(0.975, df=2) = 4.303
+    assert s.ci_low == pytest.approx(2 - half) and s.ci_high == pytest.approx(2 + half)
+
+
+def test_one_seed_has_no_interval():
+    s = stats.t_summary([0.7])
+    assert s.n == 1 and math.isnan(s.sd) and math.isnan(s.ci_low)
+    assert format_summary(s) == "0.700 (n=1)"
+    assert "CI" not in format_summary(s)
+
+
+def test_pearson_matrix_equals_numpy_corrcoef():
+    m = pd.DataFrame({"a": [0.6, 0.7, 0.9, 0.65], "b": [0.9, 0.85, 0.5, 0.88], "c": [1.0, 3.0, 2.0, 5.0],
+                      "const": [1.0, 1.0, 1.0, 1.0]})
+    corr, dropped = stats.pearson_matrix(m)
+    assert dropped == ["const"]
+    np.testing.assert_allclose(corr.to_numpy(), np.corrcoef(m[["a", "b", "c"]].to_numpy().T))
+
+
+def test_too_few_negatives_flags_low_fpr_only_below_one_over_x():
+    rows = []
+    for n in (50.0, 5000.0):
+        cell = Cell("d", "a", "none", int(n))
+        rows += metric_rows(cell, "membership", "blackbox_shadow", "", {
+            "tpr_at_fpr_0.001": 0.0, "tpr_at_fpr_0.01": 0.1, "auc": 0.6, "n_nonmembers": n})
+    frame = to_frame(rows, Provenance("r", "h", "c", "t"), 0.0)
+    flags = stats.low_fpr_rows(frame).set_index(["seed", "metric"])["too_few"]
+    assert flags[(50, "tpr_at_fpr_0.001")] and flags[(50, "tpr_at_fpr_0.01")]
+    assert not flags[(5000, "tpr_at_fpr_0.001")] and not flags[(5000, "tpr_at_fpr_0.01")]
+
+
+def test_collect_takes_finished_cells_only(synthetic):
+    frame = collect_table(synthetic)
+    assert set(frame["seed"]) == set(SEEDS)  # seed 7 has no done.json
+    assert len(frame[["dataset", "arch", "defense", "seed"]].drop_duplicates()) == 9
+
+
+def test_collect_accepts_a_single_table(synthetic, tmp_path):
+    write_table(collect_table(synthetic), tmp_path)
+    out = build_report(tmp_path / "results.parquet")
+    assert out == tmp_path / "report" / "report.md"
+    assert "## Target utility" in out.read_text()
+
+
+def test_sweep_folder_finds_its_cells_scores(synthetic, tmp_path):
+    cell = sorted((synthetic / "cells").glob("mnist_simplecnn_none_seed0_*"))[0]
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "cell.json").write_text(json.dumps({"cell_dir": str(cell), "table": str(cell / "results.parquet")}))
+    write_table(collect_table(cell.parent.parent), tmp_path)
+    text = build_report(tmp_path).read_text()
+    assert "figures/roc_membership_blackbox_shadow.png" in text
+    assert (tmp_path / "report" / "figures" / "roc_membership_blackbox_shadow.png").exists()
+
+
+def test_report_mentions_every_table_and_problem(report):
+    text = report.read_text()
+    for heading in ("## Target utility", "### membership: auc", "### membership: accuracy", "### stealing: agreement", "### attribute: accuracy",
+                    "### inversion: mse", "### membership: TPR at low FPR", "## Skipped and failed"):
+        assert heading in text
+    assert "membership does not support whitebox_none" in text and "RuntimeError: boom" in text
+    # two seeds per dataset/arch: an interval; the single dp seed: n=1
+    assert "n=2" in text and "(n=1)" in text
+    # 100 non-members cannot support TPR at 0.1% or 1% FPR
+    assert " *" in text and "fewer than 1/x non-members" in text
+
+
+def test_report_figures_are_real_pictures(report):
+    import matplotlib.image
+
+    text = report.read_text()
+    pngs = sorted((report.parent / "figures").glob("*.png"))
+    names = {p.name for p in pngs}
+    assert {"gap.png", "defenses.png", "correlation.png", "bars_membership_auc.png",
+            "roc_membership_blackbox_shadow.png"} <= names
+    for png in pngs:
+        assert f"figures/{png.name}" in text
+        image = matplotlib.image.imread(png)
+        assert image.shape[0] > 200 and image.shape[1] > 200
+        assert image[..., :3].std() > 0.05, f"{png.name} is (nearly) one colour"
+    assert "not drawn" not in text
+
+
+def test_correlation_of_gap_driven_attacks(synthetic):
+    corr, _ = stats.pearson_matrix(stats.cell_matrix(collect_table(synthetic)))
+    # both follow the gap in the synthetic table, in opposite directions
+    assert corr.loc["membership (B,S) auc", "stealing (B,S) agreement"] < -0.9
+
+
+def test_missing_data_is_explained_not_fatal(tmp_path):
+    cell = Cell("d", "a", "none", 0)
+    rows = metric_rows(cell, "target", "none", "", {"train_accuracy": 1.0, "test_accuracy": 0.8})
+    rows += metric_rows(cell, "membership", "whitebox_none", "", {}, SKIPPED, "not supported")
+    write_table(to_frame(rows, Provenance("r", "h", "c", "t"), 0.0), tmp_path / "cells" / "one")
+    (tmp_path / "cells" / "one" / "done.json").write_text("{}")
+    text = build_report(tmp_path).read_text()
+    assert "No attack produced an ok metric." in text
+    assert "needs at least 3 dataset/arch/defense cells; found 0" in text
+    assert "no saved membership scores" in text and "not supported" in text
+
+
+def test_cli_without_results_exits_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mldoctor_bench.report", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "holds neither" in proc.stderr
+
+
+@pytest.mark.slow
+def test_report_from_a_real_tiny_run(run_cli, tmp_path):
+    from conftest import TINY
+
+    results = tmp_path / "res"
+    proc = run_cli(*TINY, "threat_model=blackbox_shadow", f"results_dir={results}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    exe = Path(sys.executable).parent / "mldoctor-report"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "mldoctor_bench.report"]
+    done = subprocess.run([*cmd, str(results)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = (results / "report" / "report.md").read_text()
+    assert "### membership: auc" in text
+    assert (results / "report" / "figures" / "roc_membership_blackbox_shadow.png").stat().st_size > 5000
+    assert "needs at least 3 dataset/arch/defense cells; found 1" in text
