@@ -30,5 +30,29 @@ test-fast: install
 report: install
 	$(BIN)/mldoctor-report $(RESULTS)
 
+# One target per paper table or figure: a Hydra experiment (conf/experiment/) swept into
+# $(RESULTS)/<experiment>, then the report. `<target>-small` runs the laptop-sized rehearsal on the
+# embedded data. Finished cells are skipped, so targets that share an experiment share its runs.
+# Extra overrides: make figure2 ARGS="hydra/launcher=slurm data.root=/data".
+GRID_FIGURES    := table3 table4 table5 figure2 figure3 figure4 figure5 figure6 figure7 figure9
+OVERFIT_FIGURES := figure8
+PAPER_TARGETS   := $(GRID_FIGURES) $(OVERFIT_FIGURES)
+.PHONY: paper $(PAPER_TARGETS) $(addsuffix -small,$(PAPER_TARGETS))
+
+define reproduce
+	$(BIN)/mldoctor-bench -m +experiment=$(1) results_dir=$(RESULTS)/$(1) $(ARGS)
+	$(BIN)/mldoctor-report $(RESULTS)/$(1)
+endef
+
+$(GRID_FIGURES): install
+	$(call reproduce,paper_grid)
+$(addsuffix -small,$(GRID_FIGURES)): install
+	$(call reproduce,paper_grid_small)
+$(OVERFIT_FIGURES): install
+	$(call reproduce,overfitting)
+$(addsuffix -small,$(OVERFIT_FIGURES)): install
+	$(call reproduce,overfitting_small)
+paper: $(PAPER_TARGETS)
+
 clean-results:
 	rm -rf $(RESULTS)/cells $(RESULTS)/hydra $(RESULTS)/sweeps
