@@ -1,0 +1,131 @@
+"""Defenses: output transforms, DP accounting, RelaxLoss, and their effect on real small runs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+
+from mldoctor_bench.defenses import DEFENSES, build_defense
+from mldoctor_bench.defenses.base import OUTPUT, TRAINING
+from mldoctor_bench.defenses.dp_sgd import dp_compatible, train_classifier_dp
+from mldoctor_bench.defenses.output import one_hot_argmax, rounded, top_k
+from mldoctor_bench.defenses.relaxloss import flattened_targets, relaxloss
+from mldoctor_bench.models import build_model
+from mldoctor_bench.threat_models import THREAT_MODELS, BlackBoxAccess
+from mldoctor_bench.training import Recipe
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "src" / "mldoctor_bench" / "conf" / "defense"
+
+
+def random_probs(n=200, classes=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.softmax(torch.randn(n, classes, generator=g, dtype=torch.float64) * 3, 1)
+
+
+def is_distribution(p):
+    return bool((p >= 0).all()) and torch.allclose(p.sum(1), torch.ones(len(p), dtype=p.dtype))
+
+
+def test_every_defense_config_names_a_registered_defense_and_back():
+    names = sorted(path.stem for path in CONF_DIR.glob("*.yaml"))
+    assert names == DEFENSES.names()
+    for name in names:
+        with initialize_config_module("mldoctor_bench.conf", version_base="1.3"):
+            cfg = compose("config", overrides=[f"defense={name}"])
+        defense = build_defense(cfg.defense)
+        assert defense.name == name
+        # output-time defenses release the undefended model: same store key as `none`
+        assert (defense.cache_payload() == {}) == (defense.kind != TRAINING)
+        assert (defense.output_transform() is not None) == (defense.kind == OUTPUT)
+        assert cfg.attacker.knows_defense is True
+
+
+def test_top_k_keeps_k_largest_renormalised():
+    p = random_probs()
+    r = top_k(p, 3)
+    assert is_distribution(r)
+    assert ((r > 0).sum(1) == 3).all()
+    kept = p.topk(3, 1)
+    assert torch.equal(r.topk(3, 1).indices, kept.indices)
+    assert torch.allclose(r.gather(1, kept.indices), kept.values / kept.values.sum(1, keepdim=True))
+
+
+def test_rounding_releases_rounded_values_up_to_normalisation():
+    p = random_probs()
+    r = rounded(p, 2)
+    assert is_distribution(r)
+    grid = torch.round(p, decimals=2)
+    assert torch.allclose(r * grid.sum(1, keepdim=True), grid)  # proportional to the rounded vector
+    assert (r.argmax(1) == p.argmax(1)).float().mean() > 0.95  # ties aside, the label survives
+    tiny = torch.full((1, 200), 1 / 200, dtype=torch.float64)  # rounds to all zeros: argmax released
+    assert is_distribution(rounded(tiny, 1))
+
+
+@pytest.mark.slow
+def test_labels_only_output_gives_posterior_attacks_one_hot_vectors(small_cell):
+    defense = build_defense({"name": "output_labels_only"})
+    access = BlackBoxAccess(small_cell.target.model, torch.device("cpu"), defense.output_transform())
+    images = small_cell.data.images[small_cell.splits.target_train[:100]]
+    released = access.posteriors(images)
+    assert is_distribution(released)
+    assert set(released.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(released.argmax(1), access.labels(images))
+    assert torch.equal(one_hot_argmax(released), released)
+
+
+@pytest.mark.slow
+def test_runner_applies_output_defense_to_blackbox_target_only(small_cell):
+    cell = small_cell
+    saved = cell.defense
+    try:
+        cell.defense = build_defense({"name": "output_labels_only"})
+        black = cell.context("membership", "blackbox_shadow")
+        white = cell.context("membership", "whitebox_shadow")
+    finally:
+        cell.defense = saved
+    images = cell.data.images[cell.splits.target_train[:50]]
+    assert set(black.target.posteriors(images).unique().tolist()) == {0.0, 1.0}
+    assert set(black.knowledge.reference.posteriors(images).unique().tolist()) == {0.0, 1.0}  # informed attacker
+    assert len(white.target.posteriors(images).unique()) > 2  # white box: the raw posteriors
+
+
+def test_dp_epsilon_is_finite_and_falls_as_noise_grows():
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (64,), generator=g)
+    eps = []
+    for noise in (0.8, 1.3, 3.0):
+        model, changed = dp_compatible(build_model("simple_cnn", 1, 10, 28))
+        out = train_classifier_dp(model, images, labels, Recipe(epochs=1, batch_size=16), 0,
+                                  max_grad_norm=1.5, delta=1e-5, noise_multiplier=noise)
+        assert not changed and math.isfinite(out["epsilon"]) and out["delta"] == 1e-5
+        eps.append(out["epsilon"])
+    assert eps[0] > eps[1] > eps[2] > 0
+
+
+def test_dp_replaces_batchnorm_and_says_so():
+    model, changed = dp_compatible(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4),
+                                                       torch.nn.ReLU(inplace=True)))
+    assert changed and not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert not any(getattr(m, "inplace", False) for m in model.modules())
+
+
+def test_relaxloss_flattened_targets_keep_true_probability_and_spread_the_rest():
+    logits = torch.randn(8, 10, requires_grad=True)
+    labels = torch.arange(8)
+    t = flattened_targets(logits, labels, upper=1.0)
+    assert not t.requires_grad and is_distribution(t.double())
+    p = torch.softmax(logits.detach(), 1)
+    assert torch.allclose(t.gather(1, labels.view(-1, 1)).squeeze(1), p.gather(1, labels.view(-1, 1)).squeeze(1))
+    others = t.masked_select(torch.nn.functional.one_hot(labels, 10) == 0).view(8, 9)
+    assert torch.allclose(others, others[:, :1].expand(-1, 9))
+
+
+def test_relaxloss_ascends_below_alpha_on_even_epochs():
+    logits = torch.tensor([[8.0, 0, 0]], requires_grad=True)  # confident and right: loss << alpha
+    relaxloss(alpha=1.0)(logits, torch.tensor([0]), 0).backward()
+    assert logits.grad[0, 0] > 0  # the step lowers the true logit: gradient ascent on the loss
