@@ -267,13 +267,14 @@ class Assessment:
 
     @staticmethod
     def spare_rows(data: ImageData, splits: Splits, reserve: bool) -> tuple[Optional[Labeled], Labeled]:
-        """Transfer data for a defense that asks for it (the first half of the rows in no quarter),
-        and the held-out data that remains for attacks' evaluators (see :meth:`heldout`)."""
+        """Transfer data for a defense that asks for it (rows in no quarter: half of them, at most a
+        quarter's worth, so a student trains on as many images as its teacher), and the held-out
+        data that remains for attacks' evaluators (see :meth:`heldout`)."""
         rest = Assessment.unused_rows(data, splits)
         if not reserve or len(rest) == 0:
             return None, Assessment.heldout(data, splits, rest)
-        half = len(rest) // 2
-        return Labeled.take(data, rest[:half]), Assessment.heldout(data, splits, rest[half:])
+        n = min(len(rest) // 2, len(splits.target_train))
+        return Labeled.take(data, rest[:n]), Assessment.heldout(data, splits, rest[n:])
 
     def save_target(self, target: StoredModel, data: ImageData, splits: Splits) -> None:
         """Copy the target's weights and a manifest into the cell, to reload model and data."""
