@@ -23,16 +23,17 @@ from omegaconf import DictConfig, OmegaConf
 from mldoctor_bench.attacks import ATTACKS, AttackContext, AttackSkipped
 from mldoctor_bench.attacks.base import ModelService
 from mldoctor_bench.data import DATASETS, ImageData, Splits, four_quarters, load_dataset
+from mldoctor_bench.defenses import DEFENSES, Defense, TrainingSet, build_defense
+from mldoctor_bench.defenses.base import OUTPUT
 from mldoctor_bench.knowledge import Labeled, attacker_knowledge
 from mldoctor_bench.models import ARCHS, build_model
 from mldoctor_bench.provenance import code_version, source_hash, stable_hash
 from mldoctor_bench.results import FAILED, OK, SKIPPED, Cell, Provenance, metric_rows, to_frame, write_table
 from mldoctor_bench.store import ModelStore, StoredModel, atomic_write_text
-from mldoctor_bench.threat_models import THREAT_MODELS, WhiteBoxAccess, access_for
-from mldoctor_bench.training import Recipe, TrainJob, accuracy, resolve_device, seeded_model, train_classifier
+from mldoctor_bench.threat_models import BLACKBOX, THREAT_MODELS, WHITEBOX, WhiteBoxAccess, access_for
+from mldoctor_bench.training import Recipe, TrainJob, accuracy, resolve_device, seeded_model
 from mldoctor_bench import ui
 
-DEFENSES = ("none",)  # training- and output-time defenses join here
 # Keys that say where things go, not what is computed: they do not enter the cell's hash.
 LOCATION_KEYS = ("results_dir", "device", "cache", "hydra")
 LOCATION_DATA_KEYS = ("root", "cache_dir", "download")
@@ -78,7 +79,7 @@ def plan(cfg: DictConfig) -> Plan:
         if name not in registry:
             raise ConfigError(f"unknown {group} {name!r}; choose one of: {', '.join(registry.names())}")
     if cfg.defense.name not in DEFENSES:
-        raise ConfigError(f"unknown defense {cfg.defense.name!r}; choose one of: {', '.join(DEFENSES)}")
+        raise ConfigError(f"unknown defense {cfg.defense.name!r}; choose one of: {', '.join(DEFENSES.names())}")
     attacks, tms = selected(cfg, "attack"), selected(cfg, "threat_model")
     if not attacks or not tms:
         raise ConfigError("select at least one attack and one threat model, e.g. attack=membership threat_model=blackbox_shadow")
@@ -138,30 +139,41 @@ class Assessment:
     def __init__(self, p: Plan, data: ImageData, bars: ui.Bars) -> None:
         self.p, self.cfg, self.data, self.bars = p, p.cfg, data, bars
         self.recipe = Recipe.from_config(self.cfg.train)
+        self.defense = build_defense(self.cfg.defense)
+        self.knows_defense = bool(OmegaConf.select(self.cfg, "attacker.knows_defense", default=True))
+        self.transfer: Optional[Labeled] = None  # rows in no quarter reserved for the defense
 
-    def fit(self, job: TrainJob, images: torch.Tensor, targets: torch.Tensor) -> StoredModel:
-        """Train (or load from the store) the model of ``job`` on ``images`` and ``targets``."""
+    def fit(self, job: TrainJob, images: torch.Tensor, targets: torch.Tensor,
+            defense: Optional[Defense] = None) -> StoredModel:
+        """Train (or load from the store) the model of ``job`` on ``images`` and ``targets``, with the
+        training-time part of ``defense`` (plain training when ``None``)."""
         images, targets = images.to(self.p.device), targets.to(self.p.device)
+        defense = defense or DEFENSES.get("none")()
+        job = replace(job, extra={**job.extra, **defense.cache_payload()})
+
+        def build() -> torch.nn.Module:
+            return defense.prepare_model(seeded_model(job, self.data))
 
         def fit(model: torch.nn.Module) -> dict:
             advance = self.bars(f"train {job.role} ({job.arch})", job.recipe.epochs)
-            train_classifier(model, images, targets, job.recipe, job.seed,
-                             on_epoch=lambda e, n, loss: advance(1, f"loss {loss:.3f}"))
+            extra = defense.fit(model, TrainingSet(images, targets, job.recipe, job.seed, build, self.transfer,
+                                                    on_epoch=lambda e, n, loss: advance(1, f"loss {loss:.3f}")))
             hard = targets if targets.dim() == 1 else targets.argmax(1)
-            return {"train_accuracy": accuracy(model, images, hard)}
+            return {"train_accuracy": accuracy(model, images, hard), **extra}
 
-        stored = self.p.store.get_or_train(job.cache_key_payload(), lambda: seeded_model(job, self.data), fit)
+        stored = self.p.store.get_or_train(job.cache_key_payload(), build, fit)
         stored.model.to(self.p.device)
         if stored.reused:
             ui.console.print(f"[dim]reused cached {job.role} model {stored.path.name}[/]")
         return stored
 
-    def train(self, role: str, data: ImageData, splits: Splits, quarter: str) -> StoredModel:
-        """Train (or load) the model ``role`` on ``quarter`` of ``data`` with the cell's recipe."""
+    def train(self, role: str, data: ImageData, splits: Splits, quarter: str, defended: bool = True) -> StoredModel:
+        """Train (or load) the model ``role`` on ``quarter`` of ``data`` with the cell's recipe and,
+        if ``defended``, the cell's training-time defense."""
         idx = getattr(splits, quarter)
         job = TrainJob(role, self.cfg.arch.name, self.recipe, derive_seed(int(self.cfg.seed), role),
                        data.fingerprint(), splits.digest(quarter))
-        return self.fit(job, data.images[idx], data.labels[idx])
+        return self.fit(job, data.images[idx], data.labels[idx], self.defense if defended else None)
 
     def prepare(self) -> list[dict]:
         """Split, train (or load) the target and, if a threat model needs it, the shadow model.
@@ -172,15 +184,19 @@ class Assessment:
         self.cell = Cell(cfg.dataset.name, cfg.arch.name, cfg.defense.name, int(cfg.seed))
         self.splits = splits = four_quarters(len(data), int(cfg.seed), cfg.data.get("quarter_size"))
         splits.save(p.cell_dir / "splits.safetensors")
+        self.transfer, self.heldout_data = self.spare_rows(data, splits, self.defense.uses_transfer_data)
         self.target = self.train("target", data, splits, "target_train")
         test_idx = splits.target_test
         utility = {
-            "train_accuracy": self.target.manifest["metrics"]["train_accuracy"],
+            **self.target.manifest["metrics"],
             "test_accuracy": accuracy(self.target.model, data.images[test_idx].to(p.device), data.labels[test_idx]),
         }
+        if self.defense.kind == OUTPUT:
+            utility["output_defense_applies_to_whitebox"] = 0.0
         self.save_target(self.target, data, splits)
         needs_shadow = any(THREAT_MODELS.get(t).knowledge == "shadow" for t in p.threat_models)
-        self.shadow = self.train("shadow", data, splits, "shadow_train") if needs_shadow else None
+        self.shadow = (self.train("shadow", data, splits, "shadow_train", defended=self.knows_defense)
+                       if needs_shadow else None)
         return metric_rows(self.cell, "target", "none", "", utility)
 
     def run(self) -> list[dict]:
@@ -196,14 +212,18 @@ class Assessment:
         tm = THREAT_MODELS.get(tm_name)
         out_dir = self.p.cell_dir / attack_name / tm_name
         out_dir.mkdir(parents=True, exist_ok=True)
-        shadow_access = WhiteBoxAccess(self.shadow.model, self.p.device) if self.shadow else None
+        transform = self.defense.output_transform()
+        # An informed attacker passes its shadow's posteriors through the same release transform.
+        shadow_transform = transform if self.knows_defense and tm.access == BLACKBOX else None
+        shadow_access = (WhiteBoxAccess(self.shadow.model, self.p.device, output_transform=shadow_transform)
+                         if self.shadow else None)
         knowledge, evaluation = attacker_knowledge(tm, self.data, self.splits, shadow_access)
         return AttackContext(
-            threat_model=tm, target=access_for(tm, self.target.model, self.p.device), knowledge=knowledge,
+            threat_model=tm, target=access_for(tm, self.target.model, self.p.device, transform), knowledge=knowledge,
             evaluation=evaluation, settings=self.cfg.attack[attack_name], out_dir=out_dir,
             device=self.p.device, seed=derive_seed(int(self.cfg.seed), f"{attack_name}/{tm_name}"),
             num_classes=self.data.num_classes, num_attribute_classes=self.data.num_attribute_classes,
-            heldout=self.heldout(self.data, self.splits), models=CellModels(self, self.splits), progress=self.bars,
+            heldout=self.heldout_data, models=CellModels(self, self.splits), progress=self.bars,
         )
 
     def run_attack(self, attack_name: str, tm_name: str) -> list[dict]:
@@ -224,22 +244,41 @@ class Assessment:
             return metric_rows(cell, attack_name, tm_name, "", {}, FAILED, f"{type(exc).__name__}: {exc}")
         finally:
             advance(1)
+        note = ""
+        if self.defense.kind == OUTPUT and ctx.threat_model.access == WHITEBOX:
+            note = f"output-time defense {self.defense.name} does not apply to white-box access"
         rows = []
         for variant, metrics in results.items():
-            rows += metric_rows(cell, attack_name, tm_name, variant, metrics)
+            rows += metric_rows(cell, attack_name, tm_name, variant, metrics, reason=note)
         return rows
 
     @staticmethod
-    def heldout(data: ImageData, splits: Splits) -> Labeled:
-        """Rows in no quarter if there are at least a quarter's worth, else target-test and
-        shadow-test: data that neither the target nor the attack's training used."""
+    def unused_rows(data: ImageData, splits: Splits) -> torch.Tensor:
+        """Indices of the rows in no quarter."""
         used = torch.zeros(len(data), dtype=torch.bool)
         for idx in splits.as_dict().values():
             used[idx] = True
-        rest = (~used).nonzero().squeeze(1)
+        return (~used).nonzero().squeeze(1)
+
+    @staticmethod
+    def heldout(data: ImageData, splits: Splits, rest: Optional[torch.Tensor] = None) -> Labeled:
+        """Rows in no quarter (or ``rest`` of them) if there are at least a quarter's worth, else
+        target-test and shadow-test: data that neither the target nor the attack's training used."""
+        rest = Assessment.unused_rows(data, splits) if rest is None else rest
         if len(rest) >= len(splits.target_train):
             return Labeled.take(data, rest)
         return Labeled.take(data, torch.cat([splits.target_test, splits.shadow_test]))
+
+    @staticmethod
+    def spare_rows(data: ImageData, splits: Splits, reserve: bool) -> tuple[Optional[Labeled], Labeled]:
+        """Transfer data for a defense that asks for it (rows in no quarter: half of them, at most a
+        quarter's worth, so a student trains on as many images as its teacher), and the held-out
+        data that remains for attacks' evaluators (see :meth:`heldout`)."""
+        rest = Assessment.unused_rows(data, splits)
+        if not reserve or len(rest) == 0:
+            return None, Assessment.heldout(data, splits, rest)
+        n = min(len(rest) // 2, len(splits.target_train))
+        return Labeled.take(data, rest[:n]), Assessment.heldout(data, splits, rest[n:])
 
     def save_target(self, target: StoredModel, data: ImageData, splits: Splits) -> None:
         """Copy the target's weights and a manifest into the cell, to reload model and data."""
@@ -262,6 +301,7 @@ class Assessment:
             "seed": int(self.cfg.seed),
             "recipe": OmegaConf.to_container(self.cfg.train, resolve=True),
             "store_key": target.manifest.get("key"),
+            "defense": OmegaConf.to_container(self.cfg.defense, resolve=True),
         }
         atomic_write_text(self.p.cell_dir / "target.json", json.dumps(manifest, indent=2))
 
@@ -272,6 +312,7 @@ def load_target(cell_dir: Path) -> tuple[torch.nn.Module, Splits, dict]:
 
     manifest = json.loads((cell_dir / "target.json").read_text())
     model = build_model(manifest["arch"], manifest["in_channels"], manifest["num_classes"], manifest["image_size"])
+    model = build_defense(manifest.get("defense", {"name": "none"})).prepare_model(model)
     model.load_state_dict(load_file(str(cell_dir / manifest["weights"])))
     return model.eval(), Splits.load(cell_dir / manifest["splits"]), manifest
 

@@ -117,8 +117,11 @@ class BlackBoxAccess(LabelOnlyAccess):
 class WhiteBoxAccess(BlackBoxAccess):
     """Full access: the model itself, its embeddings, and gradients."""
 
-    def __init__(self, model: Classifier, device: torch.device, batch_size: int = 512) -> None:
-        super().__init__(model, device, None, batch_size)
+    def __init__(self, model: Classifier, device: torch.device, batch_size: int = 512,
+                 output_transform: Optional[OutputTransform] = None) -> None:
+        # A transform only where posteriors stand in for a defended black-box API (an informed
+        # attacker's own shadow model); the target under a white-box threat model gets none.
+        super().__init__(model, device, output_transform, batch_size)
         self._whitebox_model = model
 
     @property

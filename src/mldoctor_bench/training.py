@@ -97,6 +97,15 @@ def iterate_batches(n: int, batch_size: int, generator: Optional[torch.Generator
         yield order[start : start + batch_size]
 
 
+def sgd_with_schedule(model: nn.Module, recipe: Recipe):
+    """The recipe's SGD optimiser and its step-decay schedule (stepped once per epoch)."""
+    optimiser = torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+    )
+    milestones = sorted({max(1, math.ceil(m * recipe.epochs)) for m in recipe.lr_milestones})
+    return optimiser, torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones, gamma=recipe.lr_gamma)
+
+
 def train_classifier(
     model: nn.Module,
     images: torch.Tensor,
@@ -114,11 +123,7 @@ def train_classifier(
     """
     device = images.device
     model.to(device).train()
-    optimiser = torch.optim.SGD(
-        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
-    )
-    milestones = sorted({max(1, math.ceil(m * recipe.epochs)) for m in recipe.lr_milestones})
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones, gamma=recipe.lr_gamma)
+    optimiser, schedule = sgd_with_schedule(model, recipe)
     generator = torch.Generator().manual_seed(seed)
     for epoch in range(recipe.epochs):
         total, count = 0.0, 0
