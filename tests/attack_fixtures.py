@@ -8,15 +8,33 @@ then gives exactly what the attack receives in a real run.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 
 from mldoctor_bench.data import load_dataset
 from mldoctor_bench.runner import Assessment, plan
 
 # Small but real: 200 training images and enough epochs to overfit visibly (train acc 1.0).
 SMALL = ["data.quarter_size=200", "train.epochs=80", "device=cpu"]
+
+
+def all_attacks() -> str:
+    """An ``attack=[...]`` override selecting every attack config, so each has its settings."""
+    from mldoctor_bench.attacks import ATTACKS
+
+    return f"attack=[{','.join(ATTACKS.names())}]"
+
+
+def with_settings(ctx, **changes):
+    """A copy of the attack context ``ctx`` with some of its (resolved) settings changed."""
+    settings = OmegaConf.to_container(ctx.settings, resolve=True)
+    unknown = set(changes) - set(settings)
+    if unknown:
+        raise KeyError(f"no such settings: {sorted(unknown)}")
+    return replace(ctx, settings=OmegaConf.create({**settings, **changes}))
 
 
 class NoBars:

@@ -44,9 +44,10 @@ def run_cli(tmp_path):
 @pytest.fixture(scope="session")
 def small_cell(tmp_path_factory):
     """One small trained cell, shared by attack tests (see ``attack_fixtures``)."""
-    from attack_fixtures import prepared_cell
+    from attack_fixtures import all_attacks, prepared_cell
 
     return prepared_cell(
         tmp_path_factory.mktemp("small-cell"),
+        all_attacks(),
         "threat_model=[blackbox_shadow,blackbox_partial,whitebox_shadow,whitebox_partial,whitebox_none,blackbox_label_only]",
     )
