@@ -63,3 +63,10 @@ def test_plan_rejects_unavailable_cuda():
         pytest.skip("CUDA present")
     with pytest.raises(ConfigError, match="CUDA is not available"):
         plan(compose_with("device=cuda"))
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_composes_and_names_real_choices(experiment):
+    cfg = compose_with(f"+experiment={experiment}")
+    OmegaConf.to_container(cfg, resolve=True)
+    plan(cfg)  # attacks, threat models, dataset and arch names are all registered

@@ -44,3 +44,16 @@ def test_saved_indices_round_trip(tmp_path):
     s.save(tmp_path / "splits.safetensors")
     t = Splits.load(tmp_path / "splits.safetensors")
     assert all(torch.equal(getattr(s, q), getattr(t, q)) for q in QUARTERS)
+
+
+def test_partial_halves_of_class_sorted_data_cover_every_class():
+    from mldoctor_bench.data.base import ImageData
+    from mldoctor_bench.knowledge import attacker_knowledge
+    from mldoctor_bench.threat_models import THREAT_MODELS
+
+    # 10 classes stored in label order, like the embedded MNIST file
+    data = ImageData("sorted", torch.zeros(1000, 1, 8, 8, dtype=torch.uint8), torch.arange(1000) // 100, 10)
+    splits = four_quarters(len(data), 0, quarter_size=200)
+    knowledge, evaluation = attacker_knowledge(THREAT_MODELS.get("blackbox_partial"), data, splits, None)
+    for part in (knowledge.members, knowledge.nonmembers, evaluation.members, evaluation.nonmembers):
+        assert len(part.labels.unique()) == 10

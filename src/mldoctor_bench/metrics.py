@@ -76,3 +76,11 @@ def classification_metrics(labels: Sequence[int], predictions: Sequence[int]) ->
         "f1": float(np.mean(f1s)),
         "baseline_accuracy": float(np.bincount(y).max() / len(y)),
     }
+
+
+def agreement(predictions: Sequence[int], reference: Sequence[int]) -> float:
+    """Fraction of inputs on which two models predict the same class (model stealing's fidelity)."""
+    a, b = np.asarray(predictions).astype(int), np.asarray(reference).astype(int)
+    if len(a) != len(b):
+        raise ValueError("the two prediction vectors differ in length")
+    return float((a == b).mean())

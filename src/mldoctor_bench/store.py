@@ -43,9 +43,7 @@ class ModelStore:
     """Models keyed by the hash of their training job, under ``root`` (disabled when ``None``)."""
 
     def __init__(self, root: Optional[Path]) -> None:
-        self.root = Path(root) if root is not None else None
-        if self.root is not None:
-            self.root.mkdir(parents=True, exist_ok=True)
+        self.root = Path(root) if root is not None else None  # created on first use
 
     @property
     def enabled(self) -> bool:
@@ -74,6 +72,7 @@ class ModelStore:
             return StoredModel(model, {"payload": payload, "metrics": metrics}, None, False)
         key = self.key(payload)
         weights, manifest_path = self.paths(key)
+        self.root.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.root / f"{key}.lock")):
             if manifest_path.exists() and weights.exists():
                 model = build()

@@ -1,4 +1,5 @@
-"""The learned attack classifier shared by membership attacks: MLP branches, concatenated, MLP head.
+"""The learned attack classifier shared by membership attacks: MLP branches, concatenated, MLP head,
+and the training loop every learned attack model uses (:func:`fit_network`).
 
 Features are standardised with statistics of the attacker's own training features; training zeroes
 gradients every step (the original never did) and keeps its loss history so tests can check it
@@ -63,34 +64,42 @@ class Standardiser:
 
 @dataclass
 class FittedAttack:
-    net: BranchedAttackNet
+    net: nn.Module
     scale: Standardiser
     losses: list[float]
 
     @torch.no_grad()
+    def probabilities(self, groups: list[torch.Tensor]) -> torch.Tensor:
+        """Class probabilities ``(N, classes)`` of the attack network for feature ``groups``."""
+        self.net.eval()
+        return F.softmax(self.net(self.scale([g.float() for g in groups])), dim=1)
+
     def member_scores(self, groups: list[torch.Tensor]) -> torch.Tensor:
         """Probability of "member" for each example."""
-        self.net.eval()
-        return F.softmax(self.net(self.scale(groups)), dim=1)[:, 1]
+        return self.probabilities(groups)[:, 1]
 
 
-def fit_attack_model(
+def fit_network(
+    build: Callable[[], nn.Module],
     groups: list[torch.Tensor],
-    is_member: torch.Tensor,
+    labels: torch.Tensor,
     epochs: int,
     lr: float,
     batch_size: int,
     seed: int,
-    custom: dict[int, Callable[[], nn.Module]] | None = None,
 ) -> FittedAttack:
-    """Train a :class:`BranchedAttackNet` on feature ``groups`` (float32) to predict ``is_member``."""
+    """Train ``build()`` (a module taking a list of feature groups) to predict class ``labels``.
+
+    Adam on cross-entropy over shuffled mini-batches of the standardised groups; initial weights
+    and batch order come from ``seed``. Keeps the mean loss of each epoch.
+    """
     groups = [g.float() for g in groups]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = BranchedAttackNet([g.shape[1] for g in groups], custom)
+        net = build()
     scale = Standardiser().fit(groups)
     x = scale(groups)
-    y = is_member.long()
+    y = labels.long()
     optimiser = torch.optim.Adam(net.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     losses = []
@@ -107,3 +116,17 @@ def fit_attack_model(
             total += float(loss.detach()) * len(b)
         losses.append(total / len(y))
     return FittedAttack(net.eval(), scale, losses)
+
+
+def fit_attack_model(
+    groups: list[torch.Tensor],
+    is_member: torch.Tensor,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    custom: dict[int, Callable[[], nn.Module]] | None = None,
+) -> FittedAttack:
+    """Train a :class:`BranchedAttackNet` on feature ``groups`` (float32) to predict ``is_member``."""
+    dims = [g.shape[1] for g in groups]
+    return fit_network(lambda: BranchedAttackNet(dims, custom), groups, is_member, epochs, lr, batch_size, seed)

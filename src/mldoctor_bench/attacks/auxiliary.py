@@ -1,0 +1,21 @@
+"""Which of the attacker's auxiliary data an attack scored on target-test may train on.
+
+Under (.,S) that is all the shadow quarters. Under (.,P) it is only the known part of target-train:
+the attacker's known non-members are rows of target-test, the very rows attribute inference and
+model stealing are scored on (spec section 2).
+"""
+
+from __future__ import annotations
+
+from mldoctor_bench.attacks.base import AttackContext, AttackSkipped
+from mldoctor_bench.knowledge import Labeled
+from mldoctor_bench.threat_models import PARTIAL
+
+
+def training_data(ctx: AttackContext) -> Labeled:
+    """The auxiliary data disjoint from ``ctx.evaluation.target_test``; skip if there is none."""
+    k = ctx.knowledge
+    data = k.members if ctx.threat_model.knowledge == PARTIAL else k.data
+    if data is None or len(data) == 0:
+        raise AttackSkipped(f"{ctx.threat_model.name} gives the attacker no data to train on")
+    return data

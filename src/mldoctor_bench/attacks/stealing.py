@@ -1,0 +1,58 @@
+"""Model stealing (ML-Doctor's ModSteal), spec section 5.
+
+The attacker queries the target with its own images (the shadow quarters under (B,S), its known
+part of target-train under (B,P)) and trains a surrogate of the target's architecture and recipe on
+the answers: soft labels with cross-entropy to the released probabilities (the original fitted
+logits to probabilities with MSE), or hard labels when only labels are released. The surrogate is
+scored on target-test by its accuracy and its agreement with the target.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mldoctor_bench.attacks.auxiliary import training_data
+from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, VariantMetrics
+from mldoctor_bench.knowledge import Labeled
+from mldoctor_bench.metrics import agreement
+from mldoctor_bench.threat_models import BlackBoxAccess, LabelOnlyAccess
+from mldoctor_bench.training import predict_logits
+
+
+def query_answers(access: LabelOnlyAccess, images: torch.Tensor) -> tuple[str, torch.Tensor]:
+    """The variant and the surrogate's training targets: float32 probability rows where the access
+    releases posteriors, else int64 labels."""
+    if isinstance(access, BlackBoxAccess):
+        return "posteriors", access.posteriors(images).float()
+    return "labels", access.labels(images)
+
+
+def score_surrogate(surrogate: nn.Module, access: LabelOnlyAccess, test: Labeled) -> dict[str, float]:
+    """Surrogate accuracy on ``test`` and its agreement with the target's predicted labels."""
+    predicted = predict_logits(surrogate, test.images).argmax(1).cpu()
+    return {
+        "accuracy": float((predicted == test.labels).double().mean()),
+        "agreement": agreement(predicted.numpy(), access.labels(test.images).numpy()),
+    }
+
+
+@ATTACKS.register("stealing")
+class ModelStealing(Attack):
+    """ModSteal (B,S), (B,P) and label-only: a surrogate trained on the target's answers."""
+
+    name = "stealing"
+    threat_models = ("blackbox_shadow", "blackbox_partial", "blackbox_label_only")
+
+    def run(self, ctx: AttackContext) -> VariantMetrics:
+        s = ctx.settings
+        images = training_data(ctx).images
+        if s.budget is not None:
+            images = images[: int(s.budget)]
+        variant, answers = query_answers(ctx.target, images)
+        surrogate = ctx.models.classifier(
+            f"surrogate-{variant}-{ctx.threat_model.name}", images, answers, epochs=int(s.epochs)
+        )
+        metrics = score_surrogate(surrogate, ctx.target, ctx.evaluation.target_test)
+        metrics["queries"] = float(len(images))
+        return {variant: metrics}

@@ -1,0 +1,35 @@
+"""Attack contexts built by hand around a tiny model and synthetic data, for fast attack tests.
+
+The knowledge and evaluation sets come from the real ``four_quarters`` and ``attacker_knowledge``,
+and the access object from ``access_for``, so an attack sees what the runner would give it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+from omegaconf import OmegaConf
+
+from mldoctor_bench.attacks.base import AttackContext, ModelService
+from mldoctor_bench.data.base import ImageData
+from mldoctor_bench.data.splits import four_quarters
+from mldoctor_bench.knowledge import attacker_knowledge
+from mldoctor_bench.models import Classifier
+from mldoctor_bench.threat_models import THREAT_MODELS, WhiteBoxAccess, access_for
+
+CPU = torch.device("cpu")
+
+
+def hand_context(tm_name: str, data: ImageData, model: Classifier, settings: dict, out_dir: Path,
+                 models: Optional[ModelService] = None, seed: int = 0) -> AttackContext:
+    """The context of ``tm_name`` on ``data`` with ``model`` as target (and as the shadow model)."""
+    tm = THREAT_MODELS.get(tm_name)
+    splits = four_quarters(len(data), seed)
+    knowledge, evaluation = attacker_knowledge(tm, data, splits, WhiteBoxAccess(model, CPU))
+    return AttackContext(
+        threat_model=tm, target=access_for(tm, model, CPU), knowledge=knowledge, evaluation=evaluation,
+        settings=OmegaConf.create(settings), out_dir=out_dir, device=CPU, seed=seed,
+        num_classes=data.num_classes, num_attribute_classes=data.num_attribute_classes, models=models,
+    )

@@ -1,0 +1,75 @@
+"""Attribute inference: recovers a planted attribute, not the task label; skips without one."""
+
+import pytest
+import torch
+from torch import nn
+
+from hand_context import hand_context
+from mldoctor_bench.attacks import ATTACKS, AttackSkipped
+from mldoctor_bench.attacks.attribute import AttributeNet
+from mldoctor_bench.data.base import ImageData
+from mldoctor_bench.models import Classifier
+
+SETTINGS = {"epochs": 50, "lr": 1e-3, "batch_size": 64, "hidden": 128}
+
+
+def identity_target() -> Classifier:
+    """A target whose embedding is the image itself (64 normalised pixels)."""
+    torch.manual_seed(0)
+    return Classifier(nn.Flatten(), nn.Linear(64, 2))
+
+
+def planted_data(planted: bool, n: int = 800, with_attribute: bool = True) -> ImageData:
+    """8x8 noise images; the attribute (60% ones) brightens the top row only when ``planted``.
+    Task labels are random and independent of the attribute."""
+    g = torch.Generator().manual_seed(1)
+    attribute = (torch.rand(n, generator=g) < 0.6).long()
+    pixels = torch.rand(n, 1, 8, 8, generator=g) * 255
+    if planted:
+        pixels[:, 0, 0, :] = (96 + 64 * attribute.view(-1, 1) + 40 * torch.randn(n, 8, generator=g)).clamp(0, 255)
+    labels = torch.randint(0, 2, (n,), generator=g)
+    return ImageData("planted", pixels.to(torch.uint8), labels, 2,
+                     attribute if with_attribute else None, 2 if with_attribute else 0)
+
+
+def run(tm, data, tmp_path):
+    return ATTACKS.get("attribute")().run(hand_context(tm, data, identity_target(), SETTINGS, tmp_path))[""]
+
+
+@pytest.mark.parametrize("tm", ["whitebox_shadow", "whitebox_partial"])
+def test_recovers_a_planted_attribute_far_above_the_majority_baseline(tm, tmp_path):
+    m = run(tm, planted_data(planted=True), tmp_path)
+    assert m["baseline_accuracy"] == pytest.approx(0.6, abs=0.08)
+    assert m["accuracy"] > m["baseline_accuracy"] + 0.25, m
+    assert m["f1"] > 0.8, m
+
+
+def test_an_unplanted_attribute_stays_near_the_baseline(tmp_path):
+    m = run("whitebox_shadow", planted_data(planted=False), tmp_path)
+    assert m["accuracy"] < m["baseline_accuracy"] + 0.1, m
+
+
+def test_partial_trains_only_on_its_part_of_target_train(tmp_path):
+    data = planted_data(planted=True)
+    ctx = hand_context("whitebox_partial", data, identity_target(), SETTINGS, tmp_path)
+    m = ATTACKS.get("attribute")().run(ctx)[""]
+    assert m["n_train"] == len(ctx.knowledge.members) == 100  # half of a 200-image target-train
+    assert m["n_test"] == len(ctx.evaluation.target_test) == 200
+
+
+def test_skips_a_dataset_without_a_sensitive_attribute(tmp_path):
+    data = planted_data(planted=True, with_attribute=False)
+    with pytest.raises(AttackSkipped, match="no sensitive attribute"):
+        run("whitebox_shadow", data, tmp_path)
+
+
+def test_attack_model_is_a_two_layer_mlp():
+    layers = [m for m in AttributeNet(512, 128, 4).modules() if isinstance(m, nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in layers] == [(512, 128), (128, 4)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tm", ["whitebox_shadow", "whitebox_partial"])
+def test_thick_strokes_are_recoverable_from_a_trained_targets_embedding(small_cell, tm):
+    m = ATTACKS.get("attribute")().run(small_cell.context("attribute", tm))[""]
+    assert m["accuracy"] > m["baseline_accuracy"] + 0.1, m
