@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mldoctor_bench.threat_models import THREAT_MODELS
+
 console = Console(stderr=True)
 if not console.is_terminal:  # logs and CI: wide enough for the summary table
     console = Console(stderr=True, width=160)
@@ -19,6 +21,9 @@ Advance = Callable[..., None]
 # Columns of the end-of-run summary: each attack family's headline numbers.
 SUMMARY_METRICS = ("train_accuracy", "test_accuracy", "auc", "advantage", "tpr_at_fpr_0.001",
                    "tpr_at_fpr_0.01", "accuracy", "baseline_accuracy", "agreement", "eval_accuracy", "mse")
+HEADERS = {"train_accuracy": "train acc", "test_accuracy": "test acc", "advantage": "adv",
+           "tpr_at_fpr_0.001": "TPR@0.1%", "tpr_at_fpr_0.01": "TPR@1%", "accuracy": "acc",
+           "baseline_accuracy": "baseline", "agreement": "agree", "eval_accuracy": "eval acc"}
 
 
 class Bars:
@@ -55,10 +60,10 @@ def progress_bars() -> Iterator[Bars]:
 def summary_table(frame: pd.DataFrame, title: str, metrics: tuple[str, ...]) -> Table:
     """A compact table: one line per (attack, threat model, variant), chosen metrics as columns."""
     table = Table(title=title, title_justify="left")
-    for col in ("attack", "threat_model", "variant", "status"):
-        table.add_column(col)
+    for col in ("attack", "threat model", "variant", "status"):
+        table.add_column(col, no_wrap=True)
     for m in metrics:
-        table.add_column(m, justify="right")
+        table.add_column(HEADERS.get(m, m), justify="right")
     flagged = False
     unsupported = frame["reason"].str.contains("does not support", regex=False)
     for keys, group in frame[~unsupported].groupby(["attack", "threat_model", "variant"], sort=False):
@@ -73,7 +78,9 @@ def summary_table(frame: pd.DataFrame, title: str, metrics: tuple[str, ...]) -> 
             cells.append(text)
         if status != "ok" and reason:
             cells = [reason[:60]] + [""] * (len(metrics) - 1)
-        table.add_row(*keys, status, *cells)
+        attack, tm, variant = keys
+        short = THREAT_MODELS.get(tm).short if tm in THREAT_MODELS else tm
+        table.add_row(attack, short, variant, status, *cells)
     notes = []
     if flagged:
         notes.append("* TPR at FPR x measured on fewer than 1/x non-members: it rests on a handful of examples")
