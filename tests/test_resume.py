@@ -18,8 +18,6 @@ from conftest import TINY, cli_path
 from mldoctor_bench.results import KEY
 from mldoctor_bench.store import ModelStore
 
-pytestmark = pytest.mark.slow
-
 ROW_KEY = ["config_hash", *KEY, "metric"]
 
 
@@ -38,6 +36,7 @@ def leftovers(directory: Path) -> list[Path]:
     return [p for p in directory.rglob("*") if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_rerun_of_an_unchanged_multirun_skips_every_cell_and_merges_the_same_rows(run_cli, tmp_path):
     out = tmp_path / "res"
     args = ("-m", "seed=0,1", "threat_model=blackbox_shadow", f"results_dir={out}", *TINY)
@@ -58,6 +57,7 @@ def test_rerun_of_an_unchanged_multirun_skips_every_cell_and_merges_the_same_row
     print(f"first sweep {t1 - t0:.1f} s, unchanged rerun {t2 - t1:.1f} s")
 
 
+@pytest.mark.slow
 def test_a_killed_multirun_resumes_to_the_table_of_an_uninterrupted_one(run_cli, tmp_path):
     sweep = ("-m", "seed=0,1,2", "threat_model=blackbox_shadow", *TINY)
     killed_dir = tmp_path / "killed"
