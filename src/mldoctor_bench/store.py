@@ -3,7 +3,8 @@
 A model's key hashes everything that determines its weights (:meth:`TrainJob.cache_key_payload`).
 Weights are safetensors (no pickle), written to a temporary file and renamed, with the JSON manifest
 written last as the completion marker. A file lock per key makes parallel jobs that need the same
-model train it once: the others wait, then load it.
+model train it once: the others wait, then load it. A writer killed mid-write leaves at most a
+temporary file, which the next holder of the key's lock removes (the OS releases the lock itself).
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class ModelStore:
                 model = build()
                 model.load_state_dict(load_file(str(weights)))
                 return StoredModel(model.eval(), json.loads(manifest_path.read_text()), weights, True)
+            for stale in self.root.glob(f".{key}.*.tmp"):  # a writer killed mid-write; we hold its lock
+                stale.unlink(missing_ok=True)
             model = build()
             started = time.time()
             metrics = train(model)
