@@ -49,3 +49,17 @@ def test_local_parallel_launcher(run_cli, tmp_path):
                    f"results_dir={out}", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(merged_table(out).seed.unique()) == [0, 1]
+
+
+def test_bounded_local_submitit_launcher_runs_batches(run_cli, tmp_path):
+    out = tmp_path / "res"
+    proc = run_cli("-m", "seed=0,1,2", "hydra/launcher=local", "hydra.launcher.max_parallel=2",
+                   "threat_model=blackbox_shadow", f"results_dir={out}", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = merged_table(out)
+    assert sorted(table.seed.unique()) == [0, 1, 2]
+    cells = table.groupby("seed").agg(start=("started_at", "first"), wall=("wall_s", "first"))
+    cells["start"] = pd.to_datetime(cells["start"])
+    cells["end"] = cells["start"] + pd.to_timedelta(cells["wall"], unit="s")
+    # the third job waits for the first batch of two to finish
+    assert cells.loc[2, "start"] >= max(cells.loc[0, "end"], cells.loc[1, "end"])
