@@ -134,7 +134,7 @@ def test_parallel_jobs_needing_the_same_model_train_it_once(tmp_path):
         job.join(120)
         assert job.exitcode == 0
     assert len(marker.read_text().splitlines()) == 1  # trained exactly once
-    a, b = (torch.load(o) for o in outs)
+    a, b = (torch.load(o, weights_only=True) for o in outs)
     assert sorted([a["reused"], b["reused"]]) == [False, True]
     assert a["state"].keys() == b["state"].keys()
     for name in a["state"]:
