@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 def test_default_style_run_writes_tidy_tables_and_nothing_else(run_cli, tmp_path):
     out = tmp_path / "res"
-    proc = run_cli("attack=membership", "threat_model=blackbox_shadow", f"results_dir={out}", *TINY)
+    proc = run_cli("threat_model=blackbox_shadow", f"results_dir={out}", *TINY)
     assert proc.returncode == 0, proc.stderr
     assert list(run_cli.workdir.iterdir()) == []  # nothing in the working directory
     cells = list((out / "cells").iterdir())
@@ -98,7 +98,7 @@ def test_bad_input_fails_fast_with_choices_and_no_traceback(run_cli, tmp_path, o
 
 def test_unsupported_combination_is_a_skipped_row_not_a_crash(run_cli, tmp_path):
     out = tmp_path / "res"
-    proc = run_cli("attack=membership", "threat_model=whitebox_none", f"results_dir={out}", *TINY)
+    proc = run_cli("threat_model=whitebox_none", f"results_dir={out}", *TINY)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     table = pd.read_parquet(next((out / "cells").iterdir()) / "results.parquet")

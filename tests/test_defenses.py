@@ -177,7 +177,7 @@ def test_defense_sweep_leaves_utility_attack_and_epsilon_rows_per_defense(run_cl
 
     out = tmp_path / "res"
     defenses = ["none", "dp_sgd", "distillation", "output_labels_only", "relaxloss"]
-    proc = run_cli("-m", f"defense={','.join(defenses)}", "attack=membership", "threat_model=blackbox_shadow",
+    proc = run_cli("-m", f"defense={','.join(defenses)}", "threat_model=blackbox_shadow",
                    f"results_dir={out}", *TINY)
     assert proc.returncode == 0, proc.stderr
     merged = list((out / "hydra" / "sweeps").glob("*/results.parquet"))
