@@ -7,7 +7,7 @@ import pytest
 
 import fake_datasets as fake
 
-TINY_DATA = ["train.epochs=1", "data.quarter_size=8", "attack.membership.epochs=1",
+TINY_DATA = ["attack=membership", "train.epochs=1", "data.quarter_size=8", "attack.membership.epochs=1",
              "threat_model=blackbox_shadow", "device=cpu"]
 
 
