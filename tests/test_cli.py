@@ -105,3 +105,11 @@ def test_unsupported_combination_is_a_skipped_row_not_a_crash(run_cli, tmp_path)
     row = table[table.attack == "membership"]
     assert len(row) == 1 and row.status.item() == "skipped"
     assert "does not support whitebox_none" in row.reason.item()
+
+
+def test_impossible_attack_settings_fail_before_training(run_cli, tmp_path):
+    proc = run_cli("attack=membership_label_only", "attack.membership_label_only.queries_per_example=5",
+                   f"results_dir={tmp_path / 'res'}", timeout=60)
+    assert proc.returncode == 2
+    assert "queries_per_example=5" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "res" / "cells").exists()

@@ -86,6 +86,10 @@ def plan(cfg: DictConfig) -> Plan:
     for name in attacks:
         if name not in ATTACKS:
             raise ConfigError(f"unknown attack {name!r}; choose from: {', '.join(ATTACKS.names())}")
+        try:
+            ATTACKS.get(name)().check_settings(cfg.attack[name])
+        except ValueError as exc:
+            raise ConfigError(f"attack.{name}: {exc}") from None
     for name in tms:
         if name not in THREAT_MODELS:
             raise ConfigError(f"unknown threat model {name!r}; choose from: {', '.join(THREAT_MODELS.names())}")

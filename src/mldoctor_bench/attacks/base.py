@@ -71,6 +71,11 @@ class Attack:
     name: ClassVar[str]
     threat_models: ClassVar[tuple[str, ...]]
 
+    def check_settings(self, settings: Any) -> None:
+        """Raise ``ValueError`` naming the setting and the fix if ``settings`` cannot work.
+
+        Called by the runner's planning step, before any training."""
+
     def run(self, ctx: AttackContext) -> VariantMetrics:
         raise NotImplementedError
 

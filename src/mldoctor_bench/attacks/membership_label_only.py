@@ -178,12 +178,22 @@ class LabelOnlyMembershipInference(Attack):
     name = "membership_label_only"
     threat_models = ("blackbox_label_only",)
 
-    def run(self, ctx: AttackContext) -> VariantMetrics:
-        s = ctx.settings
-        variants = [str(v) for v in s.variants]
-        unknown = sorted(set(variants) - set(VARIANTS))
+    def check_settings(self, s) -> None:
+        unknown = sorted({str(v) for v in s.variants} - set(VARIANTS))
         if unknown:
             raise ValueError(f"unknown membership_label_only variants {unknown}; choose from {list(VARIANTS)}")
+        if "boundary" in [str(v) for v in s.variants]:
+            self.search(s)
+
+    @staticmethod
+    def search(s) -> BoundarySearch:
+        return BoundarySearch(int(s.queries_per_example), int(s.directions), int(s.levels),
+                              float(s.max_rms), float(s.rel_tolerance))
+
+    def run(self, ctx: AttackContext) -> VariantMetrics:
+        s = ctx.settings
+        self.check_settings(s)
+        variants = [str(v) for v in s.variants]
         k = ctx.knowledge
         # The attacker's own shadow model, queried as the target is: for labels only.
         shadow = LabelOnlyAccess(k.reference.model, ctx.device)
@@ -192,8 +202,7 @@ class LabelOnlyMembershipInference(Attack):
             augs = augmentation_set(int(s.shift), bool(s.flip))
             results["augmentation"], saved["augmentation"] = self.augmentation(ctx, shadow, augs)
         if "boundary" in variants:
-            search = BoundarySearch(int(s.queries_per_example), int(s.directions), int(s.levels),
-                                    float(s.max_rms), float(s.rel_tolerance))
+            search = self.search(s)
             cap = int(s.boundary_examples) if s.boundary_examples else None
             results["boundary"], saved["boundary"] = self.boundary(ctx, shadow, search, cap)
         save_scores(ctx.out_dir / "scores.parquet", saved)

@@ -90,11 +90,14 @@ class MetricMembershipInference(Attack):
     name = "membership_metric"
     threat_models = ("blackbox_shadow", "blackbox_partial")
 
-    def run(self, ctx: AttackContext) -> VariantMetrics:
-        variants = [str(v) for v in ctx.settings.variants]
-        unknown = sorted(set(variants) - set(VARIANTS))
+    def check_settings(self, settings) -> None:
+        unknown = sorted({str(v) for v in settings.variants} - set(VARIANTS))
         if unknown:
             raise ValueError(f"unknown membership_metric variants {unknown}; choose from {list(VARIANTS)}")
+
+    def run(self, ctx: AttackContext) -> VariantMetrics:
+        self.check_settings(ctx.settings)
+        variants = [str(v) for v in ctx.settings.variants]
         k = ctx.knowledge
         source = k.reference if k.reference is not None else ctx.target
         n = min(len(k.members), len(k.nonmembers))
