@@ -114,12 +114,14 @@ def train_classifier(
     seed: int,
     on_epoch: Optional[ProgressHook] = None,
     loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = None,
+    max_grad_norm: Optional[float] = None,
 ) -> nn.Module:
     """Train ``model`` in place on ``uint8`` ``images`` and ``labels`` (already on its device).
 
     ``labels`` are class indices, or float class-probability rows (soft labels, e.g. a target's
     answers for a surrogate), which cross-entropy accepts as they are. ``loss_fn(logits, labels, epoch)`` replaces cross-entropy (defenses use it); the batch order
     comes from a generator seeded by ``seed``, so the same job gives the same weights on one device.
+    ``max_grad_norm`` clips the gradient's global norm before each step (off by default).
     """
     device = images.device
     model.to(device).train()
@@ -134,6 +136,8 @@ def train_classifier(
             loss = loss_fn(logits, y, epoch) if loss_fn else F.cross_entropy(logits, y)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
             optimiser.step()
             total += float(loss.detach()) * len(batch)
             count += len(batch)

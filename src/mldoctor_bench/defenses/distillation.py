@@ -50,8 +50,11 @@ class Distillation(Defense):
         else:
             images, labels = data.images, data.labels
         targets = torch.cat([predict_logits(teacher, images).to(images.device), labels.view(-1, 1).float()], 1)
+        # The T^2-scaled soft loss has gradients up to T times those of cross-entropy: at the
+        # recipe's SGD step the student diverges (NaN) unless its gradient norm is clipped.
         train_classifier(model, images, targets, data.recipe, data.seed, on_epoch=data.on_epoch,
-                         loss_fn=distillation_loss(temperature, alpha))
+                         loss_fn=distillation_loss(temperature, alpha),
+                         max_grad_norm=float(self.settings.get("max_grad_norm", 5.0)))
         agreement = (predict_logits(model, images).argmax(1) == targets[:, :-1].argmax(1)).float().mean()
         return {"student_data_disjoint": float(disjoint), "student_teacher_agreement": float(agreement),
                 "student_train_size": float(len(images))}
