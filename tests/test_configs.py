@@ -24,7 +24,9 @@ def compose_with(*overrides):
 def test_every_single_choice_composes_and_resolves(group):
     for option in options(group):
         cfg = compose_with(f"{group}={option}", "device=cpu")
-        OmegaConf.to_container(cfg, resolve=True)
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        chosen = plain["profile_name"] if group == "profile" else plain[group]["name"]
+        assert chosen == option
 
 
 @pytest.mark.parametrize("group", ["attack", "threat_model"])
@@ -69,4 +71,5 @@ def test_plan_rejects_unavailable_cuda():
 def test_every_experiment_composes_and_names_real_choices(experiment):
     cfg = compose_with(f"+experiment={experiment}")
     OmegaConf.to_container(cfg, resolve=True)
-    plan(cfg)  # attacks, threat models, dataset and arch names are all registered
+    p = plan(cfg)  # raises unless attacks, threat models, dataset and arch are all registered
+    assert p.attacks and p.threat_models
