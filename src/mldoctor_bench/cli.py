@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from mldoctor_bench.data import DataUnavailableError
 from mldoctor_bench.registry import UnknownEntryError
 from mldoctor_bench.runner import ConfigError, run_cell
-from mldoctor_bench.store import atomic_write_text
+from mldoctor_bench.files import atomic_write_text
 from mldoctor_bench.ui import console
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
+
+from mldoctor_bench.files import atomic_write
 
 KEY = ["dataset", "arch", "defense", "attack", "threat_model", "variant", "seed"]
 COLUMNS = KEY + ["metric", "value", "status", "reason", "run_id", "config_hash", "code_version", "started_at", "wall_s"]
@@ -79,9 +80,7 @@ def write_table(frame: pd.DataFrame, directory: Path, stem: str = TABLE_STEM) ->
     directory.mkdir(parents=True, exist_ok=True)
     paths = directory / f"{stem}.parquet", directory / f"{stem}.csv"
     for path, write in zip(paths, (frame.to_parquet, frame.to_csv)):
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        write(tmp, index=False)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: write(tmp, index=False))
     return paths
 
 

@@ -29,7 +29,8 @@ from mldoctor_bench.knowledge import Labeled, attacker_knowledge
 from mldoctor_bench.models import ARCHS, build_model
 from mldoctor_bench.provenance import code_version, source_hash, stable_hash
 from mldoctor_bench.results import FAILED, OK, SKIPPED, Cell, Provenance, metric_rows, to_frame, write_table
-from mldoctor_bench.store import ModelStore, StoredModel, atomic_write_text
+from mldoctor_bench.files import atomic_write_text, save_weights
+from mldoctor_bench.store import ModelStore, StoredModel
 from mldoctor_bench.threat_models import BLACKBOX, THREAT_MODELS, WHITEBOX, WhiteBoxAccess, access_for
 from mldoctor_bench.training import Recipe, TrainJob, accuracy, resolve_device, seeded_model
 from mldoctor_bench import ui
@@ -265,10 +266,9 @@ class Assessment:
         return (~used).nonzero().squeeze(1)
 
     @staticmethod
-    def heldout(data: ImageData, splits: Splits, rest: Optional[torch.Tensor] = None) -> Labeled:
-        """Rows in no quarter (or ``rest`` of them) if there are at least a quarter's worth, else
+    def heldout(data: ImageData, splits: Splits, rest: torch.Tensor) -> Labeled:
+        """``rest`` (rows in no quarter) if there are at least a quarter's worth of them, else
         target-test and shadow-test: data that neither the target nor the attack's training used."""
-        rest = Assessment.unused_rows(data, splits) if rest is None else rest
         if len(rest) >= len(splits.target_train):
             return Labeled.take(data, rest)
         return Labeled.take(data, torch.cat([splits.target_test, splits.shadow_test]))
@@ -290,9 +290,7 @@ class Assessment:
         if target.path is not None:
             shutil.copyfile(target.path, weights)
         else:
-            from safetensors.torch import save_file
-
-            save_file({k: v.detach().cpu().contiguous() for k, v in target.model.state_dict().items()}, str(weights))
+            save_weights(target.model, weights)
         manifest = {
             "dataset": data.name,
             "arch": self.cfg.arch.name,

@@ -10,16 +10,16 @@ temporary file, which the next holder of the key's lock removes (the OS releases
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 from filelock import FileLock
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from mldoctor_bench.files import atomic_write_text, save_weights
 from mldoctor_bench.provenance import stable_hash
 
 
@@ -31,13 +31,6 @@ class StoredModel:
     manifest: dict
     path: Optional[Path]
     reused: bool
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class ModelStore:
@@ -84,10 +77,7 @@ class ModelStore:
             model = build()
             started = time.time()
             metrics = train(model)
-            tmp = weights.with_name(f".{weights.name}.{os.getpid()}.tmp")
-            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-            save_file(state, str(tmp))
-            os.replace(tmp, weights)
+            save_weights(model, weights)
             manifest = {
                 "key": key,
                 "payload": payload,

@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 from mldoctor_bench import ui
 from mldoctor_bench.data.base import ImageData
+from mldoctor_bench.files import atomic_write
 from mldoctor_bench.provenance import stable_hash
 
 Stamp = tuple[str, int, int]  # (name relative to the dataset folder, size in bytes, mtime in ns)
@@ -61,12 +62,7 @@ def save_images(path: Path, data: ImageData) -> None:
         "num_attribute_classes": str(data.num_attribute_classes),
         "attribute_name": data.attribute_name,
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def load_images(path: Path) -> ImageData:

@@ -1,0 +1,33 @@
+"""Atomic file writes: a reader never sees a half-written file, even after a killed writer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import save_file
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary sibling ``.<name>.<pid>.tmp``, then rename it to ``path``.
+
+    The temporary file is removed if ``write`` fails; a writer killed mid-write leaves only it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """Write ``model``'s state dict to ``path`` as safetensors (no pickle), atomically."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(state, str(tmp)))
