@@ -7,7 +7,6 @@ then gives exactly what the attack receives in a real run.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 

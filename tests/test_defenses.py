@@ -15,7 +15,7 @@ from mldoctor_bench.defenses.dp_sgd import dp_compatible, train_classifier_dp
 from mldoctor_bench.defenses.output import one_hot_argmax, rounded, top_k
 from mldoctor_bench.defenses.relaxloss import flattened_targets, relaxloss
 from mldoctor_bench.models import build_model
-from mldoctor_bench.threat_models import THREAT_MODELS, BlackBoxAccess
+from mldoctor_bench.threat_models import BlackBoxAccess
 from mldoctor_bench.training import Recipe
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "src" / "mldoctor_bench" / "conf" / "defense"

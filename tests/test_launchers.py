@@ -1,6 +1,5 @@
 """Multiruns through the launchers: local parallel cells, and a real single-node SLURM cluster."""
 
-import shutil
 import subprocess
 from pathlib import Path
 

@@ -14,7 +14,7 @@ import pytest
 
 from mldoctor_bench.report import build_report, collect_table, stats
 from mldoctor_bench.report.tables import format_summary
-from mldoctor_bench.results import FAILED, OK, SKIPPED, Cell, Provenance, metric_rows, to_frame, write_table
+from mldoctor_bench.results import FAILED, SKIPPED, Cell, Provenance, metric_rows, to_frame, write_table
 
 DATASETS, ARCHS, SEEDS = ("mnist", "fmnist"), ("simplecnn", "vgg19"), (0, 1)
 

@@ -15,7 +15,7 @@ import traceback
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -28,7 +28,7 @@ from mldoctor_bench.defenses.base import OUTPUT
 from mldoctor_bench.knowledge import Labeled, attacker_knowledge
 from mldoctor_bench.models import ARCHS, build_model
 from mldoctor_bench.provenance import code_version, source_hash, stable_hash
-from mldoctor_bench.results import FAILED, OK, SKIPPED, Cell, Provenance, metric_rows, to_frame, write_table
+from mldoctor_bench.results import FAILED, SKIPPED, Cell, Provenance, metric_rows, to_frame, write_table
 from mldoctor_bench.files import atomic_write_text, save_weights
 from mldoctor_bench.store import ModelStore, StoredModel
 from mldoctor_bench.threat_models import BLACKBOX, THREAT_MODELS, WHITEBOX, WhiteBoxAccess, access_for

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-import torch
 from filelock import FileLock
 from safetensors import safe_open
 from safetensors.torch import save_file
