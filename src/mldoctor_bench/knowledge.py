@@ -55,6 +55,12 @@ class Labeled:
         )
 
 
+def balanced(data_in: Labeled, data_out: Labeled, cap: Optional[int] = None) -> tuple[Labeled, Labeled]:
+    """Equal numbers of members and non-members (the first ones), at most ``cap`` of each."""
+    n = min(len(data_in), len(data_out), cap if cap else len(data_in))
+    return data_in.head(n), data_out.head(n)
+
+
 @dataclass
 class AttackerKnowledge:
     """The attacker's auxiliary data.

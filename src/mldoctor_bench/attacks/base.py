@@ -64,6 +64,12 @@ class AttackContext:
     models: ModelService | None = None
     progress: Callable[[str, int], Callable[[int], None]] = lambda label, total: (lambda n=1: None)
 
+    @property
+    def reference(self) -> LabelOnlyAccess:
+        """The model the attacker's known members and non-members refer to: its own shadow model
+        under (.,S), the target itself under (.,P)."""
+        return self.knowledge.reference if self.knowledge.reference is not None else self.target
+
 
 class Attack:
     """Base class: subclasses set ``name`` and ``threat_models`` and implement :meth:`run`."""

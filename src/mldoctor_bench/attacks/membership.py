@@ -26,7 +26,7 @@ from mldoctor_bench.attacks.attack_model import fit_attack_model
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, VariantMetrics
 from mldoctor_bench.attacks.scoring import save_scores
 from mldoctor_bench.attacks.signals import LOG_FLOOR, loss_and_confidence
-from mldoctor_bench.knowledge import Labeled
+from mldoctor_bench.knowledge import Labeled, balanced
 from mldoctor_bench.metrics import membership_metrics
 from mldoctor_bench.data.base import normalise
 from mldoctor_bench.models import Classifier
@@ -111,15 +111,11 @@ class MembershipInference(Attack):
         return blackbox_features(access, data)
 
     def run(self, ctx: AttackContext) -> VariantMetrics:
-        k = ctx.knowledge
-        source = k.reference if k.reference is not None else ctx.target
-        n = min(len(k.members), len(k.nonmembers))
+        a_in, a_out = balanced(ctx.knowledge.members, ctx.knowledge.nonmembers)
+        n = len(a_in)
         train_groups = [
             torch.cat(pair)
-            for pair in zip(
-                self.features(source, k.members.head(n), ctx),
-                self.features(source, k.nonmembers.head(n), ctx),
-            )
+            for pair in zip(self.features(ctx.reference, a_in, ctx), self.features(ctx.reference, a_out, ctx))
         ]
         train_labels = torch.cat([torch.ones(n), torch.zeros(n)])
         s = ctx.settings
@@ -130,14 +126,11 @@ class MembershipInference(Attack):
         fitted = fit_attack_model(
             train_groups, train_labels, int(s.epochs), float(s.lr), int(s.batch_size), ctx.seed, custom
         )
-        ev = ctx.evaluation
-        m = min(len(ev.members), len(ev.nonmembers))
+        e_in, e_out = balanced(ctx.evaluation.members, ctx.evaluation.nonmembers)
+        m = len(e_in)
         eval_groups = [
             torch.cat(pair)
-            for pair in zip(
-                self.features(ctx.target, ev.members.head(m), ctx),
-                self.features(ctx.target, ev.nonmembers.head(m), ctx),
-            )
+            for pair in zip(self.features(ctx.target, e_in, ctx), self.features(ctx.target, e_out, ctx))
         ]
         labels = torch.cat([torch.ones(m), torch.zeros(m)]).numpy()
         scores = fitted.member_scores(eval_groups).numpy()

@@ -34,7 +34,7 @@ from sklearn.linear_model import LogisticRegression
 
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, VariantMetrics
 from mldoctor_bench.attacks.scoring import best_threshold, save_scores
-from mldoctor_bench.knowledge import Labeled
+from mldoctor_bench.knowledge import Labeled, balanced
 from mldoctor_bench.metrics import membership_metrics
 from mldoctor_bench.threat_models import LabelOnlyAccess
 
@@ -163,12 +163,6 @@ def boundary_distances(
         queries[idx] += used
         advance(len(idx))
     return distances, queries
-
-
-def balanced(data_in: Labeled, data_out: Labeled, cap: int | None) -> tuple[Labeled, Labeled]:
-    """Equal numbers of members and non-members, at most ``cap`` of each."""
-    n = min(len(data_in), len(data_out), cap if cap else len(data_in))
-    return data_in.head(n), data_out.head(n)
 
 
 @ATTACKS.register("membership_label_only")

@@ -33,7 +33,7 @@ from sklearn.metrics import roc_auc_score
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, VariantMetrics
 from mldoctor_bench.attacks.scoring import best_threshold, classwise_thresholds, save_scores
 from mldoctor_bench.attacks.signals import LOG_FLOOR, entropy, loss_and_confidence, modified_entropy
-from mldoctor_bench.knowledge import Labeled
+from mldoctor_bench.knowledge import Labeled, balanced
 from mldoctor_bench.metrics import membership_metrics
 from mldoctor_bench.threat_models import BlackBoxAccess
 
@@ -98,17 +98,14 @@ class MetricMembershipInference(Attack):
     def run(self, ctx: AttackContext) -> VariantMetrics:
         self.check_settings(ctx.settings)
         variants = [str(v) for v in ctx.settings.variants]
-        k = ctx.knowledge
-        source = k.reference if k.reference is not None else ctx.target
-        n = min(len(k.members), len(k.nonmembers))
-        a_in, a_out = k.members.head(n), k.nonmembers.head(n)
-        att_in, att_out = signals_of(source, a_in), signals_of(source, a_out)
+        a_in, a_out = balanced(ctx.knowledge.members, ctx.knowledge.nonmembers)
+        n = len(a_in)
+        att_in, att_out = signals_of(ctx.reference, a_in), signals_of(ctx.reference, a_out)
         thresholds = fit_thresholds(att_in, a_in.labels.numpy(), att_out, a_out.labels.numpy(),
                                     variants, ctx.num_classes, bool(ctx.settings.classwise))
 
-        ev = ctx.evaluation
-        m = min(len(ev.members), len(ev.nonmembers))
-        e_in, e_out = ev.members.head(m), ev.nonmembers.head(m)
+        e_in, e_out = balanced(ctx.evaluation.members, ctx.evaluation.nonmembers)
+        m = len(e_in)
         ev_in, ev_out = signals_of(ctx.target, e_in), signals_of(ctx.target, e_out)
         is_member = np.concatenate([np.ones(m, dtype=int), np.zeros(m, dtype=int)])
         ev_classes = torch.cat([e_in.labels, e_out.labels]).numpy()
