@@ -14,9 +14,9 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from mldoctor_bench.data.base import normalise
 from mldoctor_bench.models import Classifier
 from mldoctor_bench.registry import Registry
+from mldoctor_bench.training import predict_logits
 
 BLACKBOX, LABEL_ONLY, WHITEBOX = "blackbox", "label_only", "whitebox"
 SHADOW, PARTIAL, NONE = "shadow", "partial", "none"
@@ -63,13 +63,10 @@ class LabelOnlyAccess:
         self.queries = 0
 
     def _logits(self, images: torch.Tensor) -> torch.Tensor:
-        outs = []
-        with torch.no_grad():
-            for start in range(0, len(images), self.batch_size):
-                x = normalise(images[start : start + self.batch_size].to(self.device))
-                outs.append(self.__model(x).double().cpu())
         self.queries += len(images)
-        return torch.cat(outs) if outs else torch.empty(0, self.num_classes, dtype=torch.float64)
+        if len(images) == 0:
+            return torch.empty(0, self.num_classes, dtype=torch.float64)
+        return predict_logits(self.__model, images, self.batch_size).double().cpu()
 
     def labels(self, images: torch.Tensor) -> torch.Tensor:
         """Predicted class of each ``uint8`` image."""
