@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,6 @@ from mldoctor_bench.ui import console
 
 def sweep_tables(sweep_dir: Path) -> list[Path]:
     """The tables named by the ``cell.json`` pointers that the sweep's jobs left."""
-    import json
-
     tables = []
     for pointer in sorted(sweep_dir.glob("*/cell.json")):
         tables.append(Path(json.loads(pointer.read_text())["table"]))
