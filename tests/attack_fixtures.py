@@ -11,10 +11,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
 
 from mldoctor_bench.data import load_dataset
-from mldoctor_bench.runner import Assessment, plan
+from mldoctor_bench.runner import Assessment, cell_partition, plan
+from mldoctor_bench.settings import as_dict, parse
 
 # Small but real: 200 training images and enough epochs to overfit visibly (train acc 1.0).
 SMALL = ["data.quarter_size=200", "train.epochs=80", "device=cpu"]
@@ -28,12 +28,13 @@ def all_attacks() -> str:
 
 
 def with_settings(ctx, **changes):
-    """A copy of the attack context ``ctx`` with some of its (resolved) settings changed."""
-    settings = OmegaConf.to_container(ctx.settings, resolve=True)
+    """A copy of the attack context ``ctx`` with some of its typed settings changed (checked like
+    the command line's)."""
+    settings = as_dict(ctx.settings)
     unknown = set(changes) - set(settings)
     if unknown:
         raise KeyError(f"no such settings: {sorted(unknown)}")
-    return replace(ctx, settings=OmegaConf.create({**settings, **changes}))
+    return replace(ctx, settings=parse(type(ctx.settings), {**settings, **changes}, "attack"))
 
 
 class NoBars:
@@ -47,6 +48,7 @@ def prepared_cell(results_dir: Path, *overrides: str) -> Assessment:
         cfg = compose("config", overrides=[*SMALL, f"results_dir={results_dir}", *overrides])
     p = plan(cfg)
     p.cell_dir.mkdir(parents=True, exist_ok=True)
-    cell = Assessment(p, load_dataset(cfg.dataset.name, cfg.data), NoBars())
+    data = load_dataset(cfg.dataset.name, cfg.data)
+    cell = Assessment(p, data, cell_partition(p, len(data), data.num_classes), NoBars())
     cell.prepare()
     return cell

@@ -13,7 +13,7 @@ from attack_fixtures import with_settings
 from mldoctor_bench.attacks import ATTACKS
 from mldoctor_bench.attacks.base import ModelService
 from mldoctor_bench.attacks.dcgan import DCGAN, upsampling_plan
-from mldoctor_bench.attacks.inversion import MIN_TILE, ModelInversion, class_cost, miface
+from mldoctor_bench.attacks.inversion import MIN_TILE, ModelInversion, class_cost, miface, miface_starts
 
 # Small settings so that each attack run takes seconds on a CPU.
 SMALL = {
@@ -21,6 +21,7 @@ SMALL = {
     "gan": {"epochs": 12, "lr": 2e-4, "batch_size": 64, "latent_dim": 100, "width": 32},
     "gmi": {"steps": 150, "lr": 1e-2, "momentum": 0.9, "restarts": 2, "weight": 100.0},
     "evaluator_epochs": 3,
+    "per_class": 2,
 }
 
 
@@ -60,7 +61,8 @@ def test_miface_stops_early_once_the_cost_is_below_the_threshold():
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
     with torch.no_grad():
         model[1].weight.mul_(10)  # steep enough that a valid image reaches the threshold
-    inv = miface(model, (1, 4, 4), 3, steps=5000, lr=1.0, window=100, threshold=0.05)
+    starts, classes = miface_starts(3, 2, (1, 4, 4), seed=0)
+    inv = miface(model, starts, classes, steps=5000, lr=1.0, window=100, threshold=0.05)
     assert (inv.extra["steps"] < 5000).all()
     assert (inv.extra["cost"] < 0.05).all()
     assert inv.images.min() >= -1 and inv.images.max() <= 1
@@ -107,7 +109,7 @@ def test_miface_raises_the_targets_probability_of_every_class(small_cell):
     start = torch.zeros(10, 1, 28, 28)
     with torch.no_grad():
         before = torch.softmax(model(start), 1).diagonal()
-    inv = miface(model, (1, 28, 28), 10, steps=150, lr=0.1, window=100, threshold=1e-3)
+    inv = miface(model, start, torch.arange(10), steps=150, lr=0.1, window=100, threshold=1e-3)
     with torch.no_grad():
         after = torch.softmax(model(inv.images), 1).diagonal()
     assert (after > before).all(), (before, after)
@@ -121,13 +123,19 @@ def test_miface_raises_the_targets_probability_of_every_class(small_cell):
 def test_miface_run_reports_metrics_and_writes_grid_and_tensors(small_cell):
     ctx = small_context(small_cell, "whitebox_none")
     metrics = ATTACKS.get("inversion")().run(ctx)["miface"]
-    assert {"mse", "eval_accuracy", "target_confidence", "evaluator_accuracy"} <= set(metrics)
+    assert {"mse", "mse_start", "eval_accuracy", "eval_accuracy_se", "target_confidence", "evaluator_accuracy"} <= set(metrics)
     assert metrics["target_confidence"] > 3 / 10, metrics
     assert 0 < metrics["mse"] < 1 and 0 <= metrics["eval_accuracy"] <= 1
+    assert metrics["reconstructions"] == 20
+    p = metrics["eval_accuracy"]
+    assert metrics["eval_accuracy_se"] == pytest.approx((p * (1 - p) / 20) ** 0.5)
     png = ctx.out_dir / "inversion_miface.png"
-    assert Image.open(png).size == grid_size(10, 28)
+    assert Image.open(png).size == grid_size(10, 28, rows=2)
     saved = load_file(str(ctx.out_dir / "inversion_miface.safetensors"))
-    assert saved["images"].shape == (10, 1, 28, 28)
+    assert saved["images"].shape == (20, 1, 28, 28)
+    # the first start of each class is mid grey (Fredrikson et al.), the others are not copies of it
+    assert torch.allclose(saved["starts"][0], torch.full((1, 28, 28), 0.5))
+    assert not torch.equal(saved["images"][0], saved["images"][1])
     assert 0 <= saved["images"].min() and saved["images"].max() <= 1
     assert saved["target_probability"].mean().item() == pytest.approx(metrics["target_confidence"], abs=1e-5)
 
@@ -139,9 +147,9 @@ def test_gmi_recovers_classes_that_a_separate_evaluator_recognises(small_cell):
     assert metrics["evaluator_accuracy"] > 0.8  # a competent judge...
     assert metrics["eval_accuracy"] >= 0.3, metrics  # ...agrees at 3x chance or more
     assert metrics["target_confidence"] > 0.5
-    assert Image.open(ctx.out_dir / "inversion_gmi.png").size == grid_size(10, 28)
+    assert Image.open(ctx.out_dir / "inversion_gmi.png").size == grid_size(10, 28, rows=2)
     saved = load_file(str(ctx.out_dir / "inversion_gmi.safetensors"))
-    assert saved["latent"].shape == (10, 100) and saved["latent"].abs().max() <= 1
+    assert saved["latent"].shape == (20, 100) and saved["latent"].abs().max() <= 1
 
 
 @pytest.mark.slow

@@ -22,12 +22,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from mldoctor_bench.attacks import ATTACKS, AttackContext, AttackSkipped
 from mldoctor_bench.attacks.base import ModelService
-from mldoctor_bench.data import DATASETS, ImageData, Splits, four_quarters, load_dataset
+from mldoctor_bench.data import DATASETS, ImageData, Splits, load_dataset
+from mldoctor_bench.data.splits import DEFAULT_RESERVE, PartitionError, partition
 from mldoctor_bench.defenses import DEFENSES, Defense, TrainingSet, build_defense
 from mldoctor_bench.defenses.base import OUTPUT
 from mldoctor_bench.knowledge import Labeled, attacker_knowledge
 from mldoctor_bench.models import ARCHS, build_model
 from mldoctor_bench.provenance import code_version, source_hash, stable_hash
+from mldoctor_bench.settings import SettingsError, parse
 from mldoctor_bench.results import FAILED, SKIPPED, Cell, Provenance, metric_rows, to_frame, write_table
 from mldoctor_bench.files import atomic_write_text, save_weights
 from mldoctor_bench.store import ModelStore, StoredModel
@@ -52,6 +54,8 @@ class Plan:
     cfg: DictConfig
     attacks: list[str]
     threat_models: list[str]
+    settings: dict  # attack name -> its typed settings
+    defense: Defense
     device: torch.device
     config_hash: str
     cell_dir: Path
@@ -84,13 +88,23 @@ def plan(cfg: DictConfig) -> Plan:
     attacks, tms = selected(cfg, "attack"), selected(cfg, "threat_model")
     if not attacks or not tms:
         raise ConfigError("select at least one attack and one threat model, e.g. attack=membership threat_model=blackbox_shadow")
+    settings = {}
     for name in attacks:
         if name not in ATTACKS:
             raise ConfigError(f"unknown attack {name!r}; choose from: {', '.join(ATTACKS.names())}")
+        attack = ATTACKS.get(name)()
         try:
-            ATTACKS.get(name)().check_settings(cfg.attack[name])
+            settings[name] = parse(attack.Settings, cfg.attack[name], f"attack.{name}")
+        except SettingsError as exc:
+            raise ConfigError(str(exc)) from None
+        try:
+            attack.check_settings(settings[name])
         except ValueError as exc:
             raise ConfigError(f"attack.{name}: {exc}") from None
+    try:
+        defense = build_defense(cfg.defense)
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
     for name in tms:
         if name not in THREAT_MODELS:
             raise ConfigError(f"unknown threat model {name!r}; choose from: {', '.join(THREAT_MODELS.names())}")
@@ -107,7 +121,24 @@ def plan(cfg: DictConfig) -> Plan:
     results_dir = Path(str(cfg.results_dir)).expanduser().resolve()
     cell_name = f"{cfg.dataset.name}_{cfg.arch.name}_{cfg.defense.name}_seed{cfg.seed}_{config_hash}"
     store_dir = Path(str(cfg.cache.dir)).expanduser().resolve() if cfg.cache.enabled else None
-    return Plan(cfg, attacks, tms, device, config_hash, results_dir / "cells" / cell_name, ModelStore(store_dir))
+    return Plan(cfg, attacks, tms, settings, defense, device, config_hash, results_dir / "cells" / cell_name, ModelStore(store_dir))
+
+
+def cell_partition(p: Plan, n: int, num_classes: int) -> Splits:
+    """The cell's partition of ``n`` rows: the quarters, a transfer pool if the defense trains a
+    student, and the heldout pool (at least one row per class where an attack's evaluator needs it)."""
+    cfg = p.cfg
+    needs_heldout = any(ATTACKS.get(a).uses_heldout for a in p.attacks)
+    reserve = OmegaConf.select(cfg, "data.reserve", default=DEFAULT_RESERVE)
+    try:
+        return partition(
+            n, int(cfg.seed), cfg.data.get("quarter_size"), reserve=float(reserve),
+            transfer_size=p.defense.transfer_size() if p.defense.uses_transfer_data else 0,
+            heldout_size=OmegaConf.select(cfg, "data.heldout_size", default=None),
+            min_heldout=num_classes if needs_heldout else 0, dataset=str(cfg.dataset.name),
+        )
+    except PartitionError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def derive_seed(seed: int, role: str) -> int:
@@ -141,12 +172,15 @@ class CellModels(ModelService):
 class Assessment:
     """Runs one planned cell and writes its results."""
 
-    def __init__(self, p: Plan, data: ImageData, bars: ui.Bars) -> None:
-        self.p, self.cfg, self.data, self.bars = p, p.cfg, data, bars
+    def __init__(self, p: Plan, data: ImageData, splits: Splits, bars: ui.Bars) -> None:
+        self.p, self.cfg, self.data, self.splits, self.bars = p, p.cfg, data, splits, bars
         self.recipe = Recipe.from_config(self.cfg.train)
-        self.defense = build_defense(self.cfg.defense)
+        self.defense = p.defense
         self.knows_defense = bool(OmegaConf.select(self.cfg, "attacker.knows_defense", default=True))
-        self.transfer: Optional[Labeled] = None  # rows in no quarter reserved for the defense
+        transfer, heldout = splits.pool("transfer"), splits.pool("heldout")
+        # rows of the partition's transfer pool, for a defense that trains a student on them
+        self.transfer = Labeled.take(data, transfer) if len(transfer) else None
+        self.heldout_data = Labeled.take(data, heldout) if len(heldout) else None
 
     def fit(self, job: TrainJob, images: torch.Tensor, targets: torch.Tensor,
             defense: Optional[Defense] = None) -> StoredModel:
@@ -187,9 +221,8 @@ class Assessment:
         """
         cfg, p, data = self.cfg, self.p, self.data
         self.cell = Cell(cfg.dataset.name, cfg.arch.name, cfg.defense.name, int(cfg.seed))
-        self.splits = splits = four_quarters(len(data), int(cfg.seed), cfg.data.get("quarter_size"))
+        splits = self.splits
         splits.save(p.cell_dir / "splits.safetensors")
-        self.transfer, self.heldout_data = self.spare_rows(data, splits, self.defense.uses_transfer_data)
         self.target = self.train("target", data, splits, "target_train")
         test_idx = splits.target_test
         utility = {
@@ -198,6 +231,11 @@ class Assessment:
         }
         if self.defense.kind == OUTPUT:
             utility["output_defense_applies_to_whitebox"] = 0.0
+        if self.defense.uses_transfer_data:
+            transfer = set(splits.pool("transfer").tolist())
+            utility["transfer_size"] = float(len(transfer))
+            # measured on the saved indices, not assumed: no row of the student's data is a member
+            utility["student_data_disjoint"] = float(bool(transfer) and transfer.isdisjoint(splits.target_train.tolist()))
         self.save_target(self.target, data, splits)
         needs_shadow = any(THREAT_MODELS.get(t).knowledge == "shadow" for t in p.threat_models)
         self.shadow = (self.train("shadow", data, splits, "shadow_train", defended=self.knows_defense)
@@ -225,9 +263,10 @@ class Assessment:
         knowledge, evaluation = attacker_knowledge(tm, self.data, self.splits, shadow_access)
         return AttackContext(
             threat_model=tm, target=access_for(tm, self.target.model, self.p.device, transform), knowledge=knowledge,
-            evaluation=evaluation, settings=self.cfg.attack[attack_name], out_dir=out_dir,
+            evaluation=evaluation, settings=self.p.settings[attack_name], out_dir=out_dir,
             device=self.p.device, seed=derive_seed(int(self.cfg.seed), f"{attack_name}/{tm_name}"),
             num_classes=self.data.num_classes, num_attribute_classes=self.data.num_attribute_classes,
+            target_arch=str(self.cfg.arch.name),
             heldout=self.heldout_data, models=CellModels(self, self.splits), progress=self.bars,
         )
 
@@ -256,33 +295,6 @@ class Assessment:
         for variant, metrics in results.items():
             rows += metric_rows(cell, attack_name, tm_name, variant, metrics, reason=note)
         return rows
-
-    @staticmethod
-    def unused_rows(data: ImageData, splits: Splits) -> torch.Tensor:
-        """Indices of the rows in no quarter."""
-        used = torch.zeros(len(data), dtype=torch.bool)
-        for idx in splits.as_dict().values():
-            used[idx] = True
-        return (~used).nonzero().squeeze(1)
-
-    @staticmethod
-    def heldout(data: ImageData, splits: Splits, rest: torch.Tensor) -> Labeled:
-        """``rest`` (rows in no quarter) if there are at least a quarter's worth of them, else
-        target-test and shadow-test: data that neither the target nor the attack's training used."""
-        if len(rest) >= len(splits.target_train):
-            return Labeled.take(data, rest)
-        return Labeled.take(data, torch.cat([splits.target_test, splits.shadow_test]))
-
-    @staticmethod
-    def spare_rows(data: ImageData, splits: Splits, reserve: bool) -> tuple[Optional[Labeled], Labeled]:
-        """Transfer data for a defense that asks for it (rows in no quarter: half of them, at most a
-        quarter's worth, so a student trains on as many images as its teacher), and the held-out
-        data that remains for attacks' evaluators (see :meth:`heldout`)."""
-        rest = Assessment.unused_rows(data, splits)
-        if not reserve or len(rest) == 0:
-            return None, Assessment.heldout(data, splits, rest)
-        n = min(len(rest) // 2, len(splits.target_train))
-        return Labeled.take(data, rest[:n]), Assessment.heldout(data, splits, rest[n:])
 
     def save_target(self, target: StoredModel, data: ImageData, splits: Splits) -> None:
         """Copy the target's weights and a manifest into the cell, to reload model and data."""
@@ -335,6 +347,7 @@ def run_cell(cfg: DictConfig) -> Outcome:
         ui.console.print(f"[green]cell already done[/], skipping: {p.cell_dir}")
         return Outcome(p.cell_dir, table, True)
     data = load_dataset(cfg.dataset.name, cfg.data)  # missing files fail here, before any work
+    splits = cell_partition(p, len(data), data.num_classes)  # so do sizes the data cannot hold
     if p.cell_dir.exists():  # an interrupted earlier attempt: start clean
         shutil.rmtree(p.cell_dir)
     p.cell_dir.mkdir(parents=True)
@@ -342,7 +355,7 @@ def run_cell(cfg: DictConfig) -> Outcome:
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     with ui.progress_bars() as bars:
-        rows = Assessment(p, data, bars).run()
+        rows = Assessment(p, data, splits, bars).run()
     prov = Provenance(f"{started:%Y%m%dT%H%M%S}-{p.config_hash[:8]}", p.config_hash, code_version(), started.isoformat())
     frame = to_frame(rows, prov, time.perf_counter() - t0)
     parquet, csv = write_table(frame, p.cell_dir)

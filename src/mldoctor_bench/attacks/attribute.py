@@ -8,6 +8,8 @@ of target-train under (W,P). It is scored on target-test against the majority-cl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -17,6 +19,7 @@ from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, AttackSk
 from mldoctor_bench.data.base import normalise
 from mldoctor_bench.metrics import classification_metrics
 from mldoctor_bench.models import Classifier
+from mldoctor_bench.settings import setting
 from mldoctor_bench.training import iterate_batches
 
 
@@ -40,12 +43,23 @@ def embeddings(model: Classifier, images: torch.Tensor, device: torch.device, ba
     return torch.cat(outs) if outs else torch.empty(0, model.embedding_dim)
 
 
+@dataclass(frozen=True, kw_only=True)
+class AttributeSettings:
+    """The attribute MLP's recipe (Adam)."""
+
+    epochs: int = setting(min=1, example=50)
+    lr: float = setting(min=0, min_exclusive=True, example=1e-3)
+    batch_size: int = setting(64, min=1)
+    hidden: int = setting(128, min=1)
+
+
 @ATTACKS.register("attribute")
 class AttributeInference(Attack):
     """AttrInf (W,S) and (W,P): an MLP on the target's embeddings predicts the sensitive attribute."""
 
     name = "attribute"
     threat_models = ("whitebox_shadow", "whitebox_partial")
+    Settings = AttributeSettings
 
     def run(self, ctx: AttackContext) -> VariantMetrics:
         train, test = training_data(ctx), ctx.evaluation.target_test
@@ -53,9 +67,9 @@ class AttributeInference(Attack):
             raise AttackSkipped("the dataset has no sensitive attribute to infer")
         model, s = ctx.target.model, ctx.settings
         fitted = fit_network(
-            lambda: AttributeNet(model.embedding_dim, int(s.hidden), ctx.num_attribute_classes),
+            lambda: AttributeNet(model.embedding_dim, s.hidden, ctx.num_attribute_classes),
             [embeddings(model, train.images, ctx.device)], train.attribute,
-            int(s.epochs), float(s.lr), int(s.batch_size), ctx.seed,
+            s.epochs, s.lr, s.batch_size, ctx.seed,
         )
         predicted = fitted.probabilities([embeddings(model, test.images, ctx.device)]).argmax(1)
         metrics = classification_metrics(test.attribute.numpy(), predicted.numpy())

@@ -17,6 +17,7 @@ import torch
 from mldoctor_bench.knowledge import AttackerKnowledge, Evaluation, Labeled
 from mldoctor_bench.models import Classifier
 from mldoctor_bench.registry import Registry
+from mldoctor_bench.settings import NoSettings
 from mldoctor_bench.store import StoredModel
 from mldoctor_bench.threat_models import LabelOnlyAccess, ThreatModel
 
@@ -60,6 +61,7 @@ class AttackContext:
     seed: int
     num_classes: int
     num_attribute_classes: int = 0
+    target_arch: str = ""  # the target's registry architecture name (white-box knowledge)
     heldout: Labeled | None = None  # data in no quarter: for evaluators that neither side trained on
     models: ModelService | None = None
     progress: Callable[[str, int], Callable[[int], None]] = lambda label, total: (lambda n=1: None)
@@ -72,13 +74,17 @@ class AttackContext:
 
 
 class Attack:
-    """Base class: subclasses set ``name`` and ``threat_models`` and implement :meth:`run`."""
+    """Base class: subclasses set ``name``, ``threat_models`` and their ``Settings`` dataclass (types,
+    ranges, profile-independent defaults; see :mod:`mldoctor_bench.settings`) and implement :meth:`run`."""
 
     name: ClassVar[str]
     threat_models: ClassVar[tuple[str, ...]]
+    Settings: ClassVar[type] = NoSettings
+    uses_heldout: ClassVar[bool] = False  # needs the partition's heldout pool (an evaluator)
 
     def check_settings(self, settings: Any) -> None:
-        """Raise ``ValueError`` naming the setting and the fix if ``settings`` cannot work.
+        """Raise ``ValueError`` naming the setting and the fix if the (typed) ``settings`` cannot
+        work together; single values are checked by their types and ranges already.
 
         Called by the runner's planning step, before any training."""
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mldoctor_bench.data.base import normalise
+from mldoctor_bench.settings import setting
 from mldoctor_bench.training import iterate_batches
 
 
@@ -100,11 +101,11 @@ class DCGAN(nn.Module):
 class GanRecipe:
     """How the GAN trains: Adam (lr, beta1 0.5) on the non-saturating BCE losses of DCGAN."""
 
-    epochs: int
-    lr: float = 2e-4
-    batch_size: int = 64
-    latent_dim: int = 100
-    width: int = 64
+    epochs: int = setting(min=1, example=20)
+    lr: float = setting(2e-4, min=0, min_exclusive=True)
+    batch_size: int = setting(64, min=1)
+    latent_dim: int = setting(100, min=1)
+    width: int = setting(64, min=1)
 
 
 def train_gan(

@@ -1,27 +1,35 @@
-"""Model inversion (ML-Doctor's ModInv), spec section 5: one image per class from the target's weights.
+"""Model inversion (ML-Doctor's ModInv), spec section 5: images of each class from the target's weights.
+
+``per_class`` reconstructions per class, each from its own start:
 
 - (W,N) MIFace (Fredrikson et al., CCS'15): gradient descent on the input, from the zero image of
-  the classifier's normalised input space (mid grey, 127.5 of 255), on the cost ``1 - p_c`` or
-  ``-log p_c`` of the target's *softmax* (the original descended raw logits). It stops after
-  ``steps``, when the cost drops below ``threshold``, or when the best cost has not improved for
-  ``window`` steps, and keeps the best-cost iterate. Pixels stay in the valid range.
+  the classifier's normalised input space (mid grey, 127.5 of 255; further starts add uniform noise),
+  on the cost ``1 - p_c`` or ``-log p_c`` of the target's *softmax* (the original descended raw
+  logits). It stops after ``steps``, when the cost drops below ``threshold``, or when the best cost
+  has not improved for ``window`` steps, and keeps the best-cost iterate. Pixels stay in range.
 - (W,S) GMI / Secret Revealer (Zhang et al., CVPR'20): a DCGAN learnt on the attacker's shadow
-  images is the image prior; for each class, latents (several restarts, kept in ``[-1, 1]``)
+  images is the image prior; for each reconstruction, latents (several restarts, kept in ``[-1, 1]``)
   minimise ``-D(G(z)) + lambda * CE(target(G(z)), c)`` by SGD with momentum; the best restart by
   that loss is the reconstruction.
 
-Both are scored the same way, on data the attacker never sees: ``eval_accuracy``, the fraction of
-reconstructions that an evaluation classifier (a separate model trained on held-out rows, not the
-target: the original compared against the target's own prediction) assigns to the intended class;
-``mse``, the mean over classes of the pixel MSE in ``[0, 1]`` to the class's mean target-training
-image; and ``target_confidence``, the target's mean probability of the intended class.
+Both are scored the same way, on data the attacker never sees: ``eval_accuracy`` (with its
+binomial standard error ``eval_accuracy_se``), the fraction of reconstructions that an evaluation
+classifier assigns to the intended class. The evaluator is a separate model of *another*
+architecture than the target's (one of the same architecture accepts adversarial-looking
+reconstructions the target accepts), trained on part of the partition's heldout pool; its own
+``evaluator_accuracy`` is measured on the rest of that pool. ``mse`` is the mean over classes of the
+pixel MSE in ``[0, 1]`` to the class's mean target-training image, and ``mse_start`` the same for
+the start images, so a reader sees what the search recovered; ``target_confidence`` is the target's
+mean probability of the intended class.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +38,7 @@ from safetensors.torch import save_file
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, VariantMetrics
 from mldoctor_bench.attacks.dcgan import DCGAN, GanRecipe, train_gan
 from mldoctor_bench.knowledge import Labeled
+from mldoctor_bench.settings import setting
 from mldoctor_bench.training import accuracy
 
 MIN_TILE = 56  # grid tiles are upscaled (nearest) to at least this many pixels a side
@@ -37,9 +46,10 @@ MIN_TILE = 56  # grid tiles are upscaled (nearest) to at least this many pixels 
 
 @dataclass
 class Inversion:
-    """Reconstructions in the classifiers' input space ``[-1, 1]``, one per class (row ``c`` is class ``c``)."""
+    """Reconstructions in the classifiers' input space ``[-1, 1]`` and the images they started from."""
 
     images: torch.Tensor
+    starts: torch.Tensor
     extra: dict[str, torch.Tensor]  # saved beside the images (steps taken, latents, losses)
 
 
@@ -53,16 +63,17 @@ def class_cost(logits: torch.Tensor, classes: torch.Tensor, loss: str) -> torch.
     raise ValueError(f"unknown MIFace loss {loss!r}; choose nll or one_minus_p")
 
 
-def miface(model: torch.nn.Module, shape: tuple[int, ...], num_classes: int, steps: int, lr: float,
+def miface(model: torch.nn.Module, starts: torch.Tensor, classes: torch.Tensor, steps: int, lr: float,
            window: int, threshold: float, loss: str = "nll", advance=lambda n=1: None) -> Inversion:
-    """Invert every class at once (the classes' costs are independent, so one batch serves all)."""
+    """Invert every row at once from its start image (the rows' costs are independent, so one batch
+    serves all); row ``i`` is meant to show class ``classes[i]``."""
     device = next(model.parameters()).device
-    classes = torch.arange(num_classes, device=device)
-    x = torch.zeros(num_classes, *shape, device=device)  # normalised zero: mid grey
-    best_x, best_cost = x.clone(), torch.full((num_classes,), math.inf, device=device)
-    last_gain = torch.zeros(num_classes, dtype=torch.long, device=device)
-    taken = torch.zeros(num_classes, dtype=torch.long, device=device)
-    active = torch.ones(num_classes, dtype=torch.bool, device=device)
+    classes, x = classes.to(device), starts.to(device).clone()
+    n, shape = len(classes), tuple(starts.shape[1:])
+    best_x, best_cost = x.clone(), torch.full((n,), math.inf, device=device)
+    last_gain = torch.zeros(n, dtype=torch.long, device=device)
+    taken = torch.zeros(n, dtype=torch.long, device=device)
+    active = torch.ones(n, dtype=torch.bool, device=device)
     model.eval()
     for step in range(steps):
         x.requires_grad_(True)
@@ -79,23 +90,37 @@ def miface(model: torch.nn.Module, shape: tuple[int, ...], num_classes: int, ste
         advance(1)
         if not active.any():
             break
-    return Inversion(best_x.detach(), {"steps": taken.cpu(), "cost": best_cost.detach().cpu()})
+    return Inversion(best_x.detach(), starts.cpu(), {"steps": taken.cpu(), "cost": best_cost.detach().cpu()})
 
 
-def gmi(gan: DCGAN, model: torch.nn.Module, num_classes: int, steps: int, lr: float, momentum: float,
+def miface_starts(num_classes: int, per_class: int, shape: tuple[int, ...], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Start images and their classes: for each class the zero of the normalised input space (mid
+    grey, Fredrikson et al.'s start), then ``per_class - 1`` starts with uniform noise in
+    ``[-0.5, 0.5]`` added, so that reconstructions of one class are not copies of each other."""
+    generator = torch.Generator().manual_seed(seed)
+    starts = (torch.rand(num_classes, per_class, *shape, generator=generator) - 0.5)
+    starts[:, 0] = 0.0
+    return starts.flatten(0, 1), torch.arange(num_classes).repeat_interleave(per_class)
+
+
+def gmi(gan: DCGAN, model: torch.nn.Module, classes: torch.Tensor, steps: int, lr: float, momentum: float,
         restarts: int, weight: float, seed: int, advance=lambda n=1: None) -> Inversion:
-    """Latent search of GMI for every class and restart in one batch; the best restart per class."""
+    """Latent search of GMI for every requested reconstruction and restart in one batch; for each
+    reconstruction (row ``i`` meant to show ``classes[i]``) the best of its restarts."""
     device = next(model.parameters()).device
     g, d = gan.generator.eval(), gan.discriminator.eval()
-    classes = torch.arange(num_classes, device=device).repeat_interleave(restarts)
+    n = len(classes)
+    wanted = classes.to(device).repeat_interleave(restarts)
     generator = torch.Generator().manual_seed(seed)
-    z = torch.randn(len(classes), g.latent_dim, generator=generator).clamp(-1, 1).to(device).requires_grad_(True)
+    z = torch.randn(len(wanted), g.latent_dim, generator=generator).clamp(-1, 1).to(device).requires_grad_(True)
+    with torch.no_grad():
+        start_images = g(z.detach())
     optimiser = torch.optim.SGD([z], lr=lr, momentum=momentum)
     model.eval()
 
     def losses(latent: torch.Tensor) -> torch.Tensor:
         images = g(latent)
-        return -d(images) + weight * F.cross_entropy(model(images), classes, reduction="none")
+        return -d(images) + weight * F.cross_entropy(model(images), wanted, reduction="none")
 
     for _ in range(steps):
         (z.grad,) = torch.autograd.grad(losses(z).sum(), z)  # leaves the models' own gradients alone
@@ -104,12 +129,14 @@ def gmi(gan: DCGAN, model: torch.nn.Module, num_classes: int, steps: int, lr: fl
             z.clamp_(-1.0, 1.0)
         advance(1)
     with torch.no_grad():
-        final = losses(z).view(num_classes, restarts)
+        final = losses(z).view(n, restarts)
         best = final.argmin(1)
-        chosen = z.detach().view(num_classes, restarts, -1)[torch.arange(num_classes, device=device), best]
+        rows = torch.arange(n, device=device)
+        chosen = z.detach().view(n, restarts, -1)[rows, best]
         images = g(chosen)
-    return Inversion(images, {"latent": chosen.cpu(), "loss": final.min(1).values.cpu(),
-                              "restart": best.cpu()})
+        starts = start_images.view(n, restarts, *start_images.shape[1:])[rows, best]
+    return Inversion(images, starts.cpu(), {"latent": chosen.cpu(), "loss": final.min(1).values.cpu(),
+                                            "restart": best.cpu()})
 
 
 def class_means(data: Labeled, num_classes: int) -> torch.Tensor:
@@ -121,23 +148,45 @@ def class_means(data: Labeled, num_classes: int) -> torch.Tensor:
     ])
 
 
+def mse_to_class_means(images: torch.Tensor, classes: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    """Per-row pixel MSE in ``[0, 1]`` of ``images`` (in ``[-1, 1]``) to the mean image of its class."""
+    return ((images.cpu() + 1) / 2 - means[classes.cpu()]).pow(2).flatten(1).mean(1)
+
+
+def class_average(values: torch.Tensor, classes: torch.Tensor) -> float:
+    """Mean over classes of each class's mean value (NaN values, i.e. absent classes, left out)."""
+    per_class = [values[classes == c].nanmean() for c in classes.unique()]
+    return float(torch.stack(per_class).nanmean())
+
+
 @torch.no_grad()
-def score(recon: torch.Tensor, target: torch.nn.Module, evaluator: torch.nn.Module,
+def score(inversion: Inversion, classes: torch.Tensor, target: torch.nn.Module, evaluator: torch.nn.Module,
           means: torch.Tensor) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """Metrics of reconstructions ``recon`` (row ``c`` meant to show class ``c``, in ``[-1, 1]``)."""
-    classes = torch.arange(len(recon), device=recon.device)
+    """Metrics of reconstructions (row ``i`` meant to show ``classes[i]``, in ``[-1, 1]``).
+
+    ``eval_accuracy`` is a proportion over all reconstructions, with its binomial standard error;
+    ``mse`` and ``mse_start`` (of the images the search started from) average over classes."""
+    recon = inversion.images
+    wanted = classes.to(recon.device)
     logits = target.eval()(recon).double()
-    probability = F.softmax(logits, 1)[classes, classes]
-    predicted = evaluator.eval()(recon.to(next(evaluator.parameters()).device)).argmax(1).to(recon.device)
-    errors = ((recon.cpu() + 1) / 2 - means).pow(2).flatten(1).mean(1)
+    probability = F.softmax(logits, 1).gather(1, wanted.view(-1, 1)).squeeze(1)
+    predicted = evaluator.eval()(recon.to(next(evaluator.parameters()).device)).argmax(1).cpu()
+    hits = (predicted == classes.cpu()).double()
+    p, n = float(hits.mean()), len(hits)
+    errors = mse_to_class_means(recon, classes, means)
+    start_errors = mse_to_class_means(inversion.starts, classes, means)
     metrics = {
-        "mse": float(errors.nanmean()),
-        "eval_accuracy": float((predicted == classes).float().mean()),
+        "mse": class_average(errors, classes.cpu()),
+        "mse_start": class_average(start_errors, classes.cpu()),
+        "eval_accuracy": p,
+        "eval_accuracy_se": math.sqrt(p * (1 - p) / n),
+        "reconstructions": float(n),
         "target_confidence": float(probability.mean()),
-        "target_accuracy": float((logits.argmax(1) == classes).float().mean()),
+        "target_accuracy": float((logits.argmax(1) == wanted).double().mean()),
     }
-    return metrics, {"target_probability": probability.float().cpu(), "evaluator_prediction": predicted.cpu(),
-                     "mse_per_class": errors.float()}
+    return metrics, {"classes": classes.cpu(), "target_probability": probability.float().cpu(),
+                     "evaluator_prediction": predicted, "mse_per_image": errors.float(),
+                     "mse_start_per_image": start_errors.float()}
 
 
 def save_grid(rows: list[torch.Tensor], path: Path) -> None:
@@ -150,55 +199,115 @@ def save_grid(rows: list[torch.Tensor], path: Path) -> None:
     save_image(images, str(path), nrow=len(rows[0]), padding=2, pad_value=1.0)
 
 
+@dataclass(frozen=True, kw_only=True)
+class MIFaceSettings:
+    steps: int = setting(min=1, example=400)
+    lr: float = setting(min=0, min_exclusive=True, example=0.1)
+    window: int = setting(100, min=1)
+    threshold: float = setting(1e-3, min=0)
+    loss: str = setting("nll", choices=("nll", "one_minus_p"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class GMISettings:
+    steps: int = setting(min=1, example=250)
+    lr: float = setting(min=0, min_exclusive=True, example=1e-2)
+    momentum: float = setting(0.9, min=0, max=1)
+    restarts: int = setting(min=1, example=3)
+    weight: float = setting(100.0, min=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InversionSettings:
+    miface: MIFaceSettings
+    gan: GanRecipe
+    gmi: GMISettings
+    # The evaluator's architecture: the first of these that differs from the target's.
+    evaluator_archs: list[str] = setting(["resnet18", "vgg19"], example="[resnet18,vgg19]")
+    # Evaluator epochs; null: the target's recipe.
+    evaluator_epochs: Optional[int] = setting(None, min=1, example=10)
+    # Share of the heldout pool kept back to measure the evaluator's own accuracy.
+    evaluator_test_share: float = setting(0.2, min=0, max=1, min_exclusive=True)
+    # Reconstructions per class (different starts), so eval_accuracy has a standard error.
+    per_class: int = setting(4, min=1)
+
+
 @ATTACKS.register("inversion")
 class ModelInversion(Attack):
     """MIFace under (W,N) and GMI under (W,S); variants ``miface`` and ``gmi``."""
 
     name = "inversion"
     threat_models = ("whitebox_none", "whitebox_shadow")
+    Settings = InversionSettings
+    uses_heldout = True
+
+    def check_settings(self, s: InversionSettings) -> None:
+        from mldoctor_bench.models import ARCHS
+
+        unknown = [a for a in s.evaluator_archs if a not in ARCHS]
+        if unknown or len(set(s.evaluator_archs)) < 2:
+            raise ValueError(f"evaluator_archs={s.evaluator_archs} must name two or more different "
+                             f"architectures ({', '.join(ARCHS.names())}), e.g. [resnet18,vgg19]")
 
     def run(self, ctx: AttackContext) -> VariantMetrics:
-        target = ctx.target.model
+        target, s = ctx.target.model, ctx.settings
         if ctx.threat_model.knowledge == "none":
-            variant, inversion = "miface", self.miface(ctx, target)
+            variant, inversion, classes = "miface", *self.miface(ctx, target)
         else:
-            variant, inversion = "gmi", self.gmi(ctx, target)
-        evaluator = self.evaluator(ctx)
+            variant, inversion, classes = "gmi", *self.gmi(ctx, target)
+        evaluator, evaluator_metrics = self.evaluator(ctx)
         means = class_means(ctx.evaluation.members, ctx.num_classes)
-        metrics, per_class = score(inversion.images, target, evaluator, means)
-        metrics["evaluator_accuracy"] = accuracy(evaluator, ctx.evaluation.target_test.images,
-                                                 ctx.evaluation.target_test.labels)
+        metrics, per_image = score(inversion, classes, target, evaluator, means)
+        metrics.update(evaluator_metrics)
         if "steps" in inversion.extra:
             metrics["mean_steps"] = float(inversion.extra["steps"].float().mean())
-        save_grid([inversion.images], ctx.out_dir / f"inversion_{variant}.png")
-        tensors = {"images": ((inversion.images.cpu() + 1) / 2).contiguous(), **per_class, **inversion.extra}
+        first = inversion.images.view(ctx.num_classes, s.per_class, *inversion.images.shape[1:])
+        save_grid([first[:, r] for r in range(s.per_class)], ctx.out_dir / f"inversion_{variant}.png")
+        tensors = {"images": ((inversion.images.cpu() + 1) / 2), "starts": ((inversion.starts.cpu() + 1) / 2),
+                   **per_image, **inversion.extra}
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(ctx.out_dir / f"inversion_{variant}.safetensors"))
         return {variant: metrics}
 
     @staticmethod
-    def evaluator(ctx: AttackContext) -> torch.nn.Module:
-        """The separate evaluation classifier, trained on held-out rows that neither side used."""
-        if ctx.heldout is None or ctx.models is None:
-            raise ValueError("model inversion needs the runner's held-out data and model service for its evaluator")
-        epochs = ctx.settings.get("evaluator_epochs")
-        return ctx.models.classifier("evaluator", ctx.heldout.images, ctx.heldout.labels,
-                                     epochs=int(epochs) if epochs else None)
+    def evaluator(ctx: AttackContext) -> tuple[torch.nn.Module, dict[str, float]]:
+        """The separate evaluation classifier: an architecture other than the target's, trained on
+        part of the partition's heldout pool (rows no other model sees) and tested on the rest."""
+        s = ctx.settings
+        if ctx.heldout is None or ctx.models is None or len(ctx.heldout) < 2:
+            raise ValueError("model inversion needs the partition's heldout pool and the runner's model service")
+        arch = next(a for a in s.evaluator_archs if a != ctx.target_arch)
+        n = len(ctx.heldout)
+        n_test = min(n - 1, max(1, round(n * s.evaluator_test_share)))
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(ctx.seed))
+        fit, held = order[n_test:], order[:n_test]
+        model = ctx.models.classifier("evaluator", ctx.heldout.images[fit], ctx.heldout.labels[fit],
+                                      epochs=s.evaluator_epochs, arch=arch)
+        acc = accuracy(model, ctx.heldout.images[held].to(ctx.device), ctx.heldout.labels[held])
+        info = {"evaluator_arch": arch, "evaluator_train_size": len(fit), "evaluator_test_size": len(held),
+                "evaluator_accuracy": acc}
+        (ctx.out_dir / "evaluator.json").write_text(json.dumps(info, indent=2))
+        return model, {"evaluator_accuracy": acc, "evaluator_train_size": float(len(fit)),
+                       "evaluator_test_size": float(len(held))}
 
     @staticmethod
-    def miface(ctx: AttackContext, target: torch.nn.Module) -> Inversion:
+    def miface(ctx: AttackContext, target: torch.nn.Module) -> tuple[Inversion, torch.Tensor]:
         """MIFace with the run's settings; the attacker holds no data, only the input's shape."""
         s = ctx.settings.miface
         shape = tuple(ctx.evaluation.members.images.shape[1:])  # only the shape, which the weights imply
-        return miface(target, shape, ctx.num_classes, int(s.steps), float(s.lr), int(s.window),
-                      float(s.threshold), str(s.loss), ctx.progress("MIFace (W,N)", int(s.steps)))
+        starts, classes = miface_starts(ctx.num_classes, ctx.settings.per_class, shape, ctx.seed)
+        inversion = miface(target, starts, classes, s.steps, s.lr, s.window, s.threshold, s.loss,
+                           ctx.progress("MIFace (W,N)", s.steps))
+        return inversion, classes
 
     @staticmethod
-    def gmi(ctx: AttackContext, target: torch.nn.Module) -> Inversion:
+    def gmi(ctx: AttackContext, target: torch.nn.Module) -> tuple[Inversion, torch.Tensor]:
         """GMI with the run's settings, on the (cached) GAN prior learnt from the shadow images."""
         s = ctx.settings.gmi
         gan = ModelInversion.train_or_load_gan(ctx)
-        return gmi(gan.to(ctx.device), target, ctx.num_classes, int(s.steps), float(s.lr), float(s.momentum),
-                   int(s.restarts), float(s.weight), ctx.seed, ctx.progress("GMI latent search (W,S)", int(s.steps)))
+        classes = torch.arange(ctx.num_classes).repeat_interleave(ctx.settings.per_class)
+        inversion = gmi(gan.to(ctx.device), target, classes, s.steps, s.lr, s.momentum, s.restarts, s.weight,
+                        ctx.seed, ctx.progress("GMI latent search (W,S)", s.steps))
+        return inversion, classes
 
     @staticmethod
     def train_or_load_gan(ctx: AttackContext) -> DCGAN:
@@ -206,7 +315,7 @@ class ModelInversion(Attack):
         data = ctx.knowledge.data
         if data is None:
             raise ValueError("GMI needs the attacker's shadow images")
-        recipe = GanRecipe(**ctx.settings.gan)
+        recipe = ctx.settings.gan
         channels, size = int(data.images.shape[1]), int(data.images.shape[-1])
         payload = {"recipe": vars(recipe), "channels": channels, "size": size, "seed": ctx.seed,
                    "images": len(data), "threat_model": ctx.threat_model.name}

@@ -17,6 +17,8 @@ of the embedding units, and the attacker's few thousand examples cannot fit thou
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +32,7 @@ from mldoctor_bench.knowledge import Labeled, balanced
 from mldoctor_bench.metrics import membership_metrics
 from mldoctor_bench.data.base import normalise
 from mldoctor_bench.models import Classifier
+from mldoctor_bench.settings import setting
 from mldoctor_bench.threat_models import BlackBoxAccess, WhiteBoxAccess
 
 TOP_UNITS = 16  # largest gradient magnitudes kept per class row
@@ -98,12 +101,22 @@ class GradientBranch(nn.Module):
         return self.net(flat.view(-1, *self.shape))
 
 
+@dataclass(frozen=True, kw_only=True)
+class AttackModelSettings:
+    """The learned attack model's recipe (Adam): chosen on attacker data by scripts/tune_attacks.py."""
+
+    epochs: int = setting(min=1, example=60)
+    lr: float = setting(min=0, min_exclusive=True, example=1e-3)
+    batch_size: int = setting(64, min=1)
+
+
 @ATTACKS.register("membership")
 class MembershipInference(Attack):
     """MemInf (B,S), (B,P), (W,S), (W,P): an attack model on posterior (and gradient) features."""
 
     name = "membership"
     threat_models = ("blackbox_shadow", "blackbox_partial", "whitebox_shadow", "whitebox_partial")
+    Settings = AttackModelSettings
 
     def features(self, access: BlackBoxAccess, data: Labeled, ctx: AttackContext) -> list[torch.Tensor]:
         if ctx.threat_model.access == "whitebox":
@@ -124,7 +137,7 @@ class MembershipInference(Attack):
             model = ctx.target.model
             custom = {3: lambda: GradientBranch(model.num_classes, min(TOP_UNITS, model.embedding_dim))}
         fitted = fit_attack_model(
-            train_groups, train_labels, int(s.epochs), float(s.lr), int(s.batch_size), ctx.seed, custom
+            train_groups, train_labels, s.epochs, s.lr, s.batch_size, ctx.seed, custom
         )
         e_in, e_out = balanced(ctx.evaluation.members, ctx.evaluation.nonmembers)
         m = len(e_in)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, VariantM
 from mldoctor_bench.attacks.scoring import best_threshold, save_scores
 from mldoctor_bench.knowledge import Labeled, balanced
 from mldoctor_bench.metrics import membership_metrics
+from mldoctor_bench.settings import setting
 from mldoctor_bench.threat_models import LabelOnlyAccess
 
 VARIANTS = ("augmentation", "boundary")
@@ -165,39 +166,50 @@ def boundary_distances(
     return distances, queries
 
 
+@dataclass(frozen=True, kw_only=True)
+class LabelOnlySettings:
+    """Variants and their query budgets (see the module docstring)."""
+
+    variants: list[str] = setting(list(VARIANTS), choices=VARIANTS, example="[augmentation]")
+    shift: int = setting(1, min=0)
+    flip: bool = setting(False)
+    queries_per_example: int = setting(50, min=1)
+    directions: int = setting(8, min=1)
+    levels: int = setting(3, min=1)
+    max_rms: float = setting(1.0, min=0, min_exclusive=True)
+    rel_tolerance: float = setting(0.01, min=0, min_exclusive=True, max=1)
+    boundary_examples: Optional[int] = setting(None, min=1, example=150)
+
+
 @ATTACKS.register("membership_label_only")
 class LabelOnlyMembershipInference(Attack):
     """Choquette-Choo et al.'s augmentation and boundary-distance attacks from predicted labels alone."""
 
     name = "membership_label_only"
     threat_models = ("blackbox_label_only",)
+    Settings = LabelOnlySettings
 
-    def check_settings(self, s) -> None:
-        unknown = sorted({str(v) for v in s.variants} - set(VARIANTS))
-        if unknown:
-            raise ValueError(f"unknown membership_label_only variants {unknown}; choose from {list(VARIANTS)}")
-        if "boundary" in [str(v) for v in s.variants]:
+    def check_settings(self, s: LabelOnlySettings) -> None:
+        if "boundary" in s.variants:
             self.search(s)
 
     @staticmethod
-    def search(s) -> BoundarySearch:
-        return BoundarySearch(int(s.queries_per_example), int(s.directions), int(s.levels),
-                              float(s.max_rms), float(s.rel_tolerance))
+    def search(s: LabelOnlySettings) -> BoundarySearch:
+        return BoundarySearch(s.queries_per_example, s.directions, s.levels, s.max_rms, s.rel_tolerance)
 
     def run(self, ctx: AttackContext) -> VariantMetrics:
         s = ctx.settings
-        self.check_settings(s)
-        variants = [str(v) for v in s.variants]
+        variants = list(s.variants)
         k = ctx.knowledge
         # The attacker's own shadow model, queried as the target is: for labels only.
         shadow = LabelOnlyAccess(k.reference.model, ctx.device)
         results, saved = {}, {}
         if "augmentation" in variants:
-            augs = augmentation_set(int(s.shift), bool(s.flip))
+            augs = augmentation_set(s.shift, s.flip)
             results["augmentation"], saved["augmentation"] = self.augmentation(ctx, shadow, augs)
         if "boundary" in variants:
             search = self.search(s)
-            cap = int(s.boundary_examples) if s.boundary_examples else None
+            cap = s.boundary_examples
             results["boundary"], saved["boundary"] = self.boundary(ctx, shadow, search, cap)
         save_scores(ctx.out_dir / "scores.parquet", saved)
         return results

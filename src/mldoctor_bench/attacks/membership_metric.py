@@ -25,6 +25,7 @@ thresholds to ``thresholds.json``.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ from mldoctor_bench.attacks.scoring import best_threshold, classwise_thresholds,
 from mldoctor_bench.attacks.signals import LOG_FLOOR, entropy, loss_and_confidence, modified_entropy
 from mldoctor_bench.knowledge import Labeled, balanced
 from mldoctor_bench.metrics import membership_metrics
+from mldoctor_bench.settings import setting
 from mldoctor_bench.threat_models import BlackBoxAccess
 
 VARIANTS = ("correctness", "confidence", "entropy", "modified_entropy")
@@ -83,26 +85,29 @@ def margins(signal: np.ndarray, classes: np.ndarray, thresholds: np.ndarray | No
     return signal if thresholds is None else signal - thresholds[classes]
 
 
+@dataclass(frozen=True, kw_only=True)
+class MetricSettings:
+    """Which of the four metric attacks to run, and class-wise (Song & Mittal) or global thresholds."""
+
+    variants: list[str] = setting(list(VARIANTS), choices=VARIANTS, example="[entropy]")
+    classwise: bool = setting(True)
+
+
 @ATTACKS.register("membership_metric")
 class MetricMembershipInference(Attack):
     """Song & Mittal's correctness, confidence, entropy and modified-entropy attacks, (B,S) and (B,P)."""
 
     name = "membership_metric"
     threat_models = ("blackbox_shadow", "blackbox_partial")
-
-    def check_settings(self, settings) -> None:
-        unknown = sorted({str(v) for v in settings.variants} - set(VARIANTS))
-        if unknown:
-            raise ValueError(f"unknown membership_metric variants {unknown}; choose from {list(VARIANTS)}")
+    Settings = MetricSettings
 
     def run(self, ctx: AttackContext) -> VariantMetrics:
-        self.check_settings(ctx.settings)
-        variants = [str(v) for v in ctx.settings.variants]
+        variants = list(ctx.settings.variants)
         a_in, a_out = balanced(ctx.knowledge.members, ctx.knowledge.nonmembers)
         n = len(a_in)
         att_in, att_out = signals_of(ctx.reference, a_in), signals_of(ctx.reference, a_out)
         thresholds = fit_thresholds(att_in, a_in.labels.numpy(), att_out, a_out.labels.numpy(),
-                                    variants, ctx.num_classes, bool(ctx.settings.classwise))
+                                    variants, ctx.num_classes, ctx.settings.classwise)
 
         e_in, e_out = balanced(ctx.evaluation.members, ctx.evaluation.nonmembers)
         m = len(e_in)

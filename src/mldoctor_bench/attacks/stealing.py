@@ -9,6 +9,9 @@ scored on target-test by its accuracy and its agreement with the target.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -17,6 +20,7 @@ from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, VariantM
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.metrics import agreement
 from mldoctor_bench.threat_models import BlackBoxAccess, LabelOnlyAccess
+from mldoctor_bench.settings import setting
 from mldoctor_bench.training import predict_logits
 
 
@@ -37,21 +41,30 @@ def score_surrogate(surrogate: nn.Module, access: LabelOnlyAccess, test: Labeled
     }
 
 
+@dataclass(frozen=True, kw_only=True)
+class StealingSettings:
+    """Surrogate epochs (the target's recipe otherwise) and the query budget (null: all queries)."""
+
+    epochs: int = setting(min=1, example=50)
+    budget: Optional[int] = setting(None, min=1, example=500)
+
+
 @ATTACKS.register("stealing")
 class ModelStealing(Attack):
     """ModSteal (B,S), (B,P) and label-only: a surrogate trained on the target's answers."""
 
     name = "stealing"
     threat_models = ("blackbox_shadow", "blackbox_partial", "blackbox_label_only")
+    Settings = StealingSettings
 
     def run(self, ctx: AttackContext) -> VariantMetrics:
         s = ctx.settings
         images = training_data(ctx).images
         if s.budget is not None:
-            images = images[: int(s.budget)]
+            images = images[: s.budget]
         variant, answers = query_answers(ctx.target, images)
         surrogate = ctx.models.classifier(
-            f"surrogate-{variant}-{ctx.threat_model.name}", images, answers, epochs=int(s.epochs)
+            f"surrogate-{variant}-{ctx.threat_model.name}", images, answers, epochs=s.epochs
         )
         metrics = score_surrogate(surrogate, ctx.target, ctx.evaluation.target_test)
         metrics["queries"] = float(len(images))

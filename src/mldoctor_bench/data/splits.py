@@ -1,14 +1,27 @@
-"""The four equal, disjoint quarters every assessment is built on (spec section 2).
+"""One partition per cell: the four equal, disjoint quarters every assessment is built on (spec
+section 2), and every other pool of rows a cell uses, each named.
 
-Indices come from a dedicated generator seeded by the run's seed, so the split depends on the seed
-alone (not on how much randomness anything else consumed), and they are saved beside the results:
-membership ground truth is *derived from the saved indices*, never recomputed.
+The rules live here and nowhere else:
+
+- pools are pairwise disjoint;
+- ``target_train``, ``target_test``, ``shadow_train``, ``shadow_test`` have one size each, set by
+  ``data.quarter_size`` or, when that is null, by setting aside a share ``data.reserve`` of the data
+  first and quartering the rest;
+- ``transfer`` (a distillation student's data, only when the defense asks for it) has
+  ``defense.transfer_size`` rows, by default as many as ``target_train``;
+- ``heldout`` (what evaluators train and are tested on, rows no other model sees) is every row
+  left, capped by ``data.heldout_size``, and holds at least ``min_heldout`` rows when an attack
+  needs it.
+
+Indices come from a dedicated generator seeded by the run's seed, so the partition depends on the
+seed alone, and all pools are saved by name beside the results: membership ground truth is derived
+from the saved indices, never recomputed.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -16,35 +29,60 @@ import torch
 from safetensors.torch import load_file, save_file
 
 QUARTERS = ("target_train", "target_test", "shadow_train", "shadow_test")
+POOLS = ("transfer", "heldout")  # besides the quarters, in the order they are cut
+DEFAULT_RESERVE = 1 / 3  # with quarter_size null: 4 quarters, transfer and heldout of n/6 each
+
+
+class PartitionError(ValueError):
+    """A partition that cannot meet its minimums; the message names the sizes and the fix."""
 
 
 @dataclass(frozen=True)
 class Splits:
-    """Index tensors (``int64``) of the four quarters into the dataset."""
+    """Index tensors (``int64``) into the dataset: the four quarters and the named extra pools
+    (``transfer``, ``heldout``; empty when the cell does not use them)."""
 
     target_train: torch.Tensor
     target_test: torch.Tensor
     shadow_train: torch.Tensor
     shadow_test: torch.Tensor
+    pools: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def pool(self, name: str) -> torch.Tensor:
+        """Indices of a quarter or an extra pool (empty if the cell has none of it)."""
+        if name in QUARTERS:
+            return getattr(self, name)
+        if name not in POOLS:
+            raise KeyError(f"unknown pool {name!r}; pools: {', '.join(QUARTERS + POOLS)}")
+        return self.pools.get(name, torch.empty(0, dtype=torch.long))
 
     def as_dict(self) -> dict[str, torch.Tensor]:
+        """The four quarters by name."""
         return {q: getattr(self, q) for q in QUARTERS}
 
+    def all_pools(self) -> dict[str, torch.Tensor]:
+        """Every pool by name, the quarters first."""
+        return {name: self.pool(name) for name in QUARTERS + POOLS}
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(idx) for name, idx in self.all_pools().items()}
+
     def digest(self, quarter: Optional[str] = None) -> str:
-        """Hash of one quarter's indices (or of all four): the split's part of cache keys."""
+        """Hash of one pool's indices (or of the four quarters): the split's part of cache keys."""
         h = hashlib.sha256()
         for q in [quarter] if quarter else QUARTERS:
             h.update(q.encode())
-            h.update(getattr(self, q).numpy().tobytes())
+            h.update(self.pool(q).numpy().tobytes())
         return h.hexdigest()[:16]
 
     def save(self, path: Path) -> None:
-        """Write the indices as safetensors (no pickle)."""
-        save_file({q: t.contiguous() for q, t in self.as_dict().items()}, str(path))
+        """Write every pool's indices as safetensors (no pickle)."""
+        save_file({q: t.contiguous() for q, t in self.all_pools().items()}, str(path))
 
     @classmethod
     def load(cls, path: Path) -> "Splits":
-        return cls(**load_file(str(path)))
+        tensors = load_file(str(path))
+        return cls(*(tensors[q] for q in QUARTERS), {p: tensors[p] for p in POOLS if p in tensors})
 
 
 def four_quarters(n: int, seed: int, quarter_size: Optional[int] = None) -> Splits:
@@ -52,13 +90,56 @@ def four_quarters(n: int, seed: int, quarter_size: Optional[int] = None) -> Spli
 
     ``quarter_size`` caps each quarter (``None``: ``n // 4``); the rest of the data is unused.
     """
-    size = n // 4 if quarter_size is None else int(quarter_size)
+    return partition(n, seed, quarter_size, reserve=0.0)
+
+
+def quarter_size_for(n: int, quarter_size: Optional[int], reserve: float) -> int:
+    """The quarters' size: ``quarter_size``, or a quarter of what the reserve leaves."""
+    if quarter_size is not None:
+        return int(quarter_size)
+    return int(n * (1.0 - reserve)) // 4
+
+
+def partition(n: int, seed: int, quarter_size: Optional[int] = None, *, reserve: float = DEFAULT_RESERVE,
+              transfer_size: Optional[int] = 0, heldout_size: Optional[int] = None, min_heldout: int = 0,
+              dataset: str = "the dataset") -> Splits:
+    """The cell's partition of ``range(n)``.
+
+    ``transfer_size``: rows for the ``transfer`` pool (0: none; ``None``: as many as a quarter).
+    ``heldout_size``: cap on the ``heldout`` pool (``None``: every row left). ``min_heldout``: the
+    fewest heldout rows the cell's attacks can work with. Raises :class:`PartitionError` naming the
+    sizes and the override that fixes it when the data cannot hold them.
+    """
+    size = quarter_size_for(n, quarter_size, reserve)
     if size < 1 or 4 * size > n:
-        raise ValueError(f"cannot cut 4 quarters of {size} from {n} examples")
+        fix = ("data.quarter_size=null (sized from the data)" if quarter_size is not None
+               else "a larger dataset or a smaller data.reserve")
+        raise PartitionError(f"{dataset} has {n} examples: cannot cut 4 quarters of {size}; use {fix}"
+                             + (f" or data.quarter_size={max(1, n // 4)}" if quarter_size is not None and n >= 4 else ""))
+    transfer = size if transfer_size is None else int(transfer_size)
+    left = n - 4 * size
+    if transfer > left:
+        raise PartitionError(
+            f"{dataset} has {n} examples: 4 quarters of {size} leave {left} rows, fewer than the {transfer} the "
+            f"defense's transfer pool needs; set defense.transfer_size={left} or a smaller data.quarter_size"
+            + (f" or a larger data.reserve (now {reserve:.3g})" if quarter_size is None else ""))
+    heldout = left - transfer if heldout_size is None else min(int(heldout_size), left - transfer)
+    if heldout < min_heldout:
+        raise PartitionError(
+            f"{dataset} has {n} examples: after 4 quarters of {size} and a transfer pool of {transfer}, "
+            f"{left - transfer} rows are left for the heldout pool, fewer than the {min_heldout} the evaluator "
+            f"needs; use a smaller data.quarter_size"
+            + (" or a larger data.heldout_size" if heldout_size is not None else ""))
     generator = torch.Generator().manual_seed(int(seed))
     perm = torch.randperm(n, generator=generator)
-    # Each quarter keeps the permutation's random order (not sorted): the (.,P) threat models cut
+    # Each pool keeps the permutation's random order (not sorted): the (.,P) threat models cut
     # quarters into head and tail halves, which on a class-ordered file (the embedded MNIST is sorted
     # by digit) would otherwise give the attacker and the evaluation different classes.
-    parts = [perm[i * size : (i + 1) * size] for i in range(4)]
-    return Splits(*parts)
+    quarters = [perm[i * size : (i + 1) * size] for i in range(4)]
+    rest = perm[4 * size :]
+    pools = {}
+    if transfer:
+        pools["transfer"] = rest[:transfer]
+    if heldout:
+        pools["heldout"] = rest[transfer : transfer + heldout]
+    return Splits(*quarters, pools)

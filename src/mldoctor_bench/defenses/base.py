@@ -18,6 +18,7 @@ from torch import nn
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.provenance import source_hash
 from mldoctor_bench.registry import Registry
+from mldoctor_bench.settings import NoSettings, as_dict, parse
 from mldoctor_bench.threat_models import OutputTransform
 from mldoctor_bench.training import ProgressHook, Recipe, train_classifier
 
@@ -44,17 +45,22 @@ class Defense:
     name: ClassVar[str]
     kind: ClassVar[str] = NONE
     uses_transfer_data: ClassVar[bool] = False
+    Settings: ClassVar[type] = NoSettings
 
     def __init__(self, settings: Any = None) -> None:
-        plain = OmegaConf.to_container(settings, resolve=True) if OmegaConf.is_config(settings) else settings
-        self.settings: dict = dict(plain or {})
+        self.settings = settings if isinstance(settings, self.Settings) else parse(self.Settings, settings, "defense")
 
     def cache_payload(self) -> dict:
         """What enters the stored model's key: the settings of a training-time defense, else nothing
         (an output-time defense releases the same model as ``none``)."""
         if self.kind != TRAINING:
             return {}
-        return {"defense": self.name, "settings": self.settings, "code": source_hash(("defenses",))}
+        return {"defense": self.name, "settings": as_dict(self.settings), "code": source_hash(("defenses",))}
+
+    def transfer_size(self) -> Optional[int]:
+        """Rows the partition's ``transfer`` pool must hold when :attr:`uses_transfer_data` (``None``:
+        as many as a quarter)."""
+        return None
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         """The module to train (a defense may need to change the architecture); same by default."""
@@ -75,7 +81,8 @@ DEFENSES.register("none")(type("NoDefense", (Defense,), {"name": "none", "__doc_
 
 
 def build_defense(cfg: Any) -> Defense:
-    """The defense named by ``cfg.name``, with the rest of ``cfg`` as its settings."""
+    """The defense named by ``cfg.name``, with the rest of ``cfg`` as its typed settings (a bad value
+    raises :class:`~mldoctor_bench.settings.SettingsError`)."""
     settings = dict(OmegaConf.to_container(cfg, resolve=True)) if OmegaConf.is_config(cfg) else dict(cfg)
     name = settings.pop("name")
     return DEFENSES.get(name)(settings)

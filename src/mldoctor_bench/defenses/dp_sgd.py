@@ -10,6 +10,7 @@ backward hooks. The privacy spent is reported as ``epsilon`` at ``delta``.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mldoctor_bench.data.base import normalise
 from mldoctor_bench.defenses.base import DEFENSES, TRAINING, Defense, TrainingSet
+from mldoctor_bench.settings import setting
 from mldoctor_bench.training import ProgressHook, Recipe, sgd_with_schedule
 
 
@@ -97,11 +99,22 @@ def _train_dp(model, images, labels, recipe, seed, max_grad_norm, delta, noise_m
     return {"epsilon": float(epsilon), "delta": float(delta), "noise_multiplier": float(dp_optimiser.noise_multiplier)}
 
 
+@dataclass(frozen=True, kw_only=True)
+class DPSettings:
+    """Either a noise multiplier, or a target epsilon over the recipe's epochs (then it wins)."""
+
+    noise_multiplier: float = setting(1.3, min=0, min_exclusive=True)
+    target_epsilon: Optional[float] = setting(None, min=0, min_exclusive=True, example=8.0)
+    delta: float = setting(1e-5, min=0, max=1, min_exclusive=True)
+    max_grad_norm: float = setting(1.5, min=0, min_exclusive=True)
+
+
 @DEFENSES.register("dp_sgd")
 class DPSGD(Defense):
     """DP-SGD: ``defense.noise_multiplier`` (or ``defense.target_epsilon``), ``delta``, ``max_grad_norm``."""
 
     name, kind = "dp_sgd", TRAINING
+    Settings = DPSettings
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         model, self.architecture_changed = dp_compatible(model)
@@ -109,12 +122,9 @@ class DPSGD(Defense):
 
     def fit(self, model: nn.Module, data: TrainingSet) -> dict:
         s = self.settings
-        target_epsilon = s.get("target_epsilon")
         metrics = train_classifier_dp(
-            model, data.images, data.labels, data.recipe, data.seed,
-            max_grad_norm=float(s.get("max_grad_norm", 1.5)), delta=float(s.get("delta", 1e-5)),
-            noise_multiplier=float(s.get("noise_multiplier", 1.3)),
-            target_epsilon=None if target_epsilon is None else float(target_epsilon),
+            model, data.images, data.labels, data.recipe, data.seed, max_grad_norm=s.max_grad_norm,
+            delta=s.delta, noise_multiplier=s.noise_multiplier, target_epsilon=s.target_epsilon,
             on_epoch=data.on_epoch,
         )
         return {**metrics, "architecture_changed": float(getattr(self, "architecture_changed", False))}

@@ -6,9 +6,12 @@ Each keeps the model as it is and transforms the released probability rows into 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from mldoctor_bench.defenses.base import DEFENSES, OUTPUT, Defense
+from mldoctor_bench.settings import setting
 
 
 def top_k(probs: torch.Tensor, k: int) -> torch.Tensor:
@@ -31,14 +34,25 @@ def one_hot_argmax(probs: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(probs).scatter(1, probs.argmax(1, keepdim=True), 1.0)
 
 
+@dataclass(frozen=True, kw_only=True)
+class TopKSettings:
+    k: int = setting(3, min=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundingSettings:
+    decimals: int = setting(2, min=0)
+
+
 @DEFENSES.register("output_topk")
 class OutputTopK(Defense):
     """Release only the top-k probabilities (``defense.k``), renormalised."""
 
     name, kind = "output_topk", OUTPUT
+    Settings = TopKSettings
 
     def output_transform(self):
-        k = int(self.settings.get("k", 3))
+        k = self.settings.k
         return lambda probs: top_k(probs, k)
 
 
@@ -47,9 +61,10 @@ class OutputRounding(Defense):
     """Release probabilities rounded to ``defense.decimals`` decimals."""
 
     name, kind = "output_rounding", OUTPUT
+    Settings = RoundingSettings
 
     def output_transform(self):
-        decimals = int(self.settings.get("decimals", 2))
+        decimals = self.settings.decimals
         return lambda probs: rounded(probs, decimals)
 
 

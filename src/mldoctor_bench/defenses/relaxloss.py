@@ -10,11 +10,14 @@ utility) and ``defense.upper`` (the clamp on the kept probability, 1 in the pape
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mldoctor_bench.defenses.base import DEFENSES, TRAINING, Defense, TrainingSet
+from mldoctor_bench.settings import setting
 from mldoctor_bench.training import predict_logits, train_classifier
 
 
@@ -42,14 +45,21 @@ def relaxloss(alpha: float, upper: float = 1.0):
     return loss
 
 
+@dataclass(frozen=True, kw_only=True)
+class RelaxLossSettings:
+    alpha: float = setting(0.5, min=0, min_exclusive=True)
+    upper: float = setting(1.0, min=0, max=1)
+
+
 @DEFENSES.register("relaxloss")
 class RelaxLoss(Defense):
     """Train with RelaxLoss at target loss ``defense.alpha``."""
 
     name, kind = "relaxloss", TRAINING
+    Settings = RelaxLossSettings
 
     def fit(self, model: nn.Module, data: TrainingSet) -> dict:
-        alpha, upper = float(self.settings.get("alpha", 0.5)), float(self.settings.get("upper", 1.0))
+        alpha, upper = self.settings.alpha, self.settings.upper
         train_classifier(model, data.images, data.labels, data.recipe, data.seed, on_epoch=data.on_epoch,
                          loss_fn=relaxloss(alpha, upper))
         return {"train_loss": float(F.cross_entropy(predict_logits(model, data.images), data.labels))}
