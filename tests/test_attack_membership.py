@@ -67,3 +67,27 @@ def test_whitebox_meminf_saves_scores_and_beats_chance_with_shadow_data(small_ce
     scores = pd.read_parquet(ctx.out_dir / "scores.parquet")
     assert len(scores) == metrics["n_members"] + metrics["n_nonmembers"]
     assert set(scores.label) == {0, 1}
+
+
+def test_whitebox_gradient_is_raw_on_the_target_and_order_free_across_networks():
+    """(W,P) trains and scores on one network, so the gradient keeps its unit order; (W,S) moves
+    from the shadow to the target, so it gets each row's sorted magnitudes."""
+    from mldoctor_bench.attacks.membership import TOP_UNITS, head_gradients, whitebox_features
+    from mldoctor_bench.knowledge import Labeled
+    from mldoctor_bench.models import build_model
+    from mldoctor_bench.threat_models import WhiteBoxAccess
+
+    torch.manual_seed(0)
+    model = build_model("simple_cnn", 1, 10, 28).eval()
+    data = Labeled(torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8), torch.tensor([0, 1, 2, 3, 4]))
+    access = WhiteBoxAccess(model, torch.device("cpu"))
+    grads = head_gradients(model, data.images, data.labels)
+    raw = whitebox_features(access, data, 10, order_free=False)[3]
+    assert torch.equal(raw, grads.flatten(1))  # every unit, in the network's own order
+    free = whitebox_features(access, data, 10, order_free=True)[3].view(5, 10, TOP_UNITS)
+    assert torch.equal(free, grads.abs().sort(dim=2, descending=True).values[:, :, :TOP_UNITS])
+    # permuting the embedding units (an equivalent network) leaves the order-free form unchanged
+    perm = torch.randperm(model.head.weight.shape[1])
+    permuted = grads[:, :, perm]
+    assert torch.equal(permuted.abs().sort(dim=2, descending=True).values[:, :, :TOP_UNITS], free)
+    assert not torch.equal(permuted.flatten(1), raw)

@@ -14,7 +14,6 @@ from mldoctor_bench.data import DataUnavailableError
 from mldoctor_bench.registry import UnknownEntryError
 from mldoctor_bench.runner import ConfigError, run_cell
 from mldoctor_bench.files import atomic_write_text
-from mldoctor_bench.ui import console
 
 
 def run_job(cfg: DictConfig) -> str:
@@ -25,7 +24,8 @@ def run_job(cfg: DictConfig) -> str:
     try:
         outcome = run_cell(cfg)
     except (ConfigError, DataUnavailableError, UnknownEntryError) as exc:
-        console.print(f"[bold red]mldoctor-bench: error:[/] {exc}")
+        # one plain line (no console wrapping), so it reads and pastes whole in logs
+        print(f"mldoctor-bench: error: {exc}", file=sys.stderr)
         sys.exit(2)
     job_dir = HydraConfig.get().runtime.output_dir
     pointer = {"cell_dir": str(outcome.cell_dir), "table": str(outcome.table)}

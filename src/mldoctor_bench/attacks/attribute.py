@@ -3,7 +3,11 @@
 A white-box attacker reads the target's penultimate embedding (``model.embed``, no forward hooks)
 and trains a two-layer MLP to predict the *sensitive attribute* (not the task label, which the
 original re-predicted by mistake) on its own data: the shadow quarters under (W,S), its known part
-of target-train under (W,P). It is scored on target-test against the majority-class baseline.
+of target-train under (W,P). It is scored on target-test against two baselines that need no model:
+``baseline_accuracy``, the majority attribute, and ``label_baseline_accuracy``, the attribute
+predicted from the task label alone (each label's most frequent attribute in the attacker's data).
+Where attribute and task are correlated the second is the honest one: only accuracy above
+``best_baseline_accuracy``, the stronger of the two, is leakage the embedding adds.
 """
 
 from __future__ import annotations
@@ -53,6 +57,18 @@ class AttributeSettings:
     hidden: int = setting(128, min=1)
 
 
+def label_baseline(train_labels: torch.Tensor, train_attribute: torch.Tensor, test_labels: torch.Tensor,
+                   num_classes: int, num_attribute_classes: int) -> torch.Tensor:
+    """Predict each test example's attribute from its task label: the label's most frequent
+    attribute in the training data (the overall most frequent one for a label never seen)."""
+    counts = torch.zeros(num_classes, num_attribute_classes, dtype=torch.long)
+    counts.index_put_((train_labels.long(), train_attribute.long()), torch.ones(len(train_labels), dtype=torch.long),
+                      accumulate=True)
+    overall = counts.sum(0).argmax()
+    by_label = torch.where(counts.sum(1) > 0, counts.argmax(1), overall)
+    return by_label[test_labels.long()]
+
+
 @ATTACKS.register("attribute")
 class AttributeInference(Attack):
     """AttrInf (W,S) and (W,P): an MLP on the target's embeddings predicts the sensitive attribute."""
@@ -73,5 +89,10 @@ class AttributeInference(Attack):
         )
         predicted = fitted.probabilities([embeddings(model, test.images, ctx.device)]).argmax(1)
         metrics = classification_metrics(test.attribute.numpy(), predicted.numpy())
+        from_label = label_baseline(train.labels, train.attribute, test.labels, ctx.num_classes,
+                                    ctx.num_attribute_classes)
+        metrics["label_baseline_accuracy"] = float((from_label == test.attribute).double().mean())
+        metrics["best_baseline_accuracy"] = max(metrics["baseline_accuracy"], metrics["label_baseline_accuracy"])
+        metrics["advantage_over_baseline"] = metrics["accuracy"] - metrics["best_baseline_accuracy"]
         metrics.update(attack_train_loss=fitted.losses[-1], n_train=float(len(train)), n_test=float(len(test)))
         return {"": metrics}

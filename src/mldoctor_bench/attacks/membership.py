@@ -9,10 +9,13 @@ model under S, known parts of the target's data under P) and is scored on held-b
 White-box adds what only weights give: the per-example gradient of the loss with respect to the
 last layer's weights (a real per-sample gradient, computed with ``torch.func.vmap``; the original
 summed gradients across samples), its norm, and the one-hot label. The gradient branch is a small
-conv net over the (classes x embedding) gradient matrix with each row's magnitudes sorted and the
-largest ``TOP_UNITS`` kept: hidden units of two independently trained networks are unordered, so a
-shadow model's gradients only transfer to the target in a form that does not depend on the order
-of the embedding units, and the attacker's few thousand examples cannot fit thousands of inputs.
+conv net over the (classes x embedding) gradient matrix. Its form depends on the threat model:
+
+- (W,S): each row's magnitudes sorted and the largest ``TOP_UNITS`` kept. Hidden units of two
+  independently trained networks are unordered, so a shadow model's gradients only transfer to the
+  target in a form that does not depend on the order of the embedding units.
+- (W,P): the raw gradient matrix. The attack trains and scores on the target itself, where unit
+  order is meaningful, and sorting would throw away what white-box access adds.
 """
 
 from __future__ import annotations
@@ -74,14 +77,22 @@ def head_gradients(model: Classifier, images: torch.Tensor, labels: torch.Tensor
     return torch.cat(out)
 
 
-def whitebox_features(access: WhiteBoxAccess, data: Labeled, num_classes: int) -> list[torch.Tensor]:
-    """Black-box groups, with the gradient norm added to the second, plus one-hot label and gradient."""
+def whitebox_features(access: WhiteBoxAccess, data: Labeled, num_classes: int,
+                      order_free: bool = True) -> list[torch.Tensor]:
+    """Black-box groups, with the gradient norm added to the second, plus one-hot label and gradient
+    (``order_free``: each row's ``TOP_UNITS`` largest magnitudes, sorted; else the raw matrix)."""
     posterior, extra = blackbox_features(access, data)
     grads = head_gradients(access.model, data.images, data.labels)
     norms = grads.flatten(1).norm(dim=1, keepdim=True).log1p()
     onehot = F.one_hot(data.labels, num_classes).float()
-    unit_order_free = grads.abs().sort(dim=2, descending=True).values[:, :, :TOP_UNITS]
-    return [posterior, torch.cat([extra, norms], dim=1), onehot, unit_order_free.flatten(1)]
+    if order_free:
+        grads = grads.abs().sort(dim=2, descending=True).values[:, :, :TOP_UNITS]
+    return [posterior, torch.cat([extra, norms], dim=1), onehot, grads.flatten(1)]
+
+
+def gradient_order_free(ctx: AttackContext) -> bool:
+    """Whether the gradient must be unit-order free: when the attack trains on another network."""
+    return ctx.threat_model.knowledge != "partial"
 
 
 class GradientBranch(nn.Module):
@@ -120,7 +131,7 @@ class MembershipInference(Attack):
 
     def features(self, access: BlackBoxAccess, data: Labeled, ctx: AttackContext) -> list[torch.Tensor]:
         if ctx.threat_model.access == "whitebox":
-            return whitebox_features(access, data, ctx.num_classes)
+            return whitebox_features(access, data, ctx.num_classes, gradient_order_free(ctx))
         return blackbox_features(access, data)
 
     def run(self, ctx: AttackContext) -> VariantMetrics:
@@ -135,7 +146,8 @@ class MembershipInference(Attack):
         custom = None
         if ctx.threat_model.access == "whitebox":
             model = ctx.target.model
-            custom = {3: lambda: GradientBranch(model.num_classes, min(TOP_UNITS, model.embedding_dim))}
+            units = min(TOP_UNITS, model.embedding_dim) if gradient_order_free(ctx) else model.embedding_dim
+            custom = {3: lambda: GradientBranch(model.num_classes, units)}
         fitted = fit_attack_model(
             train_groups, train_labels, s.epochs, s.lr, s.batch_size, ctx.seed, custom
         )
