@@ -20,7 +20,7 @@ SMALL = {
     "miface": {"steps": 150, "lr": 0.1, "window": 100, "threshold": 1e-3, "loss": "nll"},
     "gan": {"epochs": 12, "lr": 2e-4, "batch_size": 64, "latent_dim": 100, "width": 32},
     "gmi": {"steps": 150, "lr": 1e-2, "momentum": 0.9, "restarts": 2, "weight": 100.0},
-    "evaluator_epochs": 3,
+    "evaluator_epochs": 5,
     "per_class": 2,
 }
 
