@@ -18,13 +18,17 @@ validation AUC averaged over the two feature sets and the seeds. Among candidate
 within one standard error of the best score, the cheapest wins (fewest epochs; then the higher
 score). The standard error is the best candidate's: Hanley & McNeil's (1982) for each validation
 AUC, the two feature sets measured on one validation set counted as one measurement, the seeds as
-independent ones; ``--tie`` replaces it by a fixed margin. The table of candidates and the choice are printed,
-and written under ``results_dir/tuning/membership/``: ``candidates.csv`` (one row per seed x
-features x candidate), ``recipe.yaml`` (``recipes: membership: {epochs, lr, batch_size}``) and, per
-seed, the fit/validate indices (``halves_seed<N>.safetensors``, indices into the dataset).
+independent ones; ``--tie`` replaces it by a fixed margin.
+
+The table of candidates and the choice are printed, and written under
+``results_dir/tuning/membership/``: ``candidates.csv`` (one row per seed x features x candidate),
+``recipe.yaml`` (``recipes: membership: {epochs, lr, batch_size}``) and, per seed, the fit and
+validate indices into the dataset (``halves_seed<N>.safetensors``).
 
 Usage (Hydra overrides as for ``mldoctor-bench``; ``seed`` is the first of ``--seeds`` seeds):
-    OMP_NUM_THREADS=1 python scripts/tune_attacks.py profile=quick seed=0 results_dir=/tmp/tune
+    OMP_NUM_THREADS=1 python scripts/tune_attacks.py [--seeds 2] [--lrs 1e-5,1e-4,1e-3,1e-2]
+        [--epochs 20,60,150] [--tie MARGIN] profile=quick seed=0 results_dir=/tmp/tune
+The quick profile's default grid takes about one CPU-minute per seed, plus the shadow's training.
 """
 
 from __future__ import annotations
