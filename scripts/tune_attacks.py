@@ -51,10 +51,10 @@ from sklearn.metrics import roc_auc_score
 from mldoctor_bench import ui
 from mldoctor_bench.attacks.attack_model import fit_attack_model
 from mldoctor_bench.attacks.membership import TOP_UNITS, GradientBranch, blackbox_features, whitebox_features
-from mldoctor_bench.data import ImageData, four_quarters, load_dataset
+from mldoctor_bench.data import ImageData, load_dataset
 from mldoctor_bench.files import atomic_write_text
 from mldoctor_bench.knowledge import Labeled, balanced
-from mldoctor_bench.runner import Assessment, derive_seed, plan
+from mldoctor_bench.runner import Assessment, cell_partition, derive_seed, plan
 from mldoctor_bench.threat_models import WhiteBoxAccess
 
 LRS = (1e-5, 1e-4, 1e-3, 1e-2)
@@ -178,8 +178,8 @@ def shadow_side(cfg: DictConfig, bars: ui.Bars) -> ShadowSide:
     run of ``cfg`` would. Only the shadow quarters and the shadow model leave this function."""
     p = plan(cfg)
     data = load_dataset(cfg.dataset.name, cfg.data)
-    splits = four_quarters(len(data), int(cfg.seed), cfg.data.get("quarter_size"))
-    cell = Assessment(p, data, bars)
+    splits = cell_partition(p, len(data), data.num_classes)  # the run's own partition
+    cell = Assessment(p, data, splits, bars)
     shadow = cell.train("shadow", data, splits, "shadow_train", defended=cell.knows_defense).model
     transform = cell.defense.output_transform() if cell.knows_defense else None
     return ShadowSide(data, splits.shadow_train, splits.shadow_test,
