@@ -17,7 +17,7 @@ from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, VariantM
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.metrics import agreement
 from mldoctor_bench.threat_models import BlackBoxAccess, LabelOnlyAccess
-from mldoctor_bench.training import predict_logits
+from mldoctor_bench.inference import predict_logits
 
 
 def query_answers(access: LabelOnlyAccess, images: torch.Tensor) -> tuple[str, torch.Tensor]:

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mldoctor_bench.defenses.base import DEFENSES, TRAINING, Defense, TrainingSet
-from mldoctor_bench.training import predict_logits, train_classifier
+from mldoctor_bench.inference import predict_logits
+from mldoctor_bench.training import train_classifier
 
 
 def distillation_loss(temperature: float, alpha: float):
