@@ -44,7 +44,6 @@ def embeddings(model: Classifier, images: torch.Tensor, device: torch.device, ba
 class AttributeInference(Attack):
     """AttrInf (W,S) and (W,P): an MLP on the target's embeddings predicts the sensitive attribute."""
 
-    name = "attribute"
     threat_models = ("whitebox_shadow", "whitebox_partial")
 
     def run(self, ctx: AttackContext) -> VariantMetrics:

@@ -72,7 +72,7 @@ class AttackContext:
 
 
 class Attack:
-    """Base class: subclasses set ``name`` and ``threat_models`` and implement :meth:`run`."""
+    """Base class: subclasses set ``threat_models`` and implement :meth:`run`; registering sets ``name``."""
 
     name: ClassVar[str]
     threat_models: ClassVar[tuple[str, ...]]

@@ -154,7 +154,6 @@ def save_grid(rows: list[torch.Tensor], path: Path) -> None:
 class ModelInversion(Attack):
     """MIFace under (W,N) and GMI under (W,S); variants ``miface`` and ``gmi``."""
 
-    name = "inversion"
     threat_models = ("whitebox_none", "whitebox_shadow")
 
     def run(self, ctx: AttackContext) -> VariantMetrics:

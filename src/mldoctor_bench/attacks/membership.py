@@ -102,7 +102,6 @@ class GradientBranch(nn.Module):
 class MembershipInference(Attack):
     """MemInf (B,S), (B,P), (W,S), (W,P): an attack model on posterior (and gradient) features."""
 
-    name = "membership"
     threat_models = ("blackbox_shadow", "blackbox_partial", "whitebox_shadow", "whitebox_partial")
 
     def features(self, access: BlackBoxAccess, data: Labeled, ctx: AttackContext) -> list[torch.Tensor]:

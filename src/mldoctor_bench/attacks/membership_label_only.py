@@ -169,7 +169,6 @@ def boundary_distances(
 class LabelOnlyMembershipInference(Attack):
     """Choquette-Choo et al.'s augmentation and boundary-distance attacks from predicted labels alone."""
 
-    name = "membership_label_only"
     threat_models = ("blackbox_label_only",)
 
     def check_settings(self, s) -> None:

@@ -87,7 +87,6 @@ def margins(signal: np.ndarray, classes: np.ndarray, thresholds: np.ndarray | No
 class MetricMembershipInference(Attack):
     """Song & Mittal's correctness, confidence, entropy and modified-entropy attacks, (B,S) and (B,P)."""
 
-    name = "membership_metric"
     threat_models = ("blackbox_shadow", "blackbox_partial")
 
     def check_settings(self, settings) -> None:

@@ -41,7 +41,6 @@ def score_surrogate(surrogate: nn.Module, access: LabelOnlyAccess, test: Labeled
 class ModelStealing(Attack):
     """ModSteal (B,S), (B,P) and label-only: a surrogate trained on the target's answers."""
 
-    name = "stealing"
     threat_models = ("blackbox_shadow", "blackbox_partial", "blackbox_label_only")
 
     def run(self, ctx: AttackContext) -> VariantMetrics:

@@ -36,7 +36,7 @@ def distillation_loss(temperature: float, alpha: float):
 class Distillation(Defense):
     """Release a student distilled from a teacher: ``defense.temperature``, ``defense.alpha``."""
 
-    name, kind = "distillation", TRAINING
+    kind = TRAINING
     uses_transfer_data = True
 
     def fit(self, model: nn.Module, data: TrainingSet) -> dict:

@@ -101,7 +101,7 @@ def _train_dp(model, images, labels, recipe, seed, max_grad_norm, delta, noise_m
 class DPSGD(Defense):
     """DP-SGD: ``defense.noise_multiplier`` (or ``defense.target_epsilon``), ``delta``, ``max_grad_norm``."""
 
-    name, kind = "dp_sgd", TRAINING
+    kind = TRAINING
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         model, self.architecture_changed = dp_compatible(model)

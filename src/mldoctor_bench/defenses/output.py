@@ -35,7 +35,7 @@ def one_hot_argmax(probs: torch.Tensor) -> torch.Tensor:
 class OutputTopK(Defense):
     """Release only the top-k probabilities (``defense.k``), renormalised."""
 
-    name, kind = "output_topk", OUTPUT
+    kind = OUTPUT
 
     def output_transform(self):
         k = int(self.settings.get("k", 3))
@@ -46,7 +46,7 @@ class OutputTopK(Defense):
 class OutputRounding(Defense):
     """Release probabilities rounded to ``defense.decimals`` decimals."""
 
-    name, kind = "output_rounding", OUTPUT
+    kind = OUTPUT
 
     def output_transform(self):
         decimals = int(self.settings.get("decimals", 2))
@@ -57,7 +57,7 @@ class OutputRounding(Defense):
 class OutputLabelsOnly(Defense):
     """Release the one-hot vector of the predicted label instead of the posteriors."""
 
-    name, kind = "output_labels_only", OUTPUT
+    kind = OUTPUT
 
     def output_transform(self):
         return one_hot_argmax

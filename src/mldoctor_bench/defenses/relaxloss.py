@@ -46,7 +46,7 @@ def relaxloss(alpha: float, upper: float = 1.0):
 class RelaxLoss(Defense):
     """Train with RelaxLoss at target loss ``defense.alpha``."""
 
-    name, kind = "relaxloss", TRAINING
+    kind = TRAINING
 
     def fit(self, model: nn.Module, data: TrainingSet) -> dict:
         alpha, upper = float(self.settings.get("alpha", 0.5)), float(self.settings.get("upper", 1.0))
