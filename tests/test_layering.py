@@ -6,6 +6,7 @@ Each import runs in a fresh interpreter: within one process an earlier import ca
 
 from __future__ import annotations
 
+import json
 import os
 import pkgutil
 import subprocess
@@ -42,6 +43,55 @@ def test_the_walk_finds_the_subpackages():
     for name in ("mldoctor_bench.training", "mldoctor_bench.threat_models", "mldoctor_bench.data.cache",
                  "mldoctor_bench.attacks.membership", "mldoctor_bench.report.build"):
         assert name in modules
+
+
+# Third-party libraries the package uses, loaded once by the fork-based check below.
+PRELOAD = ("numpy", "torch", "torchvision", "pandas", "scipy.stats", "sklearn.metrics", "matplotlib.pyplot",
+           "hydra", "hydra.experimental.callback", "omegaconf", "rich.console", "rich.progress",
+           "safetensors.torch", "filelock", "opacus", "PIL.Image")
+
+# Loads the third-party libraries (not the package), then imports each module in a forked child:
+# every child starts with no module of the package loaded, as a fresh interpreter would, without
+# paying for torch's import once per module.
+FORK_EACH = """
+import importlib, json, os, sys, traceback
+for lib in PRELOAD:
+    try:
+        importlib.import_module(lib)
+    except ImportError:
+        pass
+assert not [m for m in sys.modules if m.split(".")[0] == "mldoctor_bench"]
+failed = {}
+for name in MODULES:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        code = 0
+        try:
+            importlib.import_module(name)
+        except BaseException:
+            os.write(write, traceback.format_exc().strip().splitlines()[-1].encode())
+            code = 1
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        message = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        failed[name] = message or f"exit status {status}"
+print(json.dumps(failed))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_every_module_imports_alone_in_a_forked_clean_process():
+    modules = all_modules()
+    code = f"PRELOAD = {PRELOAD!r}\nMODULES = {modules!r}\n" + FORK_EACH
+    run = fresh_python(code)
+    assert run.returncode == 0, run.stderr[-3000:]
+    failures = json.loads(run.stdout.strip().splitlines()[-1])
+    assert not failures, f"modules that fail to import on their own: {failures}"
 
 
 @pytest.mark.slow
