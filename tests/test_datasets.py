@@ -11,6 +11,7 @@ import torch
 
 import fake_datasets as fake
 from mldoctor_bench.data import DataUnavailableError, images, load_dataset
+from mldoctor_bench.data.base import Feedback
 from mldoctor_bench.data.cache import cache_key, file_stamps
 
 PAPER_DATASETS = ("fmnist", "cifar10", "stl10", "utkface", "celeba")
@@ -34,6 +35,30 @@ def decodes(monkeypatch):
 
         monkeypatch.setattr(images, name, counted)
     return calls
+
+
+class Heard:
+    """A :class:`Feedback` that records what a loader reports: notes, and progress bars with their
+    totals and how far they were advanced."""
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self.bars: dict[str, list[int]] = {}  # label -> [total, done]
+
+    def progress(self, label: str, total: int):
+        self.bars[label] = bar = [total, 0]
+
+        def advance(n: int = 1) -> None:
+            bar[1] += n
+
+        return advance
+
+    @property
+    def feedback(self) -> Feedback:
+        return Feedback(self.progress, self.notes.append)
+
+    def said(self, text: str) -> bool:
+        return any(text in note for note in self.notes)
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -75,18 +100,19 @@ def grey_of_top_right(data):
     return data.images[:, :, 16, 48].int()
 
 
-def test_utkface_labels_come_from_the_file_names(tmp_path, capsys):
+def test_utkface_labels_come_from_the_file_names(tmp_path):
     names, races, genders = fake.write_utkface(tmp_path / "data")
-    data = load_dataset("utkface", settings(tmp_path / "data", tmp_path / "cache"))
+    heard = Heard()
+    data = load_dataset("utkface", settings(tmp_path / "data", tmp_path / "cache"), heard.feedback)
     assert data.images.shape == (len(names), 3, 64, 64)
     assert torch.equal(data.labels, torch.from_numpy(races)) and torch.equal(data.attribute, torch.from_numpy(genders))
     assert data.num_classes == 4 and data.num_attribute_classes == 2 and "gender" in data.attribute_name
     expected = torch.tensor([fake.utkface_grey(r, g) for r, g in zip(races, genders)])
     assert (grey_of_top_right(data) - expected[:, None]).abs().max() <= 3  # each label with its image
     assert data.images[:, :, 48, 16].max() <= 3 and data.images[:, :, 16, 16].max() <= 3  # not flipped
-    err = capsys.readouterr().err
-    assert f"skipped {len(fake.UTKFACE_MALFORMED)} files with malformed names" in err
-    assert "left out 3 faces of race 4" in err
+    assert heard.said(f"skipped {len(fake.UTKFACE_MALFORMED)} files with malformed names")
+    assert heard.said("left out 3 faces of race 4")
+    assert heard.bars["decode utkface"] == [len(names), len(names)]  # one bar, advanced to its total
 
 
 def test_utkface_name_parser_rejects_what_the_release_gets_wrong():
@@ -121,11 +147,12 @@ def test_celeba_code_bits_follow_the_header_names():
 
 
 @pytest.mark.parametrize("name", PAPER_DATASETS)
-def test_second_load_comes_from_the_cache_without_decoding(tmp_path, monkeypatch, capsys, name):
+def test_second_load_comes_from_the_cache_without_decoding(tmp_path, monkeypatch, name):
     fake.WRITERS[name](tmp_path / "data")
     cfg = settings(tmp_path / "data", tmp_path / "cache")
-    first = load_dataset(name, cfg)
-    assert "decoding" in capsys.readouterr().err
+    heard = Heard()
+    first = load_dataset(name, cfg, heard.feedback)
+    assert heard.said("decoding")
     assert len(list((tmp_path / "cache").glob(f"{name}_64px_*.safetensors"))) == 1
 
     def refuse(*args, **kwargs):
@@ -133,8 +160,9 @@ def test_second_load_comes_from_the_cache_without_decoding(tmp_path, monkeypatch
 
     monkeypatch.setattr(images, "decode_files", refuse)
     monkeypatch.setattr(images, "from_array", refuse)
-    second = load_dataset(name, cfg)
-    assert "from cache" in capsys.readouterr().err
+    heard = Heard()
+    second = load_dataset(name, cfg, heard.feedback)
+    assert heard.said("from cache") and not heard.bars
     assert second.fingerprint() == first.fingerprint()
     assert (second.num_classes, second.num_attribute_classes, second.attribute_name) == (
         first.num_classes, first.num_attribute_classes, first.attribute_name)

@@ -54,7 +54,7 @@ def test_classification_metrics_hand_computed():
 
 
 def test_low_fpr_figures_on_too_few_nonmembers_are_flagged():
-    from mldoctor_bench.ui import too_few_negatives
+    from mldoctor_bench.metrics import too_few_negatives
 
     assert too_few_negatives("tpr_at_fpr_0.001", 500)
     assert not too_few_negatives("tpr_at_fpr_0.001", 1000)

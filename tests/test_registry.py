@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from mldoctor_bench.attacks import ATTACKS
@@ -40,3 +42,39 @@ def test_every_arch_has_the_uniform_shape(name, channels, size):
     emb = model.embed(x)
     assert emb.shape == (2, model.embedding_dim)
     assert torch.allclose(model.head(emb), model(x))
+
+
+def test_registering_a_class_names_it():
+    reg: Registry[type] = Registry("widget")
+
+    @reg.register("gizmo")
+    class Gizmo:
+        pass
+
+    assert Gizmo.name == "gizmo" and reg.get("gizmo") is Gizmo
+
+
+def test_attacks_and_defenses_carry_their_registry_names():
+    from mldoctor_bench.defenses import DEFENSES
+
+    for registry in (ATTACKS, DEFENSES):
+        for name in registry.names():
+            assert registry.get(name).name == name
+
+
+CONF = Path(__file__).resolve().parents[1] / "src" / "mldoctor_bench" / "conf"
+
+
+def registries():
+    from mldoctor_bench.defenses import DEFENSES
+
+    return {"dataset": DATASETS, "arch": ARCHS, "attack": ATTACKS, "defense": DEFENSES,
+            "threat_model": THREAT_MODELS}
+
+
+@pytest.mark.parametrize("group", ["dataset", "arch", "attack", "defense", "threat_model"])
+def test_config_options_and_registry_names_are_the_same(group):
+    options = {p.stem for p in (CONF / group).glob("*.yaml")}
+    registered = set(registries()[group].names())
+    assert options - registered == set(), f"conf/{group}/ options with no registry entry"
+    assert registered - options == set(), f"registered {group} entries with no conf/{group}/*.yaml"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from mldoctor_bench.cellfiles import POINTER, CellFiles, pointer_payload
 from mldoctor_bench.data import DataUnavailableError
 from mldoctor_bench.registry import UnknownEntryError
 from mldoctor_bench.runner import ConfigError, run_cell
@@ -28,8 +28,7 @@ def run_job(cfg: DictConfig) -> str:
         print(f"mldoctor-bench: error: {exc}", file=sys.stderr)
         sys.exit(2)
     job_dir = HydraConfig.get().runtime.output_dir
-    pointer = {"cell_dir": str(outcome.cell_dir), "table": str(outcome.table)}
-    atomic_write_text(Path(job_dir) / "cell.json", json.dumps(pointer))
+    atomic_write_text(Path(job_dir) / POINTER, pointer_payload(CellFiles(outcome.cell_dir)))
     return str(outcome.table)
 
 

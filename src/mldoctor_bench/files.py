@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
-from safetensors.torch import save_file
+if TYPE_CHECKING:  # torch is loaded only by the writers of weights, not by table readers
+    import torch
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -29,5 +29,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
     """Write ``model``'s state dict to ``path`` as safetensors (no pickle), atomically."""
+    from safetensors.torch import save_file
+
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(state, str(tmp)))

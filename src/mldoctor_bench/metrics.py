@@ -84,3 +84,10 @@ def agreement(predictions: Sequence[int], reference: Sequence[int]) -> float:
     if len(a) != len(b):
         raise ValueError("the two prediction vectors differ in length")
     return float((a == b).mean())
+
+
+def too_few_negatives(metric: str, n_nonmembers: float | None) -> bool:
+    """Whether ``tpr_at_fpr_<x>`` rests on fewer than ``1/x`` non-members."""
+    if not metric.startswith("tpr_at_fpr_") or n_nonmembers is None:
+        return False
+    return n_nonmembers < 1.0 / float(metric.removeprefix("tpr_at_fpr_"))

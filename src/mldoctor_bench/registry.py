@@ -26,11 +26,15 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
-        """Decorator registering ``obj`` under ``name``; a duplicate name is a programming error."""
+        """Decorator registering ``obj`` under ``name``; a duplicate name is a programming error.
+
+        A registered class gets ``name`` as a class attribute, so the registry name is written once."""
 
         def decorate(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
+            if isinstance(obj, type):
+                obj.name = name  # type: ignore[attr-defined]
             self._entries[name] = obj
             return obj
 

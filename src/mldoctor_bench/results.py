@@ -8,12 +8,12 @@ from typing import Iterable
 
 import pandas as pd
 
+from mldoctor_bench.cellfiles import TABLE_STEM
 from mldoctor_bench.files import atomic_write
 
 KEY = ["dataset", "arch", "defense", "attack", "threat_model", "variant", "seed"]
 COLUMNS = KEY + ["metric", "value", "status", "reason", "run_id", "config_hash", "code_version", "started_at", "wall_s"]
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
-TABLE_STEM = "results"
 
 
 @dataclass(frozen=True)

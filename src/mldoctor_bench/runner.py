@@ -13,6 +13,7 @@ import shutil
 import time
 import traceback
 from dataclasses import dataclass, replace
+from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
@@ -22,7 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from mldoctor_bench.attacks import ATTACKS, AttackContext, AttackSkipped
 from mldoctor_bench.attacks.base import ModelService
+from mldoctor_bench.cellfiles import CellFiles
 from mldoctor_bench.data import DATASETS, ImageData, Splits, load_dataset
+from mldoctor_bench.data.base import Feedback
 from mldoctor_bench.data.splits import DEFAULT_RESERVE, PartitionError, partition
 from mldoctor_bench.defenses import DEFENSES, Defense, TrainingSet, build_defense
 from mldoctor_bench.defenses.base import OUTPUT
@@ -34,7 +37,8 @@ from mldoctor_bench.results import FAILED, SKIPPED, Cell, Provenance, metric_row
 from mldoctor_bench.files import atomic_write_text, save_weights
 from mldoctor_bench.store import ModelStore, StoredModel
 from mldoctor_bench.threat_models import BLACKBOX, THREAT_MODELS, WHITEBOX, WhiteBoxAccess, access_for
-from mldoctor_bench.training import Recipe, TrainJob, accuracy, resolve_device, seeded_model
+from mldoctor_bench.inference import accuracy
+from mldoctor_bench.training import Recipe, TrainJob, resolve_device, seeded_model
 from mldoctor_bench import ui
 
 # Keys that say where things go, not what is computed: they do not enter the cell's hash.
@@ -58,8 +62,13 @@ class Plan:
     defense: Defense
     device: torch.device
     config_hash: str
-    cell_dir: Path
+    files: CellFiles
     store: ModelStore
+
+    @property
+    def cell_dir(self) -> Path:
+        """The cell's folder (see :class:`CellFiles` for what it holds)."""
+        return self.files.dir
 
 
 def selected(cfg: DictConfig, group: str) -> list[str]:
@@ -119,9 +128,9 @@ def plan(cfg: DictConfig) -> Plan:
         raise ConfigError(str(exc)) from None
     config_hash = stable_hash(semantic_config(cfg))
     results_dir = Path(str(cfg.results_dir)).expanduser().resolve()
-    cell_name = f"{cfg.dataset.name}_{cfg.arch.name}_{cfg.defense.name}_seed{cfg.seed}_{config_hash}"
+    files = CellFiles.under(results_dir, cfg.dataset.name, cfg.arch.name, cfg.defense.name, cfg.seed, config_hash)
     store_dir = Path(str(cfg.cache.dir)).expanduser().resolve() if cfg.cache.enabled else None
-    return Plan(cfg, attacks, tms, settings, defense, device, config_hash, results_dir / "cells" / cell_name, ModelStore(store_dir))
+    return Plan(cfg, attacks, tms, settings, defense, device, config_hash, files, ModelStore(store_dir))
 
 
 def cell_partition(p: Plan, n: int, num_classes: int) -> Splits:
@@ -177,10 +186,18 @@ class Assessment:
         self.recipe = Recipe.from_config(self.cfg.train)
         self.defense = p.defense
         self.knows_defense = bool(OmegaConf.select(self.cfg, "attacker.knows_defense", default=True))
-        transfer, heldout = splits.pool("transfer"), splits.pool("heldout")
-        # rows of the partition's transfer pool, for a defense that trains a student on them
-        self.transfer = Labeled.take(data, transfer) if len(transfer) else None
-        self.heldout_data = Labeled.take(data, heldout) if len(heldout) else None
+
+    @cached_property
+    def transfer(self) -> Optional[Labeled]:
+        """The partition's transfer pool, for a defense that trains a student on it."""
+        idx = self.splits.pool("transfer")
+        return Labeled.take(self.data, idx) if len(idx) else None
+
+    @cached_property
+    def heldout_data(self) -> Optional[Labeled]:
+        """The partition's heldout pool, for evaluators (rows no other model sees)."""
+        idx = self.splits.pool("heldout")
+        return Labeled.take(self.data, idx) if len(idx) else None
 
     def fit(self, job: TrainJob, images: torch.Tensor, targets: torch.Tensor,
             defense: Optional[Defense] = None) -> StoredModel:
@@ -222,7 +239,7 @@ class Assessment:
         cfg, p, data = self.cfg, self.p, self.data
         self.cell = Cell(cfg.dataset.name, cfg.arch.name, cfg.defense.name, int(cfg.seed))
         splits = self.splits
-        splits.save(p.cell_dir / "splits.safetensors")
+        splits.save(p.files.splits)
         self.target = self.train("target", data, splits, "target_train")
         test_idx = splits.target_test
         utility = {
@@ -253,7 +270,7 @@ class Assessment:
     def context(self, attack_name: str, tm_name: str) -> AttackContext:
         """What attack ``attack_name`` receives under threat model ``tm_name`` (after :meth:`prepare`)."""
         tm = THREAT_MODELS.get(tm_name)
-        out_dir = self.p.cell_dir / attack_name / tm_name
+        out_dir = self.p.files.attack_dir(attack_name, tm_name)
         out_dir.mkdir(parents=True, exist_ok=True)
         transform = self.defense.output_transform()
         # An informed attacker passes its shadow's posteriors through the same release transform.
@@ -283,8 +300,9 @@ class Assessment:
         except AttackSkipped as exc:
             return metric_rows(cell, attack_name, tm_name, "", {}, SKIPPED, str(exc))
         except Exception as exc:  # one broken attack must not lose the rest of the sweep
-            (ctx.out_dir / "error.txt").write_text(traceback.format_exc())
-            ui.console.print(f"[red]{attack_name} {tm_name} failed: {exc!r} (traceback in {ctx.out_dir / 'error.txt'})[/]")
+            error = self.p.files.error(attack_name, tm_name)
+            error.write_text(traceback.format_exc())
+            ui.console.print(f"[red]{attack_name} {tm_name} failed: {exc!r} (traceback in {error})[/]")
             return metric_rows(cell, attack_name, tm_name, "", {}, FAILED, f"{type(exc).__name__}: {exc}")
         finally:
             advance(1)
@@ -298,7 +316,7 @@ class Assessment:
 
     def save_target(self, target: StoredModel, data: ImageData, splits: Splits) -> None:
         """Copy the target's weights and a manifest into the cell, to reload model and data."""
-        weights = self.p.cell_dir / "target.safetensors"
+        weights = self.p.files.target_weights
         if target.path is not None:
             shutil.copyfile(target.path, weights)
         else:
@@ -310,21 +328,21 @@ class Assessment:
             "num_classes": data.num_classes,
             "image_size": data.image_size,
             "weights": weights.name,
-            "splits": "splits.safetensors",
+            "splits": self.p.files.splits.name,
             "trained_on": "target_train",
             "seed": int(self.cfg.seed),
             "recipe": OmegaConf.to_container(self.cfg.train, resolve=True),
             "store_key": target.manifest.get("key"),
             "defense": OmegaConf.to_container(self.cfg.defense, resolve=True),
         }
-        atomic_write_text(self.p.cell_dir / "target.json", json.dumps(manifest, indent=2))
+        atomic_write_text(self.p.files.target_manifest, json.dumps(manifest, indent=2))
 
 
 def load_target(cell_dir: Path) -> tuple[torch.nn.Module, Splits, dict]:
     """Reload a cell's target model and split indices from its manifest."""
     from safetensors.torch import load_file
 
-    manifest = json.loads((cell_dir / "target.json").read_text())
+    manifest = json.loads(CellFiles(cell_dir).target_manifest.read_text())
     model = build_model(manifest["arch"], manifest["in_channels"], manifest["num_classes"], manifest["image_size"])
     model = build_defense(manifest.get("defense", {"name": "none"})).prepare_model(model)
     model.load_state_dict(load_file(str(cell_dir / manifest["weights"])))
@@ -341,17 +359,16 @@ class Outcome:
 def run_cell(cfg: DictConfig) -> Outcome:
     """Plan, then run the cell unless it is already done; return where its table is."""
     p = plan(cfg)
-    done = p.cell_dir / "done.json"
-    table = p.cell_dir / "results.parquet"
-    if done.exists() and table.exists():
+    if p.files.is_done():
         ui.console.print(f"[green]cell already done[/], skipping: {p.cell_dir}")
-        return Outcome(p.cell_dir, table, True)
-    data = load_dataset(cfg.dataset.name, cfg.data)  # missing files fail here, before any work
+        return Outcome(p.cell_dir, p.files.table, True)
+    with ui.progress_bars() as bars:  # missing files fail here, before any work
+        data = load_dataset(cfg.dataset.name, cfg.data, Feedback(bars, ui.console.print))
     splits = cell_partition(p, len(data), data.num_classes)  # so do sizes the data cannot hold
     if p.cell_dir.exists():  # an interrupted earlier attempt: start clean
         shutil.rmtree(p.cell_dir)
     p.cell_dir.mkdir(parents=True)
-    atomic_write_text(p.cell_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(p.files.config, OmegaConf.to_yaml(cfg, resolve=True))
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     with ui.progress_bars() as bars:
@@ -359,7 +376,7 @@ def run_cell(cfg: DictConfig) -> Outcome:
     prov = Provenance(f"{started:%Y%m%dT%H%M%S}-{p.config_hash[:8]}", p.config_hash, code_version(), started.isoformat())
     frame = to_frame(rows, prov, time.perf_counter() - t0)
     parquet, csv = write_table(frame, p.cell_dir)
-    atomic_write_text(done, json.dumps({"config_hash": p.config_hash, "finished_at": datetime.now(timezone.utc).isoformat()}))
+    atomic_write_text(p.files.done, json.dumps({"config_hash": p.config_hash, "finished_at": datetime.now(timezone.utc).isoformat()}))
     ui.console.print(ui.summary_table(frame, f"{p.cfg.dataset.name} / {p.cfg.arch.name} / defense={p.cfg.defense.name} / seed={p.cfg.seed}",
                                       ui.SUMMARY_METRICS))
     ui.console.print(f"results: {parquet}\n         {csv}\ncell:    {p.cell_dir}")

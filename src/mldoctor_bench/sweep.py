@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from mldoctor_bench.cellfiles import pointed_cells
 from mldoctor_bench.results import merge_tables, write_table
 from mldoctor_bench.ui import console
 
 
 def sweep_tables(sweep_dir: Path) -> list[Path]:
     """The tables named by the ``cell.json`` pointers that the sweep's jobs left."""
-    tables = []
-    for pointer in sorted(sweep_dir.glob("*/cell.json")):
-        tables.append(Path(json.loads(pointer.read_text())["table"]))
-    return tables
+    return [cell.table for cell in pointed_cells(sweep_dir)]
 
 
 def merge_sweep(sweep_dir: Path) -> Path | None:

@@ -8,45 +8,17 @@ refuses to hand over the model; a :class:`LabelOnlyAccess` answers with labels a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
+from mldoctor_bench.inference import predict_logits
 from mldoctor_bench.models import Classifier
-from mldoctor_bench.registry import Registry
-from mldoctor_bench.training import predict_logits
-
-BLACKBOX, LABEL_ONLY, WHITEBOX = "blackbox", "label_only", "whitebox"
-SHADOW, PARTIAL, NONE = "shadow", "partial", "none"
-
-
-@dataclass(frozen=True)
-class ThreatModel:
-    """A named pair of model access and auxiliary-data knowledge."""
-
-    name: str
-    access: str  # blackbox | label_only | whitebox
-    knowledge: str  # shadow | partial | none
-
-    @property
-    def short(self) -> str:
-        """The paper's notation, e.g. ``(B,S)``."""
-        a = {BLACKBOX: "B", LABEL_ONLY: "B-label", WHITEBOX: "W"}[self.access]
-        return f"({a},{self.knowledge[0].upper()})"
-
-
-THREAT_MODELS: Registry[ThreatModel] = Registry("threat model")
-for _tm in (
-    ThreatModel("blackbox_shadow", BLACKBOX, SHADOW),
-    ThreatModel("blackbox_partial", BLACKBOX, PARTIAL),
-    ThreatModel("blackbox_label_only", LABEL_ONLY, SHADOW),
-    ThreatModel("whitebox_shadow", WHITEBOX, SHADOW),
-    ThreatModel("whitebox_partial", WHITEBOX, PARTIAL),
-    ThreatModel("whitebox_none", WHITEBOX, NONE),
-):
-    THREAT_MODELS.register(_tm.name)(_tm)
+# The threat models themselves are plain data; they are re-exported here beside their access objects.
+from mldoctor_bench.threat_catalog import (  # noqa: F401
+    BLACKBOX, LABEL_ONLY, NONE, PARTIAL, SHADOW, THREAT_MODELS, WHITEBOX, ThreatModel,
+)
 
 # Post-processing of released posteriors (output-time defenses): probabilities in, probabilities out.
 OutputTransform = Callable[[torch.Tensor], torch.Tensor]

@@ -17,11 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from mldoctor_bench.data.base import ImageData, normalise
+# Re-exported: attacks and defenses query models through these names.
+from mldoctor_bench.inference import accuracy, iterate_batches, predict_logits  # noqa: F401
 from mldoctor_bench.models import Classifier, build_model
 from mldoctor_bench.provenance import source_hash
 
 # Source files whose change invalidates cached models.
-TRAINING_SOURCES = ("training.py", "models", "data/base.py")
+TRAINING_SOURCES = ("training.py", "inference.py", "models", "data/base.py")
 
 ProgressHook = Callable[[int, int, float], None]  # (epoch, epochs, mean loss)
 
@@ -90,13 +92,6 @@ def seeded_model(job: TrainJob, data: ImageData) -> Classifier:
         return build_model(job.arch, data.channels, data.num_classes, data.image_size)
 
 
-def iterate_batches(n: int, batch_size: int, generator: Optional[torch.Generator]):
-    """Index batches over ``range(n)``: shuffled when a generator is given, in order otherwise."""
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    for start in range(0, n, batch_size):
-        yield order[start : start + batch_size]
-
-
 def sgd_with_schedule(model: nn.Module, recipe: Recipe):
     """The recipe's SGD optimiser and its step-decay schedule (stepped once per epoch)."""
     optimiser = torch.optim.SGD(
@@ -145,21 +140,3 @@ def train_classifier(
         if on_epoch is not None:
             on_epoch(epoch + 1, recipe.epochs, total / max(count, 1))
     return model.eval()
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Logits of ``model`` on ``uint8`` images, batched, in eval mode."""
-    model.eval()
-    device = next(model.parameters()).device
-    outs = [
-        model(normalise(images[b].to(device))).float()
-        for b in iterate_batches(len(images), batch_size, None)
-    ]
-    return torch.cat(outs) if outs else torch.empty(0)
-
-
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy of ``model`` on ``images``."""
-    preds = predict_logits(model, images).argmax(1)
-    return float((preds.cpu() == labels.cpu()).float().mean())

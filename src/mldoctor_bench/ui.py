@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mldoctor_bench.threat_models import THREAT_MODELS
+from mldoctor_bench.metrics import too_few_negatives
+from mldoctor_bench.threat_catalog import short_name
 
 console = Console(stderr=True)
 if not console.is_terminal:  # logs and CI: wide enough for the summary table
@@ -79,8 +80,7 @@ def summary_table(frame: pd.DataFrame, title: str, metrics: tuple[str, ...]) -> 
         if status != "ok" and reason:
             cells = [reason[:60]] + [""] * (len(metrics) - 1)
         attack, tm, variant = keys
-        short = THREAT_MODELS.get(tm).short if tm in THREAT_MODELS else tm
-        table.add_row(attack, short, variant, status, *cells)
+        table.add_row(attack, short_name(tm), variant, status, *cells)
     notes = []
     if flagged:
         notes.append("* TPR at FPR x measured on fewer than 1/x non-members: it rests on a handful of examples")
@@ -89,10 +89,3 @@ def summary_table(frame: pd.DataFrame, title: str, metrics: tuple[str, ...]) -> 
                      "are recorded as skipped rows")
     table.caption = "\n".join(notes) or None
     return table
-
-
-def too_few_negatives(metric: str, n_nonmembers: float | None) -> bool:
-    """Whether ``tpr_at_fpr_<x>`` rests on fewer than ``1/x`` non-members."""
-    if not metric.startswith("tpr_at_fpr_") or n_nonmembers is None:
-        return False
-    return n_nonmembers < 1.0 / float(metric.removeprefix("tpr_at_fpr_"))

@@ -73,7 +73,6 @@ def label_baseline(train_labels: torch.Tensor, train_attribute: torch.Tensor, te
 class AttributeInference(Attack):
     """AttrInf (W,S) and (W,P): an MLP on the target's embeddings predicts the sensitive attribute."""
 
-    name = "attribute"
     threat_models = ("whitebox_shadow", "whitebox_partial")
     Settings = AttributeSettings
 

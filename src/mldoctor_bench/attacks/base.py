@@ -74,8 +74,9 @@ class AttackContext:
 
 
 class Attack:
-    """Base class: subclasses set ``name``, ``threat_models`` and their ``Settings`` dataclass (types,
-    ranges, profile-independent defaults; see :mod:`mldoctor_bench.settings`) and implement :meth:`run`."""
+    """Base class: subclasses set ``threat_models`` and their ``Settings`` dataclass (types, ranges,
+    profile-independent defaults; see :mod:`mldoctor_bench.settings`) and implement :meth:`run`;
+    registering sets ``name``."""
 
     name: ClassVar[str]
     threat_models: ClassVar[tuple[str, ...]]

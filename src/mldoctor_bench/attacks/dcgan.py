@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mldoctor_bench.data.base import normalise
+from mldoctor_bench.inference import iterate_batches
 from mldoctor_bench.settings import setting
-from mldoctor_bench.training import iterate_batches
 
 
 def upsampling_plan(image_size: int) -> tuple[int, int]:

@@ -236,7 +236,6 @@ class InversionSettings:
 class ModelInversion(Attack):
     """MIFace under (W,N) and GMI under (W,S); variants ``miface`` and ``gmi``."""
 
-    name = "inversion"
     threat_models = ("whitebox_none", "whitebox_shadow")
     Settings = InversionSettings
     uses_heldout = True

@@ -185,7 +185,6 @@ class LabelOnlySettings:
 class LabelOnlyMembershipInference(Attack):
     """Choquette-Choo et al.'s augmentation and boundary-distance attacks from predicted labels alone."""
 
-    name = "membership_label_only"
     threat_models = ("blackbox_label_only",)
     Settings = LabelOnlySettings
 

@@ -97,7 +97,6 @@ class MetricSettings:
 class MetricMembershipInference(Attack):
     """Song & Mittal's correctness, confidence, entropy and modified-entropy attacks, (B,S) and (B,P)."""
 
-    name = "membership_metric"
     threat_models = ("blackbox_shadow", "blackbox_partial")
     Settings = MetricSettings
 

@@ -20,8 +20,8 @@ from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, VariantM
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.metrics import agreement
 from mldoctor_bench.threat_models import BlackBoxAccess, LabelOnlyAccess
+from mldoctor_bench.inference import predict_logits
 from mldoctor_bench.settings import setting
-from mldoctor_bench.training import predict_logits
 
 
 def query_answers(access: LabelOnlyAccess, images: torch.Tensor) -> tuple[str, torch.Tensor]:
@@ -53,7 +53,6 @@ class StealingSettings:
 class ModelStealing(Attack):
     """ModSteal (B,S), (B,P) and label-only: a surrogate trained on the target's answers."""
 
-    name = "stealing"
     threat_models = ("blackbox_shadow", "blackbox_partial", "blackbox_label_only")
     Settings = StealingSettings
 

@@ -81,10 +81,38 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(127.5).sub_(1.0)
 
 
-Loader = Callable[[Any], ImageData]
+Advance = Callable[[int], None]  # advance(n): n more items done
+Progress = Callable[[str, int], Advance]  # progress(label, total) opens a bar and returns its advance
+Note = Callable[[str], None]  # one line of news for the person running the benchmark
+
+
+def _no_bar(label: str, total: int) -> Advance:
+    return lambda n=1: None
+
+
+def _no_note(text: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """How data code reports what it is doing, without knowing where it is shown.
+
+    ``progress(label, total)`` opens a progress bar and returns the function that advances it;
+    ``note(text)`` reports one line. The default says nothing; the command line passes the console's.
+    """
+
+    progress: Progress = _no_bar
+    note: Note = _no_note
+
+
+SILENT = Feedback()
+
+Loader = Callable[[Any, Feedback], ImageData]
 DATASETS: Registry[Loader] = Registry("dataset")
 
 
-def load_dataset(name: str, data_cfg: Any) -> ImageData:
-    """Load dataset ``name`` with the ``data`` config section (root, image size, cache...)."""
-    return DATASETS.get(name)(data_cfg)
+def load_dataset(name: str, data_cfg: Any, feedback: Feedback = SILENT) -> ImageData:
+    """Load dataset ``name`` with the ``data`` config section (root, image size, cache...),
+    reporting decoding progress and cache use through ``feedback``."""
+    return DATASETS.get(name)(data_cfg, feedback)

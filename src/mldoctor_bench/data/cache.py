@@ -18,8 +18,7 @@ from filelock import FileLock
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from mldoctor_bench import ui
-from mldoctor_bench.data.base import ImageData
+from mldoctor_bench.data.base import SILENT, ImageData, Note
 from mldoctor_bench.files import atomic_write
 from mldoctor_bench.provenance import stable_hash
 
@@ -87,14 +86,15 @@ def cached_dataset(
     settings: dict,
     cache_dir: Optional[Path],
     build: Callable[[], ImageData],
+    note: Note = SILENT.note,
 ) -> ImageData:
     """Return the cached preprocessing of ``sources``, building and storing it on a miss.
 
-    ``cache_dir=None`` disables the cache (every call builds).
+    ``cache_dir=None`` disables the cache (every call builds); ``note`` hears what happened.
     """
     size = settings.get("image_size")
     if cache_dir is None:
-        ui.console.print(f"decoding {dataset} from {base} ({size}x{size}; dataset cache disabled)")
+        note(f"decoding {dataset} from {base} ({size}x{size}; dataset cache disabled)")
         return build()
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = cache_key(dataset, file_stamps(sources, base), settings)
@@ -102,14 +102,14 @@ def cached_dataset(
     with FileLock(str(path.with_suffix(".lock"))):
         if not path.exists():
             t0 = time.perf_counter()
-            ui.console.print(f"decoding {dataset} from {base} ({size}x{size}); caching to {path}")
+            note(f"decoding {dataset} from {base} ({size}x{size}); caching to {path}")
             data = build()
             save_images(path, data)
-            ui.console.print(f"decoded {len(data):,} {dataset} images in {time.perf_counter() - t0:.1f} s")
+            note(f"decoded {len(data):,} {dataset} images in {time.perf_counter() - t0:.1f} s")
             return data
     t0 = time.perf_counter()
     data = load_images(path)
-    ui.console.print(
+    note(
         f"[dim]loaded {len(data):,} preprocessed {dataset} images ({size}x{size}) from cache {path} "
         f"in {time.perf_counter() - t0:.1f} s[/]"
     )

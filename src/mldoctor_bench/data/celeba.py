@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from mldoctor_bench.data import images
-from mldoctor_bench.data.base import DATASETS, ImageData
+from mldoctor_bench.data.base import DATASETS, SILENT, Feedback, ImageData
 from mldoctor_bench.data.sources import MalformedFile, Source, prepare
 
 TASK_ATTRIBUTES = ("Heavy_Makeup", "Mouth_Slightly_Open", "Smiling")
@@ -71,7 +71,7 @@ def binary_code(table: np.ndarray, header: list[str], names: tuple[str, ...]) ->
     return (bits.astype(np.int64) << np.arange(len(names))).sum(axis=1)
 
 
-def build(paths: list[Path], size: int) -> ImageData:
+def build(paths: list[Path], size: int, feedback: Feedback = SILENT) -> ImageData:
     """Every image listed in the attribute file, in its order, resized to ``size``."""
     folder, attr_path, partition_path = paths
     names, header, table = read_attributes(attr_path)
@@ -84,7 +84,7 @@ def build(paths: list[Path], size: int) -> ImageData:
         raise MalformedFile(f"{len(absent)} of the {len(names)} listed images are missing from {folder}, e.g. {absent[:3]}")
     return ImageData(
         name="celeba",
-        images=images.decode_files([folder / n for n in names], size, "celeba"),
+        images=images.decode_files([folder / n for n in names], size, "celeba", feedback.progress),
         labels=torch.from_numpy(binary_code(table, header, TASK_ATTRIBUTES)),
         num_classes=2 ** len(TASK_ATTRIBUTES),
         attribute=torch.from_numpy(binary_code(table, header, SENSITIVE_ATTRIBUTES)),
@@ -94,6 +94,6 @@ def build(paths: list[Path], size: int) -> ImageData:
 
 
 @DATASETS.register("celeba")
-def load_celeba(data_cfg: Any) -> ImageData:
+def load_celeba(data_cfg: Any, feedback: Feedback = SILENT) -> ImageData:
     """CelebA from ``data.root/celeba/``: 8-class makeup/mouth/smile code, Male/Young attribute."""
-    return prepare(SOURCE, data_cfg, build)
+    return prepare(SOURCE, data_cfg, build, feedback=feedback)

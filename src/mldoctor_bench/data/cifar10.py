@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mldoctor_bench.data import images
-from mldoctor_bench.data.base import DATASETS, ImageData
+from mldoctor_bench.data.base import DATASETS, SILENT, Feedback, ImageData
 from mldoctor_bench.data.sources import MalformedFile, Source, prepare
 
 # The globals a numpy array's pickle refers to (numpy 1 and 2 module names); nothing else loads.
@@ -69,7 +69,7 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def build(paths: list[Path], size: int) -> ImageData:
+def build(paths: list[Path], size: int, feedback: Feedback = SILENT) -> ImageData:
     """The five training batches then the test batch, resized to ``size``."""
     parts = [read_batch(p) for p in paths]
     return ImageData(
@@ -81,6 +81,6 @@ def build(paths: list[Path], size: int) -> ImageData:
 
 
 @DATASETS.register("cifar10")
-def load_cifar10(data_cfg: Any) -> ImageData:
+def load_cifar10(data_cfg: Any, feedback: Feedback = SILENT) -> ImageData:
     """CIFAR-10 train + test from ``data.root/cifar-10-batches-py/``."""
-    return prepare(SOURCE, data_cfg, build)
+    return prepare(SOURCE, data_cfg, build, feedback=feedback)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mldoctor_bench.data.base import DATASETS, DataUnavailableError, ImageData
+from mldoctor_bench.data.base import DATASETS, SILENT, DataUnavailableError, Feedback, ImageData
 from mldoctor_bench.data.images import from_array
 from mldoctor_bench.data.sources import DataSettings
 
@@ -40,7 +40,7 @@ def stroke_thickness(images: np.ndarray, threshold: int = 128) -> np.ndarray:
 
 
 @DATASETS.register("mnist5k")
-def load_mnist5k(data_cfg: Any = None) -> ImageData:
+def load_mnist5k(data_cfg: Any = None, feedback: Feedback = SILENT) -> ImageData:
     """Load the embedded MNIST subset with its *thick stroke* attribute (28x28 unless ``image_size``)."""
     try:
         with resources.files(_RESOURCE[0]).joinpath(_RESOURCE[1]).open("rb") as raw:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mldoctor_bench.data import images
-from mldoctor_bench.data.base import DATASETS, ImageData
+from mldoctor_bench.data.base import DATASETS, SILENT, Feedback, ImageData
 from mldoctor_bench.data.sources import MalformedFile, Source, prepare
 
 IDX_UBYTE = 0x08  # the idx type code of unsigned bytes, the only one the release uses
@@ -56,7 +56,7 @@ def read_idx(path: Path) -> np.ndarray:
     return data.reshape(dims)
 
 
-def build(paths: list[Path], size: int) -> ImageData:
+def build(paths: list[Path], size: int, feedback: Feedback = SILENT) -> ImageData:
     """Train then test images, resized to ``size``; labels 0..9 as in the files."""
     train_x, train_y, test_x, test_y = (read_idx(p) for p in paths)
     for x, y, split in ((train_x, train_y, "train"), (test_x, test_y, "t10k")):
@@ -74,6 +74,6 @@ def build(paths: list[Path], size: int) -> ImageData:
 
 
 @DATASETS.register("fmnist")
-def load_fmnist(data_cfg: Any) -> ImageData:
+def load_fmnist(data_cfg: Any, feedback: Feedback = SILENT) -> ImageData:
     """Fashion-MNIST train + test from ``data.root/FashionMNIST/raw/``."""
-    return prepare(SOURCE, data_cfg, build)
+    return prepare(SOURCE, data_cfg, build, feedback=feedback)

@@ -11,24 +11,24 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mldoctor_bench import ui
+from mldoctor_bench.data.base import Progress
 
 _CHUNK = 1024  # images per resize/progress step
 
 
-def decode_files(paths: Sequence[Path], size: int, label: str) -> torch.Tensor:
+def decode_files(paths: Sequence[Path], size: int, label: str, progress: Optional[Progress] = None) -> torch.Tensor:
     """Decode image files to RGB, resize each to ``size x size``; ``uint8 (N, 3, size, size)``.
 
     JPEGs are decoded at the smallest DCT scale that still covers ``size`` (Pillow's ``draft``),
     which is several times faster than a full decode followed by a larger reduction. Decoding runs
-    in a few threads (Pillow releases the GIL) with a progress bar.
+    in a few threads (Pillow releases the GIL); ``progress``, when given, receives a bar to advance.
     """
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
 
@@ -38,12 +38,13 @@ def decode_files(paths: Sequence[Path], size: int, label: str) -> torch.Tensor:
             out[i] = np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
 
     workers = max(1, min(4, os.cpu_count() or 1))
-    with ui.progress_bars() as bars, ThreadPoolExecutor(workers) as pool:
-        advance = bars(f"decode {label}", len(paths))
+    advance = progress(f"decode {label}", len(paths)) if progress is not None else None
+    with ThreadPoolExecutor(workers) as pool:
         for start in range(0, len(paths), _CHUNK):
             chunk = range(start, min(start + _CHUNK, len(paths)))
             list(pool.map(decode, chunk))
-            advance(len(chunk))
+            if advance is not None:
+                advance(len(chunk))
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from mldoctor_bench import ui
 from mldoctor_bench.data import images
-from mldoctor_bench.data.base import DataUnavailableError, ImageData
+from mldoctor_bench.data.base import SILENT, DataUnavailableError, Feedback, ImageData, Note
 from mldoctor_bench.data.cache import cached_dataset, code_digest
 
 DEFAULT_IMAGE_SIZE = 64  # the paper's datasets are all resized to 64x64 (spec section 2)
@@ -91,11 +90,11 @@ class Source:
                 return path
         return None
 
-    def locate(self, root: Path, download: bool) -> list[Path]:
+    def locate(self, root: Path, download: bool, note: Note = SILENT.note) -> list[Path]:
         """Paths of all expected entries; downloads first if asked; else raises listing what is missing."""
         missing = [name for name in self.files if self.find(root, name) is None]
         if missing and download:
-            self.fetch(root)
+            self.fetch(root, note)
             missing = [name for name in self.files if self.find(root, name) is None]
         if missing:
             variants = f" (also accepted with {', '.join(s for s in self.suffixes if s)})" if len(self.suffixes) > 1 else ""
@@ -108,7 +107,7 @@ class Source:
             )
         return [self.find(root, name) for name in self.files]  # type: ignore[misc]
 
-    def fetch(self, root: Path) -> None:
+    def fetch(self, root: Path, note: Note = SILENT.note) -> None:
         """Download with torchvision into ``root`` (``data.download=true``)."""
         if self.download is None:
             raise DataUnavailableError(
@@ -116,7 +115,7 @@ class Source:
                 f"{self.how_to_get}"
             )
         root.mkdir(parents=True, exist_ok=True)
-        ui.console.print(f"downloading {self.dataset} into {root} with torchvision")
+        note(f"downloading {self.dataset} into {root} with torchvision")
         try:
             self.download(str(root))
         except Exception as exc:  # no network, missing gdown, quota...: all mean "not available"
@@ -133,26 +132,27 @@ class Source:
         )
 
 
-Builder = Callable[[list[Path], int], ImageData]
+Builder = Callable[[list[Path], int, Feedback], ImageData]
 
 
-def prepare(source: Source, data_cfg: Any, build: Builder, default_size: int = DEFAULT_IMAGE_SIZE) -> ImageData:
+def prepare(source: Source, data_cfg: Any, build: Builder, default_size: int = DEFAULT_IMAGE_SIZE,
+            feedback: Feedback = SILENT) -> ImageData:
     """Locate ``source``'s files and return their preprocessing, from the cache when it is there.
 
-    ``build(paths, size)`` decodes the files (``paths`` in the order of ``source.files``) into
+    ``build(paths, size, feedback)`` decodes the files (``paths`` in the order of ``source.files``) into
     ``size x size`` images; it runs only on a cache miss. The cache key covers the files' names,
     sizes and modification times, the image size, and the code of ``build`` and of the decoders.
     """
     settings = DataSettings.from_config(data_cfg)
     size = settings.size(default_size)
-    paths = source.locate(settings.root, settings.download)
+    paths = source.locate(settings.root, settings.download, feedback.note)
     key_settings = {"image_size": size, "code": code_digest(inspect.getfile(build), images.__file__)}
 
     def build_checked() -> ImageData:
         try:
-            return build(paths, size)
+            return build(paths, size, feedback)
         except (MalformedFile, OSError, EOFError) as exc:
             raise source.incomplete(settings.root, str(exc)) from exc
 
     return cached_dataset(source.dataset, paths, settings.root / source.folder, key_settings,
-                          settings.cache_dir, build_checked)
+                          settings.cache_dir, build_checked, feedback.note)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from mldoctor_bench.data import images
-from mldoctor_bench.data.base import DATASETS, ImageData
+from mldoctor_bench.data.base import DATASETS, SILENT, Feedback, ImageData
 from mldoctor_bench.data.sources import MalformedFile, Source, prepare
 
 SIDE = 96
@@ -51,7 +51,7 @@ def read_split(x_path: Path, y_path: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, y - 1
 
 
-def build(paths: list[Path], size: int) -> ImageData:
+def build(paths: list[Path], size: int, feedback: Feedback = SILENT) -> ImageData:
     """Train then test, resized to ``size``."""
     train_x, train_y = read_split(paths[0], paths[1])
     test_x, test_y = read_split(paths[2], paths[3])
@@ -64,6 +64,6 @@ def build(paths: list[Path], size: int) -> ImageData:
 
 
 @DATASETS.register("stl10")
-def load_stl10(data_cfg: Any) -> ImageData:
+def load_stl10(data_cfg: Any, feedback: Feedback = SILENT) -> ImageData:
     """STL-10 train + test from ``data.root/stl10_binary/``."""
-    return prepare(SOURCE, data_cfg, build)
+    return prepare(SOURCE, data_cfg, build, feedback=feedback)

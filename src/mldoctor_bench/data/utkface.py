@@ -15,9 +15,8 @@ from typing import Any, Optional
 
 import torch
 
-from mldoctor_bench import ui
 from mldoctor_bench.data import images
-from mldoctor_bench.data.base import DATASETS, ImageData
+from mldoctor_bench.data.base import DATASETS, SILENT, Feedback, ImageData
 from mldoctor_bench.data.sources import MalformedFile, Source, prepare
 
 RACES = ("White", "Black", "Asian", "Indian")  # race 4, "Others", is left out
@@ -49,7 +48,7 @@ def parse_name(name: str) -> Optional[tuple[int, int, int]]:
     return age, gender, race
 
 
-def build(paths: list[Path], size: int) -> ImageData:
+def build(paths: list[Path], size: int, feedback: Feedback = SILENT) -> ImageData:
     """Faces of races 0-3, sorted by file name, resized to ``size``; gender as the attribute."""
     folder = paths[0]
     names = sorted(e.name for e in os.scandir(folder) if e.is_file() and e.name.endswith(".jpg"))
@@ -57,13 +56,13 @@ def build(paths: list[Path], size: int) -> ImageData:
     malformed = [name for name, fields in parsed.items() if fields is None]
     kept = [name for name, fields in parsed.items() if fields is not None and fields[2] != OTHERS]
     if malformed:
-        ui.console.print(f"utkface: skipped {len(malformed)} files with malformed names, e.g. {malformed[:3]}")
-    ui.console.print(f"utkface: left out {len(names) - len(malformed) - len(kept)} faces of race 4 (Others)")
+        feedback.note(f"utkface: skipped {len(malformed)} files with malformed names, e.g. {malformed[:3]}")
+    feedback.note(f"utkface: left out {len(names) - len(malformed) - len(kept)} faces of race 4 (Others)")
     if not kept:
         raise MalformedFile(f"no file in {folder} is named age_gender_race_date.jpg.chip.jpg with race 0-3")
     return ImageData(
         name="utkface",
-        images=images.decode_files([folder / name for name in kept], size, "utkface"),
+        images=images.decode_files([folder / name for name in kept], size, "utkface", feedback.progress),
         labels=torch.tensor([parsed[name][2] for name in kept], dtype=torch.int64),
         num_classes=len(RACES),
         attribute=torch.tensor([parsed[name][1] for name in kept], dtype=torch.int64),
@@ -73,6 +72,6 @@ def build(paths: list[Path], size: int) -> ImageData:
 
 
 @DATASETS.register("utkface")
-def load_utkface(data_cfg: Any) -> ImageData:
+def load_utkface(data_cfg: Any, feedback: Feedback = SILENT) -> ImageData:
     """UTKFace faces from ``data.root/UTKFace/``: race (4 classes) with gender as the attribute."""
-    return prepare(SOURCE, data_cfg, build)
+    return prepare(SOURCE, data_cfg, build, feedback=feedback)

@@ -77,7 +77,7 @@ class Defense:
 
 
 DEFENSES: Registry[type[Defense]] = Registry("defense")
-DEFENSES.register("none")(type("NoDefense", (Defense,), {"name": "none", "__doc__": Defense.__doc__}))
+DEFENSES.register("none")(type("NoDefense", (Defense,), {"__doc__": Defense.__doc__}))
 
 
 def build_defense(cfg: Any) -> Defense:

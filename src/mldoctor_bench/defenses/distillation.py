@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mldoctor_bench.defenses.base import DEFENSES, TRAINING, Defense, TrainingSet
+from mldoctor_bench.inference import predict_logits
 from mldoctor_bench.settings import setting
-from mldoctor_bench.training import predict_logits, train_classifier
+from mldoctor_bench.training import train_classifier
 
 
 def distillation_loss(temperature: float, alpha: float):
@@ -51,7 +52,7 @@ class DistillationSettings:
 class Distillation(Defense):
     """Release a student distilled from a teacher: ``defense.temperature``, ``defense.alpha``."""
 
-    name, kind = "distillation", TRAINING
+    kind = TRAINING
     uses_transfer_data = True
     Settings = DistillationSettings
 

@@ -113,7 +113,7 @@ class DPSettings:
 class DPSGD(Defense):
     """DP-SGD: ``defense.noise_multiplier`` (or ``defense.target_epsilon``), ``delta``, ``max_grad_norm``."""
 
-    name, kind = "dp_sgd", TRAINING
+    kind = TRAINING
     Settings = DPSettings
 
     def prepare_model(self, model: nn.Module) -> nn.Module:

@@ -48,7 +48,7 @@ class RoundingSettings:
 class OutputTopK(Defense):
     """Release only the top-k probabilities (``defense.k``), renormalised."""
 
-    name, kind = "output_topk", OUTPUT
+    kind = OUTPUT
     Settings = TopKSettings
 
     def output_transform(self):
@@ -60,7 +60,7 @@ class OutputTopK(Defense):
 class OutputRounding(Defense):
     """Release probabilities rounded to ``defense.decimals`` decimals."""
 
-    name, kind = "output_rounding", OUTPUT
+    kind = OUTPUT
     Settings = RoundingSettings
 
     def output_transform(self):
@@ -72,7 +72,7 @@ class OutputRounding(Defense):
 class OutputLabelsOnly(Defense):
     """Release the one-hot vector of the predicted label instead of the posteriors."""
 
-    name, kind = "output_labels_only", OUTPUT
+    kind = OUTPUT
 
     def output_transform(self):
         return one_hot_argmax

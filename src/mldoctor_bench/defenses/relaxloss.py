@@ -55,7 +55,7 @@ class RelaxLossSettings:
 class RelaxLoss(Defense):
     """Train with RelaxLoss at target loss ``defense.alpha``."""
 
-    name, kind = "relaxloss", TRAINING
+    kind = TRAINING
     Settings = RelaxLossSettings
 
     def fit(self, model: nn.Module, data: TrainingSet) -> dict:

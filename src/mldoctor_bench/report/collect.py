@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from mldoctor_bench.results import TABLE_STEM, merge_tables, read_table
-
-DONE = "done.json"
+from mldoctor_bench.cellfiles import CELLS, DONE, TABLE_STEM, CellFiles, pointed_cells
+from mldoctor_bench.results import merge_tables, read_table
 
 
 @dataclass(frozen=True)
@@ -24,18 +22,13 @@ class Source:
 
 def finished_cells(results_dir: Path) -> list[Path]:
     """Cell directories under ``results_dir/cells/`` whose run finished (``done.json`` and a table)."""
-    cells = Path(results_dir) / "cells"
-    return sorted(d for d in cells.glob("*/") if (d / DONE).exists() and (d / f"{TABLE_STEM}.parquet").exists())
+    cells = Path(results_dir) / CELLS
+    return sorted(d for d in cells.glob("*/") if CellFiles(d).is_done())
 
 
 def sweep_cells(sweep_dir: Path) -> list[Path]:
     """Cell directories named by the ``*/cell.json`` pointers of a sweep folder (may be none)."""
-    out = []
-    for pointer in sorted(Path(sweep_dir).glob("*/cell.json")):
-        cell = Path(json.loads(pointer.read_text())["cell_dir"])
-        if (cell / DONE).exists():
-            out.append(cell)
-    return out
+    return [cell.dir for cell in pointed_cells(sweep_dir) if cell.done.exists()]
 
 
 def locate(path: Path) -> Source:
@@ -45,15 +38,15 @@ def locate(path: Path) -> Source:
     path = Path(path).expanduser().resolve()
     if path.is_file():
         return Source([path], sweep_cells(path.parent), path.parent / "report")
-    if (path / "cells").is_dir():
+    if (path / CELLS).is_dir():
         cells = finished_cells(path)
         if not cells:
-            raise FileNotFoundError(f"no finished cell (a cells/*/{DONE}) under {path / 'cells'}")
-        return Source([c / f"{TABLE_STEM}.parquet" for c in cells], cells, path / "report")
+            raise FileNotFoundError(f"no finished cell (a {CELLS}/*/{DONE}) under {path / CELLS}")
+        return Source([CellFiles(c).table for c in cells], cells, path / "report")
     table = path / f"{TABLE_STEM}.parquet"
     if table.exists():
         return Source([table], sweep_cells(path), path / "report")
-    raise FileNotFoundError(f"{path} holds neither cells/*/{DONE} nor {TABLE_STEM}.parquet")
+    raise FileNotFoundError(f"{path} holds neither {CELLS}/*/{DONE} nor {TABLE_STEM}.parquet")
 
 
 def collect_table(path: Path) -> pd.DataFrame:
@@ -78,7 +71,7 @@ def score_files(cell_dirs: list[Path]) -> list[ScoreFile]:
     """Every ``<attack>/<threat_model>/scores*.parquet`` in the given cells."""
     out = []
     for cell in cell_dirs:
-        key = read_table(cell / f"{TABLE_STEM}.parquet").iloc[0]
+        key = read_table(CellFiles(cell).table).iloc[0]
         for path in sorted(cell.glob("*/*/scores*.parquet")):
             out.append(ScoreFile(str(key["dataset"]), str(key["arch"]), str(key["defense"]), int(key["seed"]),
                                  path.parent.parent.name, path.parent.name, path))

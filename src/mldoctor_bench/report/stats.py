@@ -15,7 +15,8 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from mldoctor_bench.results import OK
-from mldoctor_bench.ui import too_few_negatives
+from mldoctor_bench.metrics import too_few_negatives
+from mldoctor_bench.threat_catalog import short_name
 
 # Each attack family's main metrics, most preferred first. A family's charts and tables use the
 # first metric, then each later one that covers threat models the earlier ones miss (e.g. MIFace
@@ -158,10 +159,7 @@ def target_gap(frame: pd.DataFrame) -> pd.DataFrame:
 
 def series_label(attack: str, threat_model: str, variant: str = "", metric: str = "") -> str:
     """A short name for one attack series, e.g. ``membership (B,S)`` or ``membership_metric (B,S) entropy``."""
-    from mldoctor_bench.threat_models import THREAT_MODELS
-
-    tm = THREAT_MODELS.get(threat_model).short if threat_model in THREAT_MODELS else threat_model
-    parts = [attack, tm] + ([variant] if variant else []) + ([metric] if metric else [])
+    parts = [attack, short_name(threat_model)] + ([variant] if variant else []) + ([metric] if metric else [])
     return " ".join(parts)
 
 

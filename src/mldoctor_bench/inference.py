@@ -1,0 +1,40 @@
+"""Running a trained classifier on ``uint8`` images: batched logits and accuracy.
+
+This sits just above the models and the data representation, below training and the access
+objects of :mod:`mldoctor_bench.threat_models`, so both can query a model without importing
+each other.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import torch
+from torch import nn
+
+from mldoctor_bench.data.base import normalise
+
+
+def iterate_batches(n: int, batch_size: int, generator: Optional[torch.Generator]) -> Iterator[torch.Tensor]:
+    """Index batches over ``range(n)``: shuffled when a generator is given, in order otherwise."""
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Logits of ``model`` on ``uint8`` images, batched, in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    outs = [
+        model(normalise(images[b].to(device))).float()
+        for b in iterate_batches(len(images), batch_size, None)
+    ]
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy of ``model`` on ``images``."""
+    preds = predict_logits(model, images).argmax(1)
+    return float((preds.cpu() == labels.cpu()).float().mean())

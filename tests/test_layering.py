@@ -1,0 +1,136 @@
+"""Layering: every module imports on its own, and the report tool runs without torch.
+
+Each import runs in a fresh interpreter: within one process an earlier import can hide a cycle
+(``a -> b -> a`` works when ``b`` happens to be imported first), which is exactly what must fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pkgutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import mldoctor_bench
+
+SRC = str(Path(mldoctor_bench.__file__).resolve().parent.parent)
+
+
+def all_modules() -> list[str]:
+    """Every module of the package, subpackages included (``__main__`` modules run a program, not an import)."""
+    names = [mldoctor_bench.__name__]
+    for info in pkgutil.walk_packages(mldoctor_bench.__path__, prefix=f"{mldoctor_bench.__name__}."):
+        if not info.name.endswith(".__main__"):
+            names.append(info.name)
+    return sorted(names)
+
+
+def fresh_python(code: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``code`` in a new interpreter with this checkout's source first on the path."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=300)
+
+
+def test_the_walk_finds_the_subpackages():
+    modules = all_modules()
+    for name in ("mldoctor_bench.training", "mldoctor_bench.threat_models", "mldoctor_bench.data.cache",
+                 "mldoctor_bench.attacks.membership", "mldoctor_bench.report.build"):
+        assert name in modules
+
+
+# Third-party libraries the package uses, loaded once by the fork-based check below.
+PRELOAD = ("numpy", "torch", "torchvision", "pandas", "scipy.stats", "sklearn.metrics", "matplotlib.pyplot",
+           "hydra", "hydra.experimental.callback", "omegaconf", "rich.console", "rich.progress",
+           "safetensors.torch", "filelock", "opacus", "PIL.Image")
+
+# Loads the third-party libraries (not the package), then imports each module in a forked child:
+# every child starts with no module of the package loaded, as a fresh interpreter would, without
+# paying for torch's import once per module.
+FORK_EACH = """
+import importlib, json, os, sys, traceback
+for lib in PRELOAD:
+    try:
+        importlib.import_module(lib)
+    except ImportError:
+        pass
+assert not [m for m in sys.modules if m.split(".")[0] == "mldoctor_bench"]
+failed = {}
+for name in MODULES:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        code = 0
+        try:
+            importlib.import_module(name)
+        except BaseException:
+            os.write(write, traceback.format_exc().strip().splitlines()[-1].encode())
+            code = 1
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        message = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        failed[name] = message or f"exit status {status}"
+print(json.dumps(failed))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_every_module_imports_alone_in_a_forked_clean_process():
+    modules = all_modules()
+    code = f"PRELOAD = {PRELOAD!r}\nMODULES = {modules!r}\n" + FORK_EACH
+    run = fresh_python(code)
+    assert run.returncode == 0, run.stderr[-3000:]
+    failures = json.loads(run.stdout.strip().splitlines()[-1])
+    assert not failures, f"modules that fail to import on their own: {failures}"
+
+
+@pytest.mark.slow
+def test_every_module_imports_alone_in_a_fresh_interpreter():
+    modules = all_modules()
+    with ThreadPoolExecutor(max(2, min(4, os.cpu_count() or 1))) as pool:
+        results = list(pool.map(lambda m: (m, fresh_python(f"import {m}")), modules))
+    failures = {m: r.stderr.strip().splitlines()[-1] for m, r in results if r.returncode != 0}
+    assert not failures, f"modules that fail to import on their own: {failures}"
+
+
+# A tiny hand-made tidy table of one finished cell: target utility and one membership attack.
+MAKE_CELL = """
+import sys
+from pathlib import Path
+from mldoctor_bench.cellfiles import CellFiles
+from mldoctor_bench.results import Cell, Provenance, metric_rows, to_frame, write_table
+from mldoctor_bench.files import atomic_write_text
+results = Path(sys.argv[1])
+files = CellFiles.under(results, "mnist5k", "simple_cnn", "none", 0, "abc123")
+cell = Cell("mnist5k", "simple_cnn", "none", 0)
+rows = metric_rows(cell, "target", "none", "", {"train_accuracy": 1.0, "test_accuracy": 0.9})
+rows += metric_rows(cell, "membership", "blackbox_shadow", "", {"auc": 0.7, "accuracy": 0.65, "advantage": 0.3})
+write_table(to_frame(rows, Provenance("run", "abc123", "v", "2026-01-01T00:00:00"), 1.0), files.dir)
+atomic_write_text(files.done, "{}")
+"""
+
+
+def test_report_builds_without_loading_torch(tmp_path):
+    code = MAKE_CELL.replace("sys.argv[1]", repr(str(tmp_path))) + """
+from mldoctor_bench.report import main
+main([str(results)])
+assert (results / "report" / "report.md").exists()
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "safetensors"))
+assert not loaded, loaded
+print("no torch")
+"""
+    run = fresh_python(code, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "no torch" in run.stdout
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "membership" in report and "mnist5k" in report

@@ -1,0 +1,110 @@
+"""Every registered attack under every threat model it declares, on tiny hand-built data.
+
+The settings are the real composed config with every size turned down to a few steps, the
+contexts come from the real splits, knowledge and access objects (``hand_context``), and the
+attacker's own models are trained for one epoch. Each run either returns finite metrics as
+plain data (variant -> metric -> float) or raises :class:`AttackSkipped` with a reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+
+from hand_context import hand_context
+from mldoctor_bench.attacks import ATTACKS, AttackSkipped
+from mldoctor_bench.attacks.base import ModelService
+from mldoctor_bench.data.base import ImageData
+from mldoctor_bench.data.splits import four_quarters
+from mldoctor_bench.knowledge import Labeled
+from mldoctor_bench.models import build_model
+from mldoctor_bench.store import ModelStore
+from mldoctor_bench.training import Recipe, train_classifier
+
+QUARTER, SIZE, CLASSES = 16, 8, 4
+
+# Every attack's settings, sized down to a handful of steps.
+TINY_SETTINGS = [
+    "attack.membership.epochs=1", "attack.membership.batch_size=16",
+    "attack.membership_label_only.queries_per_example=6", "attack.membership_label_only.directions=2",
+    "attack.membership_label_only.levels=2", "attack.membership_label_only.boundary_examples=4",
+    "attack.inversion.miface.steps=3", "attack.inversion.miface.window=2",
+    "attack.inversion.gan.epochs=1", "attack.inversion.gan.batch_size=16", "attack.inversion.gan.width=8",
+    "attack.inversion.gmi.steps=2", "attack.inversion.gmi.restarts=1", "attack.inversion.evaluator_epochs=1",
+    "attack.attribute.epochs=1", "attack.attribute.batch_size=16", "attack.attribute.hidden=8",
+    "attack.stealing.epochs=1",
+]
+TINY_RECIPE = Recipe(epochs=1, batch_size=16)
+
+PAIRS = [(a, tm) for a in ATTACKS.names() for tm in ATTACKS.get(a).threat_models]
+
+
+class TinyModels(ModelService):
+    """The attacker's own models: the target's architecture trained for one epoch, nothing stored."""
+
+    def classifier(self, role, images, targets, epochs=None, arch=None):
+        model = build_model(arch or "simple_cnn", images.shape[1], CLASSES, images.shape[-1])
+        recipe = replace(TINY_RECIPE, epochs=int(epochs or 1))
+        return train_classifier(model, images, targets, recipe, seed=0)
+
+    def cached(self, role, payload, build, train):
+        return ModelStore(None).get_or_train(payload, build, train)
+
+
+@pytest.fixture(scope="module")
+def settings():
+    attacks = f"attack=[{','.join(ATTACKS.names())}]"
+    with initialize_config_module("mldoctor_bench.conf", version_base="1.3"):
+        return compose("config", overrides=[attacks, *TINY_SETTINGS]).attack
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(0)
+    n = 4 * QUARTER
+    return ImageData("tiny", torch.randint(0, 256, (n, 1, SIZE, SIZE), dtype=torch.uint8, generator=g),
+                     torch.randint(0, CLASSES, (n,), generator=g), CLASSES,
+                     attribute=torch.randint(0, 2, (n,), generator=g), num_attribute_classes=2,
+                     attribute_name="noise")
+
+
+@pytest.fixture(scope="module")
+def target(data):
+    torch.manual_seed(0)
+    idx = four_quarters(len(data), 0).target_train
+    model = build_model("simple_cnn", 1, CLASSES, SIZE)
+    return train_classifier(model, data.images[idx], data.labels[idx], replace(TINY_RECIPE, epochs=2), seed=0)
+
+
+def test_every_attack_declares_known_threat_models():
+    from mldoctor_bench.threat_models import THREAT_MODELS
+
+    for name in ATTACKS.names():
+        declared = ATTACKS.get(name).threat_models
+        assert declared and set(declared) <= set(THREAT_MODELS.names()), name
+
+
+@pytest.mark.parametrize("attack,tm", PAIRS, ids=[f"{a}-{t}" for a, t in PAIRS])
+def test_attack_returns_finite_metrics_or_a_reason(attack, tm, settings, data, target, tmp_path):
+    torch.manual_seed(0)
+    attack_obj = ATTACKS.get(attack)()
+    attack_obj.check_settings(settings[attack])
+    splits = four_quarters(len(data), 0)
+    ctx = hand_context(tm, data, target, {}, tmp_path, models=TinyModels())
+    heldout = Labeled.take(data, torch.cat([splits.target_test, splits.shadow_test]))
+    ctx = replace(ctx, settings=settings[attack], heldout=heldout)
+    try:
+        results = attack_obj.run(ctx)
+    except AttackSkipped as exc:
+        assert str(exc).strip(), f"{attack} under {tm} skipped without a reason"
+        return
+    assert isinstance(results, dict) and results, f"{attack} under {tm} returned no variant"
+    for variant, metrics in results.items():
+        assert isinstance(variant, str) and isinstance(metrics, dict) and metrics, (variant, metrics)
+        for metric, value in metrics.items():
+            assert isinstance(metric, str) and isinstance(value, (int, float)), (variant, metric, value)
+            assert math.isfinite(value), f"{attack} under {tm}: {variant}/{metric} = {value}"
