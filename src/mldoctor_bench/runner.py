@@ -32,7 +32,7 @@ from mldoctor_bench.defenses.base import OUTPUT
 from mldoctor_bench.knowledge import Labeled, attacker_knowledge
 from mldoctor_bench.models import ARCHS, build_model
 from mldoctor_bench.provenance import code_version, source_hash, stable_hash
-from mldoctor_bench.settings import SettingsError, parse
+from mldoctor_bench.settings import SettingsError, parse, setting
 from mldoctor_bench.results import FAILED, SKIPPED, Cell, Provenance, metric_rows, to_frame, write_table
 from mldoctor_bench.files import atomic_write_text, save_weights
 from mldoctor_bench.store import ModelStore, StoredModel
@@ -87,8 +87,39 @@ def semantic_config(cfg: DictConfig) -> dict:
     return plain
 
 
+@dataclass(frozen=True, kw_only=True)
+class DataSettings:
+    """The ``data`` section's types and ranges (where the data is, and how much of it a cell uses)."""
+
+    root: str = setting("data")
+    quarter_size: Optional[int] = setting(None, min=1, example=500)
+    reserve: float = setting(DEFAULT_RESERVE, min=0, max=0.9, example=0.2)
+    heldout_size: Optional[int] = setting(None, min=1, example=1000)
+    image_size: Optional[int] = setting(None, min=MIN_IMAGE_SIZE, example=64)
+    download: bool = setting(False)
+    cache_dir: Optional[str] = setting(None, example="~/.cache/mldoctor-bench/data")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSettings:
+    """Top-level plain keys."""
+
+    seed: int = setting(0, min=0, example=1)
+
+
+def check_plain_keys(cfg: DictConfig) -> None:
+    """Types and ranges of ``seed``, ``train.*`` and ``data.*``; raise :class:`ConfigError`."""
+    try:
+        parse(RunSettings, {"seed": cfg.seed}, "")
+        Recipe.from_config(cfg.train)
+        parse(DataSettings, cfg.data, "data")
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def plan(cfg: DictConfig) -> Plan:
     """Validate everything that can be checked before long work; raise :class:`ConfigError`."""
+    check_plain_keys(cfg)
     for group, name, registry in [("dataset", cfg.dataset.name, DATASETS), ("arch", cfg.arch.name, ARCHS)]:
         if name not in registry:
             raise ConfigError(f"unknown {group} {name!r}; choose one of: {', '.join(registry.names())}")
@@ -117,11 +148,6 @@ def plan(cfg: DictConfig) -> Plan:
     for name in tms:
         if name not in THREAT_MODELS:
             raise ConfigError(f"unknown threat model {name!r}; choose from: {', '.join(THREAT_MODELS.names())}")
-    if int(cfg.train.epochs) < 1:
-        raise ConfigError(f"train.epochs must be at least 1, got {cfg.train.epochs}")
-    image_size = cfg.data.get("image_size")
-    if image_size is not None and int(image_size) < MIN_IMAGE_SIZE:
-        raise ConfigError(f"data.image_size must be at least {MIN_IMAGE_SIZE} (or null: the dataset's default), got {image_size}")
     try:
         device = resolve_device(str(cfg.device))
     except (RuntimeError, ValueError) as exc:

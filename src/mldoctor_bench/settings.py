@@ -41,9 +41,9 @@ def _describe(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return " or ".join(_describe(a) for a in inner) + " or null"
-    if origin is list:
-        return f"a list of {_describe(typing.get_args(tp)[0])}"
+        return "null or " + " or ".join(_describe(a) for a in inner)
+    if origin in (list, tuple):
+        return f"a list of {_describe(typing.get_args(tp)[0]).removeprefix('an ').removeprefix('a ')}s"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
 
 
@@ -60,10 +60,11 @@ def _convert(tp: Any, value: Any) -> Any:
             except TypeError:
                 continue
         raise TypeError
-    if origin is list:
+    if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise TypeError
-        return [_convert(typing.get_args(tp)[0], v) for v in value]
+        items = [_convert(typing.get_args(tp)[0], v) for v in value]
+        return items if origin is list else tuple(items)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -86,7 +87,7 @@ def _convert(tp: Any, value: Any) -> Any:
 
 
 def _check_range(key: str, value: Any, meta: dict, allowed: str, example: Any) -> None:
-    values = value if isinstance(value, list) else [value]
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
     for v in values:
         if v is None:
             continue
@@ -100,7 +101,8 @@ def _check_range(key: str, value: Any, meta: dict, allowed: str, example: Any) -
             lo_text = "" if lo is None else (f"> {lo}" if meta.get("min_exclusive") else f">= {lo}")
             hi_text = "" if hi is None else f"<= {hi}"
             bounds = " and ".join(t for t in (lo_text, hi_text) if t)
-            raise SettingsError(f"{key}={v!r} is out of range: must be {allowed} {bounds} (e.g. {key}={example})")
+            each = ", each" if isinstance(value, (list, tuple)) else ""
+            raise SettingsError(f"{key}={v!r} is out of range: must be {allowed}{each} {bounds} (e.g. {key}={example})")
 
 
 def parse(cls: type, node: Any, prefix: str) -> Any:
@@ -115,7 +117,7 @@ def parse(cls: type, node: Any, prefix: str) -> Any:
                             f"{', '.join(sorted(names)) or 'none'}")
     kwargs = {}
     for f in dataclasses.fields(cls):
-        key, tp = f"{prefix}.{f.name}", hints[f.name]
+        key, tp = f"{prefix}.{f.name}" if prefix else f.name, hints[f.name]
         if f.name not in plain:
             if f.default is MISSING and f.default_factory is MISSING:
                 raise SettingsError(f"{key} is missing; set it, e.g. {key}={f.metadata.get('example')}")

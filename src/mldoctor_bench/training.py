@@ -21,6 +21,7 @@ from mldoctor_bench.data.base import ImageData, normalise
 from mldoctor_bench.inference import accuracy, iterate_batches, predict_logits  # noqa: F401
 from mldoctor_bench.models import Classifier, build_model
 from mldoctor_bench.provenance import source_hash
+from mldoctor_bench.settings import parse, setting
 
 # Source files whose change invalidates cached models.
 TRAINING_SOURCES = ("training.py", "inference.py", "models", "data/base.py")
@@ -32,21 +33,19 @@ ProgressHook = Callable[[int, int, float], None]  # (epoch, epochs, mean loss)
 class Recipe:
     """SGD recipe of spec section 4 with a step decay at fractions of the epochs."""
 
-    epochs: int = 100
-    batch_size: int = 64
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_milestones: tuple[float, ...] = (0.5, 0.75)
-    lr_gamma: float = 0.1
+    epochs: int = setting(100, min=1)
+    batch_size: int = setting(64, min=1)
+    lr: float = setting(0.01, min=0, min_exclusive=True)
+    momentum: float = setting(0.9, min=0, max=1)
+    weight_decay: float = setting(5e-4, min=0)
+    lr_milestones: tuple[float, ...] = setting((0.5, 0.75), min=0, max=1, example="[0.5,0.75]")
+    lr_gamma: float = setting(0.1, min=0, max=1, min_exclusive=True)
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Recipe":
-        """Build from a mapping (the ``train`` config section)."""
-        values = dict(cfg)
-        values["lr_milestones"] = tuple(float(m) for m in values.get("lr_milestones", ()))
-        known = {k: values[k] for k in cls.__dataclass_fields__ if k in values}
-        return cls(**known)
+        """Build from the ``train`` config section; a bad value raises
+        :class:`~mldoctor_bench.settings.SettingsError` naming ``train.<key>``."""
+        return parse(cls, cfg, "train")
 
 
 @dataclass(frozen=True)
