@@ -118,11 +118,80 @@ def test_relaxloss_flattened_targets_keep_true_probability_and_spread_the_rest()
     logits = torch.randn(8, 10, requires_grad=True)
     labels = torch.arange(8)
     t = flattened_targets(logits, labels, upper=1.0)
-    assert not t.requires_grad and is_distribution(t.double())
+    assert t.requires_grad and is_distribution(t.detach().double())  # live targets, as in the authors' code
     p = torch.softmax(logits.detach(), 1)
     assert torch.allclose(t.gather(1, labels.view(-1, 1)).squeeze(1), p.gather(1, labels.view(-1, 1)).squeeze(1))
     others = t.masked_select(torch.nn.functional.one_hot(labels, 10) == 0).view(8, 9)
     assert torch.allclose(others, others[:, :1].expand(-1, 9))
+
+
+# Three examples, three classes; logits are log-probabilities, so the softmax is the row itself.
+# Rows 0 and 2 are classified right; row 1 (label 1, argmax 0) is wrong. Mean CE 0.655.
+RELAX_PROBS = [[0.7, 0.2, 0.1], [0.5, 0.25, 0.25], [0.1, 0.1, 0.8]]
+RELAX_LABELS = [0, 1, 2]
+
+
+def relax_batch():
+    logits = torch.tensor(RELAX_PROBS, dtype=torch.float64).log().requires_grad_(True)
+    return logits, torch.tensor(RELAX_LABELS)
+
+
+def flattening_by_hand(logits, labels, upper):
+    """The flattening loss in plain arithmetic: mean of ``wrong * soft CE - CE`` per row."""
+    total = 0.0
+    for row, y in zip(logits, labels):
+        z = sum(math.exp(v) for v in row)
+        p = [math.exp(v) / z for v in row]
+        keep = min(p[y], upper)
+        targets = [keep if k == y else (1 - keep) / (len(row) - 1) for k in range(len(row))]
+        wrong = max(range(len(row)), key=lambda k: row[k]) != y
+        soft_ce = -sum(t * math.log(q) for t, q in zip(targets, p))
+        total += (soft_ce if wrong else 0.0) + math.log(p[y])
+    return total / len(logits)
+
+
+def test_relaxloss_flattening_on_a_hand_computed_batch():
+    ln = math.log
+    mean_ce = -(ln(0.7) + ln(0.25) + ln(0.8)) / 3
+    # upper 1: row 1 keeps 0.25 on its label and spreads 0.75 as 0.375 + 0.375
+    soft_row1 = -(0.375 * ln(0.5) + 0.25 * ln(0.25) + 0.375 * ln(0.25))
+    expected = (ln(0.7) + (soft_row1 + ln(0.25)) + ln(0.8)) / 3  # = -0.2799
+    # upper 0.2: row 1 keeps 0.2 and spreads 0.8 as 0.4 + 0.4
+    soft_row1_clamped = -(0.4 * ln(0.5) + 0.2 * ln(0.25) + 0.4 * ln(0.25))
+    expected_clamped = (ln(0.7) + (soft_row1_clamped + ln(0.25)) + ln(0.8)) / 3
+    logits, labels = relax_batch()
+    assert relaxloss(alpha=1.0)(logits, labels, 1).item() == pytest.approx(expected, abs=1e-12)
+    assert relaxloss(alpha=1.0, upper=0.2)(logits, labels, 1).item() == pytest.approx(expected_clamped, abs=1e-12)
+    assert expected == pytest.approx(-0.27991, abs=1e-5)
+    # mean CE above alpha on an odd epoch: plain descent; even epochs: |L - alpha|
+    assert relaxloss(alpha=0.5)(logits, labels, 1).item() == pytest.approx(mean_ce, abs=1e-12)
+    assert relaxloss(alpha=1.0)(logits, labels, 0).item() == pytest.approx(1.0 - mean_ce, abs=1e-12)
+    assert relaxloss(alpha=1.0)(logits, labels, 2).item() == pytest.approx(1.0 - mean_ce, abs=1e-12)
+
+
+def test_relaxloss_flattening_gradient_flows_through_the_soft_targets():
+    logits, labels = relax_batch()
+    relaxloss(alpha=1.0)(logits, labels, 1).backward()
+    # the right rows only ascend: a descent step lowers their true logit
+    assert logits.grad[0, 0] > 0 and logits.grad[2, 2] > 0
+    # central differences of the plain-arithmetic loss match autograd, soft targets included
+    base, h = logits.detach().tolist(), 1e-6
+    for i in range(3):
+        for k in range(3):
+            up = [row[:] for row in base]
+            down = [row[:] for row in base]
+            up[i][k] += h
+            down[i][k] -= h
+            numeric = (flattening_by_hand(up, RELAX_LABELS, 1.0) - flattening_by_hand(down, RELAX_LABELS, 1.0)) / (2 * h)
+            assert logits.grad[i, k].item() == pytest.approx(numeric, abs=1e-7)
+    # with detached targets the wrong row's gradient would differ
+    detached, _ = relax_batch()
+    wrong = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+    targets = flattened_targets(detached, labels, 1.0).detach()
+    ce = torch.nn.functional.cross_entropy(detached, labels, reduction="none")
+    soft = -(targets * torch.log_softmax(detached, 1)).sum(1)
+    (wrong * soft - ce).mean().backward()
+    assert not torch.allclose(detached.grad[1], logits.grad[1], atol=1e-3)
 
 
 def test_relaxloss_ascends_below_alpha_on_even_epochs():
@@ -172,7 +241,8 @@ def test_dp_sgd_at_large_noise_brings_meminf_auc_towards_chance(small_cell, tmp_
 
     auc_none = loss_threshold_auc(small_cell)  # 200 per quarter, 80 epochs, no defense
     dp_cell = prepared_cell(tmp_path, "threat_model=blackbox_partial", "train.epochs=30",
-                            "defense=dp_sgd", "defense.noise_multiplier=8.0")
+                            "defense=dp_sgd", "defense.noise_multiplier=8.0",
+                            "defense.target_epsilon=null")  # else the quick profile's target wins
     auc_dp = loss_threshold_auc(dp_cell)
     metrics = dp_cell.target.manifest["metrics"]
     # measured (seed 0, two threads): none 0.655; DP at noise 8, 30 epochs: 0.502, epsilon 1.46
