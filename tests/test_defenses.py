@@ -214,7 +214,7 @@ def test_relaxloss_larger_alpha_keeps_a_higher_training_loss():
         model = build_model("simple_cnn", 1, 10, 28)
         defense = build_defense({"name": "relaxloss", "alpha": alpha})
         losses[alpha] = defense.fit(model, TrainingSet(images, labels, recipe, 0, lambda: None))["train_loss"]
-    # measured (seed 0): train loss 0.128 at alpha 0.1, 0.735 at alpha 1.0
+    # measured (seed 0): train loss 0.065 at alpha 0.1, 1.059 at alpha 1.0
     assert losses[1.0] > losses[0.1] + 0.4
     assert losses[1.0] > 0.6 and losses[0.1] < 0.4
 
