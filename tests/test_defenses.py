@@ -260,7 +260,7 @@ def test_dp_sgd_at_large_noise_brings_meminf_auc_towards_chance(small_cell, tmp_
     auc_none = loss_threshold_auc(small_cell)  # 200 per quarter, 80 epochs, no defense
     dp_cell = prepared_cell(tmp_path, "threat_model=blackbox_partial", "train.epochs=30",
                             "defense=dp_sgd", "defense.noise_multiplier=8.0",
-                            "defense.target_epsilon=null")  # else the quick profile's target wins
+                            "defense.target_epsilon=null")  # the quick profile's target, nulled
     auc_dp = loss_threshold_auc(dp_cell)
     metrics = dp_cell.target.manifest["metrics"]
     # measured (seed 0, two threads): none 0.655; DP at noise 8, 30 epochs: 0.502, epsilon 1.46

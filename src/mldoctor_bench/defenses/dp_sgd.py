@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mldoctor_bench.data.base import normalise
 from mldoctor_bench.defenses.base import DEFENSES, TRAINING, Defense, TrainingSet
-from mldoctor_bench.settings import setting
+from mldoctor_bench.settings import SettingsError, setting
 from mldoctor_bench.training import ProgressHook, Recipe, sgd_with_schedule
 
 
@@ -101,12 +101,18 @@ def _train_dp(model, images, labels, recipe, seed, max_grad_norm, delta, noise_m
 
 @dataclass(frozen=True, kw_only=True)
 class DPSettings:
-    """Either a noise multiplier, or a target epsilon over the recipe's epochs (then it wins)."""
+    """Exactly one of a noise multiplier and a target epsilon over the recipe's epochs."""
 
-    noise_multiplier: float = setting(1.3, min=0, min_exclusive=True)
+    noise_multiplier: Optional[float] = setting(1.3, min=0, min_exclusive=True)
     target_epsilon: Optional[float] = setting(None, min=0, min_exclusive=True, example=8.0)
     delta: float = setting(1e-5, min=0, max=1, min_exclusive=True)
     max_grad_norm: float = setting(1.5, min=0, min_exclusive=True)
+
+    def __post_init__(self) -> None:
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise SettingsError(
+                f"defense.noise_multiplier={self.noise_multiplier} and defense.target_epsilon={self.target_epsilon}: "
+                "give exactly one, e.g. defense.noise_multiplier=2.0 defense.target_epsilon=null")
 
 
 @DEFENSES.register("dp_sgd")
