@@ -32,7 +32,7 @@ from typing import Callable, Optional
 
 import torch
 
-CHUNK_ELEMENTS = 1 << 24  # floats of probe points held at once (64 MB)
+CHUNK_ELEMENTS = 1 << 24  # floats of points held at once per array (64 MB)
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def hop_skip_jump(
         hit = labels_of(noise) != labels[rows]
         start[rows[hit]], found[rows[hit]] = noise[hit], True
     rows = found.nonzero().squeeze(1)
-    chunk = max(1, CHUNK_ELEMENTS // (max(search.gradient_queries()) * d))
+    chunk = max(1, CHUNK_ELEMENTS // d)
     for s in range(0, len(rows), chunk):
         idx = rows[s : s + chunk]
         distances[idx], used = _search_chunk(labels_of, x[idx], labels[idx], start[idx], search, generator,
@@ -157,15 +157,7 @@ def _search_chunk(labels_of, x, labels, start, search: HopSkipJump, generator, p
     for t, k in enumerate(search.gradient_queries(), start=1):
         dist = (current - x).norm(dim=1)
         delta = (math.sqrt(d) * search.tolerance * dist).clamp_min(min_delta)[:, None, None]
-        u = torch.randn(m, k, d, generator=generator)
-        u /= u.norm(dim=2, keepdim=True)
-        probes = project(clip(current[:, None] + delta * u))
-        moved = (probes - current[:, None]) / delta  # what the projection and clipping left of u
-        sign = differs(every.repeat_interleave(k), probes.view(-1, d)).view(m, k).float() * 2 - 1
-        mean = sign.mean(1, keepdim=True)
-        weight = torch.where(mean.abs() == 1, sign, sign - mean)  # baseline unless all signs agree
-        grad = (weight[..., None] * moved).mean(1)
-        grad /= grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        grad = _gradient_direction(differs, current, delta, k, generator, project, clip)
         eps = dist / math.sqrt(t)
         searching = torch.ones(m, dtype=torch.bool)
         for _ in range(search.step_halvings):
@@ -180,3 +172,27 @@ def _search_chunk(labels_of, x, labels, start, search: HopSkipJump, generator, p
         current = bisect(current)
         best = torch.minimum(best, (current - x).double().norm(dim=1))
     return best, queries
+
+
+def _gradient_direction(differs, current, delta, k, generator, project, clip) -> torch.Tensor:
+    """HopSkipJump's Monte Carlo estimate of the boundary's unit normal at each row of ``current``,
+    pointing to the adversarial side: the mean of ``k`` random unit directions (as the projection
+    and clipping left them) weighted by the sign of the label change, minus the mean sign as a
+    baseline unless all signs agree. Probes go out in slices of at most ``CHUNK_ELEMENTS`` floats."""
+    m, d = current.shape
+    every = torch.arange(m)
+    signed, moved_sum, sign_sum = torch.zeros(m, d), torch.zeros(m, d), torch.zeros(m, 1)
+    step = max(1, CHUNK_ELEMENTS // (m * d))
+    for s in range(0, k, step):
+        j = min(step, k - s)
+        u = torch.randn(m, j, d, generator=generator)
+        u /= u.norm(dim=2, keepdim=True)
+        probes = project(clip(current[:, None] + delta * u))
+        moved = (probes - current[:, None]) / delta
+        sign = differs(every.repeat_interleave(j), probes.view(-1, d)).view(m, j, 1).float() * 2 - 1
+        signed += (sign * moved).sum(1)
+        moved_sum += moved.sum(1)
+        sign_sum += sign.sum(1)
+    mean = sign_sum / k
+    grad = signed / k - torch.where(mean.abs() == 1, 0.0, mean) * moved_sum / k
+    return grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
