@@ -240,9 +240,9 @@ class LabelOnlySettings:
     max_rms: float = setting(1.0, min=0, min_exclusive=True)
     rel_tolerance: float = setting(0.01, min=0, min_exclusive=True, max=1)
     # boundary (HopSkipJump)
-    hsj_queries: int = setting(100, min=1)
-    hsj_iterations: int = setting(4, min=1)
-    hsj_tolerance: float = setting(0.001, min=0, min_exclusive=True, max=1)
+    hsj_queries: int = setting(150, min=1)
+    hsj_iterations: int = setting(5, min=1)
+    hsj_tolerance: float = setting(0.005, min=0, min_exclusive=True, max=1)
     # both distance variants
     boundary_examples: Optional[int] = setting(None, min=1, example=150)
 
