@@ -232,8 +232,8 @@ def test_augmentation_attack_finds_members_on_an_overfit_target(small_cell):
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["noise_robustness", "boundary"])
 def test_boundary_distance_is_larger_for_members(small_cell, variant):
-    # Measured on this cell (150 + 150 examples, quick budgets): AUC noise_robustness 0.60 (mean
-    # distance 17.4 vs 14.7), boundary MEASURE.
+    # Measured on this cell (150 + 150 examples, quick budgets): AUC noise_robustness 0.63 (mean
+    # distance 16.5 vs 13.5), boundary 0.60 (7.9 vs 6.5, about 116 queries per example).
     ctx = with_settings(small_cell.context("membership_label_only", "blackbox_label_only"), variants=[variant])
     metrics = ATTACKS.get("membership_label_only")().run(ctx)[variant]
     assert metrics["auc"] > 0.55, metrics
