@@ -117,6 +117,7 @@ def hop_skip_jump(
         queries[rows] += 1
         hit = labels_of(noise) != labels[rows]
         start[rows[hit]], found[rows[hit]] = noise[hit], True
+    advance(int((~found).sum()))
     rows = found.nonzero().squeeze(1)
     chunk = max(1, CHUNK_ELEMENTS // d)
     for s in range(0, len(rows), chunk):
