@@ -243,3 +243,55 @@ def test_boundary_distance_is_larger_for_members(small_cell, variant):
     assert means[1] > means[0]
     assert metrics["queries_max"] <= metrics["query_budget"]
     assert np.isfinite(metrics["threshold"]) and metrics["threshold"] > 0
+
+
+def deepfool_distances(model, images, labels, steps=50, overshoot=0.02):
+    """White-box reference: the L2 distance (normalised units) at which DeepFool (Moosavi-Dezfooli et
+    al. 2016) first changes the label, an upper bound on the minimal distance; inf where it does not."""
+    x0 = normalise(images)
+    x = x0.clone()
+    rows = torch.arange(len(x))
+    done = torch.zeros(len(x), dtype=torch.bool)
+    for _ in range(steps):
+        x.requires_grad_(True)
+        z = model(x)
+        done |= z.argmax(1) != labels
+        if done.all():
+            break
+        grads = torch.stack([torch.autograd.grad(z[:, j].sum(), x, retain_graph=True)[0].flatten(1)
+                             for j in range(z.shape[1])], 1)
+        w = grads - grads[rows, labels][:, None]
+        gap = (z - z[rows, labels][:, None]).detach().abs() / w.norm(dim=2).clamp_min(1e-12)
+        gap[rows, labels] = float("inf")
+        j = gap.argmin(1)
+        step = (gap[rows, j] + 1e-4)[:, None] * w[rows, j] / w[rows, j].norm(dim=1, keepdim=True).clamp_min(1e-12)
+        with torch.no_grad():
+            moved = (x + (1 + overshoot) * step.view_as(x)).clamp(-1, 1)
+            x = torch.where(done[:, None, None, None], x, moved).detach()
+    dist = (x.detach() - x0).flatten(1).norm(dim=1).double()
+    return torch.where(done, dist, torch.full_like(dist, float("inf")))
+
+
+@pytest.mark.slow
+def test_boundary_variant_ranks_like_white_box_distances_and_noise_robustness_does_not(small_cell):
+    # Measured on this cell (the first 50 + 50 evaluation examples, quick budgets): Spearman with
+    # DeepFool's distances 0.70 for HopSkipJump (median 2.3 times DeepFool's distance) and 0.42 for
+    # the random-direction search (4.5 times).
+    ctx = small_cell.context("membership_label_only", "blackbox_label_only")
+    data = Labeled.concat([ctx.evaluation.members.head(50), ctx.evaluation.nonmembers.head(50)])
+    model = small_cell.target.model.eval()
+    access = LabelOnlyAccess(model, CPU)
+    keep = access.labels(data.images) == data.labels
+    data = Labeled(data.images[keep], data.labels[keep])
+    reference = deepfool_distances(model, data.images, data.labels)
+    assert torch.isfinite(reference).all()
+    s = ctx.settings
+    hsj, _ = boundary_distances(access, data, HopSkipJump(s.hsj_queries, s.hsj_iterations, s.hsj_tolerance),
+                                torch.Generator().manual_seed(0))
+    noise, _ = noise_robustness_distances(
+        access, data, NoiseSearch(s.queries_per_example, s.directions, s.levels, s.max_rms, s.rel_tolerance),
+        torch.Generator().manual_seed(0))
+    rho_hsj, rho_noise = spearmanr(hsj, reference)[0], spearmanr(noise, reference)[0]
+    ratio_hsj, ratio_noise = float((hsj / reference).median()), float((noise / reference).median())
+    assert rho_hsj >= 0.6 and rho_hsj > rho_noise + 0.15, (rho_hsj, rho_noise)
+    assert ratio_hsj < ratio_noise, (ratio_hsj, ratio_noise)
