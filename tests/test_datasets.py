@@ -310,5 +310,5 @@ def test_data_config_defaults_and_hash(monkeypatch, tmp_path):
         base = hash_of()
         assert hash_of(f"data.cache_dir={tmp_path}", f"data.root={tmp_path}", "data.download=true") == base
         assert hash_of("data.image_size=32") != base
-        with pytest.raises(ConfigError, match="data.image_size must be at least 8"):
+        with pytest.raises(ConfigError, match=r"data.image_size=4 is out of range: must be null or an integer >= 8"):
             hash_of("data.image_size=4")
