@@ -3,6 +3,7 @@
 import json
 
 import pandas as pd
+import torch
 import pytest
 
 from conftest import TINY
@@ -52,6 +53,14 @@ def test_saved_target_and_splits_reproduce_the_reported_accuracy(run_cli, tmp_pa
     reported = table.query("attack == 'target' and metric == 'test_accuracy'").value.item()
     idx = splits.target_test
     assert accuracy(model, data.images[idx], data.labels[idx]) == pytest.approx(reported, abs=1e-6)
+    # the one-call form, from a str path: the model's own preprocessing applied
+    import mldoctor_bench
+
+    probs = mldoctor_bench.predict(str(cell), data.images[idx])
+    assert (probs.argmax(1) == data.labels[idx]).double().mean().item() == pytest.approx(reported, abs=1e-6)
+    assert torch.allclose(probs.sum(1), torch.ones(len(idx)), atol=1e-5)
+    with pytest.raises(ValueError, match="uint8 images"):
+        mldoctor_bench.predict(cell, data.images[idx].float() / 255)
 
 
 def test_rerun_skips_the_done_cell_and_reuses_models(run_cli, tmp_path):
@@ -113,3 +122,83 @@ def test_impossible_attack_settings_fail_before_training(run_cli, tmp_path):
     assert proc.returncode == 2
     assert "queries_per_example=5" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "res" / "cells").exists()
+
+
+@pytest.mark.parametrize("override", [
+    "data.quarter_size=100000", "data.quarter_size=-5", "seed=abc", "train.lr=abc", "train.epochs=0",
+    "dataset=cifar", "arch=resnet", "attack=membershp", "attack.membership.epochs=0", "train.epoch=3",
+    "defense=dp_sgd defense.delta=2", "data.reserve=1.5",
+])
+def test_every_bad_value_is_one_line_exit_2_and_no_folder(run_cli, tmp_path, override):
+    res = tmp_path / "res"
+    proc = run_cli(*override.split(), "attack=membership", f"results_dir={res}", "device=cpu", timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("mldoctor-bench: error: "), lines
+    assert "Traceback" not in proc.stderr
+    key = override.split()[-1].split("=")[0]
+    assert key.split(".")[-1] in lines[0]  # names the setting
+    assert not res.exists()  # not even Hydra's run folder is left
+
+
+def test_group_typos_get_a_did_you_mean(run_cli, tmp_path):
+    proc = run_cli("dataset=cifar", f"results_dir={tmp_path / 'res'}", timeout=60)
+    assert "did you mean dataset=cifar10?" in proc.stderr and proc.returncode == 2
+
+
+def test_version_and_help_say_what_the_tool_is(run_cli):
+    from mldoctor_bench import __version__
+
+    version = run_cli("--version", timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith(f"mldoctor-bench {__version__}")
+    helped = run_cli("--help", timeout=60)
+    assert helped.stdout.startswith("mldoctor-bench: how much does an image classifier leak?")
+    assert "-m seed=0,1,2" in helped.stdout and "hydra/launcher=slurm" in helped.stdout
+    assert "--hydra-help" in helped.stdout
+
+
+def test_a_failed_attack_leaves_the_cell_not_done_exits_3_and_a_rerun_retries_only_it(tmp_path, monkeypatch):
+    """In-process, so one attack can be made to fail: the cell keeps the other attack's rows, is
+    not marked done, the command exits 3; the next run retries the failed attack alone."""
+    import sys
+
+    from mldoctor_bench import cli
+    from mldoctor_bench.attacks.membership import MembershipInference
+    from mldoctor_bench.attacks.membership_metric import MetricMembershipInference
+    from mldoctor_bench.sweep import FAILED_CELLS
+
+    calls = {"metric": 0}
+    real_metric = MetricMembershipInference.run
+
+    def counted_metric(self, ctx):
+        calls["metric"] += 1
+        return real_metric(self, ctx)
+
+    def broken(self, ctx):
+        raise RuntimeError("forced failure")
+
+    monkeypatch.setattr(MetricMembershipInference, "run", counted_metric)
+    monkeypatch.setattr(MembershipInference, "run", broken)
+    args = ["mldoctor-bench", "attack=[membership,membership_metric]", "threat_model=blackbox_shadow",
+            *[a for a in TINY if not a.startswith("attack=")], f"results_dir={tmp_path / 'res'}"]
+    monkeypatch.setattr(sys, "argv", args)
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == cli.EXIT_ATTACK_FAILED
+    cell = next((tmp_path / "res" / "cells").iterdir())
+    assert not (cell / "done.json").exists()
+    table = pd.read_parquet(cell / "results.parquet")
+    assert set(table[table.attack == "membership"].status) == {"failed"}
+    assert set(table[table.attack == "membership_metric"].status) == {"ok"}
+    assert "forced failure" in (cell / "membership" / "blackbox_shadow" / "error.txt").read_text()
+
+    FAILED_CELLS.clear()
+    monkeypatch.undo()
+    monkeypatch.setattr(MetricMembershipInference, "run", counted_metric)
+    monkeypatch.setattr(sys, "argv", args)
+    cli.main()  # no exit: everything is done now
+    assert (cell / "done.json").exists() and not FAILED_CELLS
+    table = pd.read_parquet(cell / "results.parquet")
+    assert (table.status == "ok").all()
+    assert calls["metric"] == 1  # the attack that had succeeded was not run again
+    assert not table.duplicated(["attack", "threat_model", "variant", "metric"]).any()

@@ -1,3 +1,13 @@
 """mldoctor-bench: holistic risk assessment of inference attacks against image classifiers."""
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``mldoctor_bench.load_target`` and ``mldoctor_bench.predict``, imported on first use (the
+    package itself stays light: the report never loads torch)."""
+    if name in ("load_target", "predict"):
+        from mldoctor_bench import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'mldoctor_bench' has no attribute {name!r}")

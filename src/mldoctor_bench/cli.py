@@ -1,19 +1,43 @@
-"""The ``mldoctor-bench`` command: a thin Hydra entry point that hands the config to the runner."""
+"""The ``mldoctor-bench`` command: a thin Hydra entry point that hands the config to the runner.
+
+Before Hydra starts (and so before it creates any folder), :func:`preflight` checks what can be
+checked from the command line alone: config-group options (with a "did you mean"), and for a single
+run the whole composed configuration (types, ranges, names) through the runner's own planning.
+Every such failure is one line on stderr and exit code 2. A cell whose attacks failed is written
+but not marked done, and the command exits with code 3 once the rest of the sweep has run.
+"""
 
 from __future__ import annotations
 
+import difflib
+import shutil
 import sys
+from importlib import resources
 from pathlib import Path
+from typing import Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from mldoctor_bench import __version__
 from mldoctor_bench.cellfiles import POINTER, CellFiles, pointer_payload
 from mldoctor_bench.data import DataUnavailableError
+from mldoctor_bench.files import atomic_write_text
 from mldoctor_bench.registry import UnknownEntryError
 from mldoctor_bench.runner import ConfigError, run_cell
-from mldoctor_bench.files import atomic_write_text
+from mldoctor_bench.sweep import FAILED_CELLS
+
+EXIT_BAD_INPUT = 2  # nothing ran: a setting, a name or the data is wrong
+EXIT_ATTACK_FAILED = 3  # everything ran, but some attack failed (its cell is not done; rerun retries it)
+GROUPS = ("dataset", "arch", "attack", "threat_model", "defense", "profile", "experiment")
+
+
+def fail(message: str) -> None:
+    """One plain line (no console wrapping, so it reads and pastes whole in logs), exit code 2."""
+    print(f"mldoctor-bench: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
 
 
 def run_job(cfg: DictConfig) -> str:
@@ -21,23 +45,122 @@ def run_job(cfg: DictConfig) -> str:
 
     A plain module-level function (decorated below, not in place) so that launchers which pickle
     the task, such as submitit for SLURM, pickle it by reference."""
+    hydra_cfg = HydraConfig.get()
     try:
         outcome = run_cell(cfg)
     except (ConfigError, DataUnavailableError, UnknownEntryError) as exc:
-        # one plain line (no console wrapping), so it reads and pastes whole in logs
-        print(f"mldoctor-bench: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    job_dir = HydraConfig.get().runtime.output_dir
-    atomic_write_text(Path(job_dir) / POINTER, pointer_payload(CellFiles(outcome.cell_dir)))
+        if hydra_cfg.mode == RunMode.RUN:  # nothing ran: leave no folder behind
+            remove_run_folder(Path(hydra_cfg.runtime.output_dir), Path(str(cfg.results_dir)))
+        fail(str(exc))
+    atomic_write_text(Path(hydra_cfg.runtime.output_dir) / POINTER, pointer_payload(CellFiles(outcome.cell_dir)))
+    if outcome.failed:
+        FAILED_CELLS.add(str(outcome.cell_dir))
+        if hydra_cfg.mode == RunMode.RUN:
+            sys.exit(EXIT_ATTACK_FAILED)
     return str(outcome.table)
+
+
+def remove_run_folder(run_dir: Path, results_dir: Path) -> None:
+    """Delete Hydra's folder of a run that did nothing, and the parents that are left empty, up to
+    and including ``results_dir``."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    stop = results_dir.expanduser().resolve().parent
+    folder = run_dir.resolve().parent
+    while folder != stop and folder != folder.parent and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
 
 
 app = hydra.main(version_base="1.3", config_path="conf", config_name="config")(run_job)
 
 
+def group_options(group: str) -> list[str]:
+    """The options of a config group: the yaml files shipped in ``conf/<group>/``."""
+    folder = resources.files("mldoctor_bench.conf").joinpath(group)
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def override_values(value: str) -> list[str]:
+    """The option names in an override's value: ``a``, ``[a,b]`` or a sweep ``a,b``."""
+    if "(" in value or "$" in value:  # sweep functions (range, choice, glob) and interpolations
+        return []
+    return [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+
+
+def unknown_option(group: str, value: str) -> Optional[str]:
+    """The one-line message for an option ``value`` that ``group`` does not have, else ``None``."""
+    options = group_options(group)
+    if value in options:
+        return None
+    close = difflib.get_close_matches(value, options, n=1, cutoff=0.5)
+    hint = f"did you mean {group}={close[0]}? " if close else ""
+    return f"unknown {group} {value!r}; {hint}choose from: {', '.join(options)}"
+
+
+def overrides_of(argv: list[str]) -> list[str]:
+    """The ``key=value`` overrides of a command line (flags and their arguments left out)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("-cn", "-cp", "-cd", "--config-name", "--config-path", "--config-dir", "-c", "--cfg",
+                     "-p", "--package", "--info"):
+            skip = arg not in ("--info",)
+        elif not arg.startswith("-") and "=" in arg:
+            out.append(arg)
+    return out
+
+
+def preflight(argv: list[str]) -> None:
+    """Fail fast, before Hydra makes any folder: unknown group options for any run, and for a single
+    run every setting of the composed config (the runner's planning checks)."""
+    overrides = overrides_of(argv)
+    for override in overrides:
+        key, value = override.split("=", 1)
+        group = key.lstrip("+~")
+        if group in GROUPS:
+            for name in override_values(value):
+                message = unknown_option(group, name)
+                if message:
+                    fail(message)
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    if multirun or any(a in ("-h", "--help", "--hydra-help", "-c", "--cfg", "--info", "--resolve") for a in argv):
+        return  # each job of a sweep is planned (and refused in one line) when it runs
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from mldoctor_bench.runner import plan
+
+    plain = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    try:
+        with initialize_config_module("mldoctor_bench.conf", version_base="1.3"):
+            cfg = compose("config", overrides=plain)
+        plan(cfg)
+    except ConfigError as exc:
+        fail(str(exc))
+    except (HydraException, OmegaConfBaseException) as exc:
+        fail(" ".join(str(exc).split()))
+
+
+def version_text() -> str:
+    from mldoctor_bench.provenance import code_version
+
+    return f"mldoctor-bench {__version__} (code {code_version()})"
+
+
 def main() -> None:
     """Console-script entry point."""
+    argv = sys.argv[1:]
+    if "--version" in argv or "-V" in argv:
+        print(version_text())
+        return
+    preflight(argv)
     app()
+    if FAILED_CELLS:
+        print(f"mldoctor-bench: {len(FAILED_CELLS)} cell(s) with failed attacks; rerun the same command to retry "
+              f"them: {', '.join(sorted(FAILED_CELLS))}", file=sys.stderr)
+        sys.exit(EXIT_ATTACK_FAILED)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
+import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -36,8 +37,9 @@ from mldoctor_bench.settings import SettingsError, parse, setting
 from mldoctor_bench.results import FAILED, SKIPPED, Cell, Provenance, metric_rows, to_frame, write_table
 from mldoctor_bench.files import atomic_write_text, save_weights
 from mldoctor_bench.store import ModelStore, StoredModel
+from mldoctor_bench.threat_catalog import short_name
 from mldoctor_bench.threat_models import BLACKBOX, THREAT_MODELS, WHITEBOX, WhiteBoxAccess, access_for
-from mldoctor_bench.inference import accuracy
+from mldoctor_bench.inference import accuracy, predict_logits
 from mldoctor_bench.training import Recipe, TrainJob, resolve_device, seeded_model
 from mldoctor_bench import ui
 
@@ -285,12 +287,13 @@ class Assessment:
                        if needs_shadow else None)
         return metric_rows(self.cell, "target", "none", "", utility)
 
-    def run(self) -> list[dict]:
-        """The whole cell: target utility rows, then every selected attack x threat model."""
+    def run(self, only: Optional[set[tuple[str, str]]] = None) -> list[dict]:
+        """Target utility rows, then every selected attack x threat model (or the pairs in ``only``)."""
         rows = self.prepare()
         for attack_name in self.p.attacks:
             for tm_name in self.p.threat_models:
-                rows += self.run_attack(attack_name, tm_name)
+                if only is None or (attack_name, tm_name) in only:
+                    rows += self.run_attack(attack_name, tm_name)
         return rows
 
     def context(self, attack_name: str, tm_name: str) -> AttackContext:
@@ -364,9 +367,14 @@ class Assessment:
         atomic_write_text(self.p.files.target_manifest, json.dumps(manifest, indent=2))
 
 
-def load_target(cell_dir: Path) -> tuple[torch.nn.Module, Splits, dict]:
-    """Reload a cell's target model and split indices from its manifest."""
+def load_target(cell_dir: Path | str) -> tuple[torch.nn.Module, Splits, dict]:
+    """Reload a cell's target model (eval mode, on the CPU), its partition and its manifest.
+
+    The model expects :func:`mldoctor_bench.data.base.normalise`'d inputs, ``uint8`` pixels scaled
+    to ``[-1, 1]`` (not ``/ 255``); :func:`predict` applies that for you."""
     from safetensors.torch import load_file
+
+    cell_dir = Path(cell_dir).expanduser()
 
     manifest = json.loads(CellFiles(cell_dir).target_manifest.read_text())
     model = build_model(manifest["arch"], manifest["in_channels"], manifest["num_classes"], manifest["image_size"])
@@ -375,15 +383,48 @@ def load_target(cell_dir: Path) -> tuple[torch.nn.Module, Splits, dict]:
     return model.eval(), Splits.load(cell_dir / manifest["splits"]), manifest
 
 
+def predict(cell_dir: Path | str, images: torch.Tensor) -> torch.Tensor:
+    """Class probabilities ``(N, classes)`` of a cell's target for ``uint8`` images ``(N, C, H, W)``
+    of the dataset's channels and size (as the dataset's ``images`` hold them), with the model's own
+    preprocessing applied: ``predict(cell, data.images[splits.target_test])``."""
+    model, _, manifest = load_target(cell_dir)
+    expected = (manifest["in_channels"], manifest["image_size"], manifest["image_size"])
+    if images.dtype != torch.uint8 or tuple(images.shape[1:]) != expected:
+        raise ValueError(f"predict takes uint8 images of shape (N, {', '.join(map(str, expected))}), got "
+                         f"{images.dtype} {tuple(images.shape)}; pass the dataset's images (0-255), not normalised ones")
+    with torch.no_grad():
+        return torch.softmax(predict_logits(model, images), dim=1)
+
+
 @dataclass
 class Outcome:
     cell_dir: Path
     table: Path
     reused: bool
+    failed: int = 0  # attack x threat-model pairs whose attack failed (the cell is then not done)
+
+
+def failed_pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
+    """The (attack, threat model) pairs of ``frame`` whose attack failed."""
+    bad = frame[frame["status"] == FAILED]
+    return set(zip(bad["attack"], bad["threat_model"]))
+
+
+def earlier_rows(p: Plan) -> Optional[pd.DataFrame]:
+    """The table of an earlier run of this cell that finished with failed attacks (it has a table
+    but no ``done.json``); ``None`` when there is none (a killed run leaves no table)."""
+    if p.files.table.exists() and not p.files.is_done():
+        return pd.read_parquet(p.files.table)
+    return None
 
 
 def run_cell(cfg: DictConfig) -> Outcome:
-    """Plan, then run the cell unless it is already done; return where its table is."""
+    """Plan, then run the cell unless it is already done; return where its table is.
+
+    A run whose attacks all finished writes ``done.json`` last. A run with failed attacks writes its
+    rows but no ``done.json``; the next run of the same cell keeps the rows that succeeded and
+    retries only the failed attack x threat-model pairs. A folder without a table (a killed run)
+    is cleaned and the cell redone."""
     p = plan(cfg)
     if p.files.is_done():
         ui.console.print(f"[green]cell already done[/], skipping: {p.cell_dir}")
@@ -391,19 +432,37 @@ def run_cell(cfg: DictConfig) -> Outcome:
     with ui.progress_bars() as bars:  # missing files fail here, before any work
         data = load_dataset(cfg.dataset.name, cfg.data, Feedback(bars, ui.console.print))
     splits = cell_partition(p, len(data), data.num_classes)  # so do sizes the data cannot hold
-    if p.cell_dir.exists():  # an interrupted earlier attempt: start clean
-        shutil.rmtree(p.cell_dir)
-    p.cell_dir.mkdir(parents=True)
-    atomic_write_text(p.files.config, OmegaConf.to_yaml(cfg, resolve=True))
+    earlier = earlier_rows(p)
+    retry = None
+    if earlier is not None:
+        retry = failed_pairs(earlier)
+        names = ", ".join(f"{a} {short_name(t)}" for a, t in sorted(retry)) or "none"
+        ui.console.print(f"retrying the failed attacks of {p.cell_dir.name}: {names}")
+        for attack_name, tm_name in retry:
+            shutil.rmtree(p.files.attack_dir(attack_name, tm_name), ignore_errors=True)
+    else:
+        if p.cell_dir.exists():  # an interrupted earlier attempt: start clean
+            shutil.rmtree(p.cell_dir)
+        p.cell_dir.mkdir(parents=True)
+        atomic_write_text(p.files.config, OmegaConf.to_yaml(cfg, resolve=True))
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     with ui.progress_bars() as bars:
-        rows = Assessment(p, data, splits, bars).run()
+        rows = Assessment(p, data, splits, bars).run(only=retry)
     prov = Provenance(f"{started:%Y%m%dT%H%M%S}-{p.config_hash[:8]}", p.config_hash, code_version(), started.isoformat())
     frame = to_frame(rows, prov, time.perf_counter() - t0)
+    if earlier is not None:  # keep what succeeded before; the target rows and retried pairs are new
+        kept = earlier[(earlier["attack"] != "target")
+                       & ~pd.Series(list(zip(earlier["attack"], earlier["threat_model"])), index=earlier.index).isin(retry)]
+        frame = pd.concat([frame, kept], ignore_index=True)
     parquet, csv = write_table(frame, p.cell_dir)
-    atomic_write_text(p.files.done, json.dumps({"config_hash": p.config_hash, "finished_at": datetime.now(timezone.utc).isoformat()}))
-    ui.console.print(ui.summary_table(frame, f"{p.cfg.dataset.name} / {p.cfg.arch.name} / defense={p.cfg.defense.name} / seed={p.cfg.seed}",
-                                      ui.SUMMARY_METRICS))
+    failed = failed_pairs(frame)
+    if not failed:
+        atomic_write_text(p.files.done, json.dumps({"config_hash": p.config_hash,
+                                                    "finished_at": datetime.now(timezone.utc).isoformat()}))
+    ui.print_summary(frame, f"{p.cfg.dataset.name} / {p.cfg.arch.name} / defense={p.cfg.defense.name} / seed={p.cfg.seed}")
     ui.console.print(f"results: {parquet}\n         {csv}\ncell:    {p.cell_dir}")
-    return Outcome(p.cell_dir, parquet, False)
+    if failed:
+        ui.console.print(f"[red]{len(failed)} attack(s) failed[/]; the cell is not marked done: run the same "
+                         "command again to retry only what failed (tracebacks in each attack's error.txt)")
+    return Outcome(p.cell_dir, parquet, False, len(failed))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -14,8 +15,10 @@ from mldoctor_bench.metrics import too_few_negatives
 from mldoctor_bench.threat_catalog import short_name
 
 console = Console(stderr=True)
-if not console.is_terminal:  # logs and CI: wide enough for the summary table
-    console = Console(stderr=True, width=160)
+if not console.is_terminal:
+    # logs, CI, SLURM, `make demo > log`: plain lines that never wrap (paths stay pasteable)
+    console = Console(stderr=True, soft_wrap=True, no_color=True, highlight=False, width=10_000)
+INTERACTIVE = console.is_terminal
 
 Advance = Callable[..., None]
 
@@ -25,6 +28,7 @@ SUMMARY_METRICS = ("train_accuracy", "test_accuracy", "auc", "advantage", "tpr_a
 HEADERS = {"train_accuracy": "train acc", "test_accuracy": "test acc", "advantage": "adv",
            "tpr_at_fpr_0.001": "TPR@0.1%", "tpr_at_fpr_0.01": "TPR@1%", "accuracy": "acc",
            "best_baseline_accuracy": "baseline", "agreement": "agree", "eval_accuracy": "eval acc"}
+LINE_EVERY_S = 15.0  # a non-terminal progress task prints a line at most this often
 
 
 class Bars:
@@ -42,9 +46,56 @@ class Bars:
         return advance
 
 
+class LineBars:
+    """Progress for a log: one line when a task starts, one every :data:`LINE_EVERY_S` seconds
+    while it runs, one when it completes; tasks that stop early say so when the block ends."""
+
+    def __init__(self, out: Console, every: float = LINE_EVERY_S) -> None:
+        self.out, self.every = out, every
+        self.open: dict[int, list] = {}
+
+    def __call__(self, label: str, total: int) -> Advance:
+        key = len(self.open) + 1
+        state = [label, total, 0, time.monotonic(), time.monotonic(), ""]
+        self.open[key] = state
+        self.out.print(f"{label}: started ({total})")
+
+        def advance(n: int = 1, info: str = "") -> None:
+            state[2] += n
+            state[5] = info or state[5]
+            now = time.monotonic()
+            if state[2] >= state[1]:
+                if key in self.open:
+                    del self.open[key]
+                    self._line(state, now, "done")
+            elif now - state[4] >= self.every:
+                state[4] = now
+                self._line(state, now, "")
+
+        return advance
+
+    def _line(self, state: list, now: float, word: str) -> None:
+        label, total, done, started, _, info = state
+        text = f"{label}: {done}/{total} {now - started:.0f}s"
+        self.out.print(" ".join(t for t in (text, word, info) if t))
+
+    def close(self) -> None:
+        now = time.monotonic()
+        for state in self.open.values():
+            self._line(state, now, "stopped early")
+        self.open.clear()
+
+
 @contextmanager
 def progress_bars() -> Iterator[Bars]:
-    """A live progress display for the duration of the block."""
+    """Live progress bars on a terminal; periodic one-line updates elsewhere."""
+    if not INTERACTIVE:
+        bars = LineBars(console)
+        try:
+            yield bars
+        finally:
+            bars.close()
+        return
     progress = Progress(
         TextColumn("[bold]{task.description:<34}"),
         BarColumn(),
@@ -58,16 +109,24 @@ def progress_bars() -> Iterator[Bars]:
         yield Bars(progress)
 
 
-def summary_table(frame: pd.DataFrame, title: str, metrics: tuple[str, ...]) -> Table:
-    """A compact table: one line per (attack, threat model, variant), chosen metrics as columns."""
-    table = Table(title=title, title_justify="left")
-    for col in ("attack", "threat model", "variant", "status"):
-        table.add_column(col, no_wrap=True)
-    for m in metrics:
-        table.add_column(HEADERS.get(m, m), justify="right")
+def print_summary(frame: pd.DataFrame, title: str, metrics: tuple[str, ...] = SUMMARY_METRICS) -> None:
+    """The end-of-run summary: a table on a terminal, aligned plain text in a log."""
+    if INTERACTIVE:
+        console.print(summary_table(frame, title, metrics))
+    else:
+        console.print(plain_summary(frame, title, metrics))
+
+
+def summary_rows(frame: pd.DataFrame, metrics: tuple[str, ...]) -> tuple[list[str], list[list[str]], list[str]]:
+    """Headers, rows (one per attack, threat model and variant; failures first) and notes of the
+    summary."""
+    headers = ["attack", "threat model", "variant", "status"] + [HEADERS.get(m, m) for m in metrics]
     flagged = False
     unsupported = frame["reason"].str.contains("does not support", regex=False)
-    for keys, group in frame[~unsupported].groupby(["attack", "threat_model", "variant"], sort=False):
+    groups = list(frame[~unsupported].groupby(["attack", "threat_model", "variant"], sort=False))
+    groups.sort(key=lambda kv: kv[1]["status"].iloc[0] != "failed")  # failures first
+    rows = []
+    for (attack, tm, variant), group in groups:
         values = dict(zip(group["metric"], group["value"]))
         status = group["status"].iloc[0]
         reason = group["reason"].iloc[0]
@@ -79,13 +138,34 @@ def summary_table(frame: pd.DataFrame, title: str, metrics: tuple[str, ...]) -> 
             cells.append(text)
         if status != "ok" and reason:
             cells = [reason[:60]] + [""] * (len(metrics) - 1)
-        attack, tm, variant = keys
-        table.add_row(attack, short_name(tm), variant, status, *cells)
+        rows.append([attack, short_name(tm), variant, status, *cells])
     notes = []
     if flagged:
         notes.append("* TPR at FPR x measured on fewer than 1/x non-members: it rests on a handful of examples")
     if unsupported.any():
         notes.append(f"{int(unsupported.sum())} attack x threat-model pairs that the attack does not support "
                      "are recorded as skipped rows")
+    return headers, rows, notes
+
+
+def summary_table(frame: pd.DataFrame, title: str, metrics: tuple[str, ...]) -> Table:
+    """The summary as a rich table (for a terminal)."""
+    headers, rows, notes = summary_rows(frame, metrics)
+    table = Table(title=title, title_justify="left")
+    for i, h in enumerate(headers):
+        table.add_column(h, no_wrap=i < 4, justify="left" if i < 4 else "right")
+    for row in rows:
+        table.add_row(*row)
     table.caption = "\n".join(notes) or None
     return table
+
+
+def plain_summary(frame: pd.DataFrame, title: str, metrics: tuple[str, ...]) -> str:
+    """The summary as aligned plain text (for a log): full headers and cells, nothing cut."""
+    headers, rows, notes = summary_rows(frame, metrics)
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([title, line(headers), *(line(r) for r in rows), *notes])

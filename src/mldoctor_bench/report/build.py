@@ -114,7 +114,14 @@ def build_report(path: Path, out_dir: Path | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: ``mldoctor-report RESULTS_DIR_OR_TABLE [--out DIR]``."""
-    parser = argparse.ArgumentParser(prog="mldoctor-report", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="mldoctor-report", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Turn mldoctor-bench results into report/report.md with PNG figures: target utility, the\n"
+                    "paper's Tables 3-5 (mean, sd and 95% interval over seeds), TPR at low FPR, ROC curves,\n"
+                    "bar charts per attack family, attacks against the train-test gap, the defense\n"
+                    "trade-off, the attack correlation matrix, and every skipped or failed row.",
+        epilog="examples:\n  mldoctor-report results\n  mldoctor-report results/hydra/sweeps/<time> --out /tmp/report\n"
+               "  mldoctor-report /tmp/res/cells/<cell>/results.parquet")
     parser.add_argument("path", type=Path, help="a results directory (with cells/), a sweep folder, or a results.parquet")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: <path>/report)")
     args = parser.parse_args(argv)
