@@ -36,7 +36,7 @@ from mldoctor_bench.settings import SettingsError, parse, setting
 from mldoctor_bench.results import FAILED, SKIPPED, Cell, Provenance, metric_rows, to_frame, write_table
 from mldoctor_bench.files import atomic_write_text, save_weights
 from mldoctor_bench.store import ModelStore, StoredModel
-from mldoctor_bench.threat_models import BLACKBOX, THREAT_MODELS, WHITEBOX, BlackBoxAccess, WhiteBoxAccess, access_for
+from mldoctor_bench.threat_models import BLACKBOX, THREAT_MODELS, WHITEBOX, WhiteBoxAccess, access_for
 from mldoctor_bench.inference import accuracy
 from mldoctor_bench.training import Recipe, TrainJob, resolve_device, seeded_model
 from mldoctor_bench import ui
@@ -203,7 +203,8 @@ class CellModels(ModelService):
         job = TrainJob(role, self.a.cfg.arch.name, self.a.recipe, derive_seed(int(self.a.cfg.seed), role),
                        self.identity["dataset"], digest)
         stored = self.a.fit(job, images, labels, self.a.defense)
-        access = BlackBoxAccess(stored.model, self.a.p.device, self.a.defense.output_transform())
+        # released to its owner as the target is to everyone: black-box, through the output-time defense
+        access = access_for(THREAT_MODELS.get("auditor"), stored.model, self.a.p.device, self.a.defense.output_transform())
         return ReleasedModel(access, dict(stored.manifest["metrics"]))
 
     def cached(self, role, payload, build, train):
