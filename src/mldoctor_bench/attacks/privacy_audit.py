@@ -9,8 +9,8 @@ with a wrong label drawn from the seed: an included one can only be fitted by me
 the cell's output-time defense) and each canary is scored with its training label:
 
 - ``loss``: minus the cross-entropy, ``log p_y``;
-- ``confidence``: the logit-scaled confidence ``log p_y - log(1 - p_y)``, the same ranking where
-  ``log p_y`` keeps its resolution, and ties broken where it rounds to 0.
+- ``confidence``: the logit-scaled confidence ``log p_y - log(1 - p_y)``: the same ranking as the
+  loss, except where ``p_y`` rounds to 1 and the loss ties at 0 (the confidence keeps ordering them).
 
 Each variant guesses the highest scores included and the lowest excluded and turns its correct
 guesses into a bound with :mod:`mldoctor_bench.audit_bound` (maximised over a grid of guess counts,
