@@ -203,12 +203,13 @@ def low_fpr_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def audit_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """One line per privacy-audit run (cell, variant, seed): the accountant's ``epsilon`` (NaN
+    """One line per privacy-audit run (cell, variant, seed, config): the accountant's ``epsilon`` (NaN
     without DP), the audited ``epsilon_lower_bound``, the guesses behind it, and ``sound``: whether
-    the bound stays at or below the accountant's epsilon (NaN where there is none to compare with)."""
+    the bound stays at or below the accountant's epsilon (NaN where there is none to compare with).
+    Runs of different configurations (e.g. canary kinds) stay apart: a bound is never averaged."""
     rows = attack_rows(frame)
     rows = rows[(rows["family"] == "privacy_audit") & rows["metric"].isin(AUDIT_METRICS)]
-    index = CELL + ["variant", "seed"]
+    index = CELL + ["variant", "seed", "config_hash"]
     if rows.empty:
         return pd.DataFrame(columns=index + list(AUDIT_METRICS) + ["sound"])
     wide = rows.pivot_table(index=index, columns="metric", values="value", aggfunc="mean").reset_index()

@@ -103,10 +103,11 @@ def audit_table(audit: pd.DataFrame) -> str:
         return "" if pd.isna(v) else f"{v:.{digits}f}"
 
     lines = []
-    for _, r in audit.sort_values(stats.CELL + ["variant", "seed"]).iterrows():
+    for _, r in audit.sort_values(stats.CELL + ["variant", "seed", "config_hash"]).iterrows():
         verdict = "" if pd.isna(r["sound"]) else ("yes" if r["sound"] else "NO: bound above the accountant")
-        lines.append([" / ".join(str(r[c]) for c in stats.CELL), r["variant"], str(r["seed"]), num(r["epsilon"]),
+        lines.append([" / ".join(str(r[c]) for c in stats.CELL), r["variant"], str(r["seed"]), str(r["config_hash"])[:8],
+                      num(r["epsilon"]),
                       num(r["epsilon_lower_bound"]), f"{num(r['correct_guesses'], 0)} / {num(r['guesses'], 0)}",
                       num(r["canaries"], 0), num(r["delta"], 6).rstrip("0"), verdict])
-    return markdown_table(["dataset / arch / defense", "score", "seed", "accountant epsilon", "audited lower bound",
+    return markdown_table(["dataset / arch / defense", "score", "seed", "config", "accountant epsilon", "audited lower bound",
                            "correct / guesses", "canaries", "delta", "bound <= epsilon"], lines)
