@@ -26,10 +26,11 @@ def assert_disjoint(s: Splits) -> None:
 @pytest.mark.parametrize("dataset", sorted(SIZES))
 @pytest.mark.parametrize("quarter_size", [None, 500, 16])
 @pytest.mark.parametrize("distillation", [False, True])
-def test_pools_are_disjoint_and_meet_their_minimums(dataset, quarter_size, distillation):
+@pytest.mark.parametrize("canaries", [0, 10])
+def test_pools_are_disjoint_and_meet_their_minimums(dataset, quarter_size, distillation, canaries):
     n, classes = SIZES[dataset]
     s = partition(n, seed=0, quarter_size=quarter_size, transfer_size=None if distillation else 0,
-                  min_heldout=classes, dataset=dataset)
+                  canary_size=canaries, min_heldout=classes, dataset=dataset)
     assert_disjoint(s)
     size = quarter_size or int(n * (1 - DEFAULT_RESERVE)) // 4
     assert all(len(s.pool(q)) == size for q in QUARTERS)
@@ -37,11 +38,12 @@ def test_pools_are_disjoint_and_meet_their_minimums(dataset, quarter_size, disti
         assert len(s.pool("transfer")) == len(s.target_train)
     else:
         assert len(s.pool("transfer")) == 0
+    assert len(s.pool("canary")) == canaries
     assert len(s.pool("heldout")) >= classes
     # every row is in one pool: nothing is silently dropped between the pools
     assert sum(s.sizes().values()) == n
-    if quarter_size is None:  # the reserve: transfer and heldout each as large as a quarter or more
-        assert len(s.pool("heldout")) >= size
+    if quarter_size is None:  # the reserve: transfer and heldout (with the canaries) each a quarter or more
+        assert len(s.pool("heldout")) + canaries >= size
 
 
 def test_without_quarter_size_the_reserve_comes_out_before_quartering():
@@ -57,9 +59,10 @@ def test_extra_pools_never_change_the_quarters():
     """Target and shadow models are keyed by their quarters: a defense or attack that adds a pool
     must not move them (else a defended and an undefended target would train on different rows)."""
     plain = partition(5_000, 3, 500, transfer_size=0)
-    with_pools = partition(5_000, 3, 500, transfer_size=700, heldout_size=100, min_heldout=10)
+    with_pools = partition(5_000, 3, 500, transfer_size=700, canary_size=1_000, heldout_size=100, min_heldout=10)
     for q in QUARTERS:
         assert torch.equal(plain.pool(q), with_pools.pool(q))
+    assert torch.equal(partition(5_000, 3, 500, transfer_size=700).pool("transfer"), with_pools.pool("transfer"))
     assert len(with_pools.pool("transfer")) == 700 and len(with_pools.pool("heldout")) == 100
 
 
@@ -89,8 +92,20 @@ def test_too_few_rows_for_the_evaluator_is_refused():
         partition(1_005, 0, 250, min_heldout=10)  # 5 rows left for 10 classes
 
 
+def test_the_quick_audit_fits_mnist5k_beside_the_quarters_and_the_evaluator():
+    """1,000 canaries beside 4 quarters of 500 leave 2,000 heldout rows on the embedded digits."""
+    s = partition(5_000, 0, 500, canary_size=1_000, min_heldout=10, dataset="mnist5k")
+    assert_disjoint(s)
+    assert len(s.pool("canary")) == 1_000 and len(s.pool("heldout")) == 2_000
+
+
+def test_too_few_rows_for_the_canaries_is_refused_with_the_fix():
+    with pytest.raises(PartitionError, match=r"attack\.privacy_audit\.canaries=100"):
+        partition(1_000, 0, 225, canary_size=500)  # 900 in quarters, 100 left < 500 canaries
+
+
 def test_every_pool_is_saved_and_loaded_by_name(tmp_path):
-    s = partition(1_000, 1, 100, transfer_size=None, min_heldout=10)
+    s = partition(1_000, 1, 100, transfer_size=None, canary_size=50, min_heldout=10)
     s.save(tmp_path / "splits.safetensors")
     t = Splits.load(tmp_path / "splits.safetensors")
     for name in QUARTERS + POOLS:

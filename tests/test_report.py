@@ -196,3 +196,31 @@ def test_report_from_a_real_tiny_run(run_cli, tmp_path):
     assert "### membership: auc" in text
     assert (results / "report" / "figures" / "roc_membership_blackbox_shadow.png").stat().st_size > 5000
     assert "needs at least 3 dataset/arch/defense cells; found 1" in text
+
+
+def test_dp_audit_table_sets_the_accountant_beside_the_bound(tmp_path):
+    """Per audited cell: accountant epsilon, audited bound, guesses; a bound above the accountant's
+    epsilon is called out, and a cell without DP has nothing to compare with."""
+    rows = []
+    for defense, eps, bound in (("dp_sgd", 8.0, 0.4), ("none", None, 2.5), ("broken_dp", 1.0, 1.7)):
+        cell = Cell("mnist5k", "simple_cnn", defense, 0)
+        rows += metric_rows(cell, "target", "none", "", {"train_accuracy": 0.9, "test_accuracy": 0.8})
+        metrics = {"epsilon_lower_bound": bound, "correct_guesses": 90.0, "guesses": 100.0, "canaries": 1000.0,
+                   "delta": 1e-5, **({"epsilon": eps} if eps is not None else {})}
+        rows += metric_rows(cell, "privacy_audit", "auditor", "confidence", metrics)
+    frame = to_frame(rows, Provenance("run", "hash", "test", "2026-01-01T00:00:00"), 1.0)
+    # a second configuration of the same cell (other canaries) is its own line, never averaged in
+    other = metric_rows(Cell("mnist5k", "simple_cnn", "none", 0), "privacy_audit", "auditor", "confidence",
+                        {"epsilon_lower_bound": 0.5, "correct_guesses": 56.0, "guesses": 60.0, "canaries": 1000.0})
+    frame = pd.concat([frame, to_frame(other, Provenance("run2", "otherhash", "test", "2026-01-01T00:00:01"), 1.0)])
+    assert sorted(stats.audit_rows(frame).query("defense == 'none'")["epsilon_lower_bound"]) == [0.5, 2.5]
+    frame = frame[frame["config_hash"] == "hash"]
+    audit = stats.audit_rows(frame).set_index("defense")
+    assert audit.loc["dp_sgd", "sound"] == 1.0 and audit.loc["broken_dp", "sound"] == 0.0
+    assert math.isnan(audit.loc["none", "sound"]) and math.isnan(audit.loc["none", "epsilon"])
+    write_table(frame, tmp_path / "cells" / "c")
+    (tmp_path / "cells" / "c" / "done.json").write_text("{}")
+    text = build_report(tmp_path).read_text()
+    assert "## DP audit: accountant epsilon vs audited lower bound" in text
+    assert "| mnist5k / simple_cnn / dp_sgd | confidence | 0 | hash | 8.000 | 0.400 | 90 / 100 | 1000 | 0.00001 | yes |" in text
+    assert "NO: bound above the accountant" in text

@@ -5,6 +5,8 @@
 - partial (P): the first half of target-train (known members) and of target-test (known
   non-members); membership attacks are then scored on the *other* halves.
 - none (N): nothing.
+- owner (O): the model owner's training data (target-train) and the partition's canary pool, rows
+  it may add to its own training to audit it.
 Membership is scored on balanced members (target-train) and non-members (target-test).
 """
 
@@ -17,7 +19,7 @@ import torch
 
 from mldoctor_bench.data.base import ImageData
 from mldoctor_bench.data.splits import Splits
-from mldoctor_bench.threat_models import NONE, PARTIAL, SHADOW, ThreatModel, WhiteBoxAccess
+from mldoctor_bench.threat_models import NONE, OWNER, PARTIAL, SHADOW, ThreatModel, WhiteBoxAccess
 
 
 @dataclass(frozen=True)
@@ -67,11 +69,13 @@ class AttackerKnowledge:
 
     ``members``/``nonmembers`` are in/out of the training set of ``reference``: the attacker's
     shadow model under (.,S); under (.,P) ``reference`` is ``None`` and they refer to the target.
+    ``canaries`` (the owner only): the partition's canary pool, in its saved order.
     """
 
     members: Optional[Labeled] = None
     nonmembers: Optional[Labeled] = None
     reference: Optional[WhiteBoxAccess] = None
+    canaries: Optional[Labeled] = None
 
     @property
     def data(self) -> Optional[Labeled]:
@@ -109,4 +113,7 @@ def attacker_knowledge(
         return knowledge, Evaluation(train.tail(n - half), test.tail(n - half), test)
     if tm.knowledge == NONE:
         return AttackerKnowledge(), Evaluation(train.head(n), test.head(n), test)
+    if tm.knowledge == OWNER:
+        knowledge = AttackerKnowledge(members=train, canaries=Labeled.take(data, splits.pool("canary")))
+        return knowledge, Evaluation(train.head(n), test.head(n), test)
     raise ValueError(f"unknown knowledge {tm.knowledge!r}")

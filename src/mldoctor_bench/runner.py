@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mldoctor_bench.attacks import ATTACKS, AttackContext, AttackSkipped
-from mldoctor_bench.attacks.base import ModelService
+from mldoctor_bench.attacks.base import ModelService, ReleasedModel
 from mldoctor_bench.cellfiles import CellFiles
 from mldoctor_bench.data import DATASETS, ImageData, Splits, load_dataset
 from mldoctor_bench.data.base import Feedback
@@ -163,14 +163,16 @@ def plan(cfg: DictConfig) -> Plan:
 
 def cell_partition(p: Plan, n: int, num_classes: int) -> Splits:
     """The cell's partition of ``n`` rows: the quarters, a transfer pool if the defense trains a
-    student, and the heldout pool (at least one row per class where an attack's evaluator needs it)."""
+    student, a canary pool if an audit adds canaries, and the heldout pool (at least one row per
+    class where an attack's evaluator needs it)."""
     cfg = p.cfg
     needs_heldout = any(ATTACKS.get(a).uses_heldout for a in p.attacks)
+    canaries = max([ATTACKS.get(a)().pool_sizes(p.settings[a]).get("canary", 0) for a in p.attacks], default=0)
     reserve = OmegaConf.select(cfg, "data.reserve", default=DEFAULT_RESERVE)
     try:
         return partition(
             n, int(cfg.seed), cfg.data.get("quarter_size"), reserve=float(reserve),
-            transfer_size=p.defense.transfer_size() if p.defense.uses_transfer_data else 0,
+            transfer_size=p.defense.transfer_size() if p.defense.uses_transfer_data else 0, canary_size=canaries,
             heldout_size=OmegaConf.select(cfg, "data.heldout_size", default=None),
             min_heldout=num_classes if needs_heldout else 0, dataset=str(cfg.dataset.name),
         )
@@ -197,6 +199,15 @@ class CellModels(ModelService):
         job = TrainJob(role, arch or self.a.cfg.arch.name, recipe,
                        derive_seed(int(self.a.cfg.seed), role), self.identity["dataset"], digest)
         return self.a.fit(job, images, targets).model
+
+    def defended_classifier(self, role, images, labels):
+        digest = hashlib.sha256(images.cpu().numpy().tobytes() + labels.cpu().numpy().tobytes()).hexdigest()[:16]
+        job = TrainJob(role, self.a.cfg.arch.name, self.a.recipe, derive_seed(int(self.a.cfg.seed), role),
+                       self.identity["dataset"], digest)
+        stored = self.a.fit(job, images, labels, self.a.defense)
+        # released to its owner as the target is to everyone: black-box, through the output-time defense
+        access = access_for(THREAT_MODELS.get("auditor"), stored.model, self.a.p.device, self.a.defense.output_transform())
+        return ReleasedModel(access, dict(stored.manifest["metrics"]))
 
     def cached(self, role, payload, build, train):
         key = {"role": role, "cell": self.identity, "payload": payload, "code": source_hash(("attacks",))}

@@ -1,4 +1,4 @@
-"""The six threat models as plain data: name, model access, auxiliary knowledge, paper notation.
+"""The threat models as plain data: name, model access, auxiliary knowledge, paper notation.
 
 No torch here, so the report and the console can name threat models without loading a model
 stack; the access objects that enforce them live in :mod:`mldoctor_bench.threat_models`.
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from mldoctor_bench.registry import Registry
 
 BLACKBOX, LABEL_ONLY, WHITEBOX = "blackbox", "label_only", "whitebox"
-SHADOW, PARTIAL, NONE = "shadow", "partial", "none"
+SHADOW, PARTIAL, NONE, OWNER = "shadow", "partial", "none", "owner"
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class ThreatModel:
 
     name: str
     access: str  # blackbox | label_only | whitebox
-    knowledge: str  # shadow | partial | none
+    knowledge: str  # shadow | partial | none | owner
 
     @property
     def short(self) -> str:
@@ -37,6 +37,9 @@ for _tm in (
     ThreatModel("whitebox_shadow", WHITEBOX, SHADOW),
     ThreatModel("whitebox_partial", WHITEBOX, PARTIAL),
     ThreatModel("whitebox_none", WHITEBOX, NONE),
+    # The model owner auditing its own training: it holds the training data, may add canaries to
+    # it, and scores the released model through its black-box API (Steinke et al. 2023).
+    ThreatModel("auditor", BLACKBOX, OWNER),
 ):
     THREAT_MODELS.register(_tm.name)(_tm)
 

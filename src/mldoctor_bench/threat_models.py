@@ -17,7 +17,7 @@ from mldoctor_bench.inference import predict_logits
 from mldoctor_bench.models import Classifier
 # The threat models themselves are plain data; they are re-exported here beside their access objects.
 from mldoctor_bench.threat_catalog import (  # noqa: F401
-    BLACKBOX, LABEL_ONLY, NONE, PARTIAL, SHADOW, THREAT_MODELS, WHITEBOX, ThreatModel,
+    BLACKBOX, LABEL_ONLY, NONE, OWNER, PARTIAL, SHADOW, THREAT_MODELS, WHITEBOX, ThreatModel,
 )
 
 # Post-processing of released posteriors (output-time defenses): probabilities in, probabilities out.

@@ -19,9 +19,18 @@ from mldoctor_bench.models import Classifier
 from mldoctor_bench.registry import Registry
 from mldoctor_bench.settings import NoSettings
 from mldoctor_bench.store import StoredModel
-from mldoctor_bench.threat_models import LabelOnlyAccess, ThreatModel
+from mldoctor_bench.threat_models import BlackBoxAccess, LabelOnlyAccess, ThreatModel
 
 VariantMetrics = dict[str, dict[str, float]]  # variant ("" if none) -> metric -> value
+
+
+@dataclass(frozen=True)
+class ReleasedModel:
+    """A model trained and released as the target is, seen through black-box access, with the
+    metrics of its training run (under DP-SGD the accountant's ``epsilon`` and ``delta``)."""
+
+    access: BlackBoxAccess
+    metrics: dict[str, float]
 
 
 class ModelService:
@@ -35,6 +44,12 @@ class ModelService:
                    epochs: int | None = None, arch: str | None = None) -> Classifier:
         """A classifier of the target's architecture and recipe (or ``arch``/``epochs``) trained on
         ``uint8`` ``images`` with class-index or soft-probability ``targets``."""
+        raise NotImplementedError
+
+    def defended_classifier(self, role: str, images: torch.Tensor, labels: torch.Tensor) -> ReleasedModel:
+        """A copy of the target on other data: the target's architecture, recipe and training-time
+        defense on ``uint8`` ``images`` and class-index ``labels``, released through the cell's
+        output-time defense (for the model owner, who trains its own models)."""
         raise NotImplementedError
 
     def cached(self, role: str, payload: dict, build: Callable[[], torch.nn.Module],
@@ -82,6 +97,11 @@ class Attack:
     threat_models: ClassVar[tuple[str, ...]]
     Settings: ClassVar[type] = NoSettings
     uses_heldout: ClassVar[bool] = False  # needs the partition's heldout pool (an evaluator)
+
+    def pool_sizes(self, settings: Any) -> dict[str, int]:
+        """Rows of the partition's extra pools (e.g. ``canary``) that this attack needs with its
+        typed ``settings``; none by default."""
+        return {}
 
     def check_settings(self, settings: Any) -> None:
         """Raise ``ValueError`` naming the setting and the fix if the (typed) ``settings`` cannot

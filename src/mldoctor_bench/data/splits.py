@@ -9,6 +9,8 @@ The rules live here and nowhere else:
   first and quartering the rest;
 - ``transfer`` (a distillation student's data, only when the defense asks for it) has
   ``defense.transfer_size`` rows, by default as many as ``target_train``;
+- ``canary`` (a privacy audit's canaries, only when the audit is selected) has as many rows as
+  the audit asks for; only the audited copy of the target ever trains on them;
 - ``heldout`` (what evaluators train and are tested on, rows no other model sees) is every row
   left, capped by ``data.heldout_size``, and holds at least ``min_heldout`` rows when an attack
   needs it.
@@ -29,7 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 QUARTERS = ("target_train", "target_test", "shadow_train", "shadow_test")
-POOLS = ("transfer", "heldout")  # besides the quarters, in the order they are cut
+POOLS = ("transfer", "canary", "heldout")  # besides the quarters, in the order they are cut
 DEFAULT_RESERVE = 1 / 3  # with quarter_size null: 4 quarters, transfer and heldout of n/6 each
 
 
@@ -40,7 +42,7 @@ class PartitionError(ValueError):
 @dataclass(frozen=True)
 class Splits:
     """Index tensors (``int64``) into the dataset: the four quarters and the named extra pools
-    (``transfer``, ``heldout``; empty when the cell does not use them)."""
+    (``transfer``, ``canary``, ``heldout``; empty when the cell does not use them)."""
 
     target_train: torch.Tensor
     target_test: torch.Tensor
@@ -101,11 +103,12 @@ def quarter_size_for(n: int, quarter_size: Optional[int], reserve: float) -> int
 
 
 def partition(n: int, seed: int, quarter_size: Optional[int] = None, *, reserve: float = DEFAULT_RESERVE,
-              transfer_size: Optional[int] = 0, heldout_size: Optional[int] = None, min_heldout: int = 0,
-              dataset: str = "the dataset") -> Splits:
+              transfer_size: Optional[int] = 0, canary_size: int = 0, heldout_size: Optional[int] = None,
+              min_heldout: int = 0, dataset: str = "the dataset") -> Splits:
     """The cell's partition of ``range(n)``.
 
     ``transfer_size``: rows for the ``transfer`` pool (0: none; ``None``: as many as a quarter).
+    ``canary_size``: rows for the ``canary`` pool (0: none).
     ``heldout_size``: cap on the ``heldout`` pool (``None``: every row left). ``min_heldout``: the
     fewest heldout rows the cell's attacks can work with. Raises :class:`PartitionError` naming the
     sizes and the override that fixes it when the data cannot hold them.
@@ -123,11 +126,18 @@ def partition(n: int, seed: int, quarter_size: Optional[int] = None, *, reserve:
             f"{dataset} has {n} examples: 4 quarters of {size} leave {left} rows, fewer than the {transfer} the "
             f"defense's transfer pool needs; set defense.transfer_size={left} or a smaller data.quarter_size"
             + (f" or a larger data.reserve (now {reserve:.3g})" if quarter_size is None else ""))
-    heldout = left - transfer if heldout_size is None else min(int(heldout_size), left - transfer)
+    canary = int(canary_size)
+    if canary > left - transfer:
+        raise PartitionError(
+            f"{dataset} has {n} examples: 4 quarters of {size} and a transfer pool of {transfer} leave "
+            f"{left - transfer} rows, fewer than the {canary} the audit's canary pool needs; set "
+            f"attack.privacy_audit.canaries={left - transfer} or a smaller data.quarter_size")
+    free = left - transfer - canary
+    heldout = free if heldout_size is None else min(int(heldout_size), free)
     if heldout < min_heldout:
         raise PartitionError(
-            f"{dataset} has {n} examples: after 4 quarters of {size} and a transfer pool of {transfer}, "
-            f"{left - transfer} rows are left for the heldout pool, fewer than the {min_heldout} the evaluator "
+            f"{dataset} has {n} examples: after 4 quarters of {size}, a transfer pool of {transfer} and a "
+            f"canary pool of {canary}, {free} rows are left for the heldout pool, fewer than the {min_heldout} the evaluator "
             f"needs; use a smaller data.quarter_size"
             + (" or a larger data.heldout_size" if heldout_size is not None else ""))
     generator = torch.Generator().manual_seed(int(seed))
@@ -140,6 +150,8 @@ def partition(n: int, seed: int, quarter_size: Optional[int] = None, *, reserve:
     pools = {}
     if transfer:
         pools["transfer"] = rest[:transfer]
+    if canary:
+        pools["canary"] = rest[transfer : transfer + canary]
     if heldout:
-        pools["heldout"] = rest[transfer : transfer + heldout]
+        pools["heldout"] = rest[transfer + canary : transfer + canary + heldout]
     return Splits(*quarters, pools)

@@ -83,6 +83,11 @@ def render(frame: pd.DataFrame, source: Source, report_dir: Path) -> str:
         if low["too_few"].any():
             lines += [tables.LOW_FPR_NOTE, ""]
 
+    audit = stats.audit_rows(frame)
+    if not audit.empty:
+        lines += ["## DP audit: accountant epsilon vs audited lower bound", "",
+                  tables.audit_table(audit), "", tables.AUDIT_NOTE, ""]
+
     lines += ["## MemInf ROC curves (log-log)", "",
               "The shaded band marks FPRs below 1/n_nonmembers: no measurement there rests on even one "
               "non-member.", ""]

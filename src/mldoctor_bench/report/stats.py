@@ -26,14 +26,17 @@ FAMILY_METRICS: dict[str, tuple[str, ...]] = {
     "inversion": ("eval_accuracy", "mse"),
     "attribute": ("accuracy", "f1"),
     "stealing": ("agreement", "accuracy"),
+    "privacy_audit": ("epsilon_lower_bound",),
 }
 # Substrings of attack names that place an attack in a family.
 FAMILY_PATTERNS = (("membership", "membership"), ("inversion", "inversion"), ("modinv", "inversion"),
-                   ("attribute", "attribute"), ("attrinf", "attribute"), ("steal", "stealing"))
+                   ("attribute", "attribute"), ("attrinf", "attribute"), ("steal", "stealing"),
+                   ("audit", "privacy_audit"))
 GENERIC_METRICS = ("auc", "accuracy", "agreement", "eval_accuracy", "mse")
 CELL = ["dataset", "arch", "defense"]
 SERIES = ["attack", "threat_model", "variant"]
 LOW_FPR_PREFIX = "tpr_at_fpr_"
+AUDIT_METRICS = ("epsilon", "epsilon_lower_bound", "correct_guesses", "guesses", "canaries", "delta")
 
 
 @dataclass(frozen=True)
@@ -197,3 +200,23 @@ def low_fpr_rows(frame: pd.DataFrame) -> pd.DataFrame:
     merged = tpr.merge(neg, on=key, how="left")
     merged["too_few"] = [too_few_negatives(m, n) for m, n in zip(merged["metric"], merged["n_nonmembers"])]
     return merged
+
+
+def audit_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """One line per privacy-audit run (cell, variant, seed, config): the accountant's ``epsilon`` (NaN
+    without DP), the audited ``epsilon_lower_bound``, the guesses behind it, and ``sound``: whether
+    the bound stays at or below the accountant's epsilon (NaN where there is none to compare with).
+    Runs of different configurations (e.g. canary kinds) stay apart: a bound is never averaged."""
+    rows = attack_rows(frame)
+    rows = rows[(rows["family"] == "privacy_audit") & rows["metric"].isin(AUDIT_METRICS)]
+    index = CELL + ["variant", "seed", "config_hash"]
+    if rows.empty:
+        return pd.DataFrame(columns=index + list(AUDIT_METRICS) + ["sound"])
+    wide = rows.pivot_table(index=index, columns="metric", values="value", aggfunc="mean").reset_index()
+    wide.columns.name = None
+    for metric in AUDIT_METRICS:
+        if metric not in wide.columns:
+            wide[metric] = math.nan
+    wide["sound"] = np.where(wide["epsilon"].isna(), math.nan,
+                             (wide["epsilon_lower_bound"] <= wide["epsilon"]).astype(float))
+    return wide[index + list(AUDIT_METRICS) + ["sound"]]

@@ -89,3 +89,25 @@ def problems_table(frame: pd.DataFrame) -> str:
         seeds = ",".join(str(s) for s in sorted(g["seed"].unique()))
         lines.append([attack, tm, status, reason, "; ".join(cells) + f" (seeds {seeds})"])
     return markdown_table(["attack", "threat model", "status", "reason", "where"], lines)
+
+
+AUDIT_NOTE = ("The audited bound holds with confidence 1 - beta for the audited copy's training run: an "
+              "accountant epsilon below it means the DP implementation or its accounting is broken. A bound "
+              "far below the accountant's epsilon does not show that less privacy was spent; it is only what "
+              "these canaries and this black-box score could prove.")
+
+
+def audit_table(audit: pd.DataFrame) -> str:
+    """Accountant epsilon beside the audited lower bound, one line per cell, score variant and seed."""
+    def num(v, digits=3):
+        return "" if pd.isna(v) else f"{v:.{digits}f}"
+
+    lines = []
+    for _, r in audit.sort_values(stats.CELL + ["variant", "seed", "config_hash"]).iterrows():
+        verdict = "" if pd.isna(r["sound"]) else ("yes" if r["sound"] else "NO: bound above the accountant")
+        lines.append([" / ".join(str(r[c]) for c in stats.CELL), r["variant"], str(r["seed"]), str(r["config_hash"])[:8],
+                      num(r["epsilon"]),
+                      num(r["epsilon_lower_bound"]), f"{num(r['correct_guesses'], 0)} / {num(r['guesses'], 0)}",
+                      num(r["canaries"], 0), num(r["delta"], 6).rstrip("0"), verdict])
+    return markdown_table(["dataset / arch / defense", "score", "seed", "config", "accountant epsilon", "audited lower bound",
+                           "correct / guesses", "canaries", "delta", "bound <= epsilon"], lines)
