@@ -24,10 +24,12 @@ Advance = Callable[..., None]
 
 # Columns of the end-of-run summary: each attack family's headline numbers.
 SUMMARY_METRICS = ("train_accuracy", "test_accuracy", "auc", "advantage", "tpr_at_fpr_0.001",
-                   "tpr_at_fpr_0.01", "accuracy", "best_baseline_accuracy", "agreement", "eval_accuracy", "mse")
+                   "tpr_at_fpr_0.01", "accuracy", "best_baseline_accuracy", "agreement", "eval_accuracy", "mse",
+                   "epsilon", "epsilon_lower_bound")
 HEADERS = {"train_accuracy": "train acc", "test_accuracy": "test acc", "advantage": "adv",
            "tpr_at_fpr_0.001": "TPR@0.1%", "tpr_at_fpr_0.01": "TPR@1%", "accuracy": "acc",
-           "best_baseline_accuracy": "baseline", "agreement": "agree", "eval_accuracy": "eval acc"}
+           "best_baseline_accuracy": "baseline", "agreement": "agree", "eval_accuracy": "eval acc",
+           "epsilon": "DP eps", "epsilon_lower_bound": "audited eps"}
 LINE_EVERY_S = 15.0  # a non-terminal progress task prints a line at most this often
 
 
