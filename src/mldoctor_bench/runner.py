@@ -440,9 +440,12 @@ def run_cell(cfg: DictConfig) -> Outcome:
     if p.files.is_done():
         ui.console.print(f"[green]cell already done[/], skipping: {p.cell_dir}")
         return Outcome(p.cell_dir, p.files.table, True)
+    notes: list[str] = []  # the loader's news, shown once the data is known to fit the cell
     with ui.progress_bars() as bars:  # missing files fail here, before any work
-        data = load_dataset(cfg.dataset.name, cfg.data, Feedback(bars, ui.console.print))
+        data = load_dataset(cfg.dataset.name, cfg.data, Feedback(bars, notes.append))
     splits = cell_partition(p, len(data), data.num_classes)  # so do sizes the data cannot hold
+    for text in notes:
+        ui.console.print(text)
     earlier = earlier_rows(p)
     retry = None
     if earlier is not None:
