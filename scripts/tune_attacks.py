@@ -44,7 +44,7 @@ from typing import Callable, Optional, Sequence
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_module
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from safetensors.torch import save_file
 from sklearn.metrics import roc_auc_score
 

@@ -3,7 +3,6 @@ saved, rows for both scores, and under DP-SGD a bound that never exceeds the acc
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import pandas as pd
 import pytest
