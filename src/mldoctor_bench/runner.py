@@ -62,6 +62,7 @@ class Plan:
     threat_models: list[str]
     settings: dict  # attack name -> its typed settings
     defense: Defense
+    data: DataSection
     device: torch.device
     config_hash: str
     files: CellFiles
@@ -90,8 +91,10 @@ def semantic_config(cfg: DictConfig) -> dict:
 
 
 @dataclass(frozen=True, kw_only=True)
-class DataSettings:
-    """The ``data`` section's types and ranges (where the data is, and how much of it a cell uses)."""
+class DataSection:
+    """The whole ``data`` section's types and ranges, checked at planning: how much of the data a
+    cell uses (the loaders read their part, where and at what size, as
+    :class:`mldoctor_bench.data.sources.DataSettings`)."""
 
     root: str = setting("data")
     quarter_size: Optional[int] = setting(None, min=1, example=500)
@@ -109,19 +112,19 @@ class RunSettings:
     seed: int = setting(0, min=0, example=1)
 
 
-def check_plain_keys(cfg: DictConfig) -> None:
-    """Types and ranges of ``seed``, ``train.*`` and ``data.*``; raise :class:`ConfigError`."""
+def check_plain_keys(cfg: DictConfig) -> DataSection:
+    """Types and ranges of ``seed``, ``train.*`` and ``data.*`` (returned typed); raise :class:`ConfigError`."""
     try:
         parse(RunSettings, {"seed": cfg.seed}, "")
         Recipe.from_config(cfg.train)
-        parse(DataSettings, cfg.data, "data")
+        return parse(DataSection, cfg.data, "data")
     except SettingsError as exc:
         raise ConfigError(str(exc)) from None
 
 
 def plan(cfg: DictConfig) -> Plan:
     """Validate everything that can be checked before long work; raise :class:`ConfigError`."""
-    check_plain_keys(cfg)
+    data = check_plain_keys(cfg)
     for group, name, registry in [("dataset", cfg.dataset.name, DATASETS), ("arch", cfg.arch.name, ARCHS)]:
         if name not in registry:
             raise ConfigError(f"unknown {group} {name!r}; choose one of: {', '.join(registry.names())}")
@@ -158,23 +161,21 @@ def plan(cfg: DictConfig) -> Plan:
     results_dir = Path(str(cfg.results_dir)).expanduser().resolve()
     files = CellFiles.under(results_dir, cfg.dataset.name, cfg.arch.name, cfg.defense.name, cfg.seed, config_hash)
     store_dir = Path(str(cfg.cache.dir)).expanduser().resolve() if cfg.cache.enabled else None
-    return Plan(cfg, attacks, tms, settings, defense, device, config_hash, files, ModelStore(store_dir))
+    return Plan(cfg, attacks, tms, settings, defense, data, device, config_hash, files, ModelStore(store_dir))
 
 
 def cell_partition(p: Plan, n: int, num_classes: int) -> Splits:
     """The cell's partition of ``n`` rows: the quarters, a transfer pool if the defense trains a
     student, a canary pool if an audit adds canaries, and the heldout pool (at least one row per
     class where an attack's evaluator needs it)."""
-    cfg = p.cfg
     needs_heldout = any(ATTACKS.get(a).uses_heldout for a in p.attacks)
     canaries = max([ATTACKS.get(a)().pool_sizes(p.settings[a]).get("canary", 0) for a in p.attacks], default=0)
-    reserve = OmegaConf.select(cfg, "data.reserve", default=DEFAULT_RESERVE)
     try:
         return partition(
-            n, int(cfg.seed), cfg.data.get("quarter_size"), reserve=float(reserve),
+            n, int(p.cfg.seed), p.data.quarter_size, reserve=p.data.reserve,
             transfer_size=p.defense.transfer_size() if p.defense.uses_transfer_data else 0, canary_size=canaries,
-            heldout_size=OmegaConf.select(cfg, "data.heldout_size", default=None),
-            min_heldout=num_classes if needs_heldout else 0, dataset=str(cfg.dataset.name),
+            heldout_size=p.data.heldout_size, min_heldout=num_classes if needs_heldout else 0,
+            dataset=str(p.cfg.dataset.name),
         )
     except PartitionError as exc:
         raise ConfigError(str(exc)) from None
