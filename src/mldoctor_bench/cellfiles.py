@@ -56,7 +56,7 @@ class CellFiles:
 
     @property
     def splits(self) -> Path:
-        """The split indices (quarters) as safetensors."""
+        """The cell's partition: every pool's indices by name, as safetensors."""
         return self.dir / "splits.safetensors"
 
     @property

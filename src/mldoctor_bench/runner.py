@@ -194,18 +194,19 @@ class CellModels(ModelService):
         self.identity = {"dataset": assessment.data.fingerprint(), "splits": splits.digest(),
                          "seed": int(assessment.cfg.seed)}
 
+    def job(self, role: str, images: torch.Tensor, targets: torch.Tensor, recipe: Recipe,
+            arch: Optional[str] = None) -> TrainJob:
+        """The training job of an attacker-side model: keyed by its role and the exact data it sees."""
+        digest = hashlib.sha256(images.cpu().numpy().tobytes() + targets.cpu().numpy().tobytes()).hexdigest()[:16]
+        return TrainJob(role, arch or self.a.cfg.arch.name, recipe, derive_seed(int(self.a.cfg.seed), role),
+                        self.identity["dataset"], digest)
+
     def classifier(self, role, images, targets, epochs=None, arch=None):
         recipe = replace(self.a.recipe, epochs=int(epochs)) if epochs else self.a.recipe
-        digest = hashlib.sha256(images.cpu().numpy().tobytes() + targets.cpu().numpy().tobytes()).hexdigest()[:16]
-        job = TrainJob(role, arch or self.a.cfg.arch.name, recipe,
-                       derive_seed(int(self.a.cfg.seed), role), self.identity["dataset"], digest)
-        return self.a.fit(job, images, targets).model
+        return self.a.fit(self.job(role, images, targets, recipe, arch), images, targets).model
 
     def defended_classifier(self, role, images, labels):
-        digest = hashlib.sha256(images.cpu().numpy().tobytes() + labels.cpu().numpy().tobytes()).hexdigest()[:16]
-        job = TrainJob(role, self.a.cfg.arch.name, self.a.recipe, derive_seed(int(self.a.cfg.seed), role),
-                       self.identity["dataset"], digest)
-        stored = self.a.fit(job, images, labels, self.a.defense)
+        stored = self.a.fit(self.job(role, images, labels, self.a.recipe), images, labels, self.a.defense)
         # released to its owner as the target is to everyone: black-box, through the output-time defense
         access = access_for(THREAT_MODELS.get("auditor"), stored.model, self.a.p.device, self.a.defense.output_transform())
         return ReleasedModel(access, dict(stored.manifest["metrics"]))
