@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import pandas as pd
@@ -48,43 +49,54 @@ class Bars:
         return advance
 
 
+@dataclass
+class _Task:
+    """One task of :class:`LineBars`: how far it got, when it started and last reported."""
+
+    label: str
+    total: int
+    done: int = 0
+    info: str = ""
+    started: float = field(default_factory=time.monotonic)
+    reported: float = field(default_factory=time.monotonic)
+
+    def line(self, now: float, word: str = "") -> str:
+        text = f"{self.label}: {self.done}/{self.total} {now - self.started:.0f}s"
+        return " ".join(t for t in (text, word, self.info) if t)
+
+
 class LineBars:
     """Progress for a log: one line when a task starts, one every :data:`LINE_EVERY_S` seconds
     while it runs, one when it completes; tasks that stop early say so when the block ends."""
 
     def __init__(self, out: Console, every: float = LINE_EVERY_S) -> None:
         self.out, self.every = out, every
-        self.open: dict[int, list] = {}
+        self.open: dict[int, _Task] = {}
+        self.opened = 0
 
     def __call__(self, label: str, total: int) -> Advance:
-        key = len(self.open) + 1
-        state = [label, total, 0, time.monotonic(), time.monotonic(), ""]
-        self.open[key] = state
+        self.opened += 1
+        key, task = self.opened, _Task(label, total)
+        self.open[key] = task
         self.out.print(f"{label}: started ({total})")
 
         def advance(n: int = 1, info: str = "") -> None:
-            state[2] += n
-            state[5] = info or state[5]
+            task.done += n
+            task.info = info or task.info
             now = time.monotonic()
-            if state[2] >= state[1]:
-                if key in self.open:
-                    del self.open[key]
-                    self._line(state, now, "done")
-            elif now - state[4] >= self.every:
-                state[4] = now
-                self._line(state, now, "")
+            if task.done >= task.total:
+                if self.open.pop(key, None) is not None:
+                    self.out.print(task.line(now, "done"))
+            elif now - task.reported >= self.every:
+                task.reported = now
+                self.out.print(task.line(now))
 
         return advance
 
-    def _line(self, state: list, now: float, word: str) -> None:
-        label, total, done, started, _, info = state
-        text = f"{label}: {done}/{total} {now - started:.0f}s"
-        self.out.print(" ".join(t for t in (text, word, info) if t))
-
     def close(self) -> None:
         now = time.monotonic()
-        for state in self.open.values():
-            self._line(state, now, "stopped early")
+        for task in self.open.values():
+            self.out.print(task.line(now, "stopped early"))
         self.open.clear()
 
 
