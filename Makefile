@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RESULTS ?= results
 
-.PHONY: install demo test test-fast report clean-results
+.PHONY: install demo test test-fast report bench clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test-fast: install
 
 report: install
 	$(BIN)/mldoctor-report $(RESULTS)
+
+# The training engine's benchmark (docs/performance.md); --quick: within 5 minutes on 2 CPU cores.
+bench: install
+	$(BIN)/python scripts/bench.py --quick
 
 # One target per paper table or figure: a Hydra experiment (conf/experiment/) swept into
 # $(RESULTS)/<experiment>, then the report. `<target>-small` runs the laptop-sized rehearsal on the

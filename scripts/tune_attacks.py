@@ -180,7 +180,7 @@ def shadow_side(cfg: DictConfig, bars: ui.Bars) -> ShadowSide:
     data = load_dataset(cfg.dataset.name, cfg.data)
     splits = cell_partition(p, len(data), data.num_classes)  # the run's own partition
     cell = Assessment(p, data, splits, bars)
-    shadow = cell.train("shadow", data, splits, "shadow_train", defended=cell.knows_defense).model
+    [shadow] = [stored.model for stored in cell.train({"shadow": "shadow_train"}, defended=cell.knows_defense)]
     transform = cell.defense.output_transform() if cell.knows_defense else None
     return ShadowSide(data, splits.shadow_train, splits.shadow_test,
                       WhiteBoxAccess(shadow, p.device, output_transform=transform), WhiteBoxAccess(shadow, p.device))

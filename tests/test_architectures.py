@@ -34,3 +34,25 @@ def test_a_batch_of_one_runs_in_training_and_evaluation(name):
     assert model.train()(x).shape == (1, 10)
     assert model.eval()(x).shape == (1, 10)
 
+
+
+@pytest.mark.parametrize("name", ["simple_cnn", "lenet"])
+def test_pooling_before_the_relu_trains_exactly_as_relu_then_pool(name):
+    """simple_cnn and lenet pool before their ReLUs (less work); the textbook order gives the same
+    outputs and gradients to the bit."""
+    torch.manual_seed(0)
+    model = build_model(name, 1, 10, 28).train()
+    textbook = build_model(name, 1, 10, 28).train()
+    textbook.load_state_dict(model.state_dict())
+    layers = list(textbook.features)
+    for i in range(len(layers) - 1):
+        if isinstance(layers[i], torch.nn.MaxPool2d) and isinstance(layers[i + 1], torch.nn.ReLU):
+            layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    textbook.features = torch.nn.Sequential(*layers)
+    assert [type(m) for m in textbook.features] != [type(m) for m in model.features]
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    for net in (model, textbook):
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+    assert torch.equal(model(x), textbook(x))
+    for (pname, p), q in zip(model.named_parameters(), textbook.parameters()):
+        assert torch.equal(p.grad, q.grad), pname

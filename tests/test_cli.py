@@ -21,7 +21,7 @@ def test_default_style_run_writes_tidy_tables_and_nothing_else(run_cli, tmp_path
     assert len(cells) == 1
     cell = cells[0]
     for name in ("results.parquet", "results.csv", "splits.safetensors", "target.safetensors",
-                 "target.json", "done.json", "config.yaml"):
+                 "target.json", "done.json", "config.yaml", "timings.json"):
         assert (cell / name).exists(), name
     table = pd.read_parquet(cell / "results.parquet")
     assert list(table.columns) == COLUMNS
@@ -37,6 +37,19 @@ def test_default_style_run_writes_tidy_tables_and_nothing_else(run_cli, tmp_path
     assert table.config_hash.nunique() == 1 and table.code_version.iloc[0]
     manifest = json.loads((cell / "target.json").read_text())
     assert manifest["arch"] == "simple_cnn" and manifest["splits"] == "splits.safetensors"
+
+    timings = json.loads((cell / "timings.json").read_text())
+    names = [p["name"] for p in timings["phases"]]
+    assert names[0] == "load data" and "train target+shadow" in names  # trained together
+    assert "attack membership (B,S)" in names
+    assert sum(p["self_s"] for p in timings["phases"]) <= timings["total_s"] + 0.01
+    trained = next(p for p in timings["phases"] if p["name"] == "train target+shadow")["info"]["models"]
+    assert [m["role"] for m in trained] == ["target", "shadow"]
+    assert all(m["train_seconds"] > 0 and m["images_per_second"] > 0 for m in trained)
+    stored = [json.loads(f.read_text()) for f in (out / "cache").glob("*.json")]
+    assert stored and all(m["train_seconds"] > 0 and m["images_per_second"] > 0 for m in stored)
+    shown = proc.stdout + proc.stderr
+    assert "time: " in shown and "largest: " in shown
 
 
 def test_saved_target_and_splits_reproduce_the_reported_accuracy(run_cli, tmp_path):

@@ -1,3 +1,6 @@
+from dataclasses import replace
+
+import pytest
 import torch
 
 from mldoctor_bench.data import four_quarters, load_dataset
@@ -43,3 +46,61 @@ def test_store_trains_once_then_reuses(tmp_path):
     store.get_or_train(other.cache_key_payload(), lambda: seeded_model(other, data), fit)
     assert len(calls) == 2  # another seed is another model
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left behind
+
+
+def test_store_trains_only_the_missing_models_together_and_records_their_time(tmp_path):
+    job, data, x, y, _ = job_and_data()
+    jobs = [TrainJob(role, "simple_cnn", RECIPE, seed, job.dataset_fingerprint, job.indices_digest)
+            for role, seed in [("a", 1), ("b", 2), ("c", 3)]]
+    store = ModelStore(tmp_path)
+    store.get_or_train(jobs[1].cache_key_payload(), lambda: seeded_model(jobs[1], data),
+                       lambda m: {"train_accuracy": 0.0})
+    batches = []
+
+    def fit(models, which):
+        batches.append(list(which))
+        for m in models:
+            train_classifier(m, x, y, RECIPE, seed=1)
+        return [{"n": float(i)} for i in which]
+
+    stored = store.get_or_train_many([j.cache_key_payload() for j in jobs], lambda i: seeded_model(jobs[i], data),
+                                     fit, images_seen=[len(x) * RECIPE.epochs] * 3)
+    assert batches == [[0, 2]]  # the stored one is loaded, the other two trained in one call
+    assert [s.reused for s in stored] == [False, True, False]
+    for s in (stored[0], stored[2]):
+        assert s.manifest["trained_together"] == 2 and s.manifest["train_seconds"] > 0
+        expected = len(x) * RECIPE.epochs / s.manifest["train_seconds"]
+        assert s.manifest["images_per_second"] == pytest.approx(expected, rel=0.01)
+    assert stored[2].manifest["metrics"] == {"n": 2.0}
+
+
+def test_a_store_without_a_folder_still_trains_a_model_once_per_process():
+    job, data, x, y, _ = job_and_data()
+    store, calls = ModelStore(None), []
+
+    def fit(model):
+        calls.append(1)
+        return {}
+
+    first = store.get_or_train(job.cache_key_payload(), lambda: seeded_model(job, data), fit)
+    second = store.get_or_train(job.cache_key_payload(), lambda: seeded_model(job, data), fit)
+    assert calls == [1] and not first.reused and second.reused and second.model is first.model
+
+
+def test_engine_settings_do_not_change_a_models_key_but_precision_does():
+    job, *_ = job_and_data()
+    base = job.cache_key_payload()
+    for change in ({"batch_models": "off"}, {"compile": True}, {"deterministic": True}):
+        assert replace(job, recipe=replace(RECIPE, **change)).cache_key_payload() == base
+    assert replace(job, recipe=replace(RECIPE, precision="bf16")).cache_key_payload() != base
+    assert RECIPE.resolved(torch.device("cpu")).precision == "fp32"
+    assert RECIPE.resolved(torch.device("cuda")).precision == "bf16"
+
+
+def test_bf16_training_on_cpu_learns_like_fp32():
+    job, data, x, y, _ = job_and_data()
+    accs = {}
+    for precision in ("fp32", "bf16"):
+        model = train_classifier(seeded_model(job, data), x, y, replace(RECIPE, precision=precision), seed=1)
+        accs[precision] = accuracy(model, x, y)
+    assert accs["fp32"] > 0.3 and abs(accs["fp32"] - accs["bf16"]) < 0.15, accs

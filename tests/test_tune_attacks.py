@@ -31,9 +31,9 @@ def test_selection_uses_only_shadow_quarters_and_picks_from_the_grid(tmp_path, m
         taken.append((len(data), indices.clone()))
         return real_take(cls, data, indices)
 
-    def spy_train(self, role, data, splits, quarter, defended=True):
-        trained.append((role, quarter))
-        return real_train(self, role, data, splits, quarter, defended)
+    def spy_train(self, quarters, defended=True):
+        trained.extend(quarters.items())
+        return real_train(self, quarters, defended)
 
     def no_target(self):
         raise AssertionError("tuning must not train or load the target")

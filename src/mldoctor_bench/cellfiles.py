@@ -55,6 +55,11 @@ class CellFiles:
         return self.dir / "config.yaml"
 
     @property
+    def timings(self) -> Path:
+        """Where the run's time went: every model trained or loaded and every attack."""
+        return self.dir / "timings.json"
+
+    @property
     def splits(self) -> Path:
         """The cell's partition: every pool's indices by name, as safetensors."""
         return self.dir / "splits.safetensors"

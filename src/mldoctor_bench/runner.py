@@ -16,14 +16,14 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mldoctor_bench.attacks import ATTACKS, AttackContext, AttackSkipped
-from mldoctor_bench.attacks.base import ModelService, ReleasedModel
+from mldoctor_bench.attacks.base import CachedRequest, ModelRequest, ModelService, ReleasedModel
 from mldoctor_bench.cellfiles import CellFiles
 from mldoctor_bench.data import DATASETS, ImageData, Splits, load_dataset
 from mldoctor_bench.data.base import Feedback
@@ -40,7 +40,10 @@ from mldoctor_bench.store import ModelStore, StoredModel
 from mldoctor_bench.threat_catalog import short_name
 from mldoctor_bench.threat_models import BLACKBOX, THREAT_MODELS, WHITEBOX, WhiteBoxAccess, access_for
 from mldoctor_bench.inference import accuracy, predict_logits
-from mldoctor_bench.training import Recipe, TrainJob, resolve_device, seeded_model
+from mldoctor_bench.many_models import (STACKED, SEQUENTIAL, THREADS, TrainingRows, choose_mode, device_rule,
+                                        train_in_threads, train_many)
+from mldoctor_bench.timings import ATTACK, DATA, MODEL, Timings
+from mldoctor_bench.training import Recipe, TrainJob, configure_backends, resolve_device, seeded_model
 from mldoctor_bench import ui
 
 # Keys that say where things go, not what is computed: they do not enter the cell's hash.
@@ -186,6 +189,26 @@ def derive_seed(seed: int, role: str) -> int:
     return int(stable_hash([seed, role], length=8), 16) % (2**31)
 
 
+@dataclass
+class Training:
+    """One model to obtain from the store: loaded if stored, else built and trained by ``fit``
+    (which trains in place and returns the metrics its manifest keeps)."""
+
+    role: str
+    payload: dict
+    build: Callable[[], torch.nn.Module]
+    fit: Callable[[torch.nn.Module], dict]
+    images_seen: Optional[int] = None  # images x epochs, for images per second
+    # Trains by the plain recipe on these rows (no defense): may be stacked with models of the same
+    # (recipe, arch, size); ``measure`` gives its metrics after such training.
+    plain: Optional[tuple[TrainingRows, Recipe, str]] = None
+    measure: Optional[Callable[[torch.nn.Module], dict]] = None
+    thread_safe: bool = False  # draws nothing from the global random generator while training
+
+    def stack_signature(self) -> Optional[tuple]:
+        return None if self.plain is None else (self.plain[1], self.plain[2], len(self.plain[0].images))
+
+
 class CellModels(ModelService):
     """The runner's :class:`ModelService`: attacker-side models cached per cell identity."""
 
@@ -201,30 +224,42 @@ class CellModels(ModelService):
         return TrainJob(role, arch or self.a.cfg.arch.name, recipe, derive_seed(int(self.a.cfg.seed), role),
                         self.identity["dataset"], digest)
 
+    def training(self, request: ModelRequest | CachedRequest) -> Training:
+        if isinstance(request, CachedRequest):
+            key = {"role": request.role, "cell": self.identity, "payload": request.payload,
+                   "code": source_hash(("attacks",))}
+            return Training(request.role, key, request.build, request.train, request.images_seen,
+                            thread_safe=request.thread_safe)
+        recipe = replace(self.a.recipe, epochs=int(request.epochs)) if request.epochs else self.a.recipe
+        job = self.job(request.role, request.images, request.targets, recipe, request.arch)
+        return self.a.classifier_training(job, request.images, request.targets)
+
+    def prepare(self, requests):
+        return [s.model for s in self.a.obtain_all([self.training(r) for r in requests])]
+
     def classifier(self, role, images, targets, epochs=None, arch=None):
-        recipe = replace(self.a.recipe, epochs=int(epochs)) if epochs else self.a.recipe
-        return self.a.fit(self.job(role, images, targets, recipe, arch), images, targets).model
+        return self.prepare([ModelRequest(role, images, targets, epochs, arch)])[0]
 
     def defended_classifier(self, role, images, labels):
-        stored = self.a.fit(self.job(role, images, labels, self.a.recipe), images, labels, self.a.defense)
+        job = self.job(role, images, labels, self.a.recipe)
+        [stored] = self.a.obtain([self.a.classifier_training(job, images, labels, self.a.defense)])
         # released to its owner as the target is to everyone: black-box, through the output-time defense
         access = access_for(THREAT_MODELS.get("auditor"), stored.model, self.a.p.device, self.a.defense.output_transform())
         return ReleasedModel(access, dict(stored.manifest["metrics"]))
 
     def cached(self, role, payload, build, train):
-        key = {"role": role, "cell": self.identity, "payload": payload, "code": source_hash(("attacks",))}
-        stored = self.a.p.store.get_or_train(key, build, train)
-        if stored.reused:
-            ui.console.print(f"[dim]reused cached {role} {stored.path.name}[/]")
-        return stored
+        return self.a.obtain([self.training(CachedRequest(role, payload, build, train))])[0]
 
 
 class Assessment:
     """Runs one planned cell and writes its results."""
 
-    def __init__(self, p: Plan, data: ImageData, splits: Splits, bars: ui.Bars) -> None:
+    def __init__(self, p: Plan, data: ImageData, splits: Splits, bars: ui.Bars,
+                 timings: Optional[Timings] = None) -> None:
         self.p, self.cfg, self.data, self.splits, self.bars = p, p.cfg, data, splits, bars
-        self.recipe = Recipe.from_config(self.cfg.train)
+        self.timings = timings or Timings()
+        self.recipe = Recipe.from_config(self.cfg.train).resolved(p.device)
+        configure_backends(self.recipe, p.device)
         self.defense = p.defense
         self.knows_defense = bool(OmegaConf.select(self.cfg, "attacker.knows_defense", default=True))
 
@@ -240,37 +275,109 @@ class Assessment:
         idx = self.splits.pool("heldout")
         return Labeled.take(self.data, idx) if len(idx) else None
 
-    def fit(self, job: TrainJob, images: torch.Tensor, targets: torch.Tensor,
-            defense: Optional[Defense] = None) -> StoredModel:
-        """Train (or load from the store) the model of ``job`` on ``images`` and ``targets``, with the
-        training-time part of ``defense`` (plain training when ``None``)."""
-        images, targets = images.to(self.p.device), targets.to(self.p.device)
+    def classifier_training(self, job: TrainJob, images: torch.Tensor, targets: torch.Tensor,
+                            defense: Optional[Defense] = None) -> Training:
+        """The :class:`Training` of ``job`` on ``images`` and ``targets`` with the training-time part
+        of ``defense`` (plain training when ``None``)."""
         defense = defense or DEFENSES.get("none")()
         job = replace(job, extra={**job.extra, **defense.cache_payload()})
+        images = images.to(self.p.device, non_blocking=True)
+        targets = targets.to(self.p.device, non_blocking=True)
 
         def build() -> torch.nn.Module:
             return defense.prepare_model(seeded_model(job, self.data))
 
+        def measure(model: torch.nn.Module) -> dict:
+            hard = targets if targets.dim() == 1 else targets.argmax(1)
+            return {"train_accuracy": accuracy(model, images, hard)}
+
         def fit(model: torch.nn.Module) -> dict:
             advance = self.bars(f"train {job.role} ({job.arch})", job.recipe.epochs)
             extra = defense.fit(model, TrainingSet(images, targets, job.recipe, job.seed, build, self.transfer,
-                                                    on_epoch=lambda e, n, loss: advance(1, f"loss {loss:.3f}")))
-            hard = targets if targets.dim() == 1 else targets.argmax(1)
-            return {"train_accuracy": accuracy(model, images, hard), **extra}
+                                                   on_epoch=lambda e, n, loss: advance(1, f"loss {loss:.3f}")))
+            return {**measure(model), **extra}
 
-        stored = self.p.store.get_or_train(job.cache_key_payload(), build, fit)
-        stored.model.to(self.p.device)
-        if stored.reused:
-            ui.console.print(f"[dim]reused cached {job.role} model {stored.path.name}[/]")
+        plain = (TrainingRows(images, targets, job.seed), job.recipe, job.arch) if defense.plain_training else None
+        return Training(job.role, job.cache_key_payload(), build, fit, len(images) * job.recipe.epochs,
+                        plain, measure, thread_safe=plain is not None)
+
+    def obtain_all(self, trainings: list[Training]) -> list[StoredModel]:
+        """:meth:`obtain` in groups that can train together on this device: on CUDA, the models of one
+        recipe, architecture and data size (stacked); on a multi-core CPU, all at once (threads)."""
+        if device_rule(self.recipe.batch_models, self.p.device) != STACKED:
+            return self.obtain(trainings)
+        groups: dict[object, list[int]] = {}
+        for i, t in enumerate(trainings):
+            groups.setdefault(t.stack_signature() or ("alone", i), []).append(i)
+        out: dict[int, StoredModel] = {}
+        for members in groups.values():
+            out.update(zip(members, self.obtain([trainings[i] for i in members])))
+        return [out[i] for i in range(len(trainings))]
+
+    def obtain(self, trainings: list[Training]) -> list[StoredModel]:
+        """The models of ``trainings``: loaded where stored, the rest trained together where they
+        can be (:meth:`together`), as one timed phase. A model asked for twice is trained once."""
+        keys = [stable_hash(t.payload) for t in trainings]
+        if len(set(keys)) < len(keys):
+            unique = {k: t for k, t in zip(keys, trainings)}
+            stored = dict(zip(unique, self.obtain(list(unique.values()))))
+            return [stored[k] for k in keys]
+        names = "+".join(t.role for t in trainings)
+        with self.timings.phase(f"train {names}", MODEL) as phase:
+
+            def train(models: list[torch.nn.Module], which: list[int]) -> list[dict]:
+                chosen = [trainings[i] for i in which]
+                mode = phase.info["batch_models"] = self.together(chosen, models)
+                if mode == STACKED:
+                    rows, recipe, arch = chosen[0].plain
+                    advance = self.bars(f"train {names} stacked ({arch})", recipe.epochs * len(models))
+                    train_many(models, [t.plain[0] for t in chosen], recipe, STACKED,
+                               on_epoch=lambda e, n, loss: advance(1, f"loss {loss:.3f}"))
+                    return [t.measure(m) for t, m in zip(chosen, models)]
+                if mode == THREADS:  # longest first, so that no core waits at the end
+                    order = sorted(range(len(chosen)), key=lambda i: -(chosen[i].images_seen or 0))
+                    done = train_in_threads([lambda i=i: chosen[i].fit(models[i]) for i in order])
+                    return [done[order.index(i)] for i in range(len(chosen))]
+                return [t.fit(m) for t, m in zip(chosen, models)]
+
+            stored = self.p.store.get_or_train_many([t.payload for t in trainings], lambda i: trainings[i].build(),
+                                                    train, images_seen=[t.images_seen for t in trainings])
+            if all(s.reused for s in stored):
+                phase.name = f"load {names}"
+            phase.info["models"] = [
+                {"role": t.role, "reused": s.reused,
+                 **{k: s.manifest[k] for k in ("train_seconds", "images_per_second", "trained_together") if k in s.manifest}}
+                for t, s in zip(trainings, stored)]
+        for t, s in zip(trainings, stored):
+            if hasattr(s.model, "to"):
+                s.model.to(self.p.device)
+            if s.reused and s.path is not None:
+                ui.console.print(f"[dim]reused cached {t.role} model {s.path.name}[/]")
         return stored
 
-    def train(self, role: str, data: ImageData, splits: Splits, quarter: str, defended: bool = True) -> StoredModel:
-        """Train (or load) the model ``role`` on ``quarter`` of ``data`` with the cell's recipe and,
-        if ``defended``, the cell's training-time defense."""
-        idx = getattr(splits, quarter)
-        job = TrainJob(role, self.cfg.arch.name, self.recipe, derive_seed(int(self.cfg.seed), role),
-                       data.fingerprint(), splits.digest(quarter))
-        return self.fit(job, data.images[idx], data.labels[idx], self.defense if defended else None)
+    def together(self, chosen: list[Training], models: list[torch.nn.Module]) -> str:
+        """How ``chosen`` train (see :mod:`mldoctor_bench.many_models`): stacked only when all train
+        by one plain recipe on one architecture and data size, threads only when none draws from
+        the global random generator, else one after another."""
+        signatures = {t.stack_signature() for t in chosen}
+        mode = choose_mode(self.recipe.batch_models, self.p.device, models,
+                           same_size=None not in signatures and len(signatures) == 1)
+        if mode == THREADS and not all(t.thread_safe for t in chosen):
+            return SEQUENTIAL
+        return mode
+
+    def train(self, quarters: dict[str, str], defended: bool = True) -> list[StoredModel]:
+        """Train (or load) one model per ``role: quarter`` of ``quarters`` with the cell's recipe
+        and, if ``defended``, the cell's training-time defense (together where they can be)."""
+        data, splits = self.data, self.splits
+        trainings = []
+        for role, quarter in quarters.items():
+            idx = getattr(splits, quarter)
+            job = TrainJob(role, self.cfg.arch.name, self.recipe, derive_seed(int(self.cfg.seed), role),
+                           data.fingerprint(), splits.digest(quarter))
+            trainings.append(self.classifier_training(job, data.images[idx], data.labels[idx],
+                                                      self.defense if defended else None))
+        return self.obtain(trainings)
 
     def prepare(self) -> list[dict]:
         """Split, train (or load) the target and, if a threat model needs it, the shadow model.
@@ -281,7 +388,13 @@ class Assessment:
         self.cell = Cell(cfg.dataset.name, cfg.arch.name, cfg.defense.name, int(cfg.seed))
         splits = self.splits
         splits.save(p.files.splits)
-        self.target = self.train("target", data, splits, "target_train")
+        needs_shadow = any(THREAT_MODELS.get(t).knowledge == "shadow" for t in p.threat_models)
+        if needs_shadow and (self.knows_defense or self.defense.plain_training):  # one recipe: together
+            self.target, self.shadow = self.train({"target": "target_train", "shadow": "shadow_train"})
+        else:
+            [self.target] = self.train({"target": "target_train"})
+            self.shadow = (self.train({"shadow": "shadow_train"}, defended=self.knows_defense)[0]
+                           if needs_shadow else None)
         test_idx = splits.target_test
         utility = {
             **self.target.manifest["metrics"],
@@ -295,19 +408,32 @@ class Assessment:
             # measured on the saved indices, not assumed: no row of the student's data is a member
             utility["student_data_disjoint"] = float(bool(transfer) and transfer.isdisjoint(splits.target_train.tolist()))
         self.save_target(self.target, data, splits)
-        needs_shadow = any(THREAT_MODELS.get(t).knowledge == "shadow" for t in p.threat_models)
-        self.shadow = (self.train("shadow", data, splits, "shadow_train", defended=self.knows_defense)
-                       if needs_shadow else None)
         return metric_rows(self.cell, "target", "none", "", utility)
 
     def run(self, only: Optional[set[tuple[str, str]]] = None) -> list[dict]:
         """Target utility rows, then every selected attack x threat model (or the pairs in ``only``)."""
         rows = self.prepare()
-        for attack_name in self.p.attacks:
-            for tm_name in self.p.threat_models:
-                if only is None or (attack_name, tm_name) in only:
-                    rows += self.run_attack(attack_name, tm_name)
+        pairs = [(a, t) for a in self.p.attacks for t in self.p.threat_models if only is None or (a, t) in only]
+        self.train_ahead(pairs)
+        for attack_name, tm_name in pairs:
+            rows += self.run_attack(attack_name, tm_name)
         return rows
+
+    def train_ahead(self, pairs: list[tuple[str, str]]) -> None:
+        """Train the classifiers the attacks say they will need, those of one architecture and recipe
+        together; each attack then finds its own trained. An attack that cannot say (it would skip or
+        fail) is left to report that when it runs."""
+        requests = []
+        for attack_name, tm_name in pairs:
+            attack = ATTACKS.get(attack_name)()
+            if tm_name not in attack.threat_models:
+                continue
+            try:
+                requests += attack.models_wanted(self.context(attack_name, tm_name))
+            except Exception:  # noqa: BLE001 - run_attack records the same error against the attack
+                continue
+        if len(requests) > 1:
+            CellModels(self, self.splits).prepare(requests)
 
     def context(self, attack_name: str, tm_name: str) -> AttackContext:
         """What attack ``attack_name`` receives under threat model ``tm_name`` (after :meth:`prepare`)."""
@@ -324,6 +450,7 @@ class Assessment:
             threat_model=tm, target=access_for(tm, self.target.model, self.p.device, transform), knowledge=knowledge,
             evaluation=evaluation, settings=self.p.settings[attack_name], out_dir=out_dir,
             device=self.p.device, seed=derive_seed(int(self.cfg.seed), f"{attack_name}/{tm_name}"),
+            cell_seed=int(self.cfg.seed),
             num_classes=self.data.num_classes, num_attribute_classes=self.data.num_attribute_classes,
             target_arch=str(self.cfg.arch.name),
             heldout=self.heldout_data, models=CellModels(self, self.splits), progress=self.bars,
@@ -338,7 +465,8 @@ class Assessment:
         ctx = self.context(attack_name, tm_name)
         advance = self.bars(f"attack {attack_name} {ctx.threat_model.short}", 1)
         try:
-            results = attack.run(ctx)
+            with self.timings.phase(f"attack {attack_name} {ctx.threat_model.short}", ATTACK):
+                results = attack.run(ctx)
         except AttackSkipped as exc:
             return metric_rows(cell, attack_name, tm_name, "", {}, SKIPPED, str(exc))
         except Exception as exc:  # one broken attack must not lose the rest of the sweep
@@ -443,7 +571,8 @@ def run_cell(cfg: DictConfig) -> Outcome:
         ui.console.print(f"[green]cell already done[/], skipping: {p.cell_dir}")
         return Outcome(p.cell_dir, p.files.table, True)
     notes: list[str] = []  # the loader's news, shown once the data is known to fit the cell
-    with ui.progress_bars() as bars:  # missing files fail here, before any work
+    timings = Timings()
+    with ui.progress_bars() as bars, timings.phase("load data", DATA):  # missing files fail here, before any work
         data = load_dataset(cfg.dataset.name, cfg.data, Feedback(bars, notes.append))
     splits = cell_partition(p, len(data), data.num_classes)  # so do sizes the data cannot hold
     for text in notes:
@@ -464,7 +593,7 @@ def run_cell(cfg: DictConfig) -> Outcome:
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     with ui.progress_bars() as bars:
-        rows = Assessment(p, data, splits, bars).run(only=retry)
+        rows = Assessment(p, data, splits, bars, timings).run(only=retry)
     prov = Provenance(f"{started:%Y%m%dT%H%M%S}-{p.config_hash[:8]}", p.config_hash, code_version(), started.isoformat())
     frame = to_frame(rows, prov, time.perf_counter() - t0)
     if earlier is not None:  # keep what succeeded before; the target rows and retried pairs are new
@@ -472,11 +601,13 @@ def run_cell(cfg: DictConfig) -> Outcome:
                        & ~pd.Series(list(zip(earlier["attack"], earlier["threat_model"])), index=earlier.index).isin(retry)]
         frame = pd.concat([frame, kept], ignore_index=True)
     parquet, csv = write_table(frame, p.cell_dir)
+    timings.write(p.files.timings)
     failed = failed_pairs(frame)
     if not failed:
         atomic_write_text(p.files.done, json.dumps({"config_hash": p.config_hash,
                                                     "finished_at": datetime.now(timezone.utc).isoformat()}))
     ui.print_summary(frame, f"{p.cfg.dataset.name} / {p.cfg.arch.name} / defense={p.cfg.defense.name} / seed={p.cfg.seed}")
+    ui.console.print(timings.headline())
     ui.console.print(f"results: {parquet}\n         {csv}\ncell:    {p.cell_dir}")
     if failed:
         ui.console.print(f"[red]{len(failed)} attack(s) failed[/]; the cell is not marked done: run the same "

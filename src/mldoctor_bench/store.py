@@ -9,11 +9,12 @@ temporary file, which the next holder of the key's lock removes (the OS releases
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from filelock import FileLock
 from safetensors.torch import load_file
@@ -34,10 +35,11 @@ class StoredModel:
 
 
 class ModelStore:
-    """Models keyed by the hash of their training job, under ``root`` (disabled when ``None``)."""
+    """Models keyed by the hash of their training job, under ``root`` (in memory only when ``None``)."""
 
     def __init__(self, root: Optional[Path]) -> None:
         self.root = Path(root) if root is not None else None  # created on first use
+        self._memory: dict[str, StoredModel] = {}  # without a root: this process's models
 
     @property
     def enabled(self) -> bool:
@@ -55,34 +57,77 @@ class ModelStore:
         payload: dict,
         build: Callable[[], nn.Module],
         train: Callable[[nn.Module], dict],
+        images_seen: Optional[int] = None,
     ) -> StoredModel:
         """Load the model for ``payload`` if stored, else ``train(build())`` and store it.
 
-        ``train`` trains the module in place and returns metrics to keep in the manifest.
-        """
-        if self.root is None:
-            model = build()
-            metrics = train(model)
-            return StoredModel(model, {"payload": payload, "metrics": metrics}, None, False)
-        key = self.key(payload)
-        weights, manifest_path = self.paths(key)
+        ``train`` trains the module in place and returns metrics to keep in the manifest;
+        ``images_seen`` (images x epochs) gives the manifest's images per second."""
+        return self.get_or_train_many(
+            [payload], lambda i: build(), lambda models, which: [train(models[0])],
+            None if images_seen is None else [images_seen],
+        )[0]
+
+    def get_or_train_many(
+        self,
+        payloads: Sequence[dict],
+        build: Callable[[int], nn.Module],
+        train: Callable[[list[nn.Module], list[int]], list[dict]],
+        images_seen: Optional[Sequence[Optional[int]]] = None,
+    ) -> list[StoredModel]:
+        """The models of ``payloads``: each loaded if stored; the missing ones built
+        (``build(i)``) and trained together by ``train(models, which)``, which returns one metrics
+        dict per model (``which``: their positions in ``payloads``), then stored.
+
+        Each trained model's manifest records its share of the training time, the number trained
+        together and, given ``images_seen``, images per second."""
+        keys = [self.key(p) for p in payloads]
+        if self.root is None:  # kept in memory, so one process still trains a model once
+            missing = {i: build(i) for i, key in enumerate(keys) if key not in self._memory}
+            if missing:
+                trained = self._train(payloads, missing, train, images_seen, keys=None)
+                self._memory.update((keys[i], stored) for i, stored in zip(missing, trained))
+                fresh = set(missing)
+            else:
+                fresh = set()
+            return [self._memory[key] if i in fresh else replace(self._memory[key], reused=True)
+                    for i, key in enumerate(keys)]
         self.root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.root / f"{key}.lock")):
-            if manifest_path.exists() and weights.exists():
-                model = build()
-                model.load_state_dict(load_file(str(weights)))
-                return StoredModel(model.eval(), json.loads(manifest_path.read_text()), weights, True)
-            for stale in self.root.glob(f".{key}.*.tmp"):  # a writer killed mid-write; we hold its lock
-                stale.unlink(missing_ok=True)
-            model = build()
-            started = time.time()
-            metrics = train(model)
-            save_weights(model, weights)
-            manifest = {
-                "key": key,
-                "payload": payload,
-                "metrics": metrics,
-                "train_seconds": round(time.time() - started, 3),
-            }
-            atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
-            return StoredModel(model.eval(), manifest, weights, False)
+        with contextlib.ExitStack() as locks:
+            for key in sorted(set(keys)):  # one order for every process: no deadlock
+                locks.enter_context(FileLock(str(self.root / f"{key}.lock")))
+            out: dict[int, StoredModel] = {}
+            for i, key in enumerate(keys):
+                weights, manifest_path = self.paths(key)
+                if manifest_path.exists() and weights.exists():
+                    model = build(i)
+                    model.load_state_dict(load_file(str(weights)))
+                    out[i] = StoredModel(model.eval(), json.loads(manifest_path.read_text()), weights, True)
+                else:
+                    for stale in self.root.glob(f".{key}.*.tmp"):  # a writer killed mid-write; we hold its lock
+                        stale.unlink(missing_ok=True)
+            missing = {i: build(i) for i in range(len(payloads)) if i not in out}
+            if missing:
+                trained = self._train(payloads, missing, train, images_seen, keys)
+                out.update(zip(missing, trained))
+            return [out[i] for i in range(len(payloads))]
+
+    def _train(self, payloads, models: dict, train, images_seen, keys) -> list[StoredModel]:
+        which = list(models)
+        started = time.perf_counter()
+        metrics = train([models[i] for i in which], which)
+        share = (time.perf_counter() - started) / len(which)
+        stored = []
+        for i, m in zip(which, metrics):
+            manifest = {"payload": payloads[i], "metrics": m, "train_seconds": round(share, 3),
+                        "trained_together": len(which)}
+            if images_seen is not None and images_seen[i] and share > 0:
+                manifest["images_per_second"] = round(images_seen[i] / share, 1)
+            path = None
+            if keys is not None:
+                path, manifest_path = self.paths(keys[i])
+                manifest = {"key": keys[i], **manifest}
+                save_weights(models[i], path)
+                atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
+            stored.append(StoredModel(models[i].eval(), manifest, path, False))
+        return stored

@@ -20,7 +20,7 @@ from torch import nn
 from mldoctor_bench.attacks.attack_model import fit_network
 from mldoctor_bench.attacks.auxiliary import training_data
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, AttackSkipped, VariantMetrics
-from mldoctor_bench.data.base import normalise
+from mldoctor_bench.inference import model_inputs
 from mldoctor_bench.metrics import classification_metrics
 from mldoctor_bench.models import Classifier
 from mldoctor_bench.settings import setting
@@ -42,7 +42,7 @@ class AttributeNet(nn.Module):
 def embeddings(model: Classifier, images: torch.Tensor, device: torch.device, batch_size: int = 512) -> torch.Tensor:
     """Penultimate embeddings ``(N, embedding_dim)`` of ``uint8`` images, float32 on the CPU."""
     model.eval()
-    outs = [model.embed(normalise(images[b].to(device))).float().cpu()
+    outs = [model.embed(model_inputs(images[b].to(device))).float().cpu()
             for b in iterate_batches(len(images), batch_size, None)]
     return torch.cat(outs) if outs else torch.empty(0, model.embedding_dim)
 

@@ -33,6 +33,31 @@ class ReleasedModel:
     metrics: dict[str, float]
 
 
+@dataclass(frozen=True)
+class ModelRequest:
+    """A classifier an attack will need: the arguments of :meth:`ModelService.classifier`."""
+
+    role: str
+    images: torch.Tensor
+    targets: torch.Tensor
+    epochs: int | None = None
+    arch: str | None = None
+
+
+@dataclass(frozen=True)
+class CachedRequest:
+    """Any other model an attack will need (e.g. a GAN): the arguments of :meth:`ModelService.cached`.
+    ``thread_safe``: ``train`` draws nothing from the global random generator (seeds its own), so it
+    may train beside other models in threads."""
+
+    role: str
+    payload: dict
+    build: Callable[[], torch.nn.Module]
+    train: Callable[[torch.nn.Module], dict]
+    thread_safe: bool = False
+    images_seen: int | None = None  # images x epochs of its training, for images per second
+
+
 class ModelService:
     """Trains the attacker's and evaluator's own models through the runner's model store.
 
@@ -45,6 +70,11 @@ class ModelService:
         """A classifier of the target's architecture and recipe (or ``arch``/``epochs``) trained on
         ``uint8`` ``images`` with class-index or soft-probability ``targets``."""
         raise NotImplementedError
+
+    def prepare(self, requests: list[ModelRequest | CachedRequest]) -> list[torch.nn.Module]:
+        """The models of ``requests`` of either kind, trained together where they can be."""
+        return [self.cached(r.role, r.payload, r.build, r.train).model if isinstance(r, CachedRequest)
+                else self.classifier(r.role, r.images, r.targets, r.epochs, r.arch) for r in requests]
 
     def defended_classifier(self, role: str, images: torch.Tensor, labels: torch.Tensor) -> ReleasedModel:
         """A copy of the target on other data: the target's architecture, recipe and training-time
@@ -73,9 +103,10 @@ class AttackContext:
     settings: Any
     out_dir: Path
     device: torch.device
-    seed: int
+    seed: int  # this attack under this threat model's own seed
     num_classes: int
     num_attribute_classes: int = 0
+    cell_seed: int = 0  # the cell's seed: for what every threat model of the cell shares (evaluators)
     target_arch: str = ""  # the target's registry architecture name (white-box knowledge)
     heldout: Labeled | None = None  # data in no quarter: for evaluators that neither side trained on
     models: ModelService | None = None
@@ -108,6 +139,12 @@ class Attack:
         work together; single values are checked by their types and ranges already.
 
         Called by the runner's planning step, before any training."""
+
+    def models_wanted(self, ctx: AttackContext) -> list[ModelRequest | CachedRequest]:
+        """The models :meth:`run` will ask ``ctx.models`` for, if known beforehand: the runner trains
+        those of all the cell's attacks before the attacks run, together where they can be, and
+        ``run`` then finds them trained. None by default."""
+        return []
 
     def run(self, ctx: AttackContext) -> VariantMetrics:
         raise NotImplementedError

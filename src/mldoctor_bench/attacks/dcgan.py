@@ -108,6 +108,15 @@ class GanRecipe:
     width: int = setting(64, min=1)
 
 
+def seeded_dcgan(recipe: GanRecipe, channels: int, size: int, seed: int) -> DCGAN:
+    """A DCGAN for the recipe with DCGAN's initialisation drawn from ``seed``."""
+    gan = DCGAN(recipe.latent_dim, channels, size, recipe.width)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        gan.apply(init_weights)
+    return gan
+
+
 def train_gan(
     gan: DCGAN,
     images: torch.Tensor,
@@ -115,16 +124,14 @@ def train_gan(
     seed: int,
     on_epoch: Optional[Callable[[int, float, float], None]] = None,
 ) -> dict:
-    """Train ``gan`` in place on ``uint8`` ``images`` (on the GAN's device); return final losses.
+    """Train ``gan`` (initialised, e.g. by :func:`seeded_dcgan`) in place on ``uint8`` ``images`` (on
+    the GAN's device); return final losses. Random draws come from a generator seeded by ``seed``.
 
     The generator is trained with latents from N(0, 1), as in GMI's code; the inversion later keeps
     its latents in ``[-1, 1]``.
     """
     device = images.device
     g, d = gan.generator, gan.discriminator
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        gan.apply(init_weights)
     gan.to(device).train()
     opt_g = torch.optim.Adam(g.parameters(), lr=recipe.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=recipe.lr, betas=(0.5, 0.999))

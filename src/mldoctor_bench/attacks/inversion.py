@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, VariantMetrics
-from mldoctor_bench.attacks.dcgan import DCGAN, GanRecipe, train_gan
+from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, CachedRequest, ModelRequest, VariantMetrics
+from mldoctor_bench.attacks.dcgan import DCGAN, GanRecipe, seeded_dcgan, train_gan
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.settings import setting
 from mldoctor_bench.training import accuracy
@@ -267,20 +267,36 @@ class ModelInversion(Attack):
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(ctx.out_dir / f"inversion_{variant}.safetensors"))
         return {variant: metrics}
 
+    def models_wanted(self, ctx: AttackContext) -> list:
+        wanted = [self.evaluator_split(ctx)[0]]
+        if ctx.threat_model.knowledge != "none":
+            wanted.append(self.gan_request(ctx))
+        return wanted
+
     @staticmethod
-    def evaluator(ctx: AttackContext) -> tuple[torch.nn.Module, dict[str, float]]:
-        """The separate evaluation classifier: an architecture other than the target's, trained on
-        part of the partition's heldout pool (rows no other model sees) and tested on the rest."""
+    def evaluator_split(ctx: AttackContext) -> tuple[ModelRequest, torch.Tensor]:
+        """The evaluator to train and the heldout rows it is tested on (see :meth:`evaluator`)."""
         s = ctx.settings
         if ctx.heldout is None or ctx.models is None or len(ctx.heldout) < 2:
             raise ValueError("model inversion needs the partition's heldout pool and the runner's model service")
         arch = next(a for a in s.evaluator_archs if a != ctx.target_arch)
         n = len(ctx.heldout)
         n_test = min(n - 1, max(1, round(n * s.evaluator_test_share)))
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(ctx.seed))
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(ctx.cell_seed))
         fit, held = order[n_test:], order[:n_test]
-        model = ctx.models.classifier("evaluator", ctx.heldout.images[fit], ctx.heldout.labels[fit],
-                                      epochs=s.evaluator_epochs, arch=arch)
+        request = ModelRequest("evaluator", ctx.heldout.images[fit], ctx.heldout.labels[fit],
+                               epochs=s.evaluator_epochs, arch=arch)
+        return request, held
+
+    @staticmethod
+    def evaluator(ctx: AttackContext) -> tuple[torch.nn.Module, dict[str, float]]:
+        """The separate evaluation classifier: an architecture other than the target's, trained on
+        part of the partition's heldout pool (rows no other model sees) and tested on the rest. One
+        evaluator per cell: every threat model's reconstructions are judged by the same one."""
+        request, held = ModelInversion.evaluator_split(ctx)
+        model = ctx.models.classifier(request.role, request.images, request.targets, epochs=request.epochs,
+                                      arch=request.arch)
+        fit, arch = request.images, request.arch
         acc = accuracy(model, ctx.heldout.images[held].to(ctx.device), ctx.heldout.labels[held])
         info = {"evaluator_arch": arch, "evaluator_train_size": len(fit), "evaluator_test_size": len(held),
                 "evaluator_accuracy": acc}
@@ -311,6 +327,12 @@ class ModelInversion(Attack):
     @staticmethod
     def train_or_load_gan(ctx: AttackContext) -> DCGAN:
         """The attacker's DCGAN on its shadow images, through the model cache."""
+        r = ModelInversion.gan_request(ctx)
+        return ctx.models.cached(r.role, r.payload, r.build, r.train).model
+
+    @staticmethod
+    def gan_request(ctx: AttackContext) -> CachedRequest:
+        """The attacker's DCGAN on its shadow images (initialised from ``ctx.seed`` when built)."""
         data = ctx.knowledge.data
         if data is None:
             raise ValueError("GMI needs the attacker's shadow images")
@@ -324,5 +346,5 @@ class ModelInversion(Attack):
             advance = ctx.progress("train GAN (GMI prior)", recipe.epochs)
             return train_gan(gan, images, recipe, ctx.seed, on_epoch=lambda *_: advance(1))
 
-        stored = ctx.models.cached("gan", payload, lambda: DCGAN(recipe.latent_dim, channels, size, recipe.width), train)
-        return stored.model
+        return CachedRequest("gan", payload, lambda: seeded_dcgan(recipe, channels, size, ctx.seed), train,
+                             thread_safe=True, images_seen=len(images) * recipe.epochs)

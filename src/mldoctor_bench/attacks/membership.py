@@ -33,7 +33,7 @@ from mldoctor_bench.attacks.scoring import save_scores
 from mldoctor_bench.attacks.signals import LOG_FLOOR, loss_and_confidence
 from mldoctor_bench.knowledge import Labeled, balanced
 from mldoctor_bench.metrics import membership_metrics
-from mldoctor_bench.data.base import normalise
+from mldoctor_bench.inference import model_inputs
 from mldoctor_bench.models import Classifier
 from mldoctor_bench.settings import setting
 from mldoctor_bench.threat_models import BlackBoxAccess, WhiteBoxAccess
@@ -69,7 +69,7 @@ def head_gradients(model: Classifier, images: torch.Tensor, labels: torch.Tensor
     out = []
     model.eval()
     for start in range(0, len(images), batch_size):
-        x = normalise(images[start : start + batch_size].to(device))
+        x = model_inputs(images[start : start + batch_size].to(device))
         y = labels[start : start + batch_size].to(device)
         with torch.no_grad():
             emb = model.embed(x)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mldoctor_bench.attacks.auxiliary import training_data
-from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, VariantMetrics
+from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, ModelRequest, VariantMetrics
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.metrics import agreement
 from mldoctor_bench.threat_models import BlackBoxAccess, LabelOnlyAccess
@@ -56,15 +56,22 @@ class ModelStealing(Attack):
     threat_models = ("blackbox_shadow", "blackbox_partial", "blackbox_label_only")
     Settings = StealingSettings
 
-    def run(self, ctx: AttackContext) -> VariantMetrics:
-        s = ctx.settings
+    @staticmethod
+    def surrogate(ctx: AttackContext) -> tuple[str, ModelRequest]:
+        """The variant and the surrogate to train: the attacker's images with the target's answers."""
         images = training_data(ctx).images
-        if s.budget is not None:
-            images = images[: s.budget]
+        if ctx.settings.budget is not None:
+            images = images[: ctx.settings.budget]
         variant, answers = query_answers(ctx.target, images)
-        surrogate = ctx.models.classifier(
-            f"surrogate-{variant}-{ctx.threat_model.name}", images, answers, epochs=s.epochs
-        )
+        return variant, ModelRequest(f"surrogate-{variant}-{ctx.threat_model.name}", images, answers,
+                                     epochs=ctx.settings.epochs)
+
+    def models_wanted(self, ctx: AttackContext) -> list[ModelRequest]:
+        return [self.surrogate(ctx)[1]]
+
+    def run(self, ctx: AttackContext) -> VariantMetrics:
+        variant, request = self.surrogate(ctx)
+        surrogate = ctx.models.classifier(request.role, request.images, request.targets, epochs=request.epochs)
         metrics = score_surrogate(surrogate, ctx.target, ctx.evaluation.target_test)
-        metrics["queries"] = float(len(images))
+        metrics["queries"] = float(len(request.images))
         return {variant: metrics}

@@ -71,6 +71,12 @@ class Defense:
         train_classifier(model, data.images, data.labels, data.recipe, data.seed, on_epoch=data.on_epoch)
         return {}
 
+    @property
+    def plain_training(self) -> bool:
+        """Whether training is the plain recipe (no training-time change): such models of one
+        recipe can be trained together (:mod:`mldoctor_bench.many_models`)."""
+        return type(self).fit is Defense.fit
+
     def output_transform(self) -> Optional[OutputTransform]:
         """The post-processing applied to released probabilities, if any."""
         return None

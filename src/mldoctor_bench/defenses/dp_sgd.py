@@ -15,8 +15,6 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from opacus import PrivacyEngine
-from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -28,6 +26,8 @@ from mldoctor_bench.training import ProgressHook, Recipe, sgd_with_schedule
 
 def dp_compatible(model: nn.Module) -> tuple[nn.Module, bool]:
     """``model`` made trainable by Opacus, and whether its architecture had to change."""
+    from opacus.validators import ModuleValidator  # here: Opacus takes most of a second to import
+
     changed = bool(ModuleValidator.validate(model, strict=False))
     if changed:
         model = ModuleValidator.fix(model)
@@ -71,6 +71,8 @@ def _train_dp(model, images, labels, recipe, seed, max_grad_norm, delta, noise_m
     optimiser, schedule = sgd_with_schedule(model, recipe)
     loader = DataLoader(TensorDataset(torch.arange(len(images))), batch_size=recipe.batch_size,
                         generator=torch.Generator().manual_seed(seed))
+    from opacus import PrivacyEngine
+
     engine = PrivacyEngine(accountant="rdp")
     common = dict(module=model, optimizer=optimiser, data_loader=loader, max_grad_norm=max_grad_norm,
                   noise_generator=torch.Generator(device=device).manual_seed(seed + 1))

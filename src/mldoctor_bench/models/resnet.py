@@ -10,7 +10,6 @@ more than one value per channel even for a batch of one. The embedding is the 51
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models import resnet18 as tv_resnet18
 
 from mldoctor_bench.models.base import ARCHS, Classifier
 
@@ -20,6 +19,8 @@ POOL_ABOVE = 32  # inputs larger than this keep the stem's max-pool
 @ARCHS.register("resnet18")
 def resnet18(in_channels: int, num_classes: int, image_size: int) -> Classifier:
     """ResNet-18 with a 3x3 stem following the channel count, trained from scratch."""
+    from torchvision.models import resnet18 as tv_resnet18  # here: torchvision.models takes a second to import
+
     net = tv_resnet18(weights=None, num_classes=num_classes)
     net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision does
