@@ -104,3 +104,19 @@ def test_bf16_training_on_cpu_learns_like_fp32():
         model = train_classifier(seeded_model(job, data), x, y, replace(RECIPE, precision=precision), seed=1)
         accs[precision] = accuracy(model, x, y)
     assert accs["fp32"] > 0.3 and abs(accs["fp32"] - accs["bf16"]) < 0.15, accs
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_and_compiles_once_per_architecture():
+    from mldoctor_bench import training
+
+    job, data, x, y, _ = job_and_data()
+    recipe = replace(RECIPE, epochs=1, precision="fp32")
+    eager = train_classifier(seeded_model(job, data), x, y, recipe, seed=1)
+    compiled = [train_classifier(seeded_model(job, data), x, y, replace(recipe, compile=True), seed=1)
+                for _ in range(2)]
+    signatures = [k for k in training._COMPILED if k[0] == "Classifier"]
+    assert len(signatures) == 1  # the second model reused the first one's compiled function
+    for model in compiled:
+        for a, b in zip(eager.parameters(), model.parameters()):
+            assert torch.allclose(a, b, atol=1e-4)
