@@ -215,3 +215,34 @@ def test_a_failed_attack_leaves_the_cell_not_done_exits_3_and_a_rerun_retries_on
     assert (table.status == "ok").all()
     assert calls["metric"] == 1  # the attack that had succeeded was not run again
     assert not table.duplicated(["attack", "threat_model", "variant", "metric"]).any()
+
+
+def test_models_that_fail_to_train_ahead_are_trained_by_their_attacks(tmp_path, monkeypatch):
+    """The surrogates of two stealing threat models are trained before the attacks run; when that
+    fails, each attack trains its own and the cell completes with the same kind of rows."""
+    import sys
+
+    from mldoctor_bench import cli
+    from mldoctor_bench.runner import Assessment
+
+    real_obtain_all, calls = Assessment.obtain_all, []
+
+    def fails_when_ahead(self, trainings):
+        calls.append([t.role for t in trainings])
+        if len(trainings) > 1:  # only train_ahead asks for several attackers' models at once
+            raise RuntimeError("forced failure ahead")
+        return real_obtain_all(self, trainings)
+
+    monkeypatch.setattr(Assessment, "obtain_all", fails_when_ahead)
+    args = ["mldoctor-bench", "attack=stealing", "threat_model=[blackbox_shadow,blackbox_label_only]",
+            *[a for a in TINY if not a.startswith("attack")], "attack.stealing.epochs=1",
+            f"results_dir={tmp_path / 'res'}"]
+    monkeypatch.setattr(sys, "argv", args)
+    cli.main()
+    assert calls[0] == ["surrogate-posteriors-blackbox_shadow", "surrogate-labels-blackbox_label_only"]
+    assert sorted(map(tuple, calls[1:])) == [("surrogate-labels-blackbox_label_only",),
+                                             ("surrogate-posteriors-blackbox_shadow",)]
+    cell = next((tmp_path / "res" / "cells").iterdir())
+    table = pd.read_parquet(cell / "results.parquet")
+    assert (table.status == "ok").all() and (cell / "done.json").exists()
+    assert set(table[table.attack == "stealing"].variant) == {"posteriors", "labels"}

@@ -349,8 +349,7 @@ class Assessment:
                  **{k: s.manifest[k] for k in ("train_seconds", "images_per_second", "trained_together") if k in s.manifest}}
                 for t, s in zip(trainings, stored)]
         for t, s in zip(trainings, stored):
-            if hasattr(s.model, "to"):
-                s.model.to(self.p.device)
+            s.model.to(self.p.device)
             if s.reused and s.path is not None:
                 ui.console.print(f"[dim]reused cached {t.role} model {s.path.name}[/]")
         return stored
@@ -420,9 +419,10 @@ class Assessment:
         return rows
 
     def train_ahead(self, pairs: list[tuple[str, str]]) -> None:
-        """Train the classifiers the attacks say they will need, those of one architecture and recipe
-        together; each attack then finds its own trained. An attack that cannot say (it would skip or
-        fail) is left to report that when it runs."""
+        """Train the models the attacks say they will need (:meth:`Attack.models_wanted`), together
+        where they can be; each attack then finds its own trained. An attack that cannot say, or
+        whose models fail to train here, is left to train them itself and report any failure
+        against its own rows when it runs."""
         requests = []
         for attack_name, tm_name in pairs:
             attack = ATTACKS.get(attack_name)()
@@ -433,7 +433,11 @@ class Assessment:
             except Exception:  # noqa: BLE001 - run_attack records the same error against the attack
                 continue
         if len(requests) > 1:
-            CellModels(self, self.splits).prepare(requests)
+            try:
+                CellModels(self, self.splits).prepare(requests)
+            except Exception as exc:  # noqa: BLE001 - one attack's model must not stop the others
+                ui.console.print(f"[yellow]training the attacks' models ahead failed ({exc!r}); each attack "
+                                 "trains its own when it runs[/]")
 
     def context(self, attack_name: str, tm_name: str) -> AttackContext:
         """What attack ``attack_name`` receives under threat model ``tm_name`` (after :meth:`prepare`)."""
