@@ -13,9 +13,10 @@ Three ways, chosen by ``train.batch_models`` (:func:`choose_mode`):
   with one intra-op thread (small convolutions use one core better than two).
 - ``off``: one after another, the reference the other two are tested against.
 
-Measured on 2 CPU cores (``scripts/bench.py``, docs/performance.md): stacking SimpleCNNs is no
-faster than one-by-one on CPU, one model per core is; on CUDA, stacking fills a GPU that one small
-model leaves idle. Hence ``auto``: stacked on CUDA, threads on a multi-core CPU, one by one otherwise.
+Measured on 2 CPU cores (``scripts/bench.py``, docs/performance.md): stacking 16 SimpleCNNs is
+slower than one-by-one (0.48x), one model per core faster (1.37x). On CUDA, stacking is expected to
+fill a GPU that one small model leaves idle (not measured yet: ``scripts/gpu_check.sh`` measures
+it). Hence ``auto``: stacked on CUDA, threads on a multi-core CPU, one by one otherwise.
 """
 
 from __future__ import annotations

@@ -329,7 +329,7 @@ class Assessment:
                 chosen = [trainings[i] for i in which]
                 mode = phase.info["batch_models"] = self.together(chosen, models)
                 if mode == STACKED:
-                    rows, recipe, arch = chosen[0].plain
+                    _, recipe, arch = chosen[0].plain
                     advance = self.bars(f"train {names} stacked ({arch})", recipe.epochs * len(models))
                     train_many(models, [t.plain[0] for t in chosen], recipe, STACKED,
                                on_epoch=lambda e, n, loss: advance(1, f"loss {loss:.3f}"))
