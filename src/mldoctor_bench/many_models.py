@@ -112,22 +112,25 @@ def train_many(
         train_in_threads([
             (lambda m=m, r=r: train_classifier(m, r.images, r.labels, recipe, r.seed, on_epoch=on_epoch))
             for m, r in zip(models, rows)
-        ])
+        ], sizes=[len(r.images) for r in rows])
     else:
         for m, r in zip(models, rows):
             train_classifier(m, r.images, r.labels, recipe, r.seed, on_epoch=on_epoch)
     return mode
 
 
-def train_in_threads(tasks: Sequence[Callable[[], object]]) -> list:
-    """Run ``tasks`` one per core, each with a single intra-op thread; their results in order."""
+def train_in_threads(tasks: Sequence[Callable[[], object]], sizes: Optional[Sequence[float]] = None) -> list:
+    """Run ``tasks`` one per core, each with a single intra-op thread; their results in order.
+    Given their ``sizes``, the largest start first, so that no core waits alone at the end."""
+    order = sorted(range(len(tasks)), key=lambda i: -sizes[i]) if sizes is not None else list(range(len(tasks)))
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(max_workers=min(len(tasks), cpu_cores())) as pool:
-            return list(pool.map(lambda task: task(), tasks))
+            done = dict(zip(order, pool.map(lambda i: tasks[i](), order)))
     finally:
         torch.set_num_threads(previous)
+    return [done[i] for i in range(len(tasks))]
 
 
 def train_stacked(

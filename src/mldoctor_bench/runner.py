@@ -334,10 +334,9 @@ class Assessment:
                     train_many(models, [t.plain[0] for t in chosen], recipe, STACKED,
                                on_epoch=lambda e, n, loss: advance(1, f"loss {loss:.3f}"))
                     return [t.measure(m) for t, m in zip(chosen, models)]
-                if mode == THREADS:  # longest first, so that no core waits at the end
-                    order = sorted(range(len(chosen)), key=lambda i: -(chosen[i].images_seen or 0))
-                    done = train_in_threads([lambda i=i: chosen[i].fit(models[i]) for i in order])
-                    return [done[order.index(i)] for i in range(len(chosen))]
+                if mode == THREADS:
+                    return train_in_threads([lambda t=t, m=m: t.fit(m) for t, m in zip(chosen, models)],
+                                            sizes=[t.images_seen or 0 for t in chosen])
                 return [t.fit(m) for t, m in zip(chosen, models)]
 
             stored = self.p.store.get_or_train_many([t.payload for t in trainings], lambda i: trainings[i].build(),

@@ -82,52 +82,57 @@ class ModelStore:
         Each trained model's manifest records its share of the training time, the number trained
         together and, given ``images_seen``, images per second."""
         keys = [self.key(p) for p in payloads]
-        if self.root is None:  # kept in memory, so one process still trains a model once
-            missing = {i: build(i) for i, key in enumerate(keys) if key not in self._memory}
-            if missing:
-                trained = self._train(payloads, missing, train, images_seen, keys=None)
-                self._memory.update((keys[i], stored) for i, stored in zip(missing, trained))
-                fresh = set(missing)
-            else:
-                fresh = set()
-            return [self._memory[key] if i in fresh else replace(self._memory[key], reused=True)
-                    for i, key in enumerate(keys)]
-        self.root.mkdir(parents=True, exist_ok=True)
-        with contextlib.ExitStack() as locks:
-            for key in sorted(set(keys)):  # one order for every process: no deadlock
-                locks.enter_context(FileLock(str(self.root / f"{key}.lock")))
+        with self._locked(keys):
             out: dict[int, StoredModel] = {}
             for i, key in enumerate(keys):
-                weights, manifest_path = self.paths(key)
-                if manifest_path.exists() and weights.exists():
-                    model = build(i)
-                    model.load_state_dict(load_file(str(weights)))
-                    out[i] = StoredModel(model.eval(), json.loads(manifest_path.read_text()), weights, True)
-                else:
-                    for stale in self.root.glob(f".{key}.*.tmp"):  # a writer killed mid-write; we hold its lock
-                        stale.unlink(missing_ok=True)
+                found = self._load(key, lambda: build(i))
+                if found is not None:
+                    out[i] = found
             missing = {i: build(i) for i in range(len(payloads)) if i not in out}
             if missing:
-                trained = self._train(payloads, missing, train, images_seen, keys)
-                out.update(zip(missing, trained))
+                out.update(zip(missing, self._train(payloads, missing, train, images_seen, keys)))
             return [out[i] for i in range(len(payloads))]
 
+    def _locked(self, keys: Sequence[str]) -> contextlib.ExitStack:
+        """The file locks of ``keys``, taken in one order for every process (no deadlock)."""
+        locks = contextlib.ExitStack()
+        if self.root is not None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            for key in sorted(set(keys)):
+                locks.enter_context(FileLock(str(self.root / f"{key}.lock")))
+        return locks
+
+    def _load(self, key: str, build: Callable[[], nn.Module]) -> Optional[StoredModel]:
+        """The stored model of ``key`` (on disk, or in memory without a root), or ``None``."""
+        if self.root is None:  # kept in memory, so one process still trains a model once
+            return replace(self._memory[key], reused=True) if key in self._memory else None
+        weights, manifest_path = self.paths(key)
+        if manifest_path.exists() and weights.exists():
+            model = build()
+            model.load_state_dict(load_file(str(weights)))
+            return StoredModel(model.eval(), json.loads(manifest_path.read_text()), weights, True)
+        for stale in self.root.glob(f".{key}.*.tmp"):  # a writer killed mid-write; we hold its lock
+            stale.unlink(missing_ok=True)
+        return None
+
     def _train(self, payloads, models: dict, train, images_seen, keys) -> list[StoredModel]:
+        """Train ``models`` (position -> model) together and keep each: on disk, or in memory."""
         which = list(models)
         started = time.perf_counter()
         metrics = train([models[i] for i in which], which)
         share = (time.perf_counter() - started) / len(which)
         stored = []
         for i, m in zip(which, metrics):
-            manifest = {"payload": payloads[i], "metrics": m, "train_seconds": round(share, 3),
+            manifest = {"key": keys[i], "payload": payloads[i], "metrics": m, "train_seconds": round(share, 3),
                         "trained_together": len(which)}
             if images_seen is not None and images_seen[i] and share > 0:
                 manifest["images_per_second"] = round(images_seen[i] / share, 1)
             path = None
-            if keys is not None:
+            if self.root is not None:
                 path, manifest_path = self.paths(keys[i])
-                manifest = {"key": keys[i], **manifest}
                 save_weights(models[i], path)
                 atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
             stored.append(StoredModel(models[i].eval(), manifest, path, False))
+            if self.root is None:
+                self._memory[keys[i]] = stored[-1]
         return stored
