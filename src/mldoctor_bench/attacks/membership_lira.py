@@ -1,0 +1,150 @@
+"""LiRA, the likelihood-ratio membership attack (Carlini et al., "Membership Inference Attacks From
+First Principles", S&P 2022), under (B,S).
+
+The signal is the logit-scaled confidence ``phi = log p_y - log(1 - p_y)`` of the true class,
+computed stably in log space (from the target's released float64 log-posteriors, and from the
+reference models' logits). For each candidate, Gaussians are fitted to ``phi`` under the reference
+models that trained on it (IN) and those that did not (OUT) (:mod:`reference_models`):
+
+- ``online``: the log-likelihood ratio ``log N(phi; mu_in, s_in) - log N(phi; mu_out, s_out)``;
+- ``offline``: OUT references only (trained on the attacker's shadow data), one-sided: the score is
+  ``z = (phi - mu_out) / s_out``, large where the target is more confident than OUT models are (the
+  one-sided p-value ``1 - Phi(z)`` orders candidates the same way, but saturates in float64);
+- ``*_fixed_var``: one variance per side, pooled over the candidates, instead of one per candidate
+  (more stable with few references).
+
+With ``augment``, every candidate is also queried flipped (where ``flip`` allows) and shifted by
+``shift`` pixels; each query gets its own Gaussians and the per-query scores are averaged, as in
+the paper. Hard decisions: online a ratio above 1, offline ``phi`` above the OUT mean.
+
+Saved in the attack's folder: ``scores.parquet`` (every candidate's score per variant),
+``masks.safetensors`` (which references trained on which rows of their pool) and
+``exposed.parquet`` (per variant the highest-scoring members: their position in the cell's
+``target_train``, label and score).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+
+from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, ModelRequest, VariantMetrics
+from mldoctor_bench.attacks.reference_models import (OFFLINE, ONLINE, candidates, logit_confidences, query_views,
+                                                     reference_set)
+from mldoctor_bench.attacks.scoring import save_scores
+from mldoctor_bench.attacks.signals import loss_and_confidence
+from mldoctor_bench.metrics import membership_metrics
+from mldoctor_bench.settings import setting
+
+VARIANTS = ("online", "online_fixed_var", "offline", "offline_fixed_var")
+MIN_STD = 1e-6  # a candidate whose references agree exactly still gets a finite likelihood
+
+
+def fit_gaussians(observed: torch.Tensor, mask: torch.Tensor, fixed_var: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation, per candidate, of ``observed`` ``(references, candidates)`` over
+    the references ``mask`` selects; with ``fixed_var`` one variance pooled over candidates."""
+    weight = mask.double()
+    count = weight.sum(0)
+    if (count == 0).any():
+        raise ValueError("a candidate has no reference on this side; use more references")
+    mean = (observed * weight).sum(0) / count
+    var = (((observed - mean) ** 2) * weight).sum(0) / count
+    if fixed_var:
+        var = var.mean().expand_as(var)
+    return mean, var.sqrt().clamp_min(MIN_STD)
+
+
+def normal_logpdf(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return -0.5 * ((x - mean) / std) ** 2 - std.log() - 0.5 * np.log(2 * np.pi)
+
+
+def lira_scores(target: torch.Tensor, references: torch.Tensor, in_mask: torch.Tensor | None,
+                fixed_var: bool) -> torch.Tensor:
+    """LiRA's score of each candidate, averaged over queries.
+
+    ``target``: ``(queries, candidates)`` confidences of the target; ``references``:
+    ``(queries, references, candidates)``; ``in_mask`` ``(references, candidates)`` marks IN
+    references (online), ``None`` for offline (every reference is OUT)."""
+    scores = []
+    for q in range(target.shape[0]):
+        if in_mask is None:
+            mu_out, s_out = fit_gaussians(references[q], torch.ones_like(references[q], dtype=torch.bool), fixed_var)
+            scores.append((target[q] - mu_out) / s_out)
+        else:
+            mu_in, s_in = fit_gaussians(references[q], in_mask, fixed_var)
+            mu_out, s_out = fit_gaussians(references[q], ~in_mask, fixed_var)
+            scores.append(normal_logpdf(target[q], mu_in, s_in) - normal_logpdf(target[q], mu_out, s_out))
+    return torch.stack(scores).mean(0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiraSettings:
+    """Reference models (pairs: every candidate IN for half of the online ones), the variants, the
+    augmented queries and how many of the most exposed members to save."""
+
+    num_references: int = setting(min=2, example=16)
+    variants: list[str] = setting(list(VARIANTS), choices=VARIANTS, example="[online,offline]")
+    augment: bool = setting(False)
+    flip: bool = setting(False)  # mirrored queries too: only where the dataset's classes allow it
+    shift: int = setting(1, min=0, example=2)
+    exposed: int = setting(32, min=0)
+
+
+@ATTACKS.register("membership_lira")
+class LiraMembershipInference(Attack):
+    """LiRA online/offline, per-example or fixed variance, under (B,S)."""
+
+    threat_models = ("blackbox_shadow",)
+    Settings = LiraSettings
+
+    def check_settings(self, s: LiraSettings) -> None:
+        if s.num_references % 2:
+            raise ValueError(f"num_references={s.num_references} must be even: references come in pairs "
+                             f"(a random half of the candidates and its complement), e.g. {s.num_references + 1}")
+        if not s.variants:
+            raise ValueError(f"choose at least one variant of {', '.join(VARIANTS)}")
+
+    @staticmethod
+    def kinds(s: LiraSettings) -> list[str]:
+        return [kind for kind in (ONLINE, OFFLINE) if any(v.startswith(kind) for v in s.variants)]
+
+    def models_wanted(self, ctx: AttackContext) -> list[ModelRequest]:
+        s = ctx.settings
+        return [r for kind in self.kinds(s) for r in reference_set(ctx, kind, s.num_references).requests]
+
+    def run(self, ctx: AttackContext) -> VariantMetrics:
+        s = ctx.settings
+        pool, is_member = candidates(ctx)
+        views = query_views(pool.images, s.flip, s.shift) if s.augment else [pool.images]
+        target = torch.stack([loss_and_confidence(ctx.target.log_posteriors(v), pool.labels)[1] for v in views])
+        results, saved, masks, exposed = {}, {}, {}, []
+        for kind in self.kinds(s):
+            refs = reference_set(ctx, kind, s.num_references)
+            models = ctx.models.prepare(refs.requests)
+            observed = torch.stack([torch.stack([logit_confidences(m, v, pool.labels) for m in models]) for v in views])
+            masks[kind] = refs.masks
+            for variant in (v for v in s.variants if v.startswith(kind)):
+                fixed = variant.endswith("fixed_var")
+                score = lira_scores(target, observed, refs.masks if kind == ONLINE else None, fixed)
+                cut = 0.0  # a likelihood ratio above 1; phi above the OUT mean
+                y, sc = is_member.numpy(), score.numpy()
+                results[variant] = {**membership_metrics(y, sc, (sc > cut).astype(int)),
+                                    "num_references": float(s.num_references), "queries": float(len(views))}
+                saved[variant] = (y, sc)
+                exposed.append(most_exposed(sc, y, pool.labels.numpy(), s.exposed, variant))
+        save_scores(ctx.out_dir / "scores.parquet", saved)
+        save_file({k: v.to(torch.uint8).contiguous() for k, v in masks.items()}, str(ctx.out_dir / "masks.safetensors"))
+        pd.concat(exposed, ignore_index=True).to_parquet(ctx.out_dir / "exposed.parquet", index=False)
+        return results
+
+
+def most_exposed(scores: np.ndarray, is_member: np.ndarray, labels: np.ndarray, count: int, variant: str) -> pd.DataFrame:
+    """The ``count`` members with the highest scores: their position among the members (= in the
+    cell's ``target_train``), label and score, highest first."""
+    members = np.flatnonzero(is_member == 1)
+    top = members[np.argsort(-scores[members], kind="stable")[:count]]
+    return pd.DataFrame({"variant": variant, "member_position": top, "label": labels[top], "score": scores[top]})

@@ -1,0 +1,97 @@
+"""Reference models for the likelihood-ratio membership attacks (LiRA, RMIA): which rows each one
+trains on, the models themselves, and the per-example confidences read from them.
+
+Online references train on candidates (the examples the attacker is asked about: the evaluation
+members and non-members, with no membership labels used). They come in pairs: one reference of a
+pair trains on a random half of the candidates, the other on the complement, so every candidate is
+IN for exactly half of the references and each reference trains on as many rows as the evaluation
+has members. Offline references train on random halves of the attacker's own shadow data only, so
+every candidate is OUT for all of them.
+
+Masks depend on the cell's seed, the number of references and the candidates only, so LiRA and
+RMIA with the same ``num_references`` ask for the same references and the model store trains them
+once. The references use the target's architecture and recipe (the informed attacker of the
+benchmark) and are trained through the runner's model service, together where they can be.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mldoctor_bench.attacks.base import AttackContext, ModelRequest
+from mldoctor_bench.attacks.signals import loss_and_confidence
+from mldoctor_bench.inference import predict_logits
+from mldoctor_bench.knowledge import Labeled, balanced
+
+ONLINE, OFFLINE = "online", "offline"
+
+
+def paired_masks(n: int, k: int, seed: int) -> torch.Tensor:
+    """``(k, n)`` booleans: row ``r`` marks the rows reference ``r`` trains on. References ``2i`` and
+    ``2i+1`` take a random half of the ``n`` rows and its complement, so every row is IN for exactly
+    ``k / 2`` references (``k`` even) and every reference has ``n // 2`` or ``n - n // 2`` rows."""
+    if k < 2 or k % 2:
+        raise ValueError(f"references come in pairs: num_references must be even and at least 2, got {k}")
+    generator = torch.Generator().manual_seed(seed)
+    masks = torch.zeros(k, n, dtype=torch.bool)
+    for pair in range(k // 2):
+        half = torch.randperm(n, generator=generator)[: n // 2]
+        masks[2 * pair, half] = True
+        masks[2 * pair + 1] = ~masks[2 * pair]
+    return masks
+
+
+def candidates(ctx: AttackContext) -> tuple[Labeled, torch.Tensor]:
+    """The examples scored: the balanced evaluation members then non-members, and their labels
+    (1 member, 0 non-member; never shown to the reference models)."""
+    members, nonmembers = balanced(ctx.evaluation.members, ctx.evaluation.nonmembers)
+    is_member = torch.cat([torch.ones(len(members)), torch.zeros(len(nonmembers))]).long()
+    return Labeled.concat([members, nonmembers]), is_member
+
+
+@dataclass(frozen=True)
+class ReferenceSet:
+    """The references of one kind: their training requests and masks over their pool of rows."""
+
+    kind: str
+    pool: Labeled
+    masks: torch.Tensor  # (k, len(pool))
+    requests: list[ModelRequest]
+
+
+def reference_set(ctx: AttackContext, kind: str, k: int) -> ReferenceSet:
+    """The ``k`` references of ``kind`` (online: on candidates; offline: on the shadow data)."""
+    if kind == ONLINE:
+        pool, _ = candidates(ctx)
+    else:
+        pool = ctx.knowledge.data
+        if pool is None:
+            raise ValueError("offline references need the attacker's shadow data")
+    masks = paired_masks(len(pool), k, seed=ctx.cell_seed * 7919 + k)
+    requests = [ModelRequest(f"reference-{kind}-{i}-of-{k}", pool.images[m], pool.labels[m]) for i, m in enumerate(masks)]
+    return ReferenceSet(kind, pool, masks, requests)
+
+
+def logit_confidences(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``log p_y - log(1 - p_y)`` of each example under ``model``, from its logits in float64."""
+    log_probs = torch.log_softmax(predict_logits(model, images).double().cpu(), dim=1)
+    return loss_and_confidence(log_probs, labels.cpu())[1]
+
+
+def query_views(images: torch.Tensor, flip: bool, shift: int) -> list[torch.Tensor]:
+    """The queries of each image: itself, its mirror image if ``flip``, and the four shifts by
+    ``shift`` pixels (the vacated band zero-filled), all ``uint8``."""
+    views = [images]
+    if flip:
+        views.append(images.flip(-1))
+    if shift:
+        for dim, step in ((-1, shift), (-1, -shift), (-2, shift), (-2, -shift)):
+            moved = images.roll(step, dims=dim)
+            band = slice(0, step) if step > 0 else slice(step, None)
+            index = [slice(None)] * moved.dim()
+            index[dim] = band
+            moved[tuple(index)] = 0
+            views.append(moved)
+    return views
