@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from mldoctor_bench.report import build_report, collect_table, stats
 from mldoctor_bench.report.tables import format_summary
@@ -39,6 +41,21 @@ def cell_rows(cell: Cell, rng: np.random.Generator) -> list[dict]:
     return rows
 
 
+def write_exposed(attack_dir: Path, variant: str, rng: np.random.Generator, count: int = 32) -> pd.DataFrame:
+    """A plausible ``exposed.parquet``: random grey 8x8 members, scores highest first."""
+    pngs = []
+    for _ in range(count):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    frame = pd.DataFrame({"variant": variant, "member_position": rng.permutation(100)[:count],
+                          "label": rng.integers(0, 10, count), "score": np.sort(rng.normal(2, 1, count))[::-1],
+                          "image": pngs})
+    attack_dir.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(attack_dir / "exposed.parquet", index=False)
+    return frame
+
+
 def write_cell(results: Path, cell: Cell, rng: np.random.Generator) -> Path:
     name = f"{cell.dataset}_{cell.arch}_{cell.defense}_seed{cell.seed}_{cell.defense}hash"
     cell_dir = results / "cells" / name
@@ -50,6 +67,7 @@ def write_cell(results: Path, cell: Cell, rng: np.random.Generator) -> Path:
         (cell_dir / "membership" / tm).mkdir(parents=True)
         pd.DataFrame({"score": scores, "label": labels, "variant": ""}).to_parquet(
             cell_dir / "membership" / tm / "scores.parquet", index=False)
+        write_exposed(cell_dir / "membership" / tm, "", rng)
     (cell_dir / "done.json").write_text(json.dumps({"config_hash": f"{cell.defense}hash"}))
     return cell_dir
 
@@ -149,7 +167,8 @@ def test_report_figures_are_real_pictures(report):
     pngs = sorted((report.parent / "figures").glob("*.png"))
     names = {p.name for p in pngs}
     assert {"gap.png", "defenses.png", "correlation.png", "bars_membership_auc.png",
-            "roc_membership_blackbox_shadow.png"} <= names
+            "roc_membership_blackbox_shadow.png", "exposed_mnist_simplecnn_dp_seed0_dphash.png"} <= names
+    assert len([n for n in names if n.startswith("exposed_")]) == 9  # one per finished cell
     for png in pngs:
         assert f"figures/{png.name}" in text
         image = matplotlib.image.imread(png)
@@ -224,3 +243,57 @@ def test_dp_audit_table_sets_the_accountant_beside_the_bound(tmp_path):
     assert "## DP audit: accountant epsilon vs audited lower bound" in text
     assert "| mnist5k / simple_cnn / dp_sgd | confidence | 0 | hash | 8.000 | 0.400 | 90 / 100 | 1000 | 0.00001 | yes |" in text
     assert "NO: bound above the accountant" in text
+
+
+def test_membership_ranking_by_tpr_at_one_percent_then_auc():
+    cell = Cell("d", "a", "none", 0)
+    rows = metric_rows(cell, "membership", "blackbox_shadow", "", {"tpr_at_fpr_0.01": 0.05, "auc": 0.70})
+    rows += metric_rows(cell, "membership_metric", "blackbox_shadow", "entropy", {"tpr_at_fpr_0.01": 0.05, "auc": 0.72})
+    rows += metric_rows(cell, "membership_metric", "blackbox_shadow", "confidence", {"tpr_at_fpr_0.01": 0.02, "auc": 0.9})
+    rows += metric_rows(cell, "membership_label_only", "blackbox_label_only", "boundary", {"auc": 0.99})
+    rows += metric_rows(cell, "privacy_audit", "auditor", "confidence", {"tpr_at_fpr_0.01": 0.9, "auc": 0.99})
+    rows += metric_rows(cell, "membership", "whitebox_shadow", "", {}, FAILED, "boom")
+    rows += metric_rows(cell, "stealing", "blackbox_shadow", "", {"auc": 1.0})
+    ranking = stats.membership_ranking(to_frame(rows, Provenance("r", "h", "c", "t"), 0.0))
+    assert [(r.attack, r.variant) for r in ranking.itertuples()] == [
+        ("membership_metric", "entropy"), ("membership", ""), ("membership_metric", "confidence"),
+        ("membership_label_only", "boundary")]  # no TPR at 1% FPR: last
+
+
+def exposed_cell(results: Path, name: str, series: dict, saved: list[tuple[str, str, str]]) -> Path:
+    """A finished cell with membership ``series`` {(attack, tm, variant): (tpr, auc)} and exposed
+    files for the ``saved`` series."""
+    cell = Cell("mnist", name, "none", 0)
+    rows = metric_rows(cell, "target", "none", "", {"train_accuracy": 1.0, "test_accuracy": 0.8})
+    for (attack, tm, variant), (tpr, auc) in series.items():
+        rows += metric_rows(cell, attack, tm, variant, {"tpr_at_fpr_0.01": tpr, "auc": auc})
+    cell_dir = results / "cells" / name
+    write_table(to_frame(rows, Provenance("r", "h", "c", "t"), 0.0), cell_dir)
+    rng = np.random.default_rng(1)
+    for attack, tm, variant in saved:
+        write_exposed(cell_dir / attack / tm, variant, rng, count=12)
+    (cell_dir / "done.json").write_text("{}")
+    return cell_dir
+
+
+def test_exposed_grid_of_the_strongest_attack_that_saved_them(tmp_path):
+    import matplotlib.image
+
+    series = {("membership", "blackbox_shadow", ""): (0.02, 0.7),
+              ("membership_metric", "blackbox_shadow", "entropy"): (0.05, 0.68),
+              ("membership_label_only", "blackbox_label_only", "boundary"): (0.09, 0.6)}
+    # "a": the label-only attack is strongest but saved nothing, metric entropy is next
+    exposed_cell(tmp_path, "a", series, [("membership", "blackbox_shadow", ""),
+                                         ("membership_metric", "blackbox_shadow", "confidence"),
+                                         ("membership_metric", "blackbox_shadow", "entropy")])
+    exposed_cell(tmp_path, "b", series, [])  # saved by none
+    text = build_report(tmp_path).read_text()
+    assert "## Most exposed training examples" in text
+    section = text.split("## Most exposed training examples")[1].split("\n## ")[0]
+    assert "![most exposed members, mnist/a/none seed0: membership_metric (B,S) entropy](figures/exposed_a.png)" in section
+    assert "Stronger but without saved examples: membership_label_only (B-label,S) boundary." in section
+    assert "- most exposed members, mnist/b/none seed0: not drawn: no membership attack of this cell saved " \
+           "exposed.parquet." in section
+    grid = matplotlib.image.imread(tmp_path / "report" / "figures" / "exposed_a.png")
+    assert grid.shape[0] > 200 and grid.shape[1] > 600 and grid[..., :3].std() > 0.05
+    assert not (tmp_path / "report" / "figures" / "exposed_b.png").exists()

@@ -15,6 +15,7 @@ CELLS = "cells"  # the folder of cells under a results directory
 TABLE_STEM = "results"  # the tidy table is <stem>.parquet, with a <stem>.csv copy
 DONE = "done.json"  # a cell's marker, written last
 POINTER = "cell.json"  # what a sweep job leaves in its own folder: where its cell is
+EXPOSED = "exposed.parquet"  # a membership attack's highest-scoring members, beside its scores
 
 
 def cell_name(dataset: str, arch: str, defense: str, seed: int, config_hash: str) -> str:
@@ -77,6 +78,10 @@ class CellFiles:
     def attack_dir(self, attack: str, threat_model: str) -> Path:
         """The folder an attack writes into under one threat model (scores, images, ``error.txt``)."""
         return self.dir / attack / threat_model
+
+    def exposed(self, attack: str, threat_model: str) -> Path:
+        """A membership attack's most exposed members under one threat model (images included)."""
+        return self.attack_dir(attack, threat_model) / EXPOSED
 
     def error(self, attack: str, threat_model: str) -> Path:
         """The traceback of an attack that failed under one threat model."""

@@ -29,7 +29,7 @@ from torch.func import functional_call, grad, vmap
 
 from mldoctor_bench.attacks.attack_model import fit_attack_model
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, VariantMetrics
-from mldoctor_bench.attacks.scoring import save_scores
+from mldoctor_bench.attacks.scoring import save_exposed, save_scores
 from mldoctor_bench.attacks.signals import LOG_FLOOR, loss_and_confidence
 from mldoctor_bench.knowledge import Labeled, balanced
 from mldoctor_bench.metrics import membership_metrics
@@ -160,5 +160,6 @@ class MembershipInference(Attack):
         scores = fitted.member_scores(eval_groups).numpy()
         metrics = membership_metrics(labels, scores, (scores > 0.5).astype(int))
         save_scores(ctx.out_dir / "scores.parquet", {"": (labels, scores)})
+        save_exposed(ctx.out_dir, {"": (labels, scores)}, e_in)
         metrics["attack_train_loss"] = fitted.losses[-1]
         return {"": metrics}

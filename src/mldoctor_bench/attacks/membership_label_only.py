@@ -27,7 +27,8 @@ Both distance variants submit only valid ``uint8`` images (perturbed points are 
 to the pixel grid) and report the distance, in the model's normalised [-1, 1] units, of the
 nearest submitted image whose label differed. Misclassified examples get distance 0 (one query).
 Score = distance, "member" above a global threshold chosen on the shadow distances; the label
-queries actually used are reported. ``boundary_examples`` caps the examples per side of both.
+queries actually used are reported. ``boundary_examples`` caps the examples per side of both, so
+their most exposed members (``exposed.parquet``) are drawn from the first ``boundary_examples``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from sklearn.linear_model import LogisticRegression
 
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, VariantMetrics
 from mldoctor_bench.attacks.hop_skip_jump import HopSkipJump, hop_skip_jump
-from mldoctor_bench.attacks.scoring import best_threshold, save_scores
+from mldoctor_bench.attacks.scoring import best_threshold, save_exposed, save_scores
 from mldoctor_bench.data.base import normalise
 from mldoctor_bench.knowledge import Labeled, balanced
 from mldoctor_bench.metrics import membership_metrics
@@ -273,20 +274,22 @@ class LabelOnlyMembershipInference(Attack):
         variants = list(s.variants)
         # The attacker's own shadow model, queried as the target is: for labels only.
         shadow = LabelOnlyAccess(ctx.knowledge.reference.model, ctx.device)
-        results, saved = {}, {}
+        results, saved, scored = {}, {}, {}  # scored: the members each variant was scored on
         if "augmentation" in variants:
             augs = augmentation_set(s.shift, s.flip)
-            results["augmentation"], saved["augmentation"] = self.augmentation(ctx, shadow, augs)
+            results["augmentation"], saved["augmentation"], scored["augmentation"] = self.augmentation(
+                ctx, shadow, augs)
         searches = {
             "noise_robustness": (self.noise_search(s), noise_robustness_distances),
             "boundary": (self.hop_skip_jump(s), boundary_distances),
         }
         for variant, (search, distances) in searches.items():
             if variant in variants:
-                results[variant], saved[variant] = self.distance_attack(
+                results[variant], saved[variant], scored[variant] = self.distance_attack(
                     ctx, shadow, variant, partial(distances, search=search), search.budget,
                     s.boundary_examples)
         save_scores(ctx.out_dir / "scores.parquet", saved)
+        save_exposed(ctx.out_dir, saved, scored)
         return results
 
     def augmentation(self, ctx: AttackContext, shadow: LabelOnlyAccess, augs: list[Augmentation]):
@@ -304,12 +307,13 @@ class LabelOnlyMembershipInference(Attack):
         metrics["attack_train_accuracy"] = float(model.score(x_att, y_att))
         metrics["queries_per_example"] = used / len(y_ev)
         metrics["augmentations"] = float(len(augs))
-        return metrics, (y_ev, score)
+        return metrics, (y_ev, score), e_in
 
     def distance_attack(self, ctx: AttackContext, shadow: LabelOnlyAccess, variant: str, distances: Callable,
                         budget: int, cap: int | None):
         """Threshold attack on a distance to a label change: the threshold is fitted on the shadow
-        model's distances, then applied to the target's."""
+        model's distances, then applied to the target's. Returns the metrics, (is_member, score) and
+        the members scored (the first ``cap`` evaluation members)."""
         a_in, a_out = balanced(ctx.knowledge.members, ctx.knowledge.nonmembers, cap)
         e_in, e_out = balanced(ctx.evaluation.members, ctx.evaluation.nonmembers, cap)
         advance = ctx.progress(f"{variant} search", len(a_in) + len(a_out) + len(e_in) + len(e_out))
@@ -328,4 +332,4 @@ class LabelOnlyMembershipInference(Attack):
         metrics["queries_per_example"] = float(queries.mean())
         metrics["queries_max"] = float(queries.max())
         metrics["query_budget"] = float(budget)
-        return metrics, (y_ev, score)
+        return metrics, (y_ev, score), e_in

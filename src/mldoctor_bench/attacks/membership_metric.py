@@ -18,8 +18,8 @@ its *margin* ``signal - threshold[its class]``: the attack predicts "member" whe
 ``>= 0``, and ROC, AUC and TPR at low FPR are computed on that margin, so they describe the
 class-wise thresholded attack rather than the raw signal (margins of different classes share one
 ROC). ``signal_auc`` is the threshold-free AUC of the raw signal, for comparison with attacks that
-use none. Per-example margins and membership labels are saved to ``scores.parquet`` and the
-thresholds to ``thresholds.json``.
+use none. Per-example margins and membership labels are saved to ``scores.parquet``, the
+highest-margin members to ``exposed.parquet``, and the thresholds to ``thresholds.json``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, VariantMetrics
-from mldoctor_bench.attacks.scoring import best_threshold, classwise_thresholds, save_scores
+from mldoctor_bench.attacks.scoring import best_threshold, classwise_thresholds, save_exposed, save_scores
 from mldoctor_bench.attacks.signals import LOG_FLOOR, entropy, loss_and_confidence, modified_entropy
 from mldoctor_bench.knowledge import Labeled, balanced
 from mldoctor_bench.metrics import membership_metrics
@@ -129,6 +129,7 @@ class MetricMembershipInference(Attack):
             results[v] = metrics
             saved[v] = (is_member, score)
         save_scores(ctx.out_dir / "scores.parquet", saved)
+        save_exposed(ctx.out_dir, saved, e_in)
         (ctx.out_dir / "thresholds.json").write_text(
             json.dumps({v: t.tolist() for v, t in thresholds.items()}, indent=2))
         return results

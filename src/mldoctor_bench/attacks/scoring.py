@@ -4,14 +4,26 @@ A threshold attack calls "member" when a signal (oriented so higher means member
 threshold. The threshold is chosen, as in Song & Mittal (2021), among the attacker's own signal
 values to maximise the attacker's balanced accuracy ``(TPR + TNR) / 2`` on its members and
 non-members; it never sees evaluation data. Ties go to the smallest such value.
+
+Beside the scores, :func:`save_exposed` keeps each variant's highest-scoring members with their
+images, so a report can show which training examples an attack exposes most.
 """
 
 from __future__ import annotations
 
+import io
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from PIL import Image
+
+from mldoctor_bench.cellfiles import EXPOSED
+
+if TYPE_CHECKING:
+    from mldoctor_bench.knowledge import Labeled
 
 
 def best_threshold(members: np.ndarray, nonmembers: np.ndarray) -> tuple[float, float]:
@@ -63,3 +75,38 @@ def save_scores(path: Path, scores: dict[str, tuple[np.ndarray, np.ndarray]]) ->
         for variant, (y, s) in scores.items()
     ]
     pd.concat(frames, ignore_index=True).to_parquet(path, index=False)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """One ``uint8`` CHW image as PNG (grey for one channel)."""
+    pixels = np.ascontiguousarray(np.moveaxis(np.asarray(image, dtype=np.uint8), 0, -1))
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_exposed(out_dir: Path, scores: dict[str, tuple[np.ndarray, np.ndarray]],
+                 members: Labeled | Mapping[str, Labeled], count: int = 32) -> None:
+    """For each variant of ``scores`` ({variant: (is_member 0/1, score)}, the member rows in the same
+    order as ``members``), the ``count`` highest-scoring members: columns ``variant``,
+    ``member_position`` (the member's position in ``members``), ``label``, ``score`` and ``image``
+    (PNG bytes), highest score first, ties by position; writes ``out_dir / "exposed.parquet"``.
+
+    ``members`` may also be ``{variant: members}``, for an attack whose variants score different
+    members (e.g. a capped subset). Raises ``ValueError`` if a variant's member rows and its
+    members differ in number.
+    """
+    frames = []
+    for variant, (is_member, score) in scores.items():
+        mine = members[variant] if isinstance(members, Mapping) else members
+        member_scores = np.asarray(score, dtype=np.float64)[np.asarray(is_member) == 1]
+        if len(member_scores) != len(mine):
+            raise ValueError(f"variant {variant!r} scores {len(member_scores)} member rows but "
+                             f"{len(mine)} members were given; pass the members it scored, in its order")
+        top = np.argsort(-member_scores, kind="stable")[:count]
+        images = mine.images[top].numpy()
+        frames.append(pd.DataFrame({
+            "variant": variant, "member_position": top.astype(np.int64),
+            "label": mine.labels[top].numpy().astype(np.int64), "score": member_scores[top],
+            "image": [png_bytes(x) for x in images]}))
+    pd.concat(frames, ignore_index=True).to_parquet(Path(out_dir) / EXPOSED, index=False)

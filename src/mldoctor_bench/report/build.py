@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from mldoctor_bench.report import figures, stats, tables
-from mldoctor_bench.report.collect import Source, locate, score_files
+from mldoctor_bench.report.collect import Source, exposed_sets, locate, score_files
 from mldoctor_bench.results import KEY, merge_tables
 
 MIN_CORRELATION_CELLS = 3
@@ -92,6 +92,10 @@ def render(frame: pd.DataFrame, source: Source, report_dir: Path) -> str:
               "The shaded band marks FPRs below 1/n_nonmembers: no measurement there rests on even one "
               "non-member.", ""]
     lines += _figure_lines(figures.roc_figures(score_files(source.cell_dirs), fig_dir), report_dir)
+    lines += ["## Most exposed training examples", "",
+              "Per cell, the evaluation members that its strongest membership attack (by TPR at 1% FPR, ties "
+              "by AUC, among attacks that saved them) scores highest: the training examples it exposes most.", ""]
+    lines += _figure_lines(figures.exposed_figures(exposed_sets(source.cell_dirs), fig_dir), report_dir)
     lines += ["## Attacks by dataset and architecture (Figures 2 to 5)", ""]
     lines += _figure_lines(figures.bar_figures(frame, fig_dir), report_dir)
     lines += ["## Attacks against the target's train-test gap (Figures 6 to 8)", ""]
@@ -123,8 +127,9 @@ def main(argv: list[str] | None = None) -> None:
         prog="mldoctor-report", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Turn mldoctor-bench results into report/report.md with PNG figures: target utility, the\n"
                     "paper's Tables 3-5 (mean, sd and 95% interval over seeds), TPR at low FPR, ROC curves,\n"
-                    "bar charts per attack family, attacks against the train-test gap, the defense\n"
-                    "trade-off, the attack correlation matrix, and every skipped or failed row.",
+                    "the most exposed training examples, bar charts per attack family, attacks against the\n"
+                    "train-test gap, the defense trade-off, the attack correlation matrix, and every skipped\n"
+                    "or failed row.",
         epilog="examples:\n  mldoctor-report results\n  mldoctor-report results/hydra/sweeps/<time> --out /tmp/report\n"
                "  mldoctor-report /tmp/res/cells/<cell>/results.parquet")
     parser.add_argument("path", type=Path, help="a results directory (with cells/), a sweep folder, or a results.parquet")

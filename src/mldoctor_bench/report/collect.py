@@ -1,4 +1,5 @@
-"""Find what a report draws from: the tidy table of finished cells and their saved membership scores."""
+"""Find what a report draws from: the tidy table of finished cells, their saved membership scores
+and their most exposed members."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mldoctor_bench.cellfiles import CELLS, DONE, TABLE_STEM, CellFiles, pointed_cells
+from mldoctor_bench.cellfiles import CELLS, DONE, EXPOSED, TABLE_STEM, CellFiles, pointed_cells
+from mldoctor_bench.report.stats import STRENGTH, membership_ranking, series_label
 from mldoctor_bench.results import merge_tables, read_table
 
 
@@ -84,3 +86,48 @@ def read_scores(path: Path) -> dict[str, pd.DataFrame]:
     if "variant" not in frame:
         frame["variant"] = ""
     return {str(v): g[["score", "label"]] for v, g in frame.groupby("variant", sort=True)}
+
+
+@dataclass(frozen=True)
+class ExposedSet:
+    """One cell's most exposed members: those its strongest membership attack that saved them
+    (``exposed.parquet``) scores highest. ``examples`` is ``None`` when there are none, and
+    ``note`` says why, or names stronger attacks that saved none."""
+
+    cell_id: str  # the cell's folder name (unique, for file names)
+    cell: str  # dataset/arch/defense seed<seed>, for titles
+    series: str  # e.g. "membership_metric (B,S) entropy"
+    tpr: float  # its stats.STRENGTH: TPR at 1% FPR, then AUC
+    auc: float
+    examples: pd.DataFrame | None  # member_position, label, score, image (PNG bytes), highest first
+    note: str = ""
+
+
+def exposed_sets(cell_dirs: list[Path]) -> list[ExposedSet]:
+    """Per cell, the most exposed members from its strongest membership attack that saved them
+    (ranked by :func:`~mldoctor_bench.report.stats.membership_ranking` on the cell's own table)."""
+    out = []
+    for cell in cell_dirs:
+        files = CellFiles(cell)
+        table = read_table(files.table)
+        key = table.iloc[0]
+        name = f"{key['dataset']}/{key['arch']}/{key['defense']} seed{key['seed']}"
+        ranking, passed = membership_ranking(table), []
+        found = None
+        for _, row in ranking.iterrows():
+            path = files.exposed(row["attack"], row["threat_model"])
+            frame = pd.read_parquet(path) if path.exists() else None
+            if frame is not None and (frame["variant"] == row["variant"]).any():
+                found = row, frame[frame["variant"] == row["variant"]].reset_index(drop=True)
+                break
+            passed.append(series_label(row["attack"], row["threat_model"], row["variant"]))
+        if found is None:
+            why = (f"no membership attack of this cell saved {EXPOSED}" if len(ranking)
+                   else "no ok membership row with TPR at 1% FPR or AUC")
+            out.append(ExposedSet(cell.name, name, "", float("nan"), float("nan"), None, why))
+            continue
+        row, examples = found
+        note = f"Stronger but without saved examples: {', '.join(passed)}." if passed else ""
+        out.append(ExposedSet(cell.name, name, series_label(row["attack"], row["threat_model"], row["variant"]),
+                              float(row[STRENGTH[0]]), float(row[STRENGTH[1]]), examples, note))
+    return out

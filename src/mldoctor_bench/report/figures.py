@@ -3,6 +3,7 @@ returns what it drew, or says why it drew nothing (no data is a reason, never an
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,10 +13,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from mldoctor_bench.report import stats  # noqa: E402
-from mldoctor_bench.report.collect import ScoreFile, read_scores  # noqa: E402
+from mldoctor_bench.report.collect import ExposedSet, ScoreFile, read_scores  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,31 @@ def roc_figures(files: list[ScoreFile], out_dir: Path) -> list[Drawn]:
                ylabel="true positive rate", title=f"{stats.series_label(attack, tm)}: ROC (log-log)")
         ax.legend(fontsize=6, loc="lower right")
         drawn.append(Drawn(f"ROC {stats.series_label(attack, tm)}", _save(fig, out_dir / f"roc_{_slug(attack, tm)}.png")))
+    return drawn
+
+
+def exposed_figures(sets: list[ExposedSet], out_dir: Path, columns: int = 8) -> list[Drawn]:
+    """Per cell, a grid of its most exposed members (see :func:`collect.exposed_sets`), each
+    captioned with its label and score, highest score first."""
+    if not sets:
+        return [Drawn("most exposed training examples", None, "no cell folders to read exposed.parquet from")]
+    drawn = []
+    for s in sets:
+        title = f"most exposed members, {s.cell}"
+        if s.examples is None or s.examples.empty:
+            drawn.append(Drawn(title, None, s.note or "no exposed members saved"))
+            continue
+        rows = -(-len(s.examples) // columns)
+        fig, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.5 * rows + 0.6), squeeze=False)
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, (_, ex) in zip(axes.flat, s.examples.iterrows()):
+            pixels = np.asarray(Image.open(io.BytesIO(ex["image"])))
+            ax.imshow(pixels, **({"cmap": "gray", "vmin": 0, "vmax": 255} if pixels.ndim == 2 else {}))
+            ax.set_title(f"y={ex['label']}  {ex['score']:.3g}", fontsize=7)
+        fig.suptitle(f"{s.cell}: {s.series}, TPR at 1% FPR {s.tpr:.3f}, AUC {s.auc:.3f}\n"
+                     f"its {len(s.examples)} highest-scoring members (label, score)", fontsize=9)
+        drawn.append(Drawn(f"{title}: {s.series}", _save(fig, out_dir / f"exposed_{_slug(s.cell_id)}.png"), s.note))
     return drawn
 
 

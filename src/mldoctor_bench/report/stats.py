@@ -37,6 +37,8 @@ CELL = ["dataset", "arch", "defense"]
 SERIES = ["attack", "threat_model", "variant"]
 LOW_FPR_PREFIX = "tpr_at_fpr_"
 AUDIT_METRICS = ("epsilon", "epsilon_lower_bound", "correct_guesses", "guesses", "canaries", "delta")
+# How membership attacks are ranked against each other: the first metric, ties by the second.
+STRENGTH = ("tpr_at_fpr_0.01", "auc")
 
 
 @dataclass(frozen=True)
@@ -220,3 +222,21 @@ def audit_rows(frame: pd.DataFrame) -> pd.DataFrame:
     wide["sound"] = np.where(wide["epsilon"].isna(), math.nan,
                              (wide["epsilon_lower_bound"] <= wide["epsilon"]).astype(float))
     return wide[index + list(AUDIT_METRICS) + ["sound"]]
+
+
+def membership_ranking(frame: pd.DataFrame) -> pd.DataFrame:
+    """The membership series (attack, threat model, variant) of ``frame``'s ok rows, strongest first:
+    by :data:`STRENGTH` (TPR at 1% FPR, ties by AUC; a missing value ranks last), means over seeds.
+    ``privacy_audit`` scores canaries, not members, and is left out."""
+    rows = ok_rows(frame)
+    rows = rows[rows["attack"].str.startswith("membership") & rows["metric"].isin(STRENGTH)]
+    if rows.empty:
+        return pd.DataFrame(columns=SERIES + list(STRENGTH))
+    wide = rows.pivot_table(index=SERIES, columns="metric", values="value", aggfunc="mean").reset_index()
+    wide.columns.name = None
+    for metric in STRENGTH:
+        if metric not in wide.columns:
+            wide[metric] = math.nan
+    wide = wide[SERIES + list(STRENGTH)].sort_values(list(STRENGTH), ascending=False, kind="stable",
+                                                      na_position="last")
+    return wide.reset_index(drop=True)
