@@ -38,7 +38,7 @@ from mldoctor_bench.results import FAILED, SKIPPED, Cell, Provenance, metric_row
 from mldoctor_bench.files import atomic_write_text, save_weights
 from mldoctor_bench.store import ModelStore, StoredModel
 from mldoctor_bench.threat_catalog import short_name
-from mldoctor_bench.threat_models import BLACKBOX, THREAT_MODELS, WHITEBOX, WhiteBoxAccess, access_for
+from mldoctor_bench.threat_models import BLACKBOX, THREAT_MODELS, WHITEBOX, BlackBoxAccess, WhiteBoxAccess, access_for
 from mldoctor_bench.inference import accuracy, predict_logits
 from mldoctor_bench.many_models import (STACKED, SEQUENTIAL, THREADS, TrainingRows, choose_mode, device_rule,
                                         train_in_threads, train_many)
@@ -184,6 +184,14 @@ def cell_partition(p: Plan, n: int, num_classes: int) -> Splits:
         raise ConfigError(str(exc)) from None
 
 
+def group_name(roles: list[str], shown: int = 4) -> str:
+    """The roles of models trained together, joined by ``+``; beyond ``shown``, the first and last
+    with the count (a sweep of reference models names dozens)."""
+    if len(roles) <= shown:
+        return "+".join(roles)
+    return f"{roles[0]}+...+{roles[-1]} ({len(roles)} models)"
+
+
 def derive_seed(seed: int, role: str) -> int:
     """A per-role seed, so target and shadow start from different weights for the same run seed."""
     return int(stable_hash([seed, role], length=8), 16) % (2**31)
@@ -232,7 +240,8 @@ class CellModels(ModelService):
                             thread_safe=request.thread_safe)
         recipe = replace(self.a.recipe, epochs=int(request.epochs)) if request.epochs else self.a.recipe
         job = self.job(request.role, request.images, request.targets, recipe, request.arch)
-        return self.a.classifier_training(job, request.images, request.targets)
+        defense = self.a.defense if request.defended and self.a.knows_defense else None
+        return self.a.classifier_training(job, request.images, request.targets, defense)
 
     def prepare(self, requests):
         return [s.model for s in self.a.obtain_all([self.training(r) for r in requests])]
@@ -249,6 +258,9 @@ class CellModels(ModelService):
 
     def cached(self, role, payload, build, train):
         return self.a.obtain([self.training(CachedRequest(role, payload, build, train))])[0]
+
+    def released(self, model):
+        return BlackBoxAccess(model, self.a.p.device, self.a.defense.output_transform() if self.a.knows_defense else None)
 
 
 class Assessment:
@@ -322,7 +334,7 @@ class Assessment:
             unique = {k: t for k, t in zip(keys, trainings)}
             stored = dict(zip(unique, self.obtain(list(unique.values()))))
             return [stored[k] for k in keys]
-        names = "+".join(t.role for t in trainings)
+        names = group_name([t.role for t in trainings])
         with self.timings.phase(f"train {names}", MODEL) as phase:
 
             def train(models: list[torch.nn.Module], which: list[int]) -> list[dict]:

@@ -42,6 +42,7 @@ class ModelRequest:
     targets: torch.Tensor
     epochs: int | None = None
     arch: str | None = None
+    defended: bool = False  # trained as the attacker's shadow is: with the target's defense if known
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,11 @@ class ModelService:
         """The models of ``requests`` of either kind, trained together where they can be."""
         return [self.cached(r.role, r.payload, r.build, r.train).model if isinstance(r, CachedRequest)
                 else self.classifier(r.role, r.images, r.targets, r.epochs, r.arch) for r in requests]
+
+    def released(self, model: Classifier) -> BlackBoxAccess:
+        """The attacker's black-box view of its own ``model``, released as its shadow model's
+        outputs are (through the target's output-time defense when the attacker knows it)."""
+        return BlackBoxAccess(model, next(model.parameters()).device)
 
     def defended_classifier(self, role: str, images: torch.Tensor, labels: torch.Tensor) -> ReleasedModel:
         """A copy of the target on other data: the target's architecture, recipe and training-time

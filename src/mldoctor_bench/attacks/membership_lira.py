@@ -33,10 +33,9 @@ import torch
 from safetensors.torch import save_file
 
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, ModelRequest, VariantMetrics
-from mldoctor_bench.attacks.reference_models import (OFFLINE, ONLINE, candidates, logit_confidences, query_views,
-                                                     reference_set)
-from mldoctor_bench.attacks.scoring import save_scores
-from mldoctor_bench.attacks.signals import loss_and_confidence
+from mldoctor_bench.attacks.reference_models import (OFFLINE, ONLINE, ReferenceSet, Signals, candidates, query_views,
+                                                     reference_set, signals)
+from mldoctor_bench.attacks.scoring import save_exposed, save_scores
 from mldoctor_bench.metrics import membership_metrics
 from mldoctor_bench.settings import setting
 
@@ -120,31 +119,33 @@ class LiraMembershipInference(Attack):
         s = ctx.settings
         pool, is_member = candidates(ctx)
         views = query_views(pool.images, s.flip, s.shift) if s.augment else [pool.images]
-        target = torch.stack([loss_and_confidence(ctx.target.log_posteriors(v), pool.labels)[1] for v in views])
-        results, saved, masks, exposed = {}, {}, {}, []
+        target = Signals.stack([signals(ctx.target, v, pool.labels) for v in views]).phi
+        y, results, saved, masks = is_member.numpy(), {}, {}, {}
         for kind in self.kinds(s):
             refs = reference_set(ctx, kind, s.num_references)
-            models = ctx.models.prepare(refs.requests)
-            observed = torch.stack([torch.stack([logit_confidences(m, v, pool.labels) for m in models]) for v in views])
+            observed = reference_signals(ctx, refs, views, pool.labels).phi
             masks[kind] = refs.masks
             for variant in (v for v in s.variants if v.startswith(kind)):
-                fixed = variant.endswith("fixed_var")
-                score = lira_scores(target, observed, refs.masks if kind == ONLINE else None, fixed)
-                cut = 0.0  # a likelihood ratio above 1; phi above the OUT mean
-                y, sc = is_member.numpy(), score.numpy()
-                results[variant] = {**membership_metrics(y, sc, (sc > cut).astype(int)),
+                score = lira_scores(target, observed, refs.masks if kind == ONLINE else None,
+                                    variant.endswith("fixed_var")).numpy()
+                # hard decisions: online a likelihood ratio above 1, offline phi above the OUT mean
+                results[variant] = {**membership_metrics(y, score, (score > 0).astype(int)),
                                     "num_references": float(s.num_references), "queries": float(len(views))}
-                saved[variant] = (y, sc)
-                exposed.append(most_exposed(sc, y, pool.labels.numpy(), s.exposed, variant))
+                saved[variant] = (y, score)
         save_scores(ctx.out_dir / "scores.parquet", saved)
-        save_file({k: v.to(torch.uint8).contiguous() for k, v in masks.items()}, str(ctx.out_dir / "masks.safetensors"))
-        pd.concat(exposed, ignore_index=True).to_parquet(ctx.out_dir / "exposed.parquet", index=False)
+        save_exposed(ctx.out_dir, saved, ctx.evaluation.members, s.exposed)
+        save_masks(ctx, masks)
         return results
 
 
-def most_exposed(scores: np.ndarray, is_member: np.ndarray, labels: np.ndarray, count: int, variant: str) -> pd.DataFrame:
-    """The ``count`` members with the highest scores: their position among the members (= in the
-    cell's ``target_train``), label and score, highest first."""
-    members = np.flatnonzero(is_member == 1)
-    top = members[np.argsort(-scores[members], kind="stable")[:count]]
-    return pd.DataFrame({"variant": variant, "member_position": top, "label": labels[top], "score": scores[top]})
+def reference_signals(ctx: AttackContext, refs: ReferenceSet, views: list[torch.Tensor],
+                      labels: torch.Tensor) -> Signals:
+    """The signals of every query view under every reference of ``refs``: ``(views, references,
+    examples)``; the references are trained (or loaded) together first."""
+    released = [ctx.models.released(m) for m in ctx.models.prepare(refs.requests)]
+    return Signals.stack([Signals.stack([signals(r, v, labels) for r in released]) for v in views])
+
+
+def save_masks(ctx: AttackContext, masks: dict[str, torch.Tensor]) -> None:
+    """``masks.safetensors``: per kind, ``(references, pool rows)`` with 1 where a reference trained."""
+    save_file({k: v.to(torch.uint8).contiguous() for k, v in masks.items()}, str(ctx.out_dir / "masks.safetensors"))

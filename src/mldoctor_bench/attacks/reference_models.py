@@ -1,17 +1,19 @@
 """Reference models for the likelihood-ratio membership attacks (LiRA, RMIA): which rows each one
-trains on, the models themselves, and the per-example confidences read from them.
+trains on, the models themselves, and the per-example signals read from them.
 
 Online references train on candidates (the examples the attacker is asked about: the evaluation
 members and non-members, with no membership labels used). They come in pairs: one reference of a
 pair trains on a random half of the candidates, the other on the complement, so every candidate is
 IN for exactly half of the references and each reference trains on as many rows as the evaluation
-has members. Offline references train on random halves of the attacker's own shadow data only, so
-every candidate is OUT for all of them.
+has members (the target's training set: the partition's quarters are equal). Offline references
+train on independent random halves of the attacker's own shadow data only, so every candidate is
+OUT for all of them (and RMIA can hold one back as a stand-in target with known members).
 
-Masks depend on the cell's seed, the number of references and the candidates only, so LiRA and
+Masks depend on the cell's seed, the kind and number of references and the pool only, so LiRA and
 RMIA with the same ``num_references`` ask for the same references and the model store trains them
-once. The references use the target's architecture and recipe (the informed attacker of the
-benchmark) and are trained through the runner's model service, together where they can be.
+once. The references use the target's architecture and recipe, and are trained and queried as the
+attacker's shadow model is (with the target's defense when the attacker knows it), through the
+runner's model service, together where they can be.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import torch
 
 from mldoctor_bench.attacks.base import AttackContext, ModelRequest
 from mldoctor_bench.attacks.signals import loss_and_confidence
-from mldoctor_bench.inference import predict_logits
 from mldoctor_bench.knowledge import Labeled, balanced
+from mldoctor_bench.threat_models import BlackBoxAccess
 
 ONLINE, OFFLINE = "online", "offline"
 
@@ -43,6 +45,15 @@ def paired_masks(n: int, k: int, seed: int) -> torch.Tensor:
     return masks
 
 
+def half_masks(n: int, k: int, seed: int) -> torch.Tensor:
+    """``(k, n)`` booleans: each of ``k`` references on its own random half of the ``n`` rows."""
+    generator = torch.Generator().manual_seed(seed)
+    masks = torch.zeros(k, n, dtype=torch.bool)
+    for r in range(k):
+        masks[r, torch.randperm(n, generator=generator)[: n // 2]] = True
+    return masks
+
+
 def candidates(ctx: AttackContext) -> tuple[Labeled, torch.Tensor]:
     """The examples scored: the balanced evaluation members then non-members, and their labels
     (1 member, 0 non-member; never shown to the reference models)."""
@@ -57,27 +68,43 @@ class ReferenceSet:
 
     kind: str
     pool: Labeled
-    masks: torch.Tensor  # (k, len(pool))
+    masks: torch.Tensor  # (k, len(pool)): True where the reference trains on the row
     requests: list[ModelRequest]
 
 
 def reference_set(ctx: AttackContext, kind: str, k: int) -> ReferenceSet:
     """The ``k`` references of ``kind`` (online: on candidates; offline: on the shadow data)."""
+    seed = ctx.cell_seed * 7919 + k
     if kind == ONLINE:
         pool, _ = candidates(ctx)
+        masks = paired_masks(len(pool), k, seed)
     else:
         pool = ctx.knowledge.data
         if pool is None:
             raise ValueError("offline references need the attacker's shadow data")
-    masks = paired_masks(len(pool), k, seed=ctx.cell_seed * 7919 + k)
-    requests = [ModelRequest(f"reference-{kind}-{i}-of-{k}", pool.images[m], pool.labels[m]) for i, m in enumerate(masks)]
+        masks = half_masks(len(pool), k, seed)
+    requests = [ModelRequest(f"reference-{kind}-{i}-of-{k}", pool.images[m], pool.labels[m], defended=True)
+                for i, m in enumerate(masks)]
     return ReferenceSet(kind, pool, masks, requests)
 
 
-def logit_confidences(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``log p_y - log(1 - p_y)`` of each example under ``model``, from its logits in float64."""
-    log_probs = torch.log_softmax(predict_logits(model, images).double().cpu(), dim=1)
-    return loss_and_confidence(log_probs, labels.cpu())[1]
+@dataclass(frozen=True)
+class Signals:
+    """Per-example signals of the true class, ``(..., examples)``: ``log p_y`` (RMIA's ``Pr(x|theta)``
+    in log space) and the logit-scaled confidence ``log p_y - log(1 - p_y)`` (LiRA's)."""
+
+    log_p: torch.Tensor
+    phi: torch.Tensor
+
+    @staticmethod
+    def stack(parts: list["Signals"]) -> "Signals":
+        return Signals(torch.stack([p.log_p for p in parts]), torch.stack([p.phi for p in parts]))
+
+
+def signals(access: BlackBoxAccess, images: torch.Tensor, labels: torch.Tensor) -> Signals:
+    """The released float64 log-posteriors of ``images`` turned into :class:`Signals`."""
+    loss, phi = loss_and_confidence(access.log_posteriors(images), labels.cpu())
+    return Signals(-loss, phi)
 
 
 def query_views(images: torch.Tensor, flip: bool, shift: int) -> list[torch.Tensor]:
