@@ -1,4 +1,4 @@
-"""LiRA: reference masks, Gaussian fits, the score by hand, and a planted case it must find."""
+"""LiRA and RMIA: reference masks, Gaussian fits, both scores by hand, and a planted case both must find."""
 
 from dataclasses import replace
 
@@ -12,10 +12,13 @@ from hand_context import hand_context
 from mldoctor_bench.attacks import ATTACKS
 from mldoctor_bench.attacks.base import ModelService
 from mldoctor_bench.attacks.membership_lira import fit_gaussians, lira_scores
-from mldoctor_bench.attacks.reference_models import ONLINE, paired_masks, query_views, reference_set
+from mldoctor_bench.attacks.membership_rmia import choose_offline_a, offline_pr, out_means, rmia_scores
+from mldoctor_bench.attacks.reference_models import (OFFLINE, ONLINE, half_masks, paired_masks, query_views, reference_set,
+                                                     signals)
 from mldoctor_bench.data import load_dataset
 from mldoctor_bench.data.base import ImageData
 from mldoctor_bench.models import build_model
+from mldoctor_bench.threat_models import BlackBoxAccess
 from mldoctor_bench.training import Recipe, train_classifier
 
 RECIPE = Recipe(epochs=80, batch_size=16, lr=0.01, lr_milestones=(), precision="fp32")
@@ -30,6 +33,8 @@ def test_paired_masks_put_every_row_in_half_of_the_references():
     assert torch.equal(masks, paired_masks(101, 8, seed=3)) and not torch.equal(masks, paired_masks(101, 8, seed=4))
     with pytest.raises(ValueError, match="even"):
         paired_masks(10, 5, seed=0)
+    offline = half_masks(101, 3, seed=3)
+    assert offline.shape == (3, 101) and (offline.sum(1) == 50).all()
 
 
 def test_gaussian_fits_recover_known_parameters():
@@ -66,55 +71,124 @@ def test_shifted_queries_keep_the_shape_and_blank_the_vacated_band():
     assert (right[..., 0] == 0).all() and torch.equal(right[..., 1:], images[..., :-1])
 
 
+
+
+def test_rmia_score_equals_the_pairwise_likelihood_ratio_computed_by_hand():
+    # two references; candidate x0 is OUT for both, x1 only for the second
+    probs = np.array([[0.2, 0.9], [0.4, 0.5]])
+    in_mask = np.array([[False, True], [False, False]])
+    assert np.allclose(out_means(probs, in_mask), [0.3, 0.5])
+    assert np.isnan(out_means(probs, np.ones_like(in_mask)))[0]
+    pr_x = offline_pr(np.array([0.3, 0.5]), a=0.6)  # (1.6 / 2) * mean + 0.2
+    assert np.allclose(pr_x, [0.44, 0.6])
+    ratio_x = np.array([0.88, 0.3]) / pr_x  # 2.0, 0.5
+    ratio_z = np.array([0.5, 1.0, 1.5, 3.0])
+    # x0 beats z with 2.0 / ratio_z > gamma: gamma 1 -> 0.5, 1.0, 1.5 (3/4); gamma 2 -> 0.5 only
+    assert rmia_scores(ratio_x, ratio_z, gamma=1.0).tolist() == [0.75, 0.0]
+    assert rmia_scores(ratio_x, ratio_z, gamma=2.0).tolist() == [0.25, 0.0]
+
+
+def test_offline_a_is_the_one_that_best_separates_a_stand_in_targets_members():
+    # members 0, 1 and non-members 2, 3 of the stand-in; neither the stand-in's probability alone
+    # (a = 0) nor its ratio to the OUT mean (a = 1) separates them, a value between does; row 4,
+    # which every other reference trained on, is left out
+    stand_in = np.array([0.7, 0.4, 0.2, 0.8, 0.99])
+    others = np.array([[0.6, 0.1, 0.1, 0.8, 0.01]])
+    others_in = np.array([[False, False, False, False, True]])
+    members = np.array([1, 1, 0, 0, 0])
+
+    def pairwise_auc(a):
+        ratio = stand_in[:4] / offline_pr(others[0, :4], a)
+        return np.mean([ratio[m] > ratio[n] for m in (0, 1) for n in (2, 3)])
+
+    a, auc = choose_offline_a(stand_in, others, others_in, members)
+    assert pairwise_auc(0.0) == 0.5 and pairwise_auc(1.0) == 0.75
+    assert a == 0.3 and auc == pairwise_auc(0.3) == 1.0
+    assert all(pairwise_auc(b) < 1.0 for b in (0.0, 0.1, 0.2))  # the first of the best
+    with pytest.raises(ValueError, match="more references"):
+        choose_offline_a(stand_in, others, np.ones_like(others_in), members)
+
+
 class TrainingService(ModelService):
-    """Trains every classifier asked for with the test recipe; records what each trained on."""
+    """Trains each classifier asked for once (by role) with the test recipe; records what each saw."""
 
     def __init__(self):
-        self.seen = {}
+        self.seen, self.models = {}, {}
 
     def classifier(self, role, images, targets, epochs=None, arch=None):
-        self.seen[role] = images.clone()
-        torch.manual_seed(len(self.seen))
-        model = build_model("simple_cnn", images.shape[1], 10, images.shape[-1])
-        return train_classifier(model, images, targets, RECIPE, seed=len(self.seen))
+        if role not in self.models:
+            self.seen[role] = images.clone()
+            model = build_model("simple_cnn", images.shape[1], 10, images.shape[-1])
+            self.models[role] = train_classifier(model, images, targets, RECIPE, seed=len(self.seen))
+        return self.models[role]
 
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    """A target that memorised 6 mislabelled members of 4 x 150 digits, and LiRA's context."""
+    """A target that memorised 6 mislabelled members of 4 x 150 digits, and the attacks' context.
+
+    The six are the members a model trained on the attacker's shadow data finds most typical of
+    their class (most confidently right), so that a wrong label is far from what a model that did
+    not train on it predicts: further than any digit that is merely odd."""
     digits = load_dataset("mnist5k", None)
     rows = torch.randperm(len(digits), generator=torch.Generator().manual_seed(0))[:600]
     data = ImageData("digits", digits.images[rows], digits.labels[rows].clone(), 10)
     torch.manual_seed(0)
     model = build_model("simple_cnn", 1, 10, 28)
     ctx = hand_context("blackbox_shadow", data, model, {}, tmp_path_factory.mktemp("lira"))
-    planted = torch.arange(6)  # the first six members get a wrong label
-    labels = ctx.evaluation.members.labels.clone()
+    members = ctx.evaluation.members
+    judge = train_classifier(build_model("simple_cnn", 1, 10, 28), ctx.knowledge.data.images,
+                             ctx.knowledge.data.labels, RECIPE, seed=1)
+    typical = signals(BlackBoxAccess(judge, torch.device("cpu")), members.images, members.labels).phi
+    planted = typical.argsort(descending=True)[:6]
+    labels = members.labels.clone()
     labels[planted] = (labels[planted] + 5) % 10
-    members = replace(ctx.evaluation.members, labels=labels)
-    ctx.evaluation = replace(ctx.evaluation, members=members)
-    train_classifier(model, members.images, members.labels, RECIPE, seed=0)
+    ctx.evaluation = replace(ctx.evaluation, members=replace(members, labels=labels))
+    train_classifier(model, members.images, labels, RECIPE, seed=0)
     ctx.models = TrainingService()
-    return ctx, planted
+    return ctx, set(planted.tolist())
+
+
+def member_scores(out_dir):
+    """Per variant, the saved scores of the members, in the order of the evaluation members."""
+    scores = pd.read_parquet(out_dir / "scores.parquet")
+    return {variant: rows[rows.label == 1].score.to_numpy() for variant, rows in scores.groupby("variant")}
+
+
+# Variants whose scores must put every planted member above every other member (RMIA's score is a
+# fraction of population samples, so the planted ones may tie with others at the top, never below).
+# Per-example variances from 4 IN and 4 OUT references are noisy (Carlini et al. use a fixed variance
+# below 64 references), and online RMIA's Pr(x) averages IN references too, which bounds the ratio of
+# a memorised example near 2: those variants must only rank the planted members well above the rest.
+FIRST = {"membership_lira": ("online_fixed_var", "offline_fixed_var"), "membership_rmia": ("offline",)}
 
 
 @pytest.mark.slow
-def test_online_lira_ranks_the_memorised_mislabelled_members_first(planted):
+@pytest.mark.parametrize("name", ["membership_lira", "membership_rmia"])
+def test_both_attacks_rank_the_memorised_mislabelled_members_first(planted, name, tmp_path):
     ctx, planted_rows = planted
-    attack = ATTACKS.get("membership_lira")()
-    ctx.settings = attack.Settings(num_references=8, variants=["online", "offline"], exposed=6)
+    attack = ATTACKS.get(name)()
+    variants = list(attack.Settings.__dataclass_fields__["variants"].metadata["choices"])
+    ctx.settings = attack.Settings(num_references=8, variants=variants, exposed=6)
+    ctx.out_dir = tmp_path
     results = attack.run(ctx)
-    exposed = pd.read_parquet(ctx.out_dir / "exposed.parquet")
-    top_online = set(exposed[exposed.variant == "online"].member_position)
-    assert top_online == set(planted_rows.tolist())
-    top_offline = set(exposed[exposed.variant == "offline"].member_position)
-    assert len(top_offline & set(planted_rows.tolist())) >= 5
-    assert results["online"]["auc"] > 0.5
+    assert set(results) == set(variants)
+    others = [i for i in range(len(ctx.evaluation.members)) if i not in planted_rows]
+    for variant, scores in member_scores(tmp_path).items():
+        lowest, highest_other = min(scores[i] for i in planted_rows), max(scores[others])
+        if variant in FIRST[name]:
+            assert lowest > highest_other or (name == "membership_rmia" and lowest == highest_other == 1.0), variant
+        planted_vs_others = np.mean([scores[p] > scores[o] for p in planted_rows for o in others])
+        assert planted_vs_others > 0.75, variant
+        assert results[variant]["auc"] > 0.6
 
-    # online references never trained on a candidate their mask marks OUT
+    # online references never trained on a candidate their mask marks OUT, and on every one marked IN
     refs = reference_set(ctx, ONLINE, 8)
     pool = refs.pool.images.flatten(1)
     for request, mask in zip(refs.requests, refs.masks):
         seen = ctx.models.seen[request.role].flatten(1)
         matches = (pool.unsqueeze(1) == seen.unsqueeze(0)).all(2)  # (pool rows, seen rows)
         assert matches.any(1)[mask].all() and not matches.any(1)[~mask].any()
+    offline = reference_set(ctx, OFFLINE, 8)
+    candidates_seen = torch.cat([ctx.models.seen[r.role].flatten(1) for r in offline.requests])
+    assert not (pool.unsqueeze(1) == candidates_seen.unsqueeze(0)).all(2).any()  # offline: no candidate

@@ -36,7 +36,7 @@ TINY_SETTINGS = [
     "attack.inversion.gan.epochs=1", "attack.inversion.gan.batch_size=16", "attack.inversion.gan.width=8",
     "attack.inversion.gmi.steps=2", "attack.inversion.gmi.restarts=1", "attack.inversion.evaluator_epochs=1",
     "attack.attribute.epochs=1", "attack.attribute.batch_size=16", "attack.attribute.hidden=8",
-    "attack.stealing.epochs=1",
+    "attack.stealing.epochs=1", "attack.membership_lira.num_references=2", "attack.membership_rmia.num_references=2",
 ]
 TINY_RECIPE = Recipe(epochs=1, batch_size=16)
 
