@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RESULTS ?= results
 
-.PHONY: install demo test test-fast report bench clean-results
+.PHONY: install demo test test-fast report bench bench-low-fpr clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ report: install
 # The training engine's benchmark (docs/performance.md); --quick: within 5 minutes on 2 CPU cores.
 bench: install
 	$(BIN)/python scripts/bench.py --quick
+
+# MemInf against LiRA and RMIA at low FPR on the quick cell, seeds 0-2 (README, "Membership at low
+# false-positive rates"); about 8 minutes per seed on 2 CPU cores.
+bench-low-fpr: install
+	$(BIN)/python scripts/bench_low_fpr.py --results-dir $(RESULTS)/low-fpr
 
 # One target per paper table or figure: a Hydra experiment (conf/experiment/) swept into
 # $(RESULTS)/<experiment>, then the report. `<target>-small` runs the laptop-sized rehearsal on the

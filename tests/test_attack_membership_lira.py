@@ -192,3 +192,29 @@ def test_both_attacks_rank_the_memorised_mislabelled_members_first(planted, name
     offline = reference_set(ctx, OFFLINE, 8)
     candidates_seen = torch.cat([ctx.models.seen[r.role].flatten(1) for r in offline.requests])
     assert not (pool.unsqueeze(1) == candidates_seen.unsqueeze(0)).all(2).any()  # offline: no candidate
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("knows", [True, False])
+def test_references_are_trained_and_released_as_the_shadow_model_is(tmp_path, knows):
+    from attack_fixtures import prepared_cell
+
+    def first_reference(defense):
+        cell = prepared_cell(tmp_path / defense, "attack=membership_rmia", "threat_model=blackbox_shadow",
+                             f"defense={defense}", f"attacker.knows_defense={str(knows).lower()}",
+                             "data.quarter_size=40", "train.epochs=2")
+        ctx = cell.context("membership_rmia", "blackbox_shadow")
+        return cell, ctx, reference_set(ctx, OFFLINE, 2).requests[0]
+
+    # a training-time defense enters the reference's training (its stored key) when the attacker knows it
+    cell, ctx, request = first_reference("relaxloss")
+    assert ("relaxloss" in str(ctx.models.training(request).payload)) is knows
+
+    # an output-time defense is applied to what the attacker reads from its reference when it knows it
+    cell, ctx, request = first_reference("output_rounding")
+    [model] = ctx.models.prepare([request])
+    images = ctx.knowledge.data.images[:20]
+    raw = BlackBoxAccess(model, torch.device("cpu")).log_posteriors(images)
+    released = ctx.models.released(model).log_posteriors(images)
+    rounded = torch.log(cell.defense.output_transform()(raw.exp()))
+    assert torch.equal(released, rounded if knows else raw) and not torch.equal(rounded, raw)

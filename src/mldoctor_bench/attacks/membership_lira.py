@@ -2,8 +2,8 @@
 First Principles", S&P 2022), under (B,S).
 
 The signal is the logit-scaled confidence ``phi = log p_y - log(1 - p_y)`` of the true class,
-computed stably in log space (from the target's released float64 log-posteriors, and from the
-reference models' logits). For each candidate, Gaussians are fitted to ``phi`` under the reference
+computed stably in log space from released float64 log-posteriors (the target's, and the reference
+models' read as the attacker reads its shadow model's). For each candidate, Gaussians are fitted to ``phi`` under the reference
 models that trained on it (IN) and those that did not (OUT) (:mod:`reference_models`):
 
 - ``online``: the log-likelihood ratio ``log N(phi; mu_in, s_in) - log N(phi; mu_out, s_out)``;
@@ -19,8 +19,8 @@ the paper. Hard decisions: online a ratio above 1, offline ``phi`` above the OUT
 
 Saved in the attack's folder: ``scores.parquet`` (every candidate's score per variant),
 ``masks.safetensors`` (which references trained on which rows of their pool) and
-``exposed.parquet`` (per variant the highest-scoring members: their position in the cell's
-``target_train``, label and score).
+``exposed.parquet`` (per variant the highest-scoring members: their position among the evaluation
+members, label, score and image).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 from safetensors.torch import save_file
 
@@ -101,8 +100,9 @@ class LiraMembershipInference(Attack):
     Settings = LiraSettings
 
     def check_settings(self, s: LiraSettings) -> None:
-        if s.num_references % 2:
-            raise ValueError(f"num_references={s.num_references} must be even: references come in pairs "
+        if ONLINE in self.kinds(s) and s.num_references % 2:
+            raise ValueError(f"num_references={s.num_references} must be even for the online variants: online "
+                             f"references come in pairs "
                              f"(a random half of the candidates and its complement), e.g. {s.num_references + 1}")
         if not s.variants:
             raise ValueError(f"choose at least one variant of {', '.join(VARIANTS)}")
@@ -133,7 +133,7 @@ class LiraMembershipInference(Attack):
                                     "num_references": float(s.num_references), "queries": float(len(views))}
                 saved[variant] = (y, score)
         save_scores(ctx.out_dir / "scores.parquet", saved)
-        save_exposed(ctx.out_dir, saved, ctx.evaluation.members, s.exposed)
+        save_exposed(ctx.out_dir, saved, pool.head(int(is_member.sum())), s.exposed)
         save_masks(ctx, masks)
         return results
 

@@ -32,6 +32,7 @@ from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, ModelReq
 from mldoctor_bench.attacks.membership_lira import reference_signals, save_masks
 from mldoctor_bench.attacks.reference_models import OFFLINE, ONLINE, candidates, reference_set, signals
 from mldoctor_bench.attacks.scoring import save_exposed, save_scores
+from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.metrics import membership_metrics
 from mldoctor_bench.settings import setting
 
@@ -113,14 +114,16 @@ class RmiaMembershipInference(Attack):
         s = ctx.settings
         pool, is_member = candidates(ctx)
         population = ctx.knowledge.data
-        target_x = signals(ctx.target, pool.images, pool.labels).log_p.exp().numpy()
-        target_z = signals(ctx.target, population.images, population.labels).log_p.exp().numpy()
+        # candidates x then population samples z, queried together
+        queries = Labeled.concat([pool, population])
+        target_xz = signals(ctx.target, queries.images, queries.labels).log_p.exp().numpy()
+        target_x, target_z = target_xz[: len(pool)], target_xz[len(pool):]
         y, results, saved, masks = is_member.numpy(), {}, {}, {}
         for kind in (k for k in VARIANTS if k in s.variants):
             refs = reference_set(ctx, kind, s.num_references)
             masks[kind] = refs.masks
-            x_probs = reference_signals(ctx, refs, [pool.images], pool.labels).log_p[0].exp().numpy()
-            z_probs = reference_signals(ctx, refs, [population.images], population.labels).log_p[0].exp().numpy()
+            xz_probs = reference_signals(ctx, refs, [queries.images], queries.labels).log_p[0].exp().numpy()
+            x_probs, z_probs = xz_probs[:, : len(pool)], xz_probs[:, len(pool):]
             extra = {}
             if kind == ONLINE:
                 pr_x, pr_z = x_probs.mean(0), z_probs.mean(0)  # z: OUT for every online reference
@@ -136,7 +139,7 @@ class RmiaMembershipInference(Attack):
                              "num_references": float(s.num_references), "num_z": float(len(z))}
             saved[kind] = (y, score)
         save_scores(ctx.out_dir / "scores.parquet", saved)
-        save_exposed(ctx.out_dir, saved, ctx.evaluation.members, s.exposed)
+        save_exposed(ctx.out_dir, saved, pool.head(int(is_member.sum())), s.exposed)
         save_masks(ctx, masks)
         return results
 

@@ -56,7 +56,8 @@ def half_masks(n: int, k: int, seed: int) -> torch.Tensor:
 
 def candidates(ctx: AttackContext) -> tuple[Labeled, torch.Tensor]:
     """The examples scored: the balanced evaluation members then non-members, and their labels
-    (1 member, 0 non-member; never shown to the reference models)."""
+    (1 member, 0 non-member; never shown to the reference models). The members are the first
+    ``is_member.sum()`` rows."""
     members, nonmembers = balanced(ctx.evaluation.members, ctx.evaluation.nonmembers)
     is_member = torch.cat([torch.ones(len(members)), torch.zeros(len(nonmembers))]).long()
     return Labeled.concat([members, nonmembers]), is_member
