@@ -22,6 +22,19 @@ from mldoctor_bench.threat_models import THREAT_MODELS, WhiteBoxAccess, access_f
 CPU = torch.device("cpu")
 
 
+def noise_data(quarter: int, size: int, classes: int, attribute: bool = False) -> ImageData:
+    """``4 * quarter`` random grey ``size`` x ``size`` images with random labels (and a random
+    binary attribute): data no model generalises on, so whatever it learns is memorised."""
+    g = torch.Generator().manual_seed(0)
+    n = 4 * quarter
+    images = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, classes, (n,), generator=g)
+    if not attribute:
+        return ImageData("tiny", images, labels, classes)
+    return ImageData("tiny", images, labels, classes, attribute=torch.randint(0, 2, (n,), generator=g),
+                     num_attribute_classes=2, attribute_name="noise")
+
+
 def hand_context(tm_name: str, data: ImageData, model: Classifier, settings: dict, out_dir: Path,
                  models: Optional[ModelService] = None, seed: int = 0) -> AttackContext:
     """The context of ``tm_name`` on ``data`` with ``model`` as target (and as the shadow model)."""

@@ -37,6 +37,16 @@ def test_paired_masks_put_every_row_in_half_of_the_references():
     assert offline.shape == (3, 101) and (offline.sum(1) == 50).all()
 
 
+def test_an_odd_number_of_references_is_refused_only_where_online_references_are_needed():
+    lira, rmia = ATTACKS.get("membership_lira")(), ATTACKS.get("membership_rmia")()
+    with pytest.raises(ValueError, match="num_references=3 must be even .* e.g. 4"):
+        lira.check_settings(lira.Settings(num_references=3))
+    with pytest.raises(ValueError, match="must be even"):
+        rmia.check_settings(rmia.Settings(num_references=3, variants=["online", "offline"]))
+    lira.check_settings(lira.Settings(num_references=3, variants=["offline"]))
+    rmia.check_settings(rmia.Settings(num_references=3))  # offline only, the default
+
+
 def test_gaussian_fits_recover_known_parameters():
     g = torch.Generator().manual_seed(0)
     mean, std = torch.tensor([-2.0, 0.5, 4.0]), torch.tensor([0.5, 1.0, 3.0])

@@ -12,11 +12,10 @@ import torch
 from hydra import compose, initialize_config_module
 from PIL import Image
 
-from hand_context import hand_context
+from hand_context import hand_context, noise_data
 from mldoctor_bench.attacks import ATTACKS
 from mldoctor_bench.attacks.scoring import save_exposed
 from mldoctor_bench.cellfiles import EXPOSED
-from mldoctor_bench.data.base import ImageData
 from mldoctor_bench.data.splits import four_quarters
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.models import build_model
@@ -95,10 +94,7 @@ def settings():
 
 @pytest.fixture(scope="module")
 def data():
-    g = torch.Generator().manual_seed(0)
-    n = 4 * QUARTER
-    return ImageData("tiny", torch.randint(0, 256, (n, 1, SIZE, SIZE), dtype=torch.uint8, generator=g),
-                     torch.randint(0, CLASSES, (n,), generator=g), CLASSES)
+    return noise_data(QUARTER, SIZE, CLASSES)
 
 
 @pytest.fixture(scope="module")

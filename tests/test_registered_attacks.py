@@ -15,10 +15,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from hand_context import hand_context
+from hand_context import hand_context, noise_data
 from mldoctor_bench.attacks import ATTACKS, AttackSkipped
 from mldoctor_bench.attacks.base import ModelService
-from mldoctor_bench.data.base import ImageData
 from mldoctor_bench.data.splits import four_quarters
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.models import build_model
@@ -64,12 +63,7 @@ def settings():
 
 @pytest.fixture(scope="module")
 def data():
-    g = torch.Generator().manual_seed(0)
-    n = 4 * QUARTER
-    return ImageData("tiny", torch.randint(0, 256, (n, 1, SIZE, SIZE), dtype=torch.uint8, generator=g),
-                     torch.randint(0, CLASSES, (n,), generator=g), CLASSES,
-                     attribute=torch.randint(0, 2, (n,), generator=g), num_attribute_classes=2,
-                     attribute_name="noise")
+    return noise_data(QUARTER, SIZE, CLASSES, attribute=True)
 
 
 @pytest.fixture(scope="module")

@@ -32,8 +32,8 @@ import torch
 from safetensors.torch import save_file
 
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, ModelRequest, VariantMetrics
-from mldoctor_bench.attacks.reference_models import (OFFLINE, ONLINE, ReferenceSet, Signals, candidates, query_views,
-                                                     reference_set, signals)
+from mldoctor_bench.attacks.reference_models import (OFFLINE, ONLINE, ReferenceSet, Signals, candidates, check_pairs,
+                                                     query_views, reference_set, signals)
 from mldoctor_bench.attacks.scoring import save_exposed, save_scores
 from mldoctor_bench.metrics import membership_metrics
 from mldoctor_bench.settings import setting
@@ -100,10 +100,7 @@ class LiraMembershipInference(Attack):
     Settings = LiraSettings
 
     def check_settings(self, s: LiraSettings) -> None:
-        if ONLINE in self.kinds(s) and s.num_references % 2:
-            raise ValueError(f"num_references={s.num_references} must be even for the online variants: online "
-                             f"references come in pairs "
-                             f"(a random half of the candidates and its complement), e.g. {s.num_references + 1}")
+        check_pairs(s.num_references, ONLINE in self.kinds(s))
         if not s.variants:
             raise ValueError(f"choose at least one variant of {', '.join(VARIANTS)}")
 

@@ -30,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, ModelRequest, VariantMetrics
 from mldoctor_bench.attacks.membership_lira import reference_signals, save_masks
-from mldoctor_bench.attacks.reference_models import OFFLINE, ONLINE, candidates, reference_set, signals
+from mldoctor_bench.attacks.reference_models import OFFLINE, ONLINE, candidates, check_pairs, reference_set, signals
 from mldoctor_bench.attacks.scoring import save_exposed, save_scores
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.metrics import membership_metrics
@@ -99,10 +99,7 @@ class RmiaMembershipInference(Attack):
     Settings = RmiaSettings
 
     def check_settings(self, s: RmiaSettings) -> None:
-        if ONLINE in s.variants and s.num_references % 2:
-            raise ValueError(f"num_references={s.num_references} must be even for the online variant: online "
-                             f"references come in pairs (a random half of the candidates and its complement), "
-                             f"e.g. {s.num_references + 1}")
+        check_pairs(s.num_references, ONLINE in s.variants)
         if not s.variants:
             raise ValueError(f"choose at least one variant of {', '.join(VARIANTS)}")
 

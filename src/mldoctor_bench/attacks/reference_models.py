@@ -45,6 +45,13 @@ def paired_masks(n: int, k: int, seed: int) -> torch.Tensor:
     return masks
 
 
+def check_pairs(num_references: int, online: bool) -> None:
+    """Raise the settings error of an odd ``num_references`` when online references are needed."""
+    if online and num_references % 2:
+        raise ValueError(f"num_references={num_references} must be even for the online variants: online references "
+                         f"come in pairs (a random half of the candidates and its complement), e.g. {num_references + 1}")
+
+
 def half_masks(n: int, k: int, seed: int) -> torch.Tensor:
     """``(k, n)`` booleans: each of ``k`` references on its own random half of the ``n`` rows."""
     generator = torch.Generator().manual_seed(seed)
