@@ -527,3 +527,16 @@ def test_repeated_measurements_of_the_same_settings_are_not_extra_seeds(overfitt
     text = build_report(tmp_path).read_text()
     assert "Runs differ" not in text and "row(s) repeat a measurement" in text
     assert "| mnist5k / simple_cnn / none | 0.700 (n=1) | 0.700 (n=1) |" in text
+
+
+def test_bootstrap_only_for_runs_shown_alone(overfitting):
+    from mldoctor_bench.report.collect import cell_configs, score_files, score_intervals
+    from mldoctor_bench.report.settings import with_settings
+
+    cells = sorted((overfitting / "cells").glob("*"))
+    frame, _ = with_settings(collect_table(overfitting), cell_configs(cells))
+    assert stats.single_runs(frame) == set()  # two seeds everywhere: nothing to bootstrap
+    assert score_intervals(score_files(cells), set()).empty
+    one = frame[~((frame["config_hash"] == "e50s1") & (frame["attack"] == "membership"))]
+    assert stats.single_runs(one) == {("e50s0", "membership", "blackbox_shadow")}
+    assert set(score_intervals(score_files(cells), stats.single_runs(one))["config_hash"]) == {"e50s0"}

@@ -58,7 +58,7 @@ def render(frame: pd.DataFrame, source: Source, report_dir: Path) -> str:
     frame, varying = with_settings(frame, configs)
     frame, repeats = latest_per_setting(frame, set(configs.index))
     scores = score_files(source.cell_dirs)
-    single = stats.single_run_intervals(frame, score_intervals(scores))
+    single = stats.single_run_intervals(frame, score_intervals(scores, stats.single_runs(frame)))
     ok = stats.ok_rows(frame)
     n_runs = frame[["dataset", "arch", "defense", "seed", "config_hash"]].drop_duplicates().shape[0]
     lines = [

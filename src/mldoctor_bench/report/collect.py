@@ -93,13 +93,15 @@ def read_scores(path: Path) -> dict[str, pd.DataFrame]:
     return {str(v): g[["score", "label"]] for v, g in frame.groupby("variant", sort=True)}
 
 
-def score_intervals(files: list[ScoreFile]) -> pd.DataFrame:
+def score_intervals(files: list[ScoreFile], runs: set[tuple[str, str, str]] | None = None) -> pd.DataFrame:
     """Bootstrap intervals over evaluation examples (see :func:`intervals.bootstrap_membership`) for
-    every membership attack's saved scores: columns ``config_hash, attack, threat_model, variant,
-    metric, estimate, ci_low, ci_high``. The privacy audit scores canaries, not members: left out."""
+    the membership attacks' saved scores, only those of ``runs`` (``(config_hash, attack,
+    threat_model)``; all when None): columns ``config_hash, attack, threat_model, variant, metric,
+    estimate, ci_low, ci_high``. The privacy audit scores canaries, not members: left out."""
     records = []
     for f in files:
-        if not f.attack.startswith("membership"):
+        if not f.attack.startswith("membership") or (runs is not None and (f.config_hash, f.attack, f.threat_model)
+                                                       not in runs):
             continue
         for variant, frame in read_scores(f.path).items():
             boot = bootstrap_membership(frame["label"].to_numpy(), frame["score"].to_numpy())

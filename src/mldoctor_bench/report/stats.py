@@ -148,6 +148,15 @@ def table_metric_rows(frame: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame
 SINGLE_RUN_KEY = ["config_hash", "attack", "threat_model", "variant", "metric"]
 
 
+def single_runs(frame: pd.DataFrame) -> set[tuple[str, str, str]]:
+    """``(config_hash, attack, threat_model)`` of attack runs that are alone in their group (one seed
+    of their dataset/arch/defense and settings): the only ones a table shows with n=1."""
+    rows = attack_rows(frame)
+    runs = rows[CELL + ["attack", "threat_model", "config_hash"]].drop_duplicates()
+    alone = runs.groupby(CELL + ["attack", "threat_model"])["config_hash"].transform("size") == 1
+    return set(runs.loc[alone, ["config_hash", "attack", "threat_model"]].itertuples(index=False, name=None))
+
+
 def single_run_intervals(frame: pd.DataFrame, boot: pd.DataFrame | None = None) -> pd.DataFrame:
     """Intervals for one run's numbers (columns :data:`SINGLE_RUN_KEY`, ``ci_low, ci_high, method``):
 
