@@ -486,6 +486,14 @@ def test_bar_chart_colours_legend_and_chance():
     one = summary.drop_duplicates("cell").assign(series="model_inversion (W,S)")
     fig = figures.draw_bars(one, "inversion", "eval_accuracy", {"mnist5k": 10, "cifar10": 10})
     assert any(ln.get_label() == "chance (0.1)" for ln in fig.axes[0].get_lines())
+    # attribute inference: no constant chance; each bar is crossed at its own stronger baseline
+    attribute = one.assign(series="attribute (W,S)")
+    fig = figures.draw_bars(attribute, "attribute", "accuracy", {}, attribute.assign(mean=[0.55, 0.62]))
+    marks = [c for c in fig.axes[0].collections if c.get_linewidth()[0] == 2]  # whiskers are 1.5 wide
+    assert [c.get_label() for c in marks][0] == "chance: stronger baseline" and len(marks) == 2
+    assert not any(ln.get_label().startswith("chance (") for ln in fig.axes[0].get_lines())
+    segments = [seg for c in marks for seg in c.get_segments()]
+    assert sorted(round(seg[0][1], 2) for seg in segments) == [0.55, 0.62]
 
 
 def test_wide_tables_are_split():

@@ -118,8 +118,9 @@ def render(frame: pd.DataFrame, source: Source, report_dir: Path) -> str:
     lines += _figure_lines(figures.exposed_figures(exposed_sets(source.cell_dirs), fig_dir), report_dir)
     lines += ["## Attacks by dataset and architecture (Figures 2 to 5)", ""]
     lines += ["Bars: mean over seeds, whiskers: its 95% interval. Dashed lines mark chance: 0.5 for membership "
-              "AUC and accuracy, 1/classes for inversion's evaluator accuracy and stealing's agreement; black ticks "
-              "the stronger attribute baseline.", ""]
+              "AUC and accuracy, 1/classes for inversion's evaluator accuracy and stealing's agreement; a black bar "
+              "across each attribute-inference bar marks its stronger baseline (majority attribute, or attribute "
+              "from the task label).", ""]
     classes = class_counts(source.cell_dirs)
     lines += _figure_lines(figures.bar_figures(frame, fig_dir, classes, single), report_dir)
     lines += ["## Attacks against training settings and the train-test gap (Figures 6 to 8)", ""]

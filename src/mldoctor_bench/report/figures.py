@@ -146,24 +146,34 @@ def chance_level(fam: str, metric: str, classes: int | None = None) -> float | N
 
 
 def _errors(summary: pd.DataFrame) -> np.ndarray:
-    low = (summary["mean"] - summary["ci_low"]).clip(lower=0).fillna(0)
-    high = (summary["ci_high"] - summary["mean"]).clip(lower=0).fillna(0)
+    low = (summary["mean"] - summary["ci_low"]).clip(lower=0)  # NaN (no interval): no whisker
+    high = (summary["ci_high"] - summary["mean"]).clip(lower=0)
     return np.vstack([low.to_numpy(), high.to_numpy()])
 
 
 def draw_bars(summary: pd.DataFrame, fam: str, metric: str, classes: dict[str, int],
               baseline: pd.DataFrame | None = None):
     """A bar chart of one family's metric: ``summary`` (from :func:`stats.summarise` with ``cell``
-    and ``series`` columns) gives the bars and their intervals; chance and the attribute baseline
-    are marked; the legend sits right of the axes. Returns the figure (not saved)."""
+    and ``series`` columns) gives the bars and their intervals; chance is a dashed line and
+    ``baseline`` (same columns; the attribute baselines) a black bar across each bar; the legend
+    sits right of the axes. Returns the figure (not saved)."""
     cells, series = sorted(summary["cell"].unique()), sorted(summary["series"].unique())
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 1.2 * len(cells) * max(1, len(series) / 3))), 4.5))
     x = np.arange(len(cells))
+    base = None if baseline is None or baseline.empty else baseline.set_index(["cell", "series"])["mean"]
+    marked = False
     for i, (name, colour) in enumerate(zip(series, series_colours(len(series)))):
         part = summary[summary["series"] == name].set_index("cell").reindex(cells)
-        ax.bar(x - 0.4 + width * (i + 0.5), part["mean"], width, yerr=_errors(part), capsize=2, label=name,
+        pos = x - 0.4 + width * (i + 0.5)
+        ax.bar(pos, part["mean"], width, yerr=_errors(part), capsize=2, label=name,
                color=colour, edgecolor="black", linewidth=0.3)
+        if base is not None:  # each series' own baseline, across its bar
+            for p, cell in zip(pos, cells):
+                if (cell, name) in base.index and not pd.isna(part.loc[cell, "mean"]):
+                    ax.hlines(base[(cell, name)], p - width / 2, p + width / 2, colors="black", lw=2,
+                              label=None if marked else "chance: stronger baseline")
+                    marked = True
     dataset_of = summary.drop_duplicates("cell").set_index("cell")["dataset"]
     chance = [chance_level(fam, metric, classes.get(dataset_of[c])) for c in cells]
     if chance and all(c is not None for c in chance) and len(set(chance)) == 1:
@@ -173,10 +183,6 @@ def draw_bars(summary: pd.DataFrame, fam: str, metric: str, classes: dict[str, i
             if c is not None:
                 ax.hlines(c, i - 0.45, i + 0.45, colors="black", linestyles="--", lw=1,
                           label="chance (1/classes)" if i == next(j for j, v in enumerate(chance) if v is not None) else None)
-    if baseline is not None and not baseline.empty:
-        base = baseline.set_index("cell").reindex(cells)
-        ax.scatter(x, base["mean"], marker="_", s=900, color="black", zorder=3,
-                   label="chance: stronger baseline")
     ax.set_xticks(x, cells, rotation=20, ha="right")
     ax.set(ylabel=metric, title=f"{fam}: {metric} (mean over seeds, whiskers = 95% interval)")
     _legend_outside(ax)
@@ -206,8 +212,10 @@ def bar_figures(frame: pd.DataFrame, out_dir: Path, classes: dict[str, int] | No
                              zip(summary["attack"], summary["threat_model"], summary["variant"])]
         base = None
         if metric == "accuracy" and fam == "attribute" and not baseline.empty:
-            base = stats.summarise(baseline, stats.CELL)
+            base = stats.summarise(baseline, stats.CELL + stats.SERIES)
             base["cell"] = _cell_name(base, with_defense)
+            base["series"] = [stats.series_label(a, t, v) for a, t, v in
+                              zip(base["attack"], base["threat_model"], base["variant"])]
         fig = draw_bars(summary, fam, metric, classes or {}, base)
         drawn.append(Drawn(f"{fam} {metric} by dataset/arch", _save(fig, out_dir / f"bars_{_slug(fam, metric)}.png")))
     return drawn
