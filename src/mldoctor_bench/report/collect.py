@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
+from omegaconf import OmegaConf
 
 from mldoctor_bench.cellfiles import CELLS, DONE, EXPOSED, TABLE_STEM, CellFiles, pointed_cells
 from mldoctor_bench.report.intervals import bootstrap_membership
@@ -121,7 +121,7 @@ def cell_configs(cell_dirs: list[Path]) -> pd.DataFrame:
         if not files.config.exists():
             continue
         config_hash = str(read_table(files.table)["config_hash"].iloc[0])
-        records[config_hash] = flatten(yaml.safe_load(files.config.read_text()) or {})
+        records[config_hash] = flatten(OmegaConf.to_container(OmegaConf.load(files.config)) or {})
     frame = pd.DataFrame.from_dict(records, orient="index")
     frame.index.name = "config_hash"
     return frame
