@@ -356,6 +356,24 @@ def section(text: str, heading: str) -> str:
     return text.split(heading)[1].split("\n#")[0]
 
 
+def test_varying_settings_compare_within_one_defense():
+    from mldoctor_bench.report.settings import flatten, varying_settings
+
+    def config(name, seed, defense=None, **extra):
+        return flatten({"seed": seed, "results_dir": f"/r{seed}", "dataset": {"name": "d"}, "arch": {"name": "a"},
+                        "defense": {"name": name, **(defense or {})}, **extra})
+
+    configs = pd.DataFrame.from_dict({
+        "h1": config("none", 0, data={"quarter_size": None}),
+        "h2": config("none", 1, data={"quarter_size": 500}),
+        "h3": config("relaxloss", 0, defense={"alpha": 0.5}),
+        "h4": config("distillation", 0, defense={"alpha": 0.7}),  # another defense's alpha: not a sweep
+        "h5": config("dp_sgd", 0, defense={"max_grad_norm": 1.0}, attack={"membership": {"epochs": 3}}),
+        "h6": config("dp_sgd", 1, defense={"max_grad_norm": 2.0}),  # did not select membership
+    }, orient="index")
+    assert varying_settings(configs) == ["data.quarter_size", "defense.max_grad_norm"]
+
+
 def test_swept_setting_is_a_group_not_extra_seeds(overfitting):
     from mldoctor_bench.report.collect import cell_configs
     from mldoctor_bench.report.settings import varying_settings

@@ -25,14 +25,15 @@ LABEL = "settings"  # the column naming a run's varying settings, e.g. "train.ep
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, object]:
-    """``{"train.epochs": 80, ...}`` from a nested config; lists become JSON text."""
+    """``{"train.epochs": 80, ...}`` from a nested config; lists become JSON text and ``None``
+    ``"null"`` (a value, unlike a key the config does not have)."""
     out: dict[str, object] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             out.update(flatten(value, name + "."))
         else:
-            out[name] = json.dumps(value) if isinstance(value, (list, tuple)) else value
+            out[name] = json.dumps(value) if isinstance(value, (list, tuple)) else "null" if value is None else value
     return out
 
 
