@@ -124,7 +124,7 @@ def render(frame: pd.DataFrame, source: Source, report_dir: Path) -> str:
     classes = class_counts(source.cell_dirs)
     lines += _figure_lines(figures.bar_figures(frame, fig_dir, classes, single), report_dir)
     lines += ["## Attacks against training settings and the train-test gap (Figures 6 to 8)", ""]
-    lines += _figure_lines(figures.setting_figures(frame, varying, fig_dir, classes), report_dir)
+    lines += _figure_lines(figures.setting_figures(frame, varying, fig_dir, classes, single), report_dir)
     lines += _figure_lines([figures.gap_figure(frame, fig_dir)], report_dir)
     lines += ["## Defense trade-off", ""]
     lines += _figure_lines([figures.defense_figure(frame, fig_dir)], report_dir)

@@ -233,11 +233,12 @@ SETTING_TITLES = {"train.epochs": "training epochs"}
 
 
 def setting_figures(frame: pd.DataFrame, varying: list[str], out_dir: Path,
-                    classes: dict[str, int] | None = None) -> list[Drawn]:
+                    classes: dict[str, int] | None = None, single: pd.DataFrame | None = None) -> list[Drawn]:
     """Per numeric setting that varies across the runs (Figure 8: ``train.epochs``): the target's
     train and test accuracy, then each family's main metric, against the setting's value; a line
     per dataset/arch/defense (and other varying settings) and attack series, mean over seeds with
-    its 95% interval; chance as in :func:`chance_level` (``classes`` per dataset)."""
+    its 95% interval (``single``: a lone run's, see :func:`stats.single_run_intervals`); chance as
+    in :func:`chance_level` (``classes`` per dataset)."""
     numeric = [k for k in varying if frame[SETTING_PREFIX + k].dropna().map(_is_number).all()]
     if not numeric:
         why = (f"the settings that vary ({', '.join(varying)}) are not numbers" if varying else
@@ -246,14 +247,15 @@ def setting_figures(frame: pd.DataFrame, varying: list[str], out_dir: Path,
         return [Drawn("attacks against a swept setting (Figure 8)", None, why)]
     drawn = []
     for key in numeric:
-        fig = draw_setting(frame, key, classes)
+        fig = draw_setting(frame, key, classes, single)
         figure8 = " (Figure 8)" if key == "train.epochs" else ""
         drawn.append(Drawn(f"attacks against {SETTING_TITLES.get(key, key)}{figure8}",
                            _save(fig, out_dir / f"setting_{_slug(key)}.png")))
     return drawn
 
 
-def draw_setting(frame: pd.DataFrame, key: str, classes: dict[str, int] | None = None):
+def draw_setting(frame: pd.DataFrame, key: str, classes: dict[str, int] | None = None,
+                 single: pd.DataFrame | None = None):
     """The figure of :func:`setting_figures` for one numeric setting ``key`` (not saved)."""
     chosen = stats.main_metric_rows(frame)
     gap = stats.target_gap(frame)
@@ -275,7 +277,7 @@ def draw_setting(frame: pd.DataFrame, key: str, classes: dict[str, int] | None =
         rows = rows.assign(x=rows[col].astype(float))
         rows = rows.assign(line=_cell_name(rows.assign(**{stats.SETTINGS: _other_settings(rows, key)}),
                                            rows["defense"].nunique() > 1))
-        summary = stats.summarise(rows, ["line"] + stats.SERIES + ["metric", "x"])
+        summary = stats.summarise(rows, ["line"] + stats.SERIES + ["metric", "x"], single=single)
         groups = list(summary.groupby(["line"] + stats.SERIES, sort=True))
         for ((line, a, t, v), g), colour in zip(groups, series_colours(len(groups))):
             g = g.sort_values("x")
