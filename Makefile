@@ -20,6 +20,7 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/mldoctor-bench results_dir=$(RESULTS)
+	$(BIN)/mldoctor-report $(RESULTS)
 
 test: install
 	$(BIN)/python -m pytest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import json
 import math
 import subprocess
@@ -36,7 +37,10 @@ def cell_rows(cell: Cell, rng: np.random.Generator) -> list[dict]:
     rows += metric_rows(cell, "attribute_inference", "whitebox_shadow", "", {
         "accuracy": 0.6 + gap / 2 + rng.normal(0, 0.01), "baseline_accuracy": 0.55})
     rows += metric_rows(cell, "model_inversion", "whitebox_none", "", {"mse": 0.1 + gap})
-    rows += metric_rows(cell, "membership", "whitebox_none", "", {}, SKIPPED, "membership does not support whitebox_none")
+    rows += metric_rows(cell, "membership", "whitebox_none", "", {}, SKIPPED,
+                        "membership does not support whitebox_none; supported: blackbox_shadow, blackbox_partial")
+    rows += metric_rows(cell, "membership", "whitebox_partial", "", {}, SKIPPED,
+                        "membership does not support whitebox_partial; supported: blackbox_shadow, blackbox_partial")
     rows += metric_rows(cell, "stealing", "whitebox_shadow", "", {}, FAILED, "RuntimeError: boom")
     return rows
 
@@ -153,7 +157,11 @@ def test_report_mentions_every_table_and_problem(report):
     for heading in ("## Target utility", "### membership: auc", "### membership: accuracy", "### stealing: agreement", "### attribute: accuracy",
                     "### inversion: mse", "### membership: TPR at low FPR", "## Skipped and failed"):
         assert heading in text
-    assert "membership does not support whitebox_none" in text and "RuntimeError: boom" in text
+    # unsupported pairs: one line per attack, not one row per pair and cell
+    assert ("- membership: not run under whitebox_none (W,N), whitebox_partial (W,P) "
+            "(it supports blackbox_shadow, blackbox_partial)") in text
+    assert "does not support whitebox" not in text and text.count("- membership: not run under") == 1
+    assert "RuntimeError: boom" in text
     # two seeds per dataset/arch: an interval; the single dp seed: n=1
     assert "n=2" in text and "(n=1)" in text
     # 100 non-members cannot support TPR at 0.1% or 1% FPR
@@ -174,7 +182,9 @@ def test_report_figures_are_real_pictures(report):
         image = matplotlib.image.imread(png)
         assert image.shape[0] > 200 and image.shape[1] > 200
         assert image[..., :3].std() > 0.05, f"{png.name} is (nearly) one colour"
-    assert "not drawn" not in text
+    # every figure is drawn but Figure 8, which needs a swept setting (none varies here), and says so
+    assert text.count("not drawn") == 1
+    assert "- attacks against a swept setting (Figure 8): not drawn: no setting but the seed varies" in text
 
 
 def test_correlation_of_gap_driven_attacks(synthetic):
@@ -241,7 +251,8 @@ def test_dp_audit_table_sets_the_accountant_beside_the_bound(tmp_path):
     (tmp_path / "cells" / "c" / "done.json").write_text("{}")
     text = build_report(tmp_path).read_text()
     assert "## DP audit: accountant epsilon vs audited lower bound" in text
-    assert "| mnist5k / simple_cnn / dp_sgd | confidence | 0 | hash | 8.000 | 0.400 | 90 / 100 | 1000 | 0.00001 | yes |" in text
+    assert ("| mnist5k / simple_cnn / dp_sgd | confidence, seed 0, config hash | 8.000 | 0.400 | 90 / 100 | 1000 | 0.00001 "
+            "| yes |") in text
     assert "NO: bound above the accountant" in text
 
 
@@ -297,3 +308,261 @@ def test_exposed_grid_of_the_strongest_attack_that_saved_them(tmp_path):
     grid = matplotlib.image.imread(tmp_path / "report" / "figures" / "exposed_a.png")
     assert grid.shape[0] > 200 and grid.shape[1] > 600 and grid[..., :3].std() > 0.05
     assert not (tmp_path / "report" / "figures" / "exposed_b.png").exists()
+
+
+# --- settings that vary across runs, intervals inside the metric's range, readable charts ---
+
+EPOCHS = (10, 50, 100)
+
+
+def overfitting_cell(results: Path, epochs: int, seed: int, rng: np.random.Generator) -> Path:
+    """A cell of an ``overfitting``-like sweep: same dataset/arch/defense, ``train.epochs`` and seed
+    vary; more epochs, a wider gap and a stronger membership attack, whose saved scores give the AUC."""
+    cell = Cell("mnist5k", "simple_cnn", "none", seed)
+    config_hash = f"e{epochs}s{seed}"
+    gap = 0.1 * EPOCHS.index(epochs) + 0.02 * seed
+    labels = np.r_[np.ones(200), np.zeros(200)].astype(int)
+    scores = rng.normal(labels * (0.2 + 2 * gap), 1.0)
+    from sklearn.metrics import roc_auc_score
+
+    rows = metric_rows(cell, "target", "none", "", {"train_accuracy": 0.7 + gap, "test_accuracy": 0.7 - gap / 2})
+    rows += metric_rows(cell, "membership", "blackbox_shadow", "", {
+        "auc": roc_auc_score(labels, scores), "accuracy": 0.5 + gap / 2, "n_members": 200.0, "n_nonmembers": 200.0})
+    rows += metric_rows(cell, "model_inversion", "whitebox_shadow", "", {"eval_accuracy": 0.3, "reconstructions": 40.0})
+    cell_dir = results / "cells" / f"mnist5k_simple_cnn_none_seed{seed}_{config_hash}"
+    write_table(to_frame(rows, Provenance(f"run{config_hash}", config_hash, "c", f"2026-01-01T00:0{seed}"), 1.0), cell_dir)
+    (cell_dir / "membership" / "blackbox_shadow").mkdir(parents=True)
+    pd.DataFrame({"score": scores, "label": labels}).to_parquet(cell_dir / "membership" / "blackbox_shadow" / "scores.parquet")
+    (cell_dir / "config.yaml").write_text(
+        f"seed: {seed}\nresults_dir: {results}\ndevice: auto\ndata:\n  root: data\n  quarter_size: 500\n"
+        f"dataset:\n  name: mnist5k\narch:\n  name: simple_cnn\ndefense:\n  name: none\n"
+        f"train:\n  epochs: {epochs}\n  lr: 0.01\n  lr_milestones: [0.5, 0.75]\n")
+    (cell_dir / "target.json").write_text(json.dumps({"dataset": "mnist5k", "num_classes": 10}))
+    (cell_dir / "done.json").write_text("{}")
+    return cell_dir
+
+
+@pytest.fixture(scope="module")
+def overfitting(tmp_path_factory) -> Path:
+    results = tmp_path_factory.mktemp("overfitting")
+    rng = np.random.default_rng(3)
+    for epochs in EPOCHS:
+        for seed in (0, 1):
+            overfitting_cell(results, epochs, seed, rng)
+    return results
+
+
+def section(text: str, heading: str) -> str:
+    return text.split(heading)[1].split("\n#")[0]
+
+
+def test_varying_settings_compare_within_one_defense():
+    from mldoctor_bench.report.settings import flatten, varying_settings
+
+    def config(name, seed, defense=None, **extra):
+        return flatten({"seed": seed, "results_dir": f"/r{seed}", "dataset": {"name": "d"}, "arch": {"name": "a"},
+                        "defense": {"name": name, **(defense or {})}, **extra})
+
+    configs = pd.DataFrame.from_dict({
+        "h1": config("none", 0, data={"quarter_size": None}),
+        "h2": config("none", 1, data={"quarter_size": 500}),
+        "h3": config("relaxloss", 0, defense={"alpha": 0.5}),
+        "h4": config("distillation", 0, defense={"alpha": 0.7}),  # another defense's alpha: not a sweep
+        "h5": config("dp_sgd", 0, defense={"max_grad_norm": 1.0}, attack={"membership": {"epochs": 3}}),
+        "h6": config("dp_sgd", 1, defense={"max_grad_norm": 2.0}),  # did not select membership
+    }, orient="index")
+    assert varying_settings(configs) == ["data.quarter_size", "defense.max_grad_norm"]
+
+
+def test_swept_setting_is_a_group_not_extra_seeds(overfitting):
+    from mldoctor_bench.report.collect import cell_configs
+    from mldoctor_bench.report.settings import varying_settings
+
+    assert varying_settings(cell_configs(sorted((overfitting / "cells").glob("*")))) == ["train.epochs"]
+    text = build_report(overfitting).read_text()
+    assert "Runs differ in `train.epochs`" in text and "pooled as if they were extra seeds" not in text
+    utility = section(text, "## Target utility")
+    auc = section(text, "### membership: auc")
+    for part in (utility, auc):  # one row per epochs value, in numeric order, each over its 2 seeds
+        rows = [line for line in part.splitlines() if line.startswith("| mnist5k")]
+        assert [r.split(" | ")[0].rsplit(" / ", 1)[1] for r in rows] == [f"train.epochs={e}" for e in EPOCHS]
+        assert all(r.count("n=2") == r.count("CI") for r in rows) and "n=4" not in part
+
+
+def test_figure8_plots_attacks_against_training_epochs(overfitting):
+    from mldoctor_bench.report import figures
+    from mldoctor_bench.report.collect import cell_configs
+    from mldoctor_bench.report.settings import with_settings
+
+    text = build_report(overfitting).read_text()
+    assert "![attacks against training epochs (Figure 8)](figures/setting_train.epochs.png)" in text
+    assert "![attack metrics vs train-test gap](figures/gap.png)" in text
+    frame, varying = with_settings(collect_table(overfitting), cell_configs(sorted((overfitting / "cells").glob("*"))))
+    fig = figures.draw_setting(frame, "train.epochs")
+    utility, *attacks = fig.axes[:3]
+    assert utility.get_xlabel() == "training epochs" and attacks[0].get_xlabel() == "training epochs"
+    auc_axis = next(ax for ax in fig.axes if ax.get_title() == "membership: auc")
+    container = next(c for c in auc_axis.containers if c.get_label().endswith("membership (B,S)"))
+    line = container.lines[0]
+    assert list(line.get_xdata()) == list(EPOCHS)
+    assert np.all(np.diff(line.get_ydata()) > 0)  # the trend the synthetic sweep planted
+    assert any(ln.get_label().startswith("chance") and set(ln.get_ydata()) == {0.5} for ln in auc_axis.get_lines())
+
+
+CI = r"CI \[(-?[0-9.]+), (-?[0-9.]+)\]"
+
+
+def test_intervals_stay_inside_the_metric_range(tmp_path):
+    import re
+
+    # the new user's case: AUC 0.58 +- a wide spread at n=2 gave CI [0.143, 1.020]
+    s = stats.t_summary([0.98, 0.18], metric="auc")
+    assert 0.0 <= s.ci_low < s.mean < s.ci_high <= 1.0 and s.ci_high == 1.0 and s.ci_low == 0.0
+    assert stats.t_summary([-0.5, 0.9], metric="gap").ci_low == -1.0
+    assert stats.t_summary([0.98, 0.18]).ci_high > 1.0  # no metric named: a plain t-interval
+    rows = []
+    for seed, (auc, acc) in enumerate([(0.99, 0.97), (0.52, 0.51)]):
+        cell = Cell("d", "a", "none", seed)
+        rows += metric_rows(cell, "target", "none", "", {"train_accuracy": 1.0, "test_accuracy": 0.6 + 0.39 * seed})
+        rows += metric_rows(cell, "membership", "blackbox_shadow", "", {"auc": auc, "accuracy": acc, "advantage": auc - 0.5})
+        rows += metric_rows(cell, "stealing", "blackbox_shadow", "", {"agreement": 0.995 - 0.5 * seed})
+    write_table(to_frame(rows, Provenance("r", "h", "c", "t"), 0.0), tmp_path / "cells" / "c")
+    (tmp_path / "cells" / "c" / "done.json").write_text("{}")
+    text = build_report(tmp_path).read_text()
+    found = re.findall(CI, text)
+    assert len(found) >= 6
+    for low, high in found:
+        assert -1.0 <= float(low) <= float(high) <= 1.0
+    for low, high in re.findall(CI, section(text, "## Attack tables")):
+        assert 0.0 <= float(low) <= float(high) <= 1.0
+
+
+def test_wilson_interval_by_hand():
+    from mldoctor_bench.report.intervals import wilson_interval
+
+    low, high = wilson_interval(0.3, 40)  # z = 1.96: centre 0.3175, half 0.1368
+    assert low == pytest.approx(0.1807, abs=1e-4) and high == pytest.approx(0.4543, abs=1e-4)
+    assert wilson_interval(1.0, 10)[1] == pytest.approx(1.0) and wilson_interval(0.0, 10)[0] == pytest.approx(0.0)
+    assert 0.69 < wilson_interval(1.0, 10)[0] < 0.73  # 10 of 10 still leaves room below
+
+
+def test_bootstrap_is_reproducible_and_brackets_the_sklearn_numbers():
+    from sklearn.metrics import roc_auc_score
+
+    from mldoctor_bench.metrics import membership_metrics
+    from mldoctor_bench.report.intervals import bootstrap_membership
+
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.ones(300), np.zeros(300)].astype(int)
+    scores = np.round(rng.normal(labels * 0.5, 1.0), 1)  # ties on purpose
+    first, again = bootstrap_membership(labels, scores), bootstrap_membership(labels, scores)
+    assert first == again
+    exact = membership_metrics(labels, scores, scores > 0)
+    assert first["auc"][0] == pytest.approx(roc_auc_score(labels, scores))
+    for metric, (estimate, low, high) in first.items():
+        assert estimate == pytest.approx(exact[metric])
+        assert 0.0 <= low <= high <= 1.0
+    estimate, low, high = first["auc"]
+    assert low < estimate < high and 0.03 < high - low < 0.15  # about +- 2 * 0.023 for 300 + 300
+
+
+def test_one_run_gets_a_bootstrap_or_wilson_interval(overfitting, tmp_path):
+    import shutil
+
+    cell = sorted((overfitting / "cells").glob("*e100s0"))[0]
+    shutil.copytree(cell, tmp_path / "cells" / cell.name)
+    text = build_report(tmp_path).read_text()
+    assert re.search(r"\| 0\.\d{3}, 95% bootstrap CI \[0\.\d{3}, 0\.\d{3}\] \(n=1\) \|", section(text, "### membership: auc"))
+    # 0.6 of 400: centre 0.5991, half 0.0478; 0.3 of 40 as in test_wilson_interval_by_hand
+    assert "0.600, 95% Wilson CI [0.551, 0.647] (n=1)" in section(text, "### membership: accuracy")
+    assert "0.300, 95% Wilson CI [0.181, 0.454] (n=1)" in section(text, "### inversion: eval_accuracy")
+    # a table value the saved scores do not reproduce gets no bootstrap interval around it
+    table = pd.read_parquet(tmp_path / "cells" / cell.name / "results.parquet")
+    table.loc[table["metric"] == "auc", "value"] = 0.9
+    write_table(table, tmp_path / "cells" / cell.name)
+    assert "| 0.900 (n=1) |" in section(build_report(tmp_path).read_text(), "### membership: auc")
+
+
+def test_bar_chart_colours_legend_and_chance():
+    from matplotlib.lines import Line2D
+
+    from mldoctor_bench.report import figures
+
+    assert len(set(figures.series_colours(25))) == 25 and len(set(figures.series_colours(13))) == 13
+    series = [f"membership_metric (B,S) v{i}" for i in range(13)]
+    summary = pd.DataFrame([{"cell": c, "dataset": d, "series": s, "mean": 0.6, "ci_low": 0.55, "ci_high": 0.65}
+                            for c, d in (("mnist5k/simple_cnn", "mnist5k"), ("cifar10/alexnet", "cifar10")) for s in series])
+    fig = figures.draw_bars(summary, "membership", "auc", {})
+    ax = fig.axes[0]
+    colours = {tuple(p.get_facecolor()) for p in ax.patches}
+    assert len(colours) == 13  # every series its own colour, none repeated after 10
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    assert legend.x0 >= ax.get_window_extent().x1  # beside the bars, not over them
+    assert any(isinstance(ln, Line2D) and ln.get_label() == "chance (0.5)" and set(ln.get_ydata()) == {0.5}
+               for ln in ax.get_lines())
+    one = summary.drop_duplicates("cell").assign(series="model_inversion (W,S)")
+    fig = figures.draw_bars(one, "inversion", "eval_accuracy", {"mnist5k": 10, "cifar10": 10})
+    assert any(ln.get_label() == "chance (0.1)" for ln in fig.axes[0].get_lines())
+    # attribute inference: no constant chance; each bar is crossed at its own stronger baseline
+    attribute = one.assign(series="attribute (W,S)")
+    fig = figures.draw_bars(attribute, "attribute", "accuracy", {}, attribute.assign(mean=[0.55, 0.62]))
+    marks = [c for c in fig.axes[0].collections if c.get_linewidth()[0] == 2]  # whiskers are 1.5 wide
+    assert [c.get_label() for c in marks][0] == "chance: stronger baseline" and len(marks) == 2
+    assert not any(ln.get_label().startswith("chance (") for ln in fig.axes[0].get_lines())
+    segments = [seg for c in marks for seg in c.get_segments()]
+    assert sorted(round(seg[0][1], 2) for seg in segments) == [0.55, 0.62]
+
+
+def test_wide_tables_are_split():
+    from mldoctor_bench.report.tables import MAX_COLUMNS
+
+    cell = Cell("d", "a", "none", 0)
+    rows = []
+    for i in range(17):
+        rows += metric_rows(cell, "membership_metric", "blackbox_shadow", f"v{i:02d}", {"auc": 0.5 + i / 100})
+    frame = to_frame(rows, Provenance("r", "h", "c", "t"), 0.0)
+    text = tables_summary(frame)
+    blocks = [b for b in text.split("\n\n") if b.startswith("|")]
+    assert len(blocks) == 3
+    for block in blocks:
+        header = block.splitlines()[0]
+        assert header.count("|") - 1 <= MAX_COLUMNS and header.startswith("| dataset / arch |")
+    assert sum(b.splitlines()[0].count("v") for b in blocks) >= 17
+
+
+def tables_summary(frame: pd.DataFrame) -> str:
+    from mldoctor_bench.report import tables
+
+    return tables.summary_table(stats.attack_rows(frame))
+
+
+def test_repeated_measurements_of_the_same_settings_are_not_extra_seeds(overfitting, tmp_path):
+    """A second run of the same settings and seed that only selected other attacks repeats the
+    target rows: they are shown once, not counted as another seed."""
+    import shutil
+
+    cell = sorted((overfitting / "cells").glob("*e10s0"))[0]
+    for name in ("a", "b"):
+        shutil.copytree(cell, tmp_path / "cells" / name)
+    table = pd.read_parquet(tmp_path / "cells" / "b" / "results.parquet")
+    table = table[table["attack"] == "target"].assign(config_hash="other", started_at="2026-02-01")
+    write_table(table, tmp_path / "cells" / "b")
+    config = (tmp_path / "cells" / "b" / "config.yaml").read_text()
+    (tmp_path / "cells" / "b" / "config.yaml").write_text(config + "attack:\n  membership_metric:\n    classwise: true\n")
+    text = build_report(tmp_path).read_text()
+    assert "Runs differ" not in text and "row(s) repeat a measurement" in text
+    assert "| mnist5k / simple_cnn / none | 0.700 (n=1) | 0.700 (n=1) |" in text
+
+
+def test_bootstrap_only_for_runs_shown_alone(overfitting):
+    from mldoctor_bench.report.collect import cell_configs, score_files, score_intervals
+    from mldoctor_bench.report.settings import with_settings
+
+    cells = sorted((overfitting / "cells").glob("*"))
+    frame, _ = with_settings(collect_table(overfitting), cell_configs(cells))
+    assert stats.single_runs(frame) == set()  # two seeds everywhere: nothing to bootstrap
+    assert score_intervals(score_files(cells), set()).empty
+    one = frame[~((frame["config_hash"] == "e50s1") & (frame["attack"] == "membership"))]
+    assert stats.single_runs(one) == {("e50s0", "membership", "blackbox_shadow")}
+    assert set(score_intervals(score_files(cells), stats.single_runs(one))["config_hash"]) == {"e50s0"}

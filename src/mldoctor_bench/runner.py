@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mldoctor_bench.attacks import ATTACKS, AttackContext, AttackSkipped
 from mldoctor_bench.attacks.base import CachedRequest, ModelRequest, ModelService, ReleasedModel
-from mldoctor_bench.cellfiles import CellFiles
+from mldoctor_bench.cellfiles import LOCATION_DATA_KEYS, LOCATION_KEYS, CellFiles
 from mldoctor_bench.data import DATASETS, ImageData, Splits, load_dataset
 from mldoctor_bench.data.base import Feedback
 from mldoctor_bench.data.splits import DEFAULT_RESERVE, PartitionError, partition
@@ -47,8 +47,6 @@ from mldoctor_bench.training import Recipe, TrainJob, configure_backends, resolv
 from mldoctor_bench import ui
 
 # Keys that say where things go, not what is computed: they do not enter the cell's hash.
-LOCATION_KEYS = ("results_dir", "device", "cache", "hydra")
-LOCATION_DATA_KEYS = ("root", "cache_dir", "download")
 MIN_IMAGE_SIZE = 8  # the smallest side every architecture accepts
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from mldoctor_bench.report import figures, stats, tables
-from mldoctor_bench.report.collect import Source, exposed_sets, locate, score_files
+from mldoctor_bench.report import figures, intervals, stats, tables
+from mldoctor_bench.report.collect import (Source, cell_configs, class_counts, exposed_sets, locate, score_files,
+                                           score_intervals)
+from mldoctor_bench.report.settings import latest_per_setting, with_settings
 from mldoctor_bench.results import KEY, merge_tables
 
 MIN_CORRELATION_CELLS = 3
@@ -45,27 +47,45 @@ def correlation_section(frame: pd.DataFrame, fig_dir: Path, report_dir: Path) ->
     lines += _figure_lines([figures.correlation_figure(corr, fig_dir)], report_dir)
     if not corr.empty:
         rows = [[name] + ["" if pd.isna(v) else f"{v:.3f}" for v in corr.loc[name]] for name in corr.index]
-        lines += [tables.markdown_table(["series"] + list(corr.columns), rows), ""]
+        lines += ["\n\n".join(tables.split_columns(["series"] + list(corr.columns), rows)), ""]
     return lines
 
 
 def render(frame: pd.DataFrame, source: Source, report_dir: Path) -> str:
     """The report's Markdown, drawing its figures into ``report_dir/figures``."""
     fig_dir = report_dir / "figures"
+    configs = cell_configs(source.cell_dirs)
+    frame, varying = with_settings(frame, configs)
+    frame, repeats = latest_per_setting(frame, set(configs.index))
+    scores = score_files(source.cell_dirs)
+    single = stats.single_run_intervals(frame, score_intervals(scores, stats.single_runs(frame)))
     ok = stats.ok_rows(frame)
-    n_runs = frame[["dataset", "arch", "defense", "seed"]].drop_duplicates().shape[0]
+    n_runs = frame[["dataset", "arch", "defense", "seed", "config_hash"]].drop_duplicates().shape[0]
     lines = [
         "# ML-Doctor assessment report", "",
         f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from {len(source.tables)} table(s), "
-        f"{n_runs} run(s) (dataset x arch x defense x seed), {len(frame)} rows ({len(ok)} ok metric rows).",
+        f"{n_runs} run(s), {len(frame)} rows ({len(ok)} ok metric rows).",
         "Cells show mean ± sample standard deviation, the 95% confidence interval of the mean "
-        "(t-distribution, n-1 degrees of freedom) and n, the number of seeds; with n=1 there is no interval.",
+        "(t-distribution, n-1 degrees of freedom, cut to the metric's range, e.g. [0, 1] for AUC) and n, the "
+        "number of seeds. A single run (n=1) shows, where its evaluation examples allow, a 95% percentile "
+        f"bootstrap interval ({intervals.BOOTSTRAP_RESAMPLES} stratified resamples of its saved membership "
+        f"scores, seed {intervals.BOOTSTRAP_SEED}: AUC, advantage, TPR at low FPR), or a Wilson interval for a "
+        "proportion of a known count (membership accuracy over its members and non-members, inversion's "
+        "evaluator accuracy over its reconstructions); its other numbers have no interval.",
         "",
     ]
-    repeated = ok[ok.duplicated(KEY + ["metric"], keep=False)]
-    if not repeated.empty:
+    if varying:
+        lines += [f"Runs differ in {', '.join(f'`{k}`' for k in varying)} besides dataset, arch, defense and seed: "
+                  "each value is its own row, never pooled with the others as if it were a seed.", ""]
+    if repeats:
+        lines += [f"{repeats} row(s) repeat a measurement of another run with the same settings and seed (the "
+                  "configurations differ only in which attacks or threat models ran): the latest run's is shown.", ""]
+    unknown = sorted(set(frame["config_hash"]) - set(configs.index))
+    repeated = ok[ok.duplicated(KEY + ["metric", stats.SETTINGS], keep=False)]
+    if unknown and not repeated.empty:
         lines += [f"Note: {repeated[KEY].drop_duplicates().shape[0]} key(s) were measured under more than one "
-                  "configuration (different config_hash); their values are pooled as if they were extra seeds.", ""]
+                  f"configuration (different config_hash) whose config.yaml is not beside the table ({len(unknown)} "
+                  "run(s) without one): their values are pooled as if they were extra seeds.", ""]
 
     lines += ["## Target utility", ""]
     gap = stats.target_gap(frame)
@@ -76,10 +96,10 @@ def render(frame: pd.DataFrame, source: Source, report_dir: Path) -> str:
     if not chosen:
         lines += ["No attack produced an ok metric.", ""]
     for (fam, metric), rows in chosen.items():
-        lines += [f"### {fam}: {metric}", "", tables.summary_table(rows), ""]
+        lines += [f"### {fam}: {metric}", "", tables.summary_table(rows, single=single), ""]
     low = stats.low_fpr_rows(frame)
     if not low.empty:
-        lines += ["### membership: TPR at low FPR", "", tables.summary_table(low, low), ""]
+        lines += ["### membership: TPR at low FPR", "", tables.summary_table(low, low, single), ""]
         if low["too_few"].any():
             lines += [tables.LOW_FPR_NOTE, ""]
 
@@ -91,22 +111,32 @@ def render(frame: pd.DataFrame, source: Source, report_dir: Path) -> str:
     lines += ["## MemInf ROC curves (log-log)", "",
               "The shaded band marks FPRs below 1/n_nonmembers: no measurement there rests on even one "
               "non-member.", ""]
-    lines += _figure_lines(figures.roc_figures(score_files(source.cell_dirs), fig_dir), report_dir)
+    lines += _figure_lines(figures.roc_figures(scores, fig_dir), report_dir)
     lines += ["## Most exposed training examples", "",
               "Per cell, the evaluation members that its strongest membership attack (by TPR at 1% FPR, ties "
               "by AUC, among attacks that saved them) scores highest: the training examples it exposes most.", ""]
     lines += _figure_lines(figures.exposed_figures(exposed_sets(source.cell_dirs), fig_dir), report_dir)
     lines += ["## Attacks by dataset and architecture (Figures 2 to 5)", ""]
-    lines += _figure_lines(figures.bar_figures(frame, fig_dir), report_dir)
-    lines += ["## Attacks against the target's train-test gap (Figures 6 to 8)", ""]
+    lines += ["Bars: mean over seeds, whiskers: its 95% interval. Dashed lines mark chance: 0.5 for membership "
+              "AUC and accuracy, 1/classes for inversion's evaluator accuracy and stealing's agreement; a black bar "
+              "across each attribute-inference bar marks its stronger baseline (majority attribute, or attribute "
+              "from the task label).", ""]
+    classes = class_counts(source.cell_dirs)
+    lines += _figure_lines(figures.bar_figures(frame, fig_dir, classes, single), report_dir)
+    lines += ["## Attacks against training settings and the train-test gap (Figures 6 to 8)", ""]
+    lines += _figure_lines(figures.setting_figures(frame, varying, fig_dir, classes, single), report_dir)
     lines += _figure_lines([figures.gap_figure(frame, fig_dir)], report_dir)
     lines += ["## Defense trade-off", ""]
     lines += _figure_lines([figures.defense_figure(frame, fig_dir)], report_dir)
     lines += correlation_section(frame, fig_dir, report_dir)
 
     lines += ["## Skipped and failed", ""]
+    unsupported = tables.unsupported_lines(frame)
+    if unsupported:
+        lines += ["Threat models an attack does not support (not run):", "", *unsupported, ""]
     problems = tables.problems_table(frame)
-    lines += [problems or "None: every selected attack and threat model ran.", ""]
+    lines += [problems or ("Nothing else: every other selected attack and threat model ran." if unsupported
+                           else "None: every selected attack and threat model ran."), ""]
     return "\n".join(lines)
 
 
@@ -126,10 +156,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="mldoctor-report", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Turn mldoctor-bench results into report/report.md with PNG figures: target utility, the\n"
-                    "paper's Tables 3-5 (mean, sd and 95% interval over seeds), TPR at low FPR, ROC curves,\n"
-                    "the most exposed training examples, bar charts per attack family, attacks against the\n"
-                    "train-test gap, the defense trade-off, the attack correlation matrix, and every skipped\n"
-                    "or failed row.",
+                    "paper's Tables 3-5 (mean, sd and 95% interval over seeds; a bootstrap or Wilson interval\n"
+                    "for one run), TPR at low FPR, ROC curves, the most exposed training examples, bar charts\n"
+                    "per attack family, attacks against swept settings (e.g. training epochs) and the train-test\n"
+                    "gap, the defense trade-off, the attack correlation matrix, and every skipped or failed row.",
         epilog="examples:\n  mldoctor-report results\n  mldoctor-report results/hydra/sweeps/<time> --out /tmp/report\n"
                "  mldoctor-report /tmp/res/cells/<cell>/results.parquet")
     parser.add_argument("path", type=Path, help="a results directory (with cells/), a sweep folder, or a results.parquet")

@@ -3,12 +3,16 @@ and their most exposed members."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from mldoctor_bench.cellfiles import CELLS, DONE, EXPOSED, TABLE_STEM, CellFiles, pointed_cells
+from mldoctor_bench.report.intervals import bootstrap_membership
+from mldoctor_bench.report.settings import flatten
 from mldoctor_bench.report.stats import STRENGTH, membership_ranking, series_label
 from mldoctor_bench.results import merge_tables, read_table
 
@@ -67,6 +71,7 @@ class ScoreFile:
     attack: str
     threat_model: str
     path: Path
+    config_hash: str = ""
 
 
 def score_files(cell_dirs: list[Path]) -> list[ScoreFile]:
@@ -76,7 +81,7 @@ def score_files(cell_dirs: list[Path]) -> list[ScoreFile]:
         key = read_table(CellFiles(cell).table).iloc[0]
         for path in sorted(cell.glob("*/*/scores*.parquet")):
             out.append(ScoreFile(str(key["dataset"]), str(key["arch"]), str(key["defense"]), int(key["seed"]),
-                                 path.parent.parent.name, path.parent.name, path))
+                                 path.parent.parent.name, path.parent.name, path, str(key["config_hash"])))
     return out
 
 
@@ -86,6 +91,52 @@ def read_scores(path: Path) -> dict[str, pd.DataFrame]:
     if "variant" not in frame:
         frame["variant"] = ""
     return {str(v): g[["score", "label"]] for v, g in frame.groupby("variant", sort=True)}
+
+
+def score_intervals(files: list[ScoreFile], runs: set[tuple[str, str, str]] | None = None) -> pd.DataFrame:
+    """Bootstrap intervals over evaluation examples (see :func:`intervals.bootstrap_membership`) for
+    the membership attacks' saved scores, only those of ``runs`` (``(config_hash, attack,
+    threat_model)``; all when None): columns ``config_hash, attack, threat_model, variant, metric,
+    estimate, ci_low, ci_high``. The privacy audit scores canaries, not members: left out."""
+    records = []
+    for f in files:
+        if not f.attack.startswith("membership") or (runs is not None and (f.config_hash, f.attack, f.threat_model)
+                                                       not in runs):
+            continue
+        for variant, frame in read_scores(f.path).items():
+            boot = bootstrap_membership(frame["label"].to_numpy(), frame["score"].to_numpy())
+            for metric, (estimate, low, high) in boot.items():
+                records.append({"config_hash": f.config_hash, "attack": f.attack, "threat_model": f.threat_model,
+                                "variant": variant, "metric": metric, "estimate": estimate,
+                                "ci_low": low, "ci_high": high})
+    return pd.DataFrame(records, columns=["config_hash", "attack", "threat_model", "variant", "metric",
+                                          "estimate", "ci_low", "ci_high"])
+
+
+def cell_configs(cell_dirs: list[Path]) -> pd.DataFrame:
+    """One row per cell with a ``config.yaml``: its flattened settings, indexed by config hash."""
+    records = {}
+    for cell in cell_dirs:
+        files = CellFiles(cell)
+        if not files.config.exists():
+            continue
+        config_hash = str(read_table(files.table)["config_hash"].iloc[0])
+        records[config_hash] = flatten(OmegaConf.to_container(OmegaConf.load(files.config)) or {})
+    frame = pd.DataFrame.from_dict(records, orient="index")
+    frame.index.name = "config_hash"
+    return frame
+
+
+def class_counts(cell_dirs: list[Path]) -> dict[str, int]:
+    """``{dataset: number of classes}`` from the cells' target manifests (for chance levels)."""
+    out = {}
+    for cell in cell_dirs:
+        manifest = CellFiles(cell).target_manifest
+        if manifest.exists():
+            info = json.loads(manifest.read_text())
+            if "num_classes" in info and "dataset" in info:
+                out[str(info["dataset"])] = int(info["num_classes"])
+    return out
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,11 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
-from mldoctor_bench.results import OK
 from mldoctor_bench.metrics import too_few_negatives
+from mldoctor_bench.report import intervals
+from mldoctor_bench.report.settings import LABEL as SETTINGS
+from mldoctor_bench.results import OK
 from mldoctor_bench.threat_catalog import short_name
 
 # Each attack family's main metrics, most preferred first. A family's charts and tables use the
@@ -33,7 +34,8 @@ FAMILY_PATTERNS = (("membership", "membership"), ("inversion", "inversion"), ("m
                    ("attribute", "attribute"), ("attrinf", "attribute"), ("steal", "stealing"),
                    ("audit", "privacy_audit"))
 GENERIC_METRICS = ("auc", "accuracy", "agreement", "eval_accuracy", "mse")
-CELL = ["dataset", "arch", "defense"]
+# A group of runs that differ only in their seed: the settings label keeps swept settings apart.
+CELL = ["dataset", "arch", "defense", SETTINGS]
 SERIES = ["attack", "threat_model", "variant"]
 LOW_FPR_PREFIX = "tpr_at_fpr_"
 AUDIT_METRICS = ("epsilon", "epsilon_lower_bound", "correct_guesses", "guesses", "canaries", "delta")
@@ -43,9 +45,11 @@ STRENGTH = ("tpr_at_fpr_0.01", "auc")
 
 @dataclass(frozen=True)
 class Summary:
-    """Mean, sample standard deviation and a two-sided t confidence interval over ``n`` values.
+    """Mean, sample standard deviation, a 95% confidence interval and how it was made, over ``n`` values.
 
-    With ``n == 1`` the standard deviation and the interval are NaN: one seed says nothing about spread.
+    ``method`` is ``t`` (over seeds, cut to the metric's range), ``bootstrap`` (one run, over its
+    evaluation examples), ``wilson`` (one run, a proportion of a known count) or ``""`` (no interval:
+    one run with nothing to resample). With ``n == 1`` the standard deviation is NaN.
     """
 
     mean: float
@@ -53,14 +57,16 @@ class Summary:
     n: int
     ci_low: float
     ci_high: float
+    method: str = ""
 
     @property
     def half_width(self) -> float:
         return (self.ci_high - self.ci_low) / 2
 
 
-def t_summary(values: Sequence[float], level: float = 0.95) -> Summary:
-    """Mean, sd (ddof=1) and the ``level`` t-interval ``mean +- t((1+level)/2, n-1) * sd / sqrt(n)``."""
+def t_summary(values: Sequence[float], level: float = 0.95, metric: str = "") -> Summary:
+    """Mean, sd (ddof=1) and the ``level`` t-interval ``mean +- t((1+level)/2, n-1) * sd / sqrt(n)``,
+    cut to the range of ``metric`` (see :func:`intervals.metric_range`); no interval for one value."""
     x = np.asarray([v for v in values if not pd.isna(v)], dtype=np.float64)
     n = len(x)
     if n == 0:
@@ -68,9 +74,8 @@ def t_summary(values: Sequence[float], level: float = 0.95) -> Summary:
     mean = float(x.mean())
     if n == 1:
         return Summary(mean, math.nan, 1, math.nan, math.nan)
-    sd = float(x.std(ddof=1))
-    half = float(scipy_stats.t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
-    return Summary(mean, sd, n, mean - half, mean + half)
+    low, high = intervals.clip_interval(*intervals.t_interval(x, level), metric)
+    return Summary(mean, float(x.std(ddof=1)), n, low, high, "t")
 
 
 def family(attack: str) -> str:
@@ -83,9 +88,10 @@ def family(attack: str) -> str:
 
 
 def ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows with status ok that carry a metric value."""
+    """Rows with status ok that carry a metric value (with an empty settings label if it had none)."""
     keep = (frame["status"] == OK) & (frame["metric"] != "") & frame["value"].notna()
-    return frame[keep]
+    rows = frame[keep]
+    return rows if SETTINGS in rows else rows.assign(**{SETTINGS: ""})
 
 
 def attack_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -139,13 +145,69 @@ def table_metric_rows(frame: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame
     return dict(sorted(out.items()))
 
 
-def summarise(rows: pd.DataFrame, by: list[str], level: float = 0.95) -> pd.DataFrame:
-    """One line per ``by`` group: mean, sd, n, ci_low, ci_high of ``value`` over the group (the seeds)."""
+SINGLE_RUN_KEY = ["config_hash", "attack", "threat_model", "variant", "metric"]
+
+
+def single_runs(frame: pd.DataFrame) -> set[tuple[str, str, str]]:
+    """``(config_hash, attack, threat_model)`` of attack runs that are alone in their group (one seed
+    of their dataset/arch/defense and settings): the only ones a table shows with n=1."""
+    rows = attack_rows(frame)
+    runs = rows[CELL + ["attack", "threat_model", "config_hash"]].drop_duplicates()
+    alone = runs.groupby(CELL + ["attack", "threat_model"])["config_hash"].transform("size") == 1
+    return set(runs.loc[alone, ["config_hash", "attack", "threat_model"]].itertuples(index=False, name=None))
+
+
+def single_run_intervals(frame: pd.DataFrame, boot: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Intervals for one run's numbers (columns :data:`SINGLE_RUN_KEY`, ``ci_low, ci_high, method``):
+
+    - ``bootstrap``: the rows of ``boot`` (see :func:`collect.score_intervals`) whose estimate from
+      the saved scores equals the table's value, so the interval is around the number shown;
+    - ``wilson``: a membership attack's accuracy over its ``n_members + n_nonmembers`` examples, and
+      inversion's ``eval_accuracy`` over its ``reconstructions``.
+    Other metrics of a single run get no interval (nothing per example is saved for them)."""
+    rows = attack_rows(frame)
+    pieces = []
+    if boot is not None and not boot.empty:
+        joined = rows.merge(boot, on=SINGLE_RUN_KEY)
+        joined = joined[(joined["estimate"] - joined["value"]).abs() <= 1e-6]
+        pieces.append(joined.assign(method="bootstrap")[SINGLE_RUN_KEY + ["ci_low", "ci_high", "method"]])
+    run = ["config_hash", "attack", "threat_model", "variant", "seed"]
+    wide = rows.pivot_table(index=run, columns="metric", values="value", aggfunc="first")
+    records = []
+    for key, r in wide.iterrows():
+        fam = family(key[1])
+        if fam == "membership" and {"accuracy", "n_members", "n_nonmembers"} <= set(r.dropna().index):
+            metric, count = "accuracy", r["n_members"] + r["n_nonmembers"]
+        elif fam == "inversion" and {"eval_accuracy", "reconstructions"} <= set(r.dropna().index):
+            metric, count = "eval_accuracy", r["reconstructions"]
+        else:
+            continue
+        low, high = intervals.wilson_interval(float(r[metric]), float(count))
+        records.append(dict(zip(SINGLE_RUN_KEY, (*key[:4], metric)), ci_low=low, ci_high=high, method="wilson"))
+    pieces.append(pd.DataFrame(records, columns=SINGLE_RUN_KEY + ["ci_low", "ci_high", "method"]))
+    out = pd.concat(pieces, ignore_index=True)
+    return out.drop_duplicates(SINGLE_RUN_KEY, keep="first")
+
+
+def summarise(rows: pd.DataFrame, by: list[str], level: float = 0.95,
+              single: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One line per ``by`` group: mean, sd, n, ci_low, ci_high and method of ``value`` over the
+    group (the seeds). t-intervals are cut to the metric's range; a group of one run takes its
+    interval from ``single`` (see :func:`single_run_intervals`) where it has one."""
+    lookup = {}
+    if single is not None and not single.empty:
+        lookup = {tuple(k[:-3]): k[-3:] for k in single[SINGLE_RUN_KEY + ["ci_low", "ci_high", "method"]]
+                  .itertuples(index=False)}
     records = []
     for keys, group in rows.groupby(by, sort=True, dropna=False):
-        s = t_summary(group["value"].tolist(), level)
+        metrics = group["metric"].unique() if "metric" in group else []
+        s = t_summary(group["value"].tolist(), level, metrics[0] if len(metrics) == 1 else "")
+        if s.n == 1 and lookup and set(SINGLE_RUN_KEY) <= set(group.columns):
+            found = lookup.get(tuple(group[SINGLE_RUN_KEY].iloc[0]))
+            if found is not None:
+                s = Summary(s.mean, s.sd, 1, *found)
         records.append({**dict(zip(by, keys if isinstance(keys, tuple) else (keys,))), **vars(s)})
-    return pd.DataFrame(records, columns=by + ["mean", "sd", "n", "ci_low", "ci_high"])
+    return pd.DataFrame(records, columns=by + ["mean", "sd", "n", "ci_low", "ci_high", "method"])
 
 
 def target_gap(frame: pd.DataFrame) -> pd.DataFrame:
