@@ -104,6 +104,9 @@ class DataSection:
     image_size: Optional[int] = setting(None, min=MIN_IMAGE_SIZE, example=64)
     download: bool = setting(False)
     cache_dir: Optional[str] = setting(None, example="~/.cache/mldoctor-bench/data")
+    # only dataset=folder has these two (its yaml adds them); see mldoctor_bench.data.folder
+    in_channels: Optional[int] = setting(None, choices=(1, 3), example=1)
+    attributes: Optional[str] = setting(None, example="attributes.csv")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -31,6 +31,8 @@ class ImageData:
         attribute: ``int64`` tensor ``(N,)`` of the sensitive attribute, or ``None``.
         num_attribute_classes: number of attribute values (0 when there is no attribute).
         attribute_name: what the attribute means, for reports.
+        files: each example's file relative to the dataset's folder, in row order (``cat/001.png``),
+            for datasets whose examples are files a person names (``folder``); ``None`` otherwise.
     """
 
     name: str
@@ -40,6 +42,7 @@ class ImageData:
     attribute: Optional[torch.Tensor] = None
     num_attribute_classes: int = 0
     attribute_name: str = ""
+    files: Optional[tuple[str, ...]] = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -48,6 +51,8 @@ class ImageData:
             raise ValueError("labels and images differ in length")
         if self.attribute is not None and len(self.attribute) != len(self.images):
             raise ValueError("attribute and images differ in length")
+        if self.files is not None and len(self.files) != len(self.images):
+            raise ValueError("files and images differ in length")
 
     def __len__(self) -> int:
         return len(self.images)

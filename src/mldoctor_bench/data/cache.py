@@ -9,6 +9,7 @@ a lock, so parallel sweep jobs decode a dataset once and never read a half-writt
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -50,7 +51,8 @@ def cache_key(dataset: str, stamps: list[Stamp], settings: dict) -> str:
 
 
 def save_images(path: Path, data: ImageData) -> None:
-    """Write ``data`` as safetensors (tensors plus the labels' meaning as metadata), atomically."""
+    """Write ``data`` as safetensors (tensors plus the labels' meaning and the file names as
+    metadata), atomically."""
     tensors = {"images": data.images.contiguous(), "labels": data.labels.contiguous()}
     if data.attribute is not None:
         tensors["attribute"] = data.attribute.contiguous()
@@ -60,6 +62,8 @@ def save_images(path: Path, data: ImageData) -> None:
         "num_attribute_classes": str(data.num_attribute_classes),
         "attribute_name": data.attribute_name,
     }
+    if data.files is not None:
+        meta["files"] = json.dumps(list(data.files))
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
@@ -76,6 +80,7 @@ def load_images(path: Path) -> ImageData:
         attribute=tensors.get("attribute"),
         num_attribute_classes=int(meta["num_attribute_classes"]),
         attribute_name=meta["attribute_name"],
+        files=tuple(json.loads(meta["files"])) if "files" in meta else None,
     )
 
 

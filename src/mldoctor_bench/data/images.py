@@ -21,21 +21,35 @@ from PIL import Image
 from mldoctor_bench.data.base import Progress
 
 _CHUNK = 1024  # images per resize/progress step
+CHANNELS = {"RGB": 3, "L": 1}  # Pillow modes the decoder produces, and their channel counts
 
 
-def decode_files(paths: Sequence[Path], size: int, label: str, progress: Optional[Progress] = None) -> torch.Tensor:
-    """Decode image files to RGB, resize each to ``size x size``; ``uint8 (N, 3, size, size)``.
+class UnreadableImage(OSError):
+    """An image file Pillow cannot decode; the message names the file."""
+
+
+def decode_files(paths: Sequence[Path], size: int, label: str, progress: Optional[Progress] = None,
+                 mode: str = "RGB") -> torch.Tensor:
+    """Decode image files to ``mode`` (``RGB``, or ``L`` for grey), resize each to ``size x size``;
+    ``uint8 (N, C, size, size)``. A file that cannot be decoded raises :class:`UnreadableImage`.
 
     JPEGs are decoded at the smallest DCT scale that still covers ``size`` (Pillow's ``draft``),
-    which is several times faster than a full decode followed by a larger reduction. Decoding runs
-    in a few threads (Pillow releases the GIL); ``progress``, when given, receives a bar to advance.
+    which is several times faster than a full decode followed by a larger reduction. Grey images are
+    Pillow's ``convert("L")`` of the RGB decode (ITU-R 601-2 luma), made before resizing. Decoding
+    runs in a few threads (Pillow releases the GIL); ``progress``, when given, receives a bar to advance.
     """
-    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    out = np.empty((len(paths), size, size, CHANNELS[mode]), dtype=np.uint8)
 
     def decode(i: int) -> None:
-        with Image.open(paths[i]) as img:
-            img.draft("RGB", (size, size))
-            out[i] = np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
+        try:
+            with Image.open(paths[i]) as img:
+                img.draft("RGB", (size, size))
+                pixels = img.convert("RGB")
+                if mode != "RGB":
+                    pixels = pixels.convert(mode)
+                out[i] = np.asarray(pixels.resize((size, size), Image.Resampling.BILINEAR)).reshape(size, size, -1)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise UnreadableImage(f"cannot read image {paths[i]}: {exc}") from exc
 
     workers = max(1, min(4, os.cpu_count() or 1))
     advance = progress(f"decode {label}", len(paths)) if progress is not None else None
