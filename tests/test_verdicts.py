@@ -3,6 +3,7 @@ that every verdict compares with what needs no leakage."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from mldoctor_bench.report.verdicts import HIGH, LOW, MODERATE, verdict_lines, verdicts
@@ -79,9 +80,30 @@ def test_the_section_states_each_verdict_and_its_rule():
     table = frame(("membership", "blackbox_shadow", "", {"tpr_at_fpr_0.01": 0.1, "auc": 0.7}),
                   ("inversion", "whitebox_shadow", "gmi", {"eval_accuracy": 0.15, "chance_accuracy": 0.1}))
     lines = verdict_lines(table)
-    assert lines[0] == "## Verdicts"
+    assert lines[0] == "## Verdicts" and lines[2] == "d/a/none:"
     assert "- **membership: high** (membership (B,S): TPR 0.100 at 1% FPR (10.0 times the FPR), AUC 0.700)." in lines
     assert any(line.startswith("- **inversion: low**") for line in lines)
     assert any(line.startswith("- membership: high if TPR at 1% FPR is at least 10 times") for line in lines)
     assert "attribute" not in " ".join(lines)  # no row, no verdict
     assert verdict_lines(frame())[2] == "No attack family has a usable row in these results."
+
+
+def test_several_models_get_one_row_each():
+    table = frame(("membership", "blackbox_shadow", "", {"tpr_at_fpr_0.01": 0.1, "auc": 0.7}))
+    other = frame(("membership", "blackbox_shadow", "", {"tpr_at_fpr_0.01": 0.01, "auc": 0.5}))
+    other["defense"] = "dp_sgd"
+    lines = verdict_lines(pd.concat([table, other], ignore_index=True))
+    assert "| model | membership |" in lines
+    assert "| d/a/dp_sgd | low |" in lines and "| d/a/none | high |" in lines
+
+
+def test_the_report_opens_with_the_verdicts(tmp_path):
+    from mldoctor_bench.report import build_report
+    from mldoctor_bench.results import write_table
+
+    table = frame(("membership", "blackbox_shadow", "", {"tpr_at_fpr_0.01": 0.03, "auc": 0.6}))
+    write_table(table, tmp_path / "cells" / "one")
+    (tmp_path / "cells" / "one" / "done.json").write_text("{}")
+    text = build_report(tmp_path).read_text()
+    assert text.index("## Verdicts") < text.index("## Target utility")
+    assert "- **membership: moderate**" in text

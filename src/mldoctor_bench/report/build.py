@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mldoctor_bench.report import figures, stats, tables
+from mldoctor_bench.report import figures, stats, tables, verdicts
 from mldoctor_bench.report.collect import Source, exposed_sets, locate, score_files
 from mldoctor_bench.results import KEY, merge_tables
 
@@ -62,6 +62,7 @@ def render(frame: pd.DataFrame, source: Source, report_dir: Path) -> str:
         "(t-distribution, n-1 degrees of freedom) and n, the number of seeds; with n=1 there is no interval.",
         "",
     ]
+    lines += verdicts.verdict_lines(frame)
     repeated = ok[ok.duplicated(KEY + ["metric"], keep=False)]
     if not repeated.empty:
         lines += [f"Note: {repeated[KEY].drop_duplicates().shape[0]} key(s) were measured under more than one "

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from mldoctor_bench.report.stats import SERIES, family, ok_rows, series_label
+from mldoctor_bench.report.stats import CELL, SERIES, family, ok_rows, series_label
 
 LOW, MODERATE, HIGH = "low", "moderate", "high"
 FPR = 0.01
@@ -162,12 +162,25 @@ def verdicts(frame: pd.DataFrame) -> list[Verdict]:
 
 
 def verdict_lines(frame: pd.DataFrame) -> list[str]:
-    """The report's first section: one line per family, then the rules."""
-    found = verdicts(frame)
-    if not found:
+    """The report's first section: per model (dataset, architecture, defense) one line per family,
+    or with several models one row each, then the rules."""
+    cells = {key: rows for key, rows in frame.groupby(CELL, sort=True)} if not frame.empty else {}
+    judged = {key: verdicts(rows) for key, rows in cells.items()}
+    judged = {key: found for key, found in judged.items() if found}
+    if not judged:
         return ["## Verdicts", "", "No attack family has a usable row in these results.", ""]
     lines = ["## Verdicts", ""]
-    lines += [f"- **{v.family}: {v.level}** ({v.series}: {v.evidence})." for v in found]
+    if len(judged) == 1:
+        [(key, found)] = judged.items()
+        lines += [f"{'/'.join(map(str, key))}:", ""]
+        lines += [f"- **{v.family}: {v.level}** ({v.series}: {v.evidence})." for v in found]
+    else:
+        families = [f for f in JUDGES if any(v.family == f for found in judged.values() for v in found)]
+        lines += ["| model | " + " | ".join(families) + " |", "| --- |" + " --- |" * len(families)]
+        for key, found in judged.items():
+            by_family = {v.family: v.level for v in found}
+            lines.append(f"| {'/'.join(map(str, key))} | " + " | ".join(by_family.get(f, "") for f in families) + " |")
+    used = [f for f in JUDGES if any(v.family == f for found in judged.values() for v in found)]
     lines += ["", "How each verdict is reached (the strongest series of each family, means over seeds):", ""]
-    lines += [f"- {v.family}: {v.rule}." for v in found]
+    lines += [f"- {f}: {RULES[f]}." for f in used]
     return lines + [""]
