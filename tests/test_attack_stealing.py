@@ -7,12 +7,13 @@ from hand_context import hand_context
 from mldoctor_bench.attacks import ATTACKS
 from mldoctor_bench.data.base import ImageData
 from mldoctor_bench.metrics import agreement
+from mldoctor_bench.attacks.base import ModelService
 from mldoctor_bench.models import build_model
 from mldoctor_bench.training import accuracy, predict_logits
 
 
-class RecordingModels:
-    """A model service that records what the surrogate would be trained on and returns ``model``."""
+class RecordingModels(ModelService):
+    """A model service that records what each model would be trained on and returns ``model``."""
 
     def __init__(self, model):
         self.model, self.calls = model, []
@@ -54,9 +55,20 @@ def test_a_perfect_copy_agrees_everywhere(data, target, tmp_path):
     assert results["posteriors"]["accuracy"] == pytest.approx(accuracy(target, test.images, test.labels))
 
 
+def test_the_baseline_trains_on_the_same_images_with_their_true_labels(data, target, tmp_path):
+    results, ctx, service = steal("blackbox_partial", data, target, tmp_path, budget=37)
+    surrogate, baseline = service.calls
+    assert baseline["role"] == "stealing-baseline" and baseline["epochs"] == 7
+    assert torch.equal(baseline["images"], surrogate["images"])
+    assert torch.equal(baseline["targets"], ctx.knowledge.members.labels[:37])  # no query answers
+    row = results["posteriors"]
+    # the recording service hands back the target for both: both copies agree everywhere
+    assert row["baseline_agreement"] == row["agreement"] == 1.0 and row["agreement_over_baseline"] == 0.0
+
+
 def test_posteriors_variant_trains_on_the_targets_probability_rows(data, target, tmp_path):
     results, ctx, service = steal("blackbox_shadow", data, target, tmp_path)
-    (call,) = service.calls
+    call, _ = service.calls
     assert "posteriors" in call["role"] and "blackbox_shadow" in call["role"] and call["epochs"] == 7
     assert torch.equal(call["images"], ctx.knowledge.data.images)  # both shadow quarters
     soft = call["targets"]
@@ -70,7 +82,7 @@ def test_label_only_variant_sees_labels_and_nothing_else(data, target, tmp_path)
     results, ctx, service = steal("blackbox_label_only", data, target, tmp_path)
     assert not hasattr(ctx.target, "posteriors")
     assert set(results) == {"labels"}
-    (call,) = service.calls
+    call, _ = service.calls
     assert "labels" in call["role"]
     assert call["targets"].dtype == torch.int64 and call["targets"].dim() == 1
     assert torch.equal(call["targets"], predict_logits(target, call["images"]).argmax(1))

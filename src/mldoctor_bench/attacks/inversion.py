@@ -180,6 +180,7 @@ def score(inversion: Inversion, classes: torch.Tensor, target: torch.nn.Module, 
         "mse_start": class_average(start_errors, classes.cpu()),
         "eval_accuracy": p,
         "eval_accuracy_se": math.sqrt(p * (1 - p) / n),
+        "chance_accuracy": 1.0 / logits.shape[1],  # an evaluator guessing the class uniformly
         "reconstructions": float(n),
         "target_confidence": float(probability.mean()),
         "target_accuracy": float((logits.argmax(1) == wanted).double().mean()),

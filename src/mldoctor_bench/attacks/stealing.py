@@ -5,6 +5,11 @@ part of target-train under (B,P)) and trains a surrogate of the target's archite
 the answers: soft labels with cross-entropy to the released probabilities (the original fitted
 logits to probabilities with MSE), or hard labels when only labels are released. The surrogate is
 scored on target-test by its accuracy and its agreement with the target.
+
+What querying adds is measured against a model the attacker could train without the target: the
+same architecture, recipe and images with their true labels (``baseline_agreement``,
+``baseline_accuracy``); ``agreement_over_baseline`` is the difference. A surrogate that agrees with
+the target no more than that baseline has stolen nothing a labelled dataset would not give.
 """
 
 from __future__ import annotations
@@ -32,12 +37,12 @@ def query_answers(access: LabelOnlyAccess, images: torch.Tensor) -> tuple[str, t
     return "labels", access.labels(images)
 
 
-def score_surrogate(surrogate: nn.Module, access: LabelOnlyAccess, test: Labeled) -> dict[str, float]:
-    """Surrogate accuracy on ``test`` and its agreement with the target's predicted labels."""
+def score_surrogate(surrogate: nn.Module, target_labels: torch.Tensor, test: Labeled) -> dict[str, float]:
+    """Surrogate accuracy on ``test`` and its agreement with the target's predicted ``target_labels``."""
     predicted = predict_logits(surrogate, test.images).argmax(1).cpu()
     return {
         "accuracy": float((predicted == test.labels).double().mean()),
-        "agreement": agreement(predicted.numpy(), access.labels(test.images).numpy()),
+        "agreement": agreement(predicted.numpy(), target_labels.numpy()),
     }
 
 
@@ -66,12 +71,26 @@ class ModelStealing(Attack):
         return variant, ModelRequest(f"surrogate-{variant}-{ctx.threat_model.name}", images, answers,
                                      epochs=ctx.settings.epochs)
 
+    @staticmethod
+    def baseline(ctx: AttackContext, request: ModelRequest) -> ModelRequest:
+        """The model the attacker trains on the surrogate's images with their true labels, no query
+        made (the same images give the same model under every threat model: trained once)."""
+        data = training_data(ctx)
+        return ModelRequest("stealing-baseline", request.images, data.labels[: len(request.images)],
+                            epochs=request.epochs)
+
     def models_wanted(self, ctx: AttackContext) -> list[ModelRequest]:
-        return [self.surrogate(ctx)[1]]
+        request = self.surrogate(ctx)[1]
+        return [request, self.baseline(ctx, request)]
 
     def run(self, ctx: AttackContext) -> VariantMetrics:
         variant, request = self.surrogate(ctx)
-        surrogate = ctx.models.classifier(request.role, request.images, request.targets, epochs=request.epochs)
-        metrics = score_surrogate(surrogate, ctx.target, ctx.evaluation.target_test)
-        metrics["queries"] = float(len(request.images))
+        surrogate, baseline = ctx.models.prepare([request, self.baseline(ctx, request)])
+        test = ctx.evaluation.target_test
+        target_labels = ctx.target.labels(test.images)
+        metrics = score_surrogate(surrogate, target_labels, test)
+        base = score_surrogate(baseline, target_labels, test)
+        metrics.update(baseline_agreement=base["agreement"], baseline_accuracy=base["accuracy"],
+                       agreement_over_baseline=metrics["agreement"] - base["agreement"],
+                       queries=float(len(request.images)))
         return {variant: metrics}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mldoctor_bench.report import figures, intervals, stats, tables
+from mldoctor_bench.report import figures, intervals, stats, tables, verdicts
 from mldoctor_bench.report.collect import (Source, cell_configs, class_counts, exposed_sets, locate, score_files,
                                            score_intervals)
 from mldoctor_bench.report.settings import latest_per_setting, with_settings
@@ -74,6 +74,7 @@ def render(frame: pd.DataFrame, source: Source, report_dir: Path) -> str:
         "evaluator accuracy over its reconstructions); its other numbers have no interval.",
         "",
     ]
+    lines += verdicts.verdict_lines(frame)
     if varying:
         lines += [f"Runs differ in {', '.join(f'`{k}`' for k in varying)} besides dataset, arch, defense and seed: "
                   "each value is its own row, never pooled with the others as if it were a seed.", ""]
