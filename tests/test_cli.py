@@ -218,8 +218,9 @@ def test_a_failed_attack_leaves_the_cell_not_done_exits_3_and_a_rerun_retries_on
 
 
 def test_models_that_fail_to_train_ahead_are_trained_by_their_attacks(tmp_path, monkeypatch):
-    """The surrogates of two stealing threat models are trained before the attacks run; when that
-    fails, each attack trains its own and the cell completes with the same kind of rows."""
+    """The surrogates (and the no-query baseline) of two stealing threat models are trained before the
+    attacks run; when that fails, each attack trains its own and the cell completes with the same
+    kind of rows."""
     import sys
 
     from mldoctor_bench import cli
@@ -229,7 +230,7 @@ def test_models_that_fail_to_train_ahead_are_trained_by_their_attacks(tmp_path, 
 
     def fails_when_ahead(self, trainings):
         calls.append([t.role for t in trainings])
-        if len(trainings) > 1:  # only train_ahead asks for several attackers' models at once
+        if len(calls) == 1:  # train_ahead: the first to ask for the attackers' models
             raise RuntimeError("forced failure ahead")
         return real_obtain_all(self, trainings)
 
@@ -239,9 +240,10 @@ def test_models_that_fail_to_train_ahead_are_trained_by_their_attacks(tmp_path, 
             f"results_dir={tmp_path / 'res'}"]
     monkeypatch.setattr(sys, "argv", args)
     cli.main()
-    assert calls[0] == ["surrogate-posteriors-blackbox_shadow", "surrogate-labels-blackbox_label_only"]
-    assert sorted(map(tuple, calls[1:])) == [("surrogate-labels-blackbox_label_only",),
-                                             ("surrogate-posteriors-blackbox_shadow",)]
+    assert calls[0] == ["surrogate-posteriors-blackbox_shadow", "stealing-baseline",
+                        "surrogate-labels-blackbox_label_only", "stealing-baseline"]
+    assert sorted(map(tuple, calls[1:])) == [("surrogate-labels-blackbox_label_only", "stealing-baseline"),
+                                             ("surrogate-posteriors-blackbox_shadow", "stealing-baseline")]
     cell = next((tmp_path / "res" / "cells").iterdir())
     table = pd.read_parquet(cell / "results.parquet")
     assert (table.status == "ok").all() and (cell / "done.json").exists()
