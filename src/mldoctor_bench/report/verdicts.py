@@ -128,20 +128,22 @@ def _inversion(row: pd.Series):
             (accuracy / chance,))
 
 
-def _attribute(row: pd.Series):
-    margin = _get(row, "advantage_over_baseline")
-    if math.isnan(margin):
-        return None
-    return (margin_level(margin), f"accuracy {_get(row, 'accuracy'):.3f} against the stronger baseline "
-            f"{_get(row, 'best_baseline_accuracy'):.3f} ({margin:+.3f})", (margin,))
+def _margin(margin: str, value: str, baseline: str, template: str):
+    """A judge of an advantage ``margin`` of ``value`` over ``baseline`` (attribute, stealing)."""
+
+    def judge(row: pd.Series):
+        m = _get(row, margin)
+        if math.isnan(m):
+            return None
+        return margin_level(m), template.format(_get(row, value), _get(row, baseline), m), (m,)
+
+    return judge
 
 
-def _stealing(row: pd.Series):
-    margin = _get(row, "agreement_over_baseline")
-    if math.isnan(margin):
-        return None
-    return (margin_level(margin), f"agreement {_get(row, 'agreement'):.3f} against {_get(row, 'baseline_agreement'):.3f} "
-            f"without queries ({margin:+.3f})", (margin,))
+_attribute = _margin("advantage_over_baseline", "accuracy", "best_baseline_accuracy",
+                     "accuracy {:.3f} against the stronger baseline {:.3f} ({:+.3f})")
+_stealing = _margin("agreement_over_baseline", "agreement", "baseline_agreement",
+                    "agreement {:.3f} against {:.3f} without queries ({:+.3f})")
 
 
 JUDGES = {"membership": _membership, "inversion": _inversion, "attribute": _attribute, "stealing": _stealing}
