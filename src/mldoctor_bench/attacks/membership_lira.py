@@ -29,11 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, ModelRequest, VariantMetrics
-from mldoctor_bench.attacks.reference_models import (OFFLINE, ONLINE, ReferenceSet, Signals, candidates, check_pairs,
-                                                     query_views, reference_set, signals)
+from mldoctor_bench.attacks.reference_models import (OFFLINE, ONLINE, Signals, candidates, check_pairs, query_views,
+                                                     reference_set, reference_signals, save_masks, signals)
 from mldoctor_bench.attacks.scoring import save_exposed, save_scores
 from mldoctor_bench.metrics import membership_metrics
 from mldoctor_bench.settings import setting
@@ -134,15 +133,3 @@ class LiraMembershipInference(Attack):
         save_masks(ctx, masks)
         return results
 
-
-def reference_signals(ctx: AttackContext, refs: ReferenceSet, views: list[torch.Tensor],
-                      labels: torch.Tensor) -> Signals:
-    """The signals of every query view under every reference of ``refs``: ``(views, references,
-    examples)``; the references are trained (or loaded) together first."""
-    released = [ctx.models.released(m) for m in ctx.models.prepare(refs.requests)]
-    return Signals.stack([Signals.stack([signals(r, v, labels) for r in released]) for v in views])
-
-
-def save_masks(ctx: AttackContext, masks: dict[str, torch.Tensor]) -> None:
-    """``masks.safetensors``: per kind, ``(references, pool rows)`` with 1 where a reference trained."""
-    save_file({k: v.to(torch.uint8).contiguous() for k, v in masks.items()}, str(ctx.out_dir / "masks.safetensors"))

@@ -29,8 +29,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, ModelRequest, VariantMetrics
-from mldoctor_bench.attacks.membership_lira import reference_signals, save_masks
-from mldoctor_bench.attacks.reference_models import OFFLINE, ONLINE, candidates, check_pairs, reference_set, signals
+from mldoctor_bench.attacks.reference_models import (OFFLINE, ONLINE, candidates, check_pairs, reference_set,
+                                                     reference_signals, save_masks, signals)
 from mldoctor_bench.attacks.scoring import save_exposed, save_scores
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.metrics import membership_metrics

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from safetensors.torch import save_file
 
 from mldoctor_bench.attacks.base import AttackContext, ModelRequest
 from mldoctor_bench.attacks.signals import loss_and_confidence
@@ -130,3 +131,16 @@ def query_views(images: torch.Tensor, flip: bool, shift: int) -> list[torch.Tens
             moved[tuple(index)] = 0
             views.append(moved)
     return views
+
+
+def reference_signals(ctx: AttackContext, refs: ReferenceSet, views: list[torch.Tensor],
+                      labels: torch.Tensor) -> Signals:
+    """The signals of every query view under every reference of ``refs``: ``(views, references,
+    examples)``; the references are trained (or loaded) together first."""
+    released = [ctx.models.released(m) for m in ctx.models.prepare(refs.requests)]
+    return Signals.stack([Signals.stack([signals(r, v, labels) for r in released]) for v in views])
+
+
+def save_masks(ctx: AttackContext, masks: dict[str, torch.Tensor]) -> None:
+    """``masks.safetensors``: per kind, ``(references, pool rows)`` with 1 where a reference trained."""
+    save_file({k: v.to(torch.uint8).contiguous() for k, v in masks.items()}, str(ctx.out_dir / "masks.safetensors"))
