@@ -4,8 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RESULTS ?= results
+EXAMPLE = $(abspath $(RESULTS))/assess-example
 
-.PHONY: install demo test test-fast report bench bench-low-fpr clean-results
+.PHONY: install demo test test-fast report bench bench-low-fpr defense-tradeoffs assess-example clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,24 @@ bench: install
 # false-positive rates"); about 8 minutes per seed on 2 CPU cores.
 bench-low-fpr: install
 	$(BIN)/python scripts/bench_low_fpr.py --results-dir $(RESULTS)/low-fpr
+
+# The "Suggested defenses" table of mldoctor-assess's report: one target per defense on the quick
+# cell (about 40 minutes on 2 CPU cores), summarised into src/mldoctor_bench/report/defense_tradeoffs.csv.
+defense-tradeoffs: install
+	$(BIN)/mldoctor-bench -m +experiment=defense_tradeoffs results_dir=$(RESULTS)/defense-tradeoffs
+	$(BIN)/python scripts/defense_tradeoffs.py $(RESULTS)/defense-tradeoffs
+
+# mldoctor-assess on a model trained outside the benchmark (README, "Assess your own model"): the
+# embedded digits written as an image folder, a small CNN trained on 1,000 of them by its owner's
+# own script, then the assessment and its report.
+assess-example: install
+	$(BIN)/python examples/assess/make_folder.py $(EXAMPLE)/digits
+	cd examples/assess && $(abspath $(BIN))/python train.py $(EXAMPLE)/digits $(EXAMPLE)/model
+	PYTHONPATH=$(abspath examples/assess) $(BIN)/mldoctor-assess model.weights=$(EXAMPLE)/model/net.safetensors \
+		model.factory=tiny_net:make_net model.image_size=28 model.in_channels=1 \
+		'model.normalize.mean=[0.1307]' 'model.normalize.std=[0.3081]' \
+		dataset=folder data.root=$(EXAMPLE)/digits data.attributes=$(EXAMPLE)/digits/attributes.csv \
+		members=$(EXAMPLE)/model/members.txt results_dir=$(EXAMPLE)
 
 # One target per paper table or figure: a Hydra experiment (conf/experiment/) swept into
 # $(RESULTS)/<experiment>, then the report. `<target>-small` runs the laptop-sized rehearsal on the

@@ -10,10 +10,11 @@ which is imported and run: naming a factory means trusting that module, as runni
 Every refusal raises :class:`OwnerModelError`, one line that names the problem and the fix.
 
 The model need not be a :class:`mldoctor_bench.models.Classifier`: any ``nn.Module`` whose forward
-pass maps a batch of normalised images ``(N, C, S, S)`` (float32, as the benchmark normalises them)
-to logits ``(N, num_classes)`` can be loaded. Black-box attacks need only that forward pass; code
-that reads the penultimate embedding or the final layer (``model.embed``, ``model.head``: white-box
-membership inference, attribute inference) needs a ``Classifier`` and must check for one.
+pass maps a batch of images ``(N, C, S, S)``, normalised as the owner trained it, to logits
+``(N, num_classes)`` can be loaded. :class:`OwnerClassifier` wraps it so that the benchmark queries
+it as its own models: it takes the benchmark's inputs (pixels scaled to ``[-1, 1]``) and applies the
+owner's normalisation, and for white-box attacks it reads the penultimate embedding as the input of
+the model's last ``nn.Linear``, checked on every call to give the model's own output.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
-from mldoctor_bench.models import build_model
+from mldoctor_bench.attacks.base import AttackSkipped
+from mldoctor_bench.models import Classifier, build_model
 from mldoctor_bench.registry import UnknownEntryError
 
 SAVE_HINT = ("save the weights alone: safetensors.torch.save_file(model.state_dict(), 'model.safetensors') "
@@ -38,8 +40,95 @@ SAVE_HINT = ("save the weights alone: safetensors.torch.save_file(model.state_di
 WRAPPER_KEYS = ("state_dict", "model")  # checkpoints that hold the state dict under one of these
 
 
+BENCHMARK_MEAN, BENCHMARK_STD = 0.5, 0.5  # the benchmark's own normalisation: pixels p in [0, 1] -> (p - 0.5) / 0.5
+
+
 class OwnerModelError(ValueError):
     """An owner's weights or architecture that cannot be loaded as given; the message is one line with the fix."""
+
+
+class NoEmbedding(AttackSkipped):
+    """A white-box attack needs the penultimate embedding, which this model does not expose."""
+
+
+class OwnerClassifier(nn.Module):
+    """An owner's model as the benchmark queries its own: inputs normalised the benchmark's way
+    (``[-1, 1]``) are mapped to the owner's ``(p - mean) / std`` on the ``[0, 1]`` pixel scale.
+
+    ``embed`` and ``head`` are a :class:`Classifier`'s own where the model is one; otherwise ``head``
+    is the model's last ``nn.Linear`` and ``embed(x)`` its input (flattened), recorded by a forward
+    hook. Every ``embed`` call checks that this layer's output is the model's output; where it is not
+    (e.g. a softmax or another layer after it), or the model has no ``nn.Linear``, ``embed`` raises
+    :class:`NoEmbedding` and the white-box attack is recorded as skipped with that reason."""
+
+    def __init__(self, model: nn.Module, num_classes: int, in_channels: int,
+                 mean: Optional[list[float]] = None, std: Optional[list[float]] = None) -> None:
+        super().__init__()
+        self.model = model
+        self.num_classes = int(num_classes)
+        mean_t, std_t = normalisation(mean, std, in_channels)
+        # x = 2p - 1 (benchmark) -> (p - mean) / std = x * (0.5 / std) + (0.5 - mean) / std
+        self.register_buffer("scale", (0.5 / std_t).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("shift", ((0.5 - mean_t) / std_t).view(1, -1, 1, 1), persistent=False)
+
+    def adapt(self, x: torch.Tensor) -> torch.Tensor:
+        """Benchmark-normalised images as the owner's model takes them."""
+        return x * self.scale + self.shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self.adapt(x))
+
+    @property
+    def head(self) -> nn.Linear:
+        if isinstance(self.model, Classifier):
+            return self.model.head
+        linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise NoEmbedding("the owner's model has no nn.Linear layer, so no penultimate embedding for white-box "
+                              "attacks to read")
+        return linears[-1]
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.head.in_features
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate embedding of ``x`` (see the class docstring); raises :class:`NoEmbedding`."""
+        if isinstance(self.model, Classifier):
+            return self.model.embed(self.adapt(x))
+        head, seen = self.head, {}
+
+        def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            seen["input"], seen["output"] = inputs[0], output
+
+        handle = head.register_forward_hook(record)
+        try:
+            out = self.model(self.adapt(x))
+        finally:
+            handle.remove()
+        last = seen.get("output")
+        if last is None or last.shape != out.shape or not torch.allclose(last, out, rtol=1e-4, atol=1e-5):
+            raise NoEmbedding(f"the owner's model's last nn.Linear ({type(self.model).__name__}: "
+                              f"{head.in_features} -> {head.out_features}) does not give its output, so white-box "
+                              "attacks cannot read a penultimate embedding; end the forward pass with that layer")
+        return seen["input"].flatten(1)
+
+
+def normalisation(mean: Optional[list[float]], std: Optional[list[float]], in_channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std on the ``[0, 1]`` pixel scale (``None``: the benchmark's 0.5 and 0.5);
+    one value serves every channel. Raises :class:`OwnerModelError` for a wrong length or a std <= 0."""
+    values = []
+    for key, given, default in (("mean", mean, BENCHMARK_MEAN), ("std", std, BENCHMARK_STD)):
+        seq = [default] if given is None else [float(v) for v in (given if isinstance(given, (list, tuple)) else [given])]
+        if len(seq) == 1:
+            seq = seq * in_channels
+        if len(seq) != in_channels:
+            raise OwnerModelError(f"model.normalize.{key} has {len(seq)} values for {in_channels}-channel images; give one "
+                                  f"per channel, e.g. model.normalize.{key}=[{','.join(['0.5'] * in_channels)}]")
+        values.append(torch.tensor(seq, dtype=torch.float32))
+    if (values[1] <= 0).any():
+        raise OwnerModelError(f"model.normalize.std={values[1].tolist()} must be positive in every channel")
+    return values[0], values[1]
 
 
 def _looks_like_safetensors(head: bytes, size: int) -> bool:

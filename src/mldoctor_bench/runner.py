@@ -168,6 +168,25 @@ def plan(cfg: DictConfig) -> Plan:
     return Plan(cfg, attacks, tms, settings, defense, data, device, config_hash, files, ModelStore(store_dir))
 
 
+@dataclass
+class GivenTarget:
+    """A target trained elsewhere (an owner's model), assessed in place of one the runner trains.
+
+    ``adapt_data`` turns the loaded dataset into what the model takes (its channels); ``partition``
+    cuts the cell's pools around the model's training rows, raising :class:`ConfigError` (both run
+    before any training); ``unavailable(attack, threat_model)`` is the reason a pair cannot run with
+    what the owner gave, else ``None``; ``members_known``: whether ``target_train`` holds the model's
+    training examples (the members file), so that a training accuracy means something; ``manifest``
+    describes the model in the cell's ``target.json``."""
+
+    model: torch.nn.Module
+    adapt_data: Callable[[ImageData], ImageData]
+    partition: Callable[[Plan, ImageData], Splits]
+    unavailable: Callable[[str, str], Optional[str]]
+    members_known: bool
+    manifest: dict
+
+
 def cell_partition(p: Plan, n: int, num_classes: int) -> Splits:
     """The cell's partition of ``n`` rows: the quarters, a transfer pool if the defense trains a
     student, a canary pool if an audit adds canaries, and the heldout pool (at least one row per
@@ -268,8 +287,9 @@ class Assessment:
     """Runs one planned cell and writes its results."""
 
     def __init__(self, p: Plan, data: ImageData, splits: Splits, bars: ui.Bars,
-                 timings: Optional[Timings] = None) -> None:
+                 timings: Optional[Timings] = None, given: Optional[GivenTarget] = None) -> None:
         self.p, self.cfg, self.data, self.splits, self.bars = p, p.cfg, data, splits, bars
+        self.given = given
         self.timings = timings or Timings()
         self.recipe = Recipe.from_config(self.cfg.train).resolved(p.device)
         configure_backends(self.recipe, p.device)
@@ -400,6 +420,8 @@ class Assessment:
         splits = self.splits
         splits.save(p.files.splits)
         needs_shadow = any(THREAT_MODELS.get(t).knowledge == "shadow" for t in p.threat_models)
+        if self.given is not None:
+            return self.prepare_given(needs_shadow)
         if needs_shadow and (self.knows_defense or self.defense.plain_training):  # one recipe: together
             self.target, self.shadow = self.train({"target": "target_train", "shadow": "shadow_train"})
         else:
@@ -410,6 +432,7 @@ class Assessment:
         utility = {
             **self.target.manifest["metrics"],
             "test_accuracy": accuracy(self.target.model, data.images[test_idx].to(p.device), data.labels[test_idx]),
+            "n_train": float(len(splits.target_train)), "n_test": float(len(test_idx)),  # for intervals
         }
         if self.defense.kind == OUTPUT:
             utility["output_defense_applies_to_whitebox"] = 0.0
@@ -421,11 +444,31 @@ class Assessment:
         self.save_target(self.target, data, splits)
         return metric_rows(self.cell, "target", "none", "", utility)
 
+    def prepare_given(self, needs_shadow: bool) -> list[dict]:
+        """:meth:`prepare` for a target trained elsewhere: only the attacker's shadow model is trained."""
+        given, data, splits, device = self.given, self.data, self.splits, self.p.device
+        self.shadow = (self.train({"shadow": "shadow_train"}, defended=self.knows_defense)[0] if needs_shadow else None)
+        model = given.model.to(device).eval()
+        test = splits.target_test
+        utility = {"test_accuracy": accuracy(model, data.images[test].to(device), data.labels[test]),
+                   "n_test": float(len(test))}
+        if given.members_known:
+            idx = splits.target_train
+            utility["train_accuracy"] = accuracy(model, data.images[idx].to(device), data.labels[idx])
+            utility["n_train"] = float(len(idx))
+        self.target = StoredModel(model, {"metrics": utility}, None, False)
+        manifest = {**given.manifest, "splits": self.p.files.splits.name, "sizes": splits.sizes(), "examples": len(data),
+                    "num_classes": data.num_classes, "in_channels": data.channels, "image_size": data.image_size}
+        if data.files is not None and given.members_known:  # so that a report can name the exposed files
+            manifest["evaluation_member_files"] = [data.files[i] for i in splits.target_train.tolist()]
+        atomic_write_text(self.p.files.target_manifest, json.dumps(manifest, indent=2))
+        return metric_rows(self.cell, "target", "none", "", utility)
+
     def run(self, only: Optional[set[tuple[str, str]]] = None) -> list[dict]:
         """Target utility rows, then every selected attack x threat model (or the pairs in ``only``)."""
         rows = self.prepare()
         pairs = [(a, t) for a in self.p.attacks for t in self.p.threat_models if only is None or (a, t) in only]
-        self.train_ahead(pairs)
+        self.train_ahead([(a, t) for a, t in pairs if not self.unavailable(a, t)])
         for attack_name, tm_name in pairs:
             rows += self.run_attack(attack_name, tm_name)
         return rows
@@ -478,6 +521,9 @@ class Assessment:
         if tm_name not in attack.threat_models:
             reason = f"{attack_name} does not support {tm_name}; supported: {', '.join(attack.threat_models)}"
             return metric_rows(cell, attack_name, tm_name, "", {}, SKIPPED, reason)
+        reason = self.unavailable(attack_name, tm_name)
+        if reason:
+            return metric_rows(cell, attack_name, tm_name, "", {}, SKIPPED, reason)
         ctx = self.context(attack_name, tm_name)
         advance = self.bars(f"attack {attack_name} {ctx.threat_model.short}", 1)
         try:
@@ -499,6 +545,12 @@ class Assessment:
         for variant, metrics in results.items():
             rows += metric_rows(cell, attack_name, tm_name, variant, metrics, reason=note)
         return rows
+
+    def unavailable(self, attack_name: str, tm_name: str) -> Optional[str]:
+        """Why this pair cannot run on a given target with what its owner gave (``None``: it can)."""
+        if self.given is None or tm_name not in ATTACKS.get(attack_name).threat_models:
+            return None
+        return self.given.unavailable(attack_name, tm_name)
 
     def save_target(self, target: StoredModel, data: ImageData, splits: Splits) -> None:
         """Copy the target's weights and a manifest into the cell, to reload model and data."""
@@ -575,13 +627,13 @@ def earlier_rows(p: Plan) -> Optional[pd.DataFrame]:
     return None
 
 
-def run_cell(cfg: DictConfig) -> Outcome:
+def run_cell(cfg: DictConfig, given: Optional[GivenTarget] = None) -> Outcome:
     """Plan, then run the cell unless it is already done; return where its table is.
 
     A run whose attacks all finished writes ``done.json`` last. A run with failed attacks writes its
     rows but no ``done.json``; the next run of the same cell keeps the rows that succeeded and
     retries only the failed attack x threat-model pairs. A folder without a table (a killed run)
-    is cleaned and the cell redone."""
+    is cleaned and the cell redone. With ``given``, its model is the target (see :class:`GivenTarget`)."""
     p = plan(cfg)
     if p.files.is_done():
         ui.console.print(f"[green]cell already done[/], skipping: {p.cell_dir}")
@@ -590,7 +642,11 @@ def run_cell(cfg: DictConfig) -> Outcome:
     timings = Timings()
     with ui.progress_bars() as bars, timings.phase("load data", DATA):  # missing files fail here, before any work
         data = load_dataset(cfg.dataset.name, cfg.data, Feedback(bars, notes.append))
-    splits = cell_partition(p, len(data), data.num_classes)  # so do sizes the data cannot hold
+    if given is not None:  # the owner's checks (members, classes) refuse here, before any training
+        data = given.adapt_data(data)
+        splits = given.partition(p, data)
+    else:
+        splits = cell_partition(p, len(data), data.num_classes)  # so do sizes the data cannot hold
     for text in notes:
         ui.console.print(text)
     earlier = earlier_rows(p)
@@ -609,7 +665,7 @@ def run_cell(cfg: DictConfig) -> Outcome:
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     with ui.progress_bars() as bars:
-        rows = Assessment(p, data, splits, bars, timings).run(only=retry)
+        rows = Assessment(p, data, splits, bars, timings, given).run(only=retry)
     prov = Provenance(f"{started:%Y%m%dT%H%M%S}-{p.config_hash[:8]}", p.config_hash, code_version(), started.isoformat())
     frame = to_frame(rows, prov, time.perf_counter() - t0)
     if earlier is not None:  # keep what succeeded before; the target rows and retried pairs are new

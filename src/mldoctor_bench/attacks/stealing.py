@@ -92,5 +92,5 @@ class ModelStealing(Attack):
         base = score_surrogate(baseline, target_labels, test)
         metrics.update(baseline_agreement=base["agreement"], baseline_accuracy=base["accuracy"],
                        agreement_over_baseline=metrics["agreement"] - base["agreement"],
-                       queries=float(len(request.images)))
+                       queries=float(len(request.images)), n_test=float(len(test)))
         return {variant: metrics}

@@ -155,3 +155,40 @@ def partition(n: int, seed: int, quarter_size: Optional[int] = None, *, reserve:
     if heldout:
         pools["heldout"] = rest[transfer + canary : transfer + canary + heldout]
     return Splits(*quarters, pools)
+
+
+def owner_partition(n: int, members: torch.Tensor, seed: int, quarter_size: Optional[int] = None, *,
+                    reserve: float = DEFAULT_RESERVE, heldout_size: Optional[int] = None, min_heldout: int = 0,
+                    dataset: str = "the dataset") -> Splits:
+    """The partition of an owner's data around a model trained elsewhere on rows ``members``.
+
+    ``target_train`` (the evaluation members) is drawn from ``members``; ``target_test`` (the
+    evaluation non-members), ``shadow_train`` and ``shadow_test`` (the attacker's data) and
+    ``heldout`` from the other rows only, so no attacker model ever trains on one of the model's
+    training examples. The quarters keep one size: ``quarter_size`` (``None``: as many as the
+    non-members allow after setting aside ``reserve`` of them for ``heldout``), cut to the members'
+    count where there are fewer. Raises :class:`PartitionError` naming the sizes and the fix."""
+    members = torch.unique(members.long())
+    is_member = torch.zeros(n, dtype=torch.bool)
+    is_member[members] = True
+    outsiders = torch.nonzero(~is_member).flatten()
+    m, k = len(members), len(outsiders)
+    size = min(m, int(quarter_size) if quarter_size is not None else int(k * (1.0 - reserve)) // 3)
+    if size < 1 or 3 * size > k:
+        size = min(m, k // 3)
+    if size < 1:
+        raise PartitionError(f"{dataset} has {n} examples, {m} of them members: the assessment needs members and "
+                             f"at least 3 non-members (evaluation non-members and the attacker's two shadow pools); "
+                             f"list only the model's training examples in the members file")
+    left = k - 3 * size
+    heldout = left if heldout_size is None else min(int(heldout_size), left)
+    if heldout < min_heldout:
+        raise PartitionError(f"{dataset}: {k} non-members give 3 pools of {size} and leave {left} rows for the "
+                             f"evaluators' heldout pool, fewer than the {min_heldout} needed; use a smaller "
+                             "data.quarter_size or more non-member images")
+    generator = torch.Generator().manual_seed(int(seed))
+    inside = members[torch.randperm(m, generator=generator)]
+    outside = outsiders[torch.randperm(k, generator=generator)]
+    quarters = [inside[:size]] + [outside[i * size:(i + 1) * size] for i in range(3)]
+    pools = {"heldout": outside[3 * size:3 * size + heldout]} if heldout else {}
+    return Splits(*quarters, pools)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
@@ -51,8 +52,14 @@ def correlation_section(frame: pd.DataFrame, fig_dir: Path, report_dir: Path) ->
     return lines
 
 
-def render(frame: pd.DataFrame, source: Source, report_dir: Path) -> str:
-    """The report's Markdown, drawing its figures into ``report_dir/figures``."""
+def render(frame: pd.DataFrame, source: Source, report_dir: Path, *, title: str = "ML-Doctor assessment report",
+           preface: Sequence[str] = (), appendix: Sequence[str] = (), paper_figures: bool = True) -> str:
+    """The report's Markdown, drawing its figures into ``report_dir/figures``.
+
+    ``preface`` lines come right after the opening paragraph, ``appendix`` lines before the list of
+    skipped and failed rows; ``paper_figures=False`` leaves out the paper's comparison figures
+    (bars per dataset and architecture, settings, defense trade-off, correlation), which say
+    nothing about a single model."""
     fig_dir = report_dir / "figures"
     configs = cell_configs(source.cell_dirs)
     frame, varying = with_settings(frame, configs)
@@ -62,7 +69,7 @@ def render(frame: pd.DataFrame, source: Source, report_dir: Path) -> str:
     ok = stats.ok_rows(frame)
     n_runs = frame[["dataset", "arch", "defense", "seed", "config_hash"]].drop_duplicates().shape[0]
     lines = [
-        "# ML-Doctor assessment report", "",
+        f"# {title}", "",
         f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from {len(source.tables)} table(s), "
         f"{n_runs} run(s), {len(frame)} rows ({len(ok)} ok metric rows).",
         "Cells show mean ± sample standard deviation, the 95% confidence interval of the mean "
@@ -74,6 +81,7 @@ def render(frame: pd.DataFrame, source: Source, report_dir: Path) -> str:
         "evaluator accuracy over its reconstructions); its other numbers have no interval.",
         "",
     ]
+    lines += list(preface)
     lines += verdicts.verdict_lines(frame)
     if varying:
         lines += [f"Runs differ in {', '.join(f'`{k}`' for k in varying)} besides dataset, arch, defense and seed: "
@@ -117,7 +125,23 @@ def render(frame: pd.DataFrame, source: Source, report_dir: Path) -> str:
               "Per cell, the evaluation members that its strongest membership attack (by TPR at 1% FPR, ties "
               "by AUC, among attacks that saved them) scores highest: the training examples it exposes most.", ""]
     lines += _figure_lines(figures.exposed_figures(exposed_sets(source.cell_dirs), fig_dir), report_dir)
-    lines += ["## Attacks by dataset and architecture (Figures 2 to 5)", ""]
+    if paper_figures:
+        lines += paper_figure_sections(frame, source, fig_dir, report_dir, varying, single)
+    lines += list(appendix)
+    lines += ["## Skipped and failed", ""]
+    unsupported = tables.unsupported_lines(frame)
+    if unsupported:
+        lines += ["Threat models an attack does not support (not run):", "", *unsupported, ""]
+    problems = tables.problems_table(frame)
+    lines += [problems or ("Nothing else: every other selected attack and threat model ran." if unsupported
+                           else "None: every selected attack and threat model ran."), ""]
+    return "\n".join(lines)
+
+
+def paper_figure_sections(frame: pd.DataFrame, source: Source, fig_dir: Path, report_dir: Path,
+                          varying: list[str], single: pd.DataFrame) -> list[str]:
+    """Figures 2 to 9: attacks compared across datasets, architectures, settings and defenses."""
+    lines = ["## Attacks by dataset and architecture (Figures 2 to 5)", ""]
     lines += ["Bars: mean over seeds, whiskers: its 95% interval. Dashed lines mark chance: 0.5 for membership "
               "AUC and accuracy, 1/classes for inversion's evaluator accuracy and stealing's agreement; a black bar "
               "across each attribute-inference bar marks its stronger baseline (majority attribute, or attribute "
@@ -129,16 +153,7 @@ def render(frame: pd.DataFrame, source: Source, report_dir: Path) -> str:
     lines += _figure_lines([figures.gap_figure(frame, fig_dir)], report_dir)
     lines += ["## Defense trade-off", ""]
     lines += _figure_lines([figures.defense_figure(frame, fig_dir)], report_dir)
-    lines += correlation_section(frame, fig_dir, report_dir)
-
-    lines += ["## Skipped and failed", ""]
-    unsupported = tables.unsupported_lines(frame)
-    if unsupported:
-        lines += ["Threat models an attack does not support (not run):", "", *unsupported, ""]
-    problems = tables.problems_table(frame)
-    lines += [problems or ("Nothing else: every other selected attack and threat model ran." if unsupported
-                           else "None: every selected attack and threat model ran."), ""]
-    return "\n".join(lines)
+    return lines + correlation_section(frame, fig_dir, report_dir)
 
 
 def build_report(path: Path, out_dir: Path | None = None) -> Path:

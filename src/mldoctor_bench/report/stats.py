@@ -157,13 +157,24 @@ def single_runs(frame: pd.DataFrame) -> set[tuple[str, str, str]]:
     return set(runs.loc[alone, ["config_hash", "attack", "threat_model"]].itertuples(index=False, name=None))
 
 
+# Proportions a single run gets a Wilson interval for: family -> {metric: the count metrics that sum to its n}.
+WILSON: dict[str, dict[str, tuple[str, ...]]] = {
+    "membership": {"accuracy": ("n_members", "n_nonmembers")},
+    "inversion": {"eval_accuracy": ("reconstructions",)},
+    "attribute": {"accuracy": ("n_test",)},
+    "stealing": {"agreement": ("n_test",), "accuracy": ("n_test",)},
+}
+
+
 def single_run_intervals(frame: pd.DataFrame, boot: pd.DataFrame | None = None) -> pd.DataFrame:
     """Intervals for one run's numbers (columns :data:`SINGLE_RUN_KEY`, ``ci_low, ci_high, method``):
 
     - ``bootstrap``: the rows of ``boot`` (see :func:`collect.score_intervals`) whose estimate from
       the saved scores equals the table's value, so the interval is around the number shown;
-    - ``wilson``: a membership attack's accuracy over its ``n_members + n_nonmembers`` examples, and
-      inversion's ``eval_accuracy`` over its ``reconstructions``.
+    - ``wilson``: a proportion over the count of examples it was measured on (:data:`WILSON`): a
+      membership attack's accuracy over its ``n_members + n_nonmembers`` examples, inversion's
+      ``eval_accuracy`` over its ``reconstructions``, attribute inference's accuracy and a stolen
+      model's agreement and accuracy over their ``n_test`` examples.
     Other metrics of a single run get no interval (nothing per example is saved for them)."""
     rows = attack_rows(frame)
     pieces = []
@@ -175,15 +186,12 @@ def single_run_intervals(frame: pd.DataFrame, boot: pd.DataFrame | None = None) 
     wide = rows.pivot_table(index=run, columns="metric", values="value", aggfunc="first")
     records = []
     for key, r in wide.iterrows():
-        fam = family(key[1])
-        if fam == "membership" and {"accuracy", "n_members", "n_nonmembers"} <= set(r.dropna().index):
-            metric, count = "accuracy", r["n_members"] + r["n_nonmembers"]
-        elif fam == "inversion" and {"eval_accuracy", "reconstructions"} <= set(r.dropna().index):
-            metric, count = "eval_accuracy", r["reconstructions"]
-        else:
-            continue
-        low, high = intervals.wilson_interval(float(r[metric]), float(count))
-        records.append(dict(zip(SINGLE_RUN_KEY, (*key[:4], metric)), ci_low=low, ci_high=high, method="wilson"))
+        present = r.dropna()
+        for metric, counts in WILSON.get(family(key[1]), {}).items():
+            if metric not in present or not set(counts) <= set(present.index):
+                continue
+            low, high = intervals.wilson_interval(float(r[metric]), float(sum(r[c] for c in counts)))
+            records.append(dict(zip(SINGLE_RUN_KEY, (*key[:4], metric)), ci_low=low, ci_high=high, method="wilson"))
     pieces.append(pd.DataFrame(records, columns=SINGLE_RUN_KEY + ["ci_low", "ci_high", "method"]))
     out = pd.concat(pieces, ignore_index=True)
     return out.drop_duplicates(SINGLE_RUN_KEY, keep="first")
@@ -213,7 +221,7 @@ def summarise(rows: pd.DataFrame, by: list[str], level: float = 0.95,
 def target_gap(frame: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, arch, defense, seed): train_accuracy, test_accuracy and gap = train - test."""
     rows = ok_rows(frame)
-    rows = rows[(rows["attack"] == "target") & rows["metric"].isin(["train_accuracy", "test_accuracy"])]
+    rows = rows[(rows["attack"] == "target") & rows["metric"].isin(["train_accuracy", "test_accuracy", "n_train", "n_test"])]
     if rows.empty:
         return pd.DataFrame(columns=CELL + ["seed", "train_accuracy", "test_accuracy", "gap"])
     wide = rows.pivot_table(index=CELL + ["seed"], columns="metric", values="value", aggfunc="mean").reset_index()

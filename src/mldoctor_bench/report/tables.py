@@ -9,7 +9,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from mldoctor_bench.report import settings, stats
+from mldoctor_bench.report import intervals, settings, stats
 from mldoctor_bench.results import OK, SKIPPED
 from mldoctor_bench.threat_catalog import short_name
 
@@ -104,6 +104,13 @@ def utility_table(gap: pd.DataFrame) -> str:
     long = gap.melt(id_vars=stats.CELL + ["seed"], value_vars=["train_accuracy", "test_accuracy", "gap"],
                     var_name="metric", value_name="value")
     summary = stats.summarise(long, stats.CELL + ["metric"])
+    for i, row in summary[summary["n"] == 1].iterrows():  # one run: a Wilson interval over its examples
+        count = {"train_accuracy": "n_train", "test_accuracy": "n_test"}.get(row["metric"])
+        if count in gap.columns:
+            n = gap.set_index(stats.CELL)[count].get(tuple(row[stats.CELL]))
+            if n is not None and not pd.isna(n):
+                summary.loc[i, ["ci_low", "ci_high"]] = intervals.wilson_interval(float(row["mean"]), float(n))
+                summary.loc[i, "method"] = "wilson"
     groups = {cell: group for cell, group in summary.groupby(stats.CELL, sort=False)}
     lines = []
     for cell in _cell_order(summary):

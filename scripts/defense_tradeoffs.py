@@ -1,0 +1,84 @@
+"""Summarise the `defense_tradeoffs` sweep into the table mldoctor-assess shows as "Suggested defenses".
+
+    mldoctor-bench -m +experiment=defense_tradeoffs results_dir=results/defense-tradeoffs
+    python scripts/defense_tradeoffs.py results/defense-tradeoffs
+
+Writes src/mldoctor_bench/report/defense_tradeoffs.csv (one row per defense, seed means) and
+defense_tradeoffs.json (the commands, the cell, the code version and date) unless --out says where.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+from mldoctor_bench.provenance import code_version
+from mldoctor_bench.report.collect import collect_table
+
+PACKAGE = Path(__file__).resolve().parent.parent / "src" / "mldoctor_bench" / "report"
+SWEEP = "mldoctor-bench -m +experiment=defense_tradeoffs results_dir=results/defense-tradeoffs"
+SUMMARY = "python scripts/defense_tradeoffs.py results/defense-tradeoffs"
+ORDER = ["none", "output_rounding", "output_topk", "output_labels_only", "relaxloss", "distillation", "dp_sgd"]
+# (column, attack, threat model, metric); "best" columns take the larger over the attacks listed.
+COLUMNS = [
+    ("test accuracy", "target", "none", "test_accuracy"),
+    ("train-test gap", "target", "none", "gap"),
+    ("MemInf AUC (B,S)", "membership", "blackbox_shadow", "auc"),
+    ("best TPR at 1% FPR (B,S)", ("membership", "membership_rmia"), "blackbox_shadow", "tpr_at_fpr_0.01"),
+    ("inversion evaluator accuracy (W,S)", "inversion", "whitebox_shadow", "eval_accuracy"),
+    ("attribute advantage (W,S)", "attribute", "whitebox_shadow", "advantage_over_baseline"),
+    ("stealing agreement over baseline (B,S)", "stealing", "blackbox_shadow", "agreement_over_baseline"),
+]
+
+
+def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+    ok = frame[frame["status"] == "ok"]
+    means = ok.groupby(["defense", "attack", "threat_model", "metric"])["value"].mean()
+    out = []
+    for defense in [d for d in ORDER if d in set(ok["defense"])]:
+        row = {"defense": defense}
+        for column, attacks, tm, metric in COLUMNS:
+            if metric == "gap":
+                train = means.get((defense, "target", "none", "train_accuracy"))
+                test = means.get((defense, "target", "none", "test_accuracy"))
+                row[column] = None if train is None or test is None else train - test
+                continue
+            values = [means.get((defense, a, tm, metric)) for a in ([attacks] if isinstance(attacks, str) else attacks)]
+            values = [v for v in values if v is not None]
+            row[column] = max(values) if values else None
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results_dir", type=Path)
+    parser.add_argument("--out", type=Path, default=PACKAGE)
+    args = parser.parse_args()
+    frame = collect_table(args.results_dir)
+    table = summarise(frame)
+    seeds = sorted(frame["seed"].unique().tolist())
+    args.out.mkdir(parents=True, exist_ok=True)
+    table.round(4).to_csv(args.out / "defense_tradeoffs.csv", index=False)
+    meta = {
+        "command": SWEEP, "summary": SUMMARY, "code_version": code_version(), "date": date.today().isoformat(),
+        "cell": f"mnist5k / simple_cnn, quick profile, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}",
+        "notes": [
+            "dp_sgd: the quick profile's target epsilon 8 at delta 1e-5 (Opacus picks the noise).",
+            "Output-time defenses (output_*) change only released posteriors: white-box (W,S) numbers are the "
+            "undefended model's.",
+            "The attacker knows the defense (attacker.knows_defense=true): its shadow and reference models are "
+            "trained and read as the target is.",
+        ],
+    }
+    (args.out / "defense_tradeoffs.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(table.to_string(index=False))
+    print(f"wrote {args.out / 'defense_tradeoffs.csv'} and {args.out / 'defense_tradeoffs.json'}")
+
+
+if __name__ == "__main__":
+    main()

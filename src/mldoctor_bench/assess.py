@@ -1,0 +1,337 @@
+"""The ``mldoctor-assess`` command: the whole risk assessment of an owner's own trained model.
+
+The owner's model is the target: nothing retrains it. ``model.weights`` (safetensors or a plain state
+dict, never unpickled code) is loaded into ``model.arch`` (a registry architecture) or the owner's
+``model.factory``; ``members=FILE`` names its training examples. The cell's partition puts evaluation
+members (from the members file) and evaluation non-members, the attacker's shadow data and the
+evaluators' heldout data (all from the other examples) in disjoint pools; only the attacker's models
+are trained, with the owner's architecture where the threat model grants it. The run ends with
+``report.md`` and ``report.html`` in the cell's ``report/`` folder.
+
+Refusals are one line on stderr with exit code 2, before any training: weights and architecture
+(format, pickles, the first mismatched tensor) before Hydra starts, the members file and the class
+count once the data is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from mldoctor_bench import cli
+from mldoctor_bench.attacks import ATTACKS
+from mldoctor_bench.data import DataUnavailableError, ImageData
+from mldoctor_bench.data.splits import PartitionError, owner_partition, partition
+from mldoctor_bench.defenses import DEFENSES
+from mldoctor_bench.defenses.base import OUTPUT
+from mldoctor_bench.members import MembersError, read_members
+from mldoctor_bench.models import ARCHS
+from mldoctor_bench.owner_model import OwnerClassifier, OwnerModelError, build_owner_model, check_state_dict, load_weights
+from mldoctor_bench.provenance import stable_hash
+from mldoctor_bench.registry import UnknownEntryError
+from mldoctor_bench.runner import ConfigError, GivenTarget, Plan, run_cell
+from mldoctor_bench.settings import SettingsError, parse, setting
+from mldoctor_bench.threat_catalog import PARTIAL, THREAT_MODELS
+from mldoctor_bench import ui
+
+PROG = "mldoctor-assess"
+MEMBERSHIP = "membership"  # the family's attacks are named membership*
+GREY = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601 luma, as Pillow's convert("L")
+
+
+def fail(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    sys.exit(cli.EXIT_BAD_INPUT)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Normalize:
+    """The normalisation the owner's model was trained with, per channel on the [0, 1] pixel scale."""
+
+    mean: Optional[list[float]] = setting(None, example="[0.485,0.456,0.406]")
+    std: Optional[list[float]] = setting(None, min=0, min_exclusive=True, example="[0.229,0.224,0.225]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSection:
+    """The ``model`` keys (``model.kwargs`` is passed to the factory as it is)."""
+
+    weights: Optional[str] = setting(None, example="model.safetensors")
+    arch: Optional[str] = setting(None, example="resnet18")
+    factory: Optional[str] = setting(None, example="my_models.nets:make_net")
+    num_classes: Optional[int] = setting(None, min=2, example=10)
+    image_size: Optional[int] = setting(None, min=8, example=32)
+    in_channels: Optional[int] = setting(None, choices=(1, 3), example=3)
+    normalize: Normalize = field(default_factory=Normalize)
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def factory_source(factory: Optional[str]) -> Optional[str]:
+    """A digest of the factory module's source file, so an edited architecture is a new one."""
+    if not factory:
+        return None
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(factory.partition(":")[0])
+    except (ImportError, ValueError):
+        return None
+    origin = Path(spec.origin) if spec and spec.origin and spec.origin != "built-in" else None
+    return file_digest(origin) if origin and origin.is_file() else None
+
+
+@dataclass
+class Owner:
+    """What the owner gave, checked: the model settings, the weights and the members file."""
+
+    model: ModelSection
+    kwargs: dict
+    weights: Path
+    state: dict
+    members: Optional[Path]
+    arch_name: str  # the registry name the owner's architecture is entered under for this run
+
+    def build(self, in_channels: int, num_classes: int, image_size: int) -> OwnerClassifier:
+        """The owner's architecture, untrained, as the benchmark queries its models."""
+        inner = build_owner_model(self.model.arch, self.model.factory, self.kwargs, num_classes=num_classes,
+                                  image_size=image_size, in_channels=in_channels)
+        return OwnerClassifier(inner, num_classes, in_channels, self.model.normalize.mean, self.model.normalize.std)
+
+    def trained(self, in_channels: int, num_classes: int, image_size: int) -> OwnerClassifier:
+        """The owner's trained model (eval mode), its weights checked tensor by tensor first."""
+        wrapped = self.build(in_channels, num_classes, image_size)
+        check_state_dict(wrapped.model, self.state, f"weights {self.weights.name}")
+        wrapped.model.load_state_dict(self.state, strict=True)
+        return wrapped.eval()
+
+
+def read_owner(cfg: DictConfig) -> Owner:
+    """Check the ``model`` section and ``members``, read the weights (nothing in them runs) and
+    enter the owner's architecture in the registry; raise :class:`OwnerModelError` or :class:`ConfigError`."""
+    node = OmegaConf.to_container(cfg.model, resolve=True)
+    kwargs = node.pop("kwargs", None) or {}
+    try:
+        section = parse(ModelSection, node, "model")
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
+    if not section.weights:
+        raise ConfigError("model.weights is missing: give the trained model's weights, e.g. "
+                          "model.weights=model.safetensors (a safetensors file or a saved state dict)")
+    if (section.arch is None) == (section.factory is None):
+        raise ConfigError("name the model's architecture once: model.arch=NAME (one of "
+                          f"{', '.join(ARCHS.names())}) or model.factory=package.module:callable")
+    if section.arch is not None and section.arch not in ARCHS:
+        raise ConfigError(str(UnknownEntryError(f"unknown model.arch {section.arch!r}; choose one of: "
+                                                f"{', '.join(a for a in ARCHS.names() if not a.startswith('owner-'))}")))
+    defense = DEFENSES.get(str(cfg.defense.name))
+    if defense.name != "none" and defense.kind != OUTPUT:
+        raise ConfigError(f"defense={defense.name} changes training, and the owner's model is trained already; "
+                          "assess it as released (defense=none) or with an output-time defense (output_topk, "
+                          "output_rounding, output_labels_only)")
+    audits = [a for a in cfg.attack.keys() if "auditor" in ATTACKS.get(a).threat_models]
+    if audits:
+        raise ConfigError(f"attack={audits[0]} retrains the target with canaries, which the owner's trained model "
+                          "cannot be; leave it out of attack=")
+    weights = Path(section.weights).expanduser().resolve()
+    state = load_weights(weights)
+    members = None
+    if cfg.get("members") is not None:
+        members = Path(str(cfg.members)).expanduser().resolve()
+        if not members.is_file():
+            raise ConfigError(f"members={members} is not a file; give a text file with the model's training examples, "
+                              "one a line (or leave members out to skip membership inference)")
+    identity = {"arch": section.arch, "factory": section.factory, "kwargs": kwargs,
+                "source": factory_source(section.factory), "normalize": [section.normalize.mean, section.normalize.std]}
+    owner = Owner(section, kwargs, weights, state, members, f"owner-{stable_hash(identity, length=8)}")
+    ARCHS.define(owner.arch_name, owner.build)
+    return owner
+
+
+def owner_config(cfg: DictConfig, owner: Owner) -> DictConfig:
+    """``cfg`` with the owner's architecture as the cell's, the data sized for the model, and the
+    weights' and members' contents in the cell's identity (a retrained model is a new cell)."""
+    cfg = cfg.copy()
+    m = owner.model
+    with open_dict(cfg):
+        cfg.arch = {"name": owner.arch_name}
+        if m.image_size is not None:
+            cfg.data.image_size = m.image_size
+        if m.in_channels is not None and "in_channels" in cfg.data:
+            cfg.data.in_channels = m.in_channels
+        cfg.owner = {"weights_sha256": file_digest(owner.weights),
+                     "members_sha256": file_digest(owner.members) if owner.members else None}
+    return cfg
+
+
+def with_channels(data: ImageData, channels: int) -> ImageData:
+    """``data`` with ``channels`` channels: colour to grey by luma, grey repeated to colour."""
+    if data.channels == channels:
+        return data
+    if channels == 1:
+        grey = (data.images.float() * GREY.view(1, 3, 1, 1)).sum(1, keepdim=True).round().clamp(0, 255)
+        images = grey.to(torch.uint8)
+    else:
+        images = data.images.repeat(1, channels, 1, 1)
+    adapted = ImageData(data.name, images, data.labels, data.num_classes, data.attribute, data.num_attribute_classes,
+                        data.attribute_name, data.files)
+    return adapted
+
+
+def check_classes(model: OwnerClassifier, data: ImageData, expected: Optional[int]) -> None:
+    """Refuse a model whose outputs are not one per class of ``data`` (or of ``model.num_classes``)."""
+    from mldoctor_bench.inference import predict_logits
+
+    if expected is not None and expected != data.num_classes:
+        raise ConfigError(f"model.num_classes={expected} but dataset {data.name} has {data.num_classes} classes; "
+                          "assess the model on data with its classes")
+    try:
+        logits = predict_logits(model, data.images[:2])
+    except Exception as exc:  # the owner's forward pass: any error is the owner's to fix
+        raise ConfigError(f"the model fails on a batch of images of shape {tuple(data.images[:2].shape)} "
+                          f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); set model.image_size and "
+                          "model.in_channels to what it takes") from None
+    if logits.dim() != 2 or logits.shape[1] != data.num_classes:
+        raise ConfigError(f"the model gives outputs of shape {tuple(logits.shape[1:])} per image but dataset {data.name} "
+                          f"has {data.num_classes} classes; assess it on data with one class per output "
+                          "(for dataset=folder, one subfolder per class)")
+
+
+def given_target(owner: Owner, cfg: DictConfig) -> GivenTarget:
+    """The owner's model as the cell's target, with the owner's partition and refusals."""
+    channels = owner.model.in_channels
+
+    def adapt(data: ImageData) -> ImageData:
+        data = with_channels(data, channels) if channels else data
+        model = owner.trained(data.channels, owner.model.num_classes or data.num_classes, data.image_size)
+        check_classes(model, data, owner.model.num_classes)
+        target.model = model
+        return data
+
+    def cut(p: Plan, data: ImageData):
+        needs_heldout = any(ATTACKS.get(a).uses_heldout for a in p.attacks)
+        try:
+            if owner.members is None:
+                return partition(len(data), int(p.cfg.seed), p.data.quarter_size, reserve=p.data.reserve,
+                                 heldout_size=p.data.heldout_size,
+                                 min_heldout=data.num_classes if needs_heldout else 0, dataset=data.name)
+            members = read_members(owner.members, data)
+            target.manifest["members_listed"] = len(members)
+            return owner_partition(len(data), members, int(p.cfg.seed), p.data.quarter_size, reserve=p.data.reserve,
+                                   heldout_size=p.data.heldout_size,
+                                   min_heldout=data.num_classes if needs_heldout else 0, dataset=data.name)
+        except (MembersError, PartitionError) as exc:
+            raise ConfigError(str(exc)) from None
+
+    def unavailable(attack: str, tm: str) -> Optional[str]:
+        if owner.members is not None:
+            return None
+        if attack.startswith(MEMBERSHIP):
+            return "no members file: membership inference needs the model's training examples (members=FILE)"
+        if THREAT_MODELS.get(tm).knowledge == PARTIAL:
+            return ("no members file: the partial threat model's attacker holds known training examples "
+                    "(members=FILE)")
+        return None
+
+    manifest = {"dataset": str(cfg.dataset.name), "arch": owner.arch_name, "weights": str(owner.weights),
+                "model": OmegaConf.to_container(cfg.model, resolve=True),
+                "members": str(owner.members) if owner.members else None, "trained_on": "elsewhere (the owner's model)"}
+    target = GivenTarget(torch.nn.Identity(), adapt, cut, unavailable, owner.members is not None, manifest)
+    return target
+
+
+def prepare(cfg: DictConfig) -> tuple[DictConfig, GivenTarget]:
+    owner = read_owner(cfg)
+    cfg = owner_config(cfg, owner)
+    return cfg, given_target(owner, cfg)
+
+
+def run_job(cfg: DictConfig) -> str:
+    hydra_cfg = HydraConfig.get()
+    try:
+        cfg, given = prepare(cfg)
+        outcome = run_cell(cfg, given)
+    except (ConfigError, DataUnavailableError, UnknownEntryError, OwnerModelError) as exc:
+        if hydra_cfg.mode == RunMode.RUN:
+            cli.remove_run_folder(Path(hydra_cfg.runtime.output_dir), Path(str(cfg.results_dir)))
+        fail(str(exc))
+    from mldoctor_bench.report.owner import write_owner_report
+
+    md, html = write_owner_report(outcome.cell_dir)
+    ui.console.print(f"risk report: {md}\n             {html}")
+    if outcome.failed:
+        sys.exit(cli.EXIT_ATTACK_FAILED)
+    return str(md)
+
+
+app = hydra.main(version_base="1.3", config_path="conf", config_name="assess")(run_job)
+
+
+def preflight(argv: list[str]) -> None:
+    """Refuse bad input before Hydra makes any folder: group options, the whole config, the weights
+    file and their fit to the architecture where the image size is known."""
+    overrides = cli.overrides_of(argv)
+    for override in overrides:
+        key, value = override.split("=", 1)
+        group = key.lstrip("+~")
+        if group == "arch":
+            fail("the architecture is the owner's: use model.arch=NAME or model.factory=package.module:callable, not arch=")
+        if group in cli.GROUPS:
+            for name in cli.override_values(value):
+                message = cli.unknown_option(group, name)
+                if message:
+                    fail(message)
+    if any(a in ("-m", "--multirun") for a in argv):
+        fail("one model is assessed per run: leave out -m (run the command once per model or seed)")
+    if any(a in ("-h", "--help", "--hydra-help", "-c", "--cfg", "--info", "--resolve") for a in argv):
+        return
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from mldoctor_bench.runner import plan
+
+    plain = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    try:
+        with initialize_config_module("mldoctor_bench.conf", version_base="1.3"):
+            cfg = compose("assess", overrides=plain)
+        owner = read_owner(cfg)
+        cfg = owner_config(cfg, owner)
+        plan(cfg)
+        size = owner.model.image_size or (cfg.data.image_size if cfg.data.image_size is not None else None)
+        channels = owner.model.in_channels or cfg.data.get("in_channels")
+        if size is not None and channels is not None and owner.model.num_classes is not None:
+            owner.trained(int(channels), owner.model.num_classes, int(size))
+    except (ConfigError, OwnerModelError) as exc:
+        fail(str(exc))
+    except (HydraException, OmegaConfBaseException) as exc:
+        fail(" ".join(str(exc).split()))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    argv = sys.argv[1:]
+    if "--version" in argv or "-V" in argv:
+        print(cli.version_text().replace("mldoctor-bench", PROG, 1))
+        return
+    preflight(argv)
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""``mldoctor-assess`` on a model trained outside the project: its partition, its report, its refusals.
+
+The owner's model is trained by ``examples/assess/train.py`` (plain torchvision, its own architecture
+module ``tiny_net``) on an image folder written from the embedded digits, then assessed by the
+installed console script from an unrelated working directory.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from mldoctor_bench.data.splits import PartitionError, owner_partition
+from mldoctor_bench.members import MembersError, read_members
+from mldoctor_bench.owner_model import NoEmbedding, OwnerClassifier
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "assess"
+PER_CLASS = 50  # 500 images: 200 members, 300 non-members
+# Small but real recipes, every family under a shadow threat model (inversion also without data).
+QUICK = ["data.quarter_size=60", "train.epochs=4", "device=cpu",
+         "attack=[membership,membership_rmia,inversion,attribute,stealing]",
+         "threat_model=[blackbox_shadow,whitebox_shadow,whitebox_none]",
+         "attack.membership.epochs=3", "attack.attribute.epochs=3", "attack.stealing.epochs=3",
+         "attack.inversion.gan.epochs=1", "attack.inversion.gmi.steps=5", "attack.inversion.gmi.restarts=1",
+         "attack.inversion.miface.steps=5", "attack.inversion.evaluator_epochs=2", "attack.inversion.per_class=1"]
+
+
+def owner_args(root: Path, model_dir: Path, *extra: str) -> list[str]:
+    return [f"model.weights={model_dir / 'net.safetensors'}", "model.factory=tiny_net:make_net",
+            "dataset=folder", f"data.root={root}", f"data.attributes={root / 'attributes.csv'}",
+            "model.image_size=28", "model.in_channels=1", "model.normalize.mean=[0.1307]",
+            "model.normalize.std=[0.3081]", *extra]
+
+
+@pytest.fixture(scope="module")
+def owned(tmp_path_factory):
+    """An image folder (digits, with a stroke attribute) and a model trained on part of it by the
+    owner's own script: ``(folder, model_dir)`` with net.safetensors, net.pt and members.txt."""
+    from mldoctor_bench.data import load_dataset
+
+    base = tmp_path_factory.mktemp("owner")
+    root = base / "digits"
+    data = load_dataset("mnist5k", {"root": "unused", "cache_dir": None})
+    rows, taken = [("file", "thick_stroke")], {c: 0 for c in range(10)}
+    for i, (image, label) in enumerate(zip(data.images, data.labels.tolist())):
+        if taken[label] == PER_CLASS:
+            continue
+        taken[label] += 1
+        name = f"{label}/{i:05d}.png"
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[0].numpy(), mode="L").save(root / name)
+        rows.append((name, int(data.attribute[i])))
+    with (root / "attributes.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    model_dir = base / "model"
+    proc = subprocess.run([sys.executable, str(EXAMPLE / "train.py"), str(root), str(model_dir), "--members", "200",
+                           "--epochs", "8"], cwd=EXAMPLE, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    return root, model_dir
+
+
+@pytest.fixture
+def assess(tmp_path):
+    """Run the installed ``mldoctor-assess`` from an empty working directory, the owner's module importable."""
+    exe = Path(sys.executable).parent / "mldoctor-assess"
+    if not exe.exists():
+        pytest.skip("mldoctor-assess console script is not installed (run `make install`)")
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLE), os.environ.get("PYTHONPATH", "")]),
+               "OMP_NUM_THREADS": "1"}
+        env.pop("HYDRA_FULL_ERROR", None)
+        return subprocess.run([str(exe), *args], cwd=workdir, capture_output=True, text=True, timeout=900, env=env)
+
+    run.workdir = workdir
+    return run
+
+
+def refused(proc: subprocess.CompletedProcess) -> str:
+    """The one line of a refusal: exit code 2, the last line on stderr (a refusal that needs the data
+    comes after the progress of reading it), and no other error line."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = proc.stderr.strip().splitlines()
+    errors = [line for line in lines if "error" in line.lower()]
+    assert errors == lines[-1:] and lines[-1].startswith("mldoctor-assess: error: "), proc.stderr
+    return lines[-1]
+
+
+@pytest.mark.slow
+def test_an_owner_model_gets_a_report_on_all_four_families_and_only_attacker_models_are_trained(owned, assess, tmp_path):
+    root, model_dir = owned
+    out = tmp_path / "res"
+    proc = assess(*owner_args(root, model_dir, f"members={model_dir / 'members.txt'}", f"results_dir={out}", *QUICK))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list(assess.workdir.iterdir()) == []
+    [cell] = list((out / "cells").iterdir())
+    manifest = json.loads((cell / "target.json").read_text())
+    splits = load_file(str(cell / "splits.safetensors"))
+    members = set((model_dir / "members.txt").read_text().split())
+
+    # the partition: evaluation members from the members file, every other pool from the non-members
+    from mldoctor_bench.data.folder import find_classes, list_images
+
+    files = [f for f, _ in list_images(root, find_classes(root))]
+    pools = {name: [files[i] for i in idx.tolist()] for name, idx in splits.items()}
+    assert pools["target_train"] and set(pools["target_train"]) <= members
+    for name in ("target_test", "shadow_train", "shadow_test", "heldout"):
+        assert pools[name] and not set(pools[name]) & members, name
+    seen = [f for rows in pools.values() for f in rows]
+    assert len(seen) == len(set(seen))  # disjoint
+    assert manifest["sizes"]["target_train"] == 60 and manifest["members_listed"] == 200
+    assert manifest["evaluation_member_files"] == pools["target_train"]
+
+    # the owner's model is never trained: no stored model plays the target
+    roles = {json.loads(f.read_text())["payload"].get("role") for f in (out / "cache").glob("*.json")}
+    assert "shadow" in roles and "target" not in roles
+
+    # its utility is the owner's model's own, as the owner's normalisation gives it
+    table = __import__("pandas").read_parquet(cell / "results.parquet")
+    target = table[table.attack == "target"].set_index("metric")["value"]
+    assert target["train_accuracy"] > 0.9 and target["n_train"] == 60
+
+    report = (cell / "report" / "report.md").read_text()
+    verdicts = report.split("## Verdicts", 1)[1].split("## ", 1)[0]
+    for family in ("membership", "inversion", "attribute", "stealing"):
+        assert f"**{family}: " in verdicts, family
+    assert "| shadow_train | 60 |" in report and "## Suggested defenses" in report
+    assert "## Most exposed training files" in report and f"`{pools['target_train'][0].split('/')[0]}/" in report
+    page = (cell / "report" / "report.html").read_text()
+    assert page.count("<img") >= 2 and page.count('src="data:image/png;base64,') == page.count("<img")
+    assert "<table>" in page
+
+
+@pytest.mark.slow
+def test_without_members_membership_is_skipped_with_the_reason(owned, assess, tmp_path):
+    root, model_dir = owned
+    out = tmp_path / "res"
+    proc = assess(*owner_args(root, model_dir, f"results_dir={out}"), "data.quarter_size=60", "train.epochs=2",
+                  "device=cpu", "attack=[membership,stealing]", "threat_model=[blackbox_shadow,blackbox_partial]",
+                  "attack.membership.epochs=2", "attack.stealing.epochs=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [cell] = list((out / "cells").iterdir())
+    table = __import__("pandas").read_parquet(cell / "results.parquet")
+    skipped = table[table.attack == "membership"]
+    assert (skipped.status == "skipped").all() and skipped.reason.str.contains("no members file").all()
+    steal = table[(table.attack == "stealing") & (table.threat_model == "blackbox_shadow")]
+    assert (steal.status == "ok").all() and "agreement" in set(steal.metric)
+    partial = table[(table.attack == "stealing") & (table.threat_model == "blackbox_partial")]
+    assert (partial.status == "skipped").all()
+    assert "train_accuracy" not in set(table[table.attack == "target"].metric)
+
+
+class Touch:
+    """Unpickling this creates a file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_a_crafted_pickle_is_refused_in_one_line_with_no_side_effect(owned, assess, tmp_path):
+    root, model_dir = owned
+    control = tmp_path / "pwned"
+    crafted = tmp_path / "net.pt"
+    torch.save({"weight": Touch(control)}, crafted)
+    out = tmp_path / "res"
+    line = refused(assess(*owner_args(root, model_dir, f"results_dir={out}"), f"model.weights={crafted}"))
+    assert "is a pickle that needs code to load" in line
+    assert not control.exists() and not out.exists()
+
+
+def test_weights_of_another_architecture_are_refused_naming_the_first_mismatched_tensor(owned, assess, tmp_path):
+    root, model_dir = owned
+    line = refused(assess(*owner_args(root, model_dir, f"results_dir={tmp_path / 'res'}"), "model.factory=null",
+                          "model.arch=simple_cnn", "model.num_classes=10"))
+    assert "do not match the architecture: no tensor 'features.0.weight'" in line
+
+
+def test_a_state_dict_saved_with_torch_save_is_read_too(owned, assess, tmp_path):
+    """And a class count the model does not have is refused before any training."""
+    root, model_dir = owned
+    line = refused(assess(*owner_args(root, model_dir, f"results_dir={tmp_path / 'res'}"),
+                          f"model.weights={model_dir / 'net.pt'}", "model.num_classes=3", "model.kwargs={num_classes: 3}"))
+    assert "do not match the architecture" in line  # the file's 10-way layer against a 3-way model
+    fewer = tmp_path / "three"
+    fewer.mkdir()
+    for label in ("0", "1", "2"):
+        (fewer / label).symlink_to(root / label)
+    out = tmp_path / "res"
+    line = refused(assess(*owner_args(root, model_dir, f"results_dir={out}"), f"data.root={fewer}",
+                          "data.attributes=null", f"model.weights={model_dir / 'net.pt'}"))
+    assert "gives outputs of shape (10,) per image but dataset folder has 3 classes" in line
+    assert not (out / "cells").exists()
+
+
+def test_members_naming_missing_files_or_rows_out_of_range_are_refused(owned, assess, tmp_path):
+    root, model_dir = owned
+    members = tmp_path / "members.txt"
+    members.write_text("0/00000.png\n7/not-there.png\n")
+    line = refused(assess(*owner_args(root, model_dir, f"results_dir={tmp_path / 'res'}", f"members={members}")))
+    assert "line 2: '7/not-there.png' is not an image" in line
+    members.write_text("12\n5000\n")
+    line = refused(assess(f"model.weights={model_dir / 'net.safetensors'}", "model.factory=tiny_net:make_net",
+                          "model.normalize.mean=[0.1307]", "model.normalize.std=[0.3081]", f"members={members}",
+                          f"results_dir={tmp_path / 'res'}"))
+    assert "line 2: index 5000 is out of range; dataset mnist5k has 5000 examples" in line
+
+
+def test_training_time_defenses_and_arch_overrides_are_refused(owned, assess, tmp_path):
+    root, model_dir = owned
+    assert "the architecture is the owner's" in refused(assess(*owner_args(root, model_dir), "arch=vgg19"))
+    assert "defense=dp_sgd changes training" in refused(assess(*owner_args(root, model_dir), "defense=dp_sgd"))
+
+
+# --- the pieces, without the command ---------------------------------------------------------------
+
+
+def test_owner_partition_keeps_members_out_of_every_attacker_pool():
+    members = torch.arange(0, 1000, 3)  # 334 members among 1000 rows
+    splits = owner_partition(1000, members, seed=4, quarter_size=100, heldout_size=50)
+    inside = set(members.tolist())
+    assert set(splits.target_train.tolist()) <= inside and len(splits.target_train) == 100
+    for name in ("target_test", "shadow_train", "shadow_test", "heldout"):
+        assert not set(splits.pool(name).tolist()) & inside, name
+    every = torch.cat(list(splits.all_pools().values())).tolist()
+    assert len(every) == len(set(every))
+    assert splits.sizes()["heldout"] == 50
+    # fewer members than the quarter: the quarters shrink to them rather than borrow non-members
+    few = owner_partition(1000, torch.arange(10), seed=0, quarter_size=100)
+    assert all(len(q) == 10 for q in few.as_dict().values())
+    with pytest.raises(PartitionError, match="at least 3 non-members"):
+        owner_partition(4, torch.arange(3), seed=0)
+
+
+def test_members_file_reads_paths_or_indices(tmp_path):
+    from mldoctor_bench.data.base import ImageData
+
+    images = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
+    folder = ImageData("folder", images, torch.tensor([0, 1, 0, 1]), 2, files=("a/1.png", "a/2.png", "b/3.png", "b/4.png"))
+    path = tmp_path / "m.txt"
+    path.write_text("# trained on\n./b/3.png\n\na/1.png\na/1.png\n")
+    assert read_members(path, folder).tolist() == [0, 2]
+    registry = ImageData("digits", images, torch.tensor([0, 1, 0, 1]), 2)
+    path.write_text("3\n1\n")
+    assert read_members(path, registry).tolist() == [1, 3]
+    path.write_text("0\n1\n2\n3\n")
+    with pytest.raises(MembersError, match="names every example"):
+        read_members(path, registry)
+    path.write_text("b/3.png\n")
+    with pytest.raises(MembersError, match="not a row index"):
+        read_members(path, registry)
+
+
+class Plain(torch.nn.Module):
+    def __init__(self, softmax: bool = False) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3)
+        self.fc = torch.nn.Linear(2 * 6 * 6, 3)
+        self.softmax = softmax
+
+    def forward(self, x):
+        out = self.fc(torch.relu(self.conv(x)).flatten(1))
+        return out.softmax(1) if self.softmax else out
+
+
+def test_owner_classifier_applies_the_owners_normalisation_and_reads_its_last_linear():
+    torch.manual_seed(0)
+    plain = Plain().eval()
+    wrapped = OwnerClassifier(plain, 3, 1, mean=[0.1307], std=[0.3081]).eval()
+    pixels = torch.rand(5, 1, 8, 8)
+    benchmark = pixels * 2 - 1  # what the benchmark feeds its models
+    assert torch.allclose(wrapped(benchmark), plain((pixels - 0.1307) / 0.3081), atol=1e-5)
+    embedding = wrapped.embed(benchmark)
+    assert embedding.shape == (5, 72) and wrapped.embedding_dim == 72
+    assert torch.allclose(wrapped.head(embedding), wrapped(benchmark), atol=1e-5)
+    # a model whose output is not its last Linear's: no embedding to read, said plainly
+    with pytest.raises(NoEmbedding, match="does not give its output"):
+        OwnerClassifier(Plain(softmax=True), 3, 1).embed(benchmark)
+    # the benchmark's own normalisation is the default: the model sees the benchmark's inputs
+    assert torch.allclose(OwnerClassifier(plain, 3, 1).eval()(benchmark), plain(benchmark), atol=1e-6)
