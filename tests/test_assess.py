@@ -292,3 +292,17 @@ def test_owner_classifier_applies_the_owners_normalisation_and_reads_its_last_li
         OwnerClassifier(Plain(softmax=True), 3, 1).embed(benchmark)
     # the benchmark's own normalisation is the default: the model sees the benchmark's inputs
     assert torch.allclose(OwnerClassifier(plain, 3, 1).eval()(benchmark), plain(benchmark), atol=1e-6)
+
+
+def test_images_take_the_channels_the_model_expects():
+    from mldoctor_bench.assess import with_channels
+    from mldoctor_bench.data.base import ImageData
+
+    colour = torch.tensor([[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 20, 30]], dtype=torch.uint8)
+    data = ImageData("c", colour.t().reshape(1, 3, 2, 2).expand(2, 3, 2, 2).contiguous(), torch.tensor([0, 1]), 2)
+    grey = with_channels(data, 1)
+    # ITU-R 601 luma, as Pillow's convert("L"): red 76, green 150, blue 29, (10, 20, 30) 18
+    assert grey.images.shape == (2, 1, 2, 2) and grey.images[0, 0].flatten().tolist() == [76, 150, 29, 18]
+    back = with_channels(grey, 3)
+    assert back.images.shape == (2, 3, 2, 2) and torch.equal(back.images[:, 0], back.images[:, 2])
+    assert with_channels(data, 3) is data

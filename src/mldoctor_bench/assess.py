@@ -121,6 +121,21 @@ class Owner:
         return wrapped.eval()
 
 
+    def check_early(self, cfg: DictConfig) -> None:
+        """Match the weights to the architecture before the data is read, where the architecture does
+        not depend on it: always for a factory (built from ``model.kwargs`` alone), for a registry
+        architecture when the image size, channels and classes are all given."""
+        m = self.model
+        if m.factory is not None:
+            model = build_owner_model(None, m.factory, self.kwargs, num_classes=0, image_size=0, in_channels=0)
+            check_state_dict(model, self.state, f"weights {self.weights.name}")
+            return
+        size = m.image_size or cfg.data.get("image_size")
+        channels = m.in_channels or cfg.data.get("in_channels")
+        if size is not None and channels is not None and m.num_classes is not None:
+            self.trained(int(channels), m.num_classes, int(size))
+
+
 def read_owner(cfg: DictConfig) -> Owner:
     """Check the ``model`` section and ``members``, read the weights (nothing in them runs) and
     enter the owner's architecture in the registry; raise :class:`OwnerModelError` or :class:`ConfigError`."""
@@ -313,10 +328,7 @@ def preflight(argv: list[str]) -> None:
         owner = read_owner(cfg)
         cfg = owner_config(cfg, owner)
         plan(cfg)
-        size = owner.model.image_size or (cfg.data.image_size if cfg.data.image_size is not None else None)
-        channels = owner.model.in_channels or cfg.data.get("in_channels")
-        if size is not None and channels is not None and owner.model.num_classes is not None:
-            owner.trained(int(channels), owner.model.num_classes, int(size))
+        owner.check_early(cfg)
     except (ConfigError, OwnerModelError) as exc:
         fail(str(exc))
     except (HydraException, OmegaConfBaseException) as exc:
