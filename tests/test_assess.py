@@ -306,3 +306,23 @@ def test_images_take_the_channels_the_model_expects():
     back = with_channels(grey, 3)
     assert back.images.shape == (2, 3, 2, 2) and torch.equal(back.images[:, 0], back.images[:, 2])
     assert with_channels(data, 3) is data
+
+
+def test_suggested_defenses_name_only_drops_beyond_the_noise_with_their_cost():
+    import pandas as pd
+
+    from mldoctor_bench.report.owner import REMEDIES, remedy_lines, tradeoff_table
+
+    table = pd.DataFrame({"defense": ["none", "a", "b"], "test accuracy": [0.9, 0.85, 0.6],
+                          "best TPR at 1% FPR (B,S)": [0.1, 0.09, 0.02],
+                          "stealing agreement over baseline (B,S)": [0.05, 0.0, 0.05]})
+    text = "\n".join(remedy_lines(table, {"membership": "high", "stealing": "low"}))
+    assert "fell from 0.100" in text and "`b` to 0.020 (test accuracy 0.600)" in text
+    assert "`a`" not in text  # a drop of 0.01 is within a single run's interval
+    assert "stealing" not in text  # judged low: nothing to suggest
+    text = "\n".join(remedy_lines(table, {"stealing": "high"}))
+    assert "`a` to 0.000" in text
+    # the shipped table, made by the documented sweep, has a row without defense and every column used
+    shipped, meta = tradeoff_table()
+    assert "none" in set(shipped["defense"]) and {c for c, _ in REMEDIES.values()} <= set(shipped.columns)
+    assert "+experiment=defense_tradeoffs" in meta["command"]

@@ -21,6 +21,7 @@ import pandas as pd
 from mldoctor_bench.cellfiles import CellFiles
 from mldoctor_bench.report.build import render
 from mldoctor_bench.report.collect import Source, exposed_sets
+from mldoctor_bench.report.verdicts import verdicts
 from mldoctor_bench.results import read_table
 
 TRADEOFFS = "defense_tradeoffs"  # report/defense_tradeoffs.csv and .json, shipped with the package
@@ -87,14 +88,56 @@ def tradeoff_table() -> tuple[pd.DataFrame, dict]:
     return table, meta
 
 
-def defense_lines() -> list[str]:
-    """Suggested defenses: the benchmark's own measurements of each defense's cost and effect."""
+# Per family: the trade-off table's column that measures it, and the smallest drop from `none` that
+# counts (about a single run's 95% interval half-width there: smaller drops are not evidence).
+REMEDIES = {
+    "membership": ("best TPR at 1% FPR (B,S)", 0.03),
+    "inversion": ("inversion evaluator accuracy (W,S)", 0.15),
+    "attribute": ("attribute advantage (W,S)", 0.03),
+    "stealing": ("stealing agreement over baseline (B,S)", 0.02),
+}
+UTILITY = "test accuracy"
+# What a row's number leaves out, said beside it wherever the row is suggested.
+CAVEATS = {"output_labels_only": "posterior attacks only: label-only attacks, not in the table, still apply"}
+
+
+def remedy_lines(table: pd.DataFrame, levels: dict[str, str]) -> list[str]:
+    """For each family judged moderate or high here, the defenses whose measured effect on it exceeds
+    the noise, each with its utility cost: what would help, from the table alone."""
+    base = table.set_index("defense")
+    if "none" not in base.index:
+        return []
+    lines = []
+    for family, level in levels.items():
+        column, margin = REMEDIES.get(family, (None, 0.0))
+        if level == "low" or column not in base.columns:
+            continue
+        before = base.loc["none", column]
+        helped = [(d, r[column], r[UTILITY]) for d, r in base.iterrows()
+                  if d != "none" and pd.notna(r[column]) and before - r[column] >= margin]
+        if helped:
+            parts = "; ".join(f"`{d}` to {value:.3f} (test accuracy {acc:.3f}"
+                              + (f"; {CAVEATS[d]})" if d in CAVEATS else ")")
+                              for d, value, acc in sorted(helped, key=lambda h: -h[2]))
+            lines.append(f"- **{family}** ({level} here): in the benchmark's measurements, {column} fell from "
+                         f"{before:.3f} without a defense (test accuracy {base.loc['none', UTILITY]:.3f}) with {parts}.")
+        else:
+            lines.append(f"- **{family}** ({level} here): no defense measured lowered {column} by {margin} or more.")
+    if lines:
+        lines = ["What would help with the families judged moderate or high here (cheapest in accuracy first):", "",
+                 *lines, ""]
+    return lines
+
+
+def defense_lines(levels: dict[str, str] | None = None) -> list[str]:
+    """Suggested defenses: the benchmark's own measurements of each defense's cost and effect, and
+    for the families at risk (``levels``: family -> verdict) the defenses that lowered them."""
     try:
         table, meta = tradeoff_table()
     except (FileNotFoundError, ValueError) as exc:
         return ["## Suggested defenses", "", f"The defense trade-off table is not installed ({exc}).", ""]
     columns = [c for c in table.columns if c != "defense"]
-    lines = ["## Suggested defenses", "",
+    lines = ["## Suggested defenses", "", *remedy_lines(table, levels or {}),
              "Measured by this benchmark, not estimated: one target per defense on the embedded digits "
              f"({meta.get('cell', '')}), every other setting the same. Lower attack numbers are better for the owner; "
              "compare each row's utility cost with what it removes. The numbers are for that model and data: rerun "
@@ -145,7 +188,8 @@ def write_owner_report(cell_dir: Path) -> tuple[Path, Path]:
     model = manifest.get("model", {})
     title = f"Risk report: {model.get('arch') or model.get('factory')} on {manifest.get('dataset')}"
     text = render(frame, Source([files.table], [cell_dir], report_dir), report_dir, title=title,
-                  preface=pool_lines(manifest), appendix=exposed_file_lines(cell_dir, manifest) + defense_lines(),
+                  preface=pool_lines(manifest),
+                  appendix=exposed_file_lines(cell_dir, manifest) + defense_lines({v.family: v.level for v in verdicts(frame)}),
                   paper_figures=False)
     md = report_dir / "report.md"
     md.write_text(text)
