@@ -45,6 +45,7 @@ from mldoctor_bench import ui
 
 PROG = "mldoctor-assess"
 MEMBERSHIP = "membership"  # the family's attacks are named membership*
+OWNER_ARCH = "owner-"  # the owner's architecture is entered in the registry as owner-<digest of its identity>
 GREY = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601 luma, as Pillow's convert("L")
 
 
@@ -120,7 +121,6 @@ class Owner:
         wrapped.model.load_state_dict(self.state, strict=True)
         return wrapped.eval()
 
-
     def check_early(self, cfg: DictConfig) -> None:
         """Match the weights to the architecture before the data is read, where the architecture does
         not depend on it: always for a factory (built from ``model.kwargs`` alone), for a registry
@@ -148,12 +148,13 @@ def read_owner(cfg: DictConfig) -> Owner:
     if not section.weights:
         raise ConfigError("model.weights is missing: give the trained model's weights, e.g. "
                           "model.weights=model.safetensors (a safetensors file or a saved state dict)")
+    built_in = ", ".join(a for a in ARCHS.names() if not a.startswith(OWNER_ARCH))
     if (section.arch is None) == (section.factory is None):
-        raise ConfigError("name the model's architecture once: model.arch=NAME (one of "
-                          f"{', '.join(ARCHS.names())}) or model.factory=package.module:callable")
-    if section.arch is not None and section.arch not in ARCHS:
-        raise ConfigError(str(UnknownEntryError(f"unknown model.arch {section.arch!r}; choose one of: "
-                                                f"{', '.join(a for a in ARCHS.names() if not a.startswith('owner-'))}")))
+        raise ConfigError(f"name the model's architecture once: model.arch=NAME (one of {built_in}) "
+                          "or model.factory=package.module:callable")
+    if section.arch is not None and (section.arch not in ARCHS or section.arch.startswith(OWNER_ARCH)):
+        raise ConfigError(f"unknown model.arch {section.arch!r}; choose one of: {built_in}, "
+                          "or give your own with model.factory=package.module:callable")
     defense = DEFENSES.get(str(cfg.defense.name))
     if defense.name != "none" and defense.kind != OUTPUT:
         raise ConfigError(f"defense={defense.name} changes training, and the owner's model is trained already; "
@@ -173,7 +174,7 @@ def read_owner(cfg: DictConfig) -> Owner:
                               "one a line (or leave members out to skip membership inference)")
     identity = {"arch": section.arch, "factory": section.factory, "kwargs": kwargs,
                 "source": factory_source(section.factory), "normalize": [section.normalize.mean, section.normalize.std]}
-    owner = Owner(section, kwargs, weights, state, members, f"owner-{stable_hash(identity, length=8)}")
+    owner = Owner(section, kwargs, weights, state, members, f"{OWNER_ARCH}{stable_hash(identity, length=8)}")
     ARCHS.define(owner.arch_name, owner.build)
     return owner
 
