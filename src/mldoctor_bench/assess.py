@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -204,9 +204,7 @@ def with_channels(data: ImageData, channels: int) -> ImageData:
         images = grey.to(torch.uint8)
     else:
         images = data.images.repeat(1, channels, 1, 1)
-    adapted = ImageData(data.name, images, data.labels, data.num_classes, data.attribute, data.num_attribute_classes,
-                        data.attribute_name, data.files)
-    return adapted
+    return replace(data, images=images)
 
 
 def check_classes(model: OwnerClassifier, data: ImageData, expected: Optional[int]) -> None:
