@@ -137,6 +137,10 @@ def test_an_owner_model_gets_a_report_on_all_four_families_and_only_attacker_mod
     for family in ("membership", "inversion", "attribute", "stealing"):
         assert f"**{family}: " in verdicts, family
     assert "| shadow_train | 60 |" in report and "## Suggested defenses" in report
+    numbers = report.split("## Numbers by attack family", 1)[1].split("\n## ", 1)[0]
+    for family in ("membership", "inversion", "attribute", "stealing"):
+        assert f"### {family}" in numbers, family
+    assert "agreement_over_baseline" in numbers and "95% Wilson CI" in numbers and "95% bootstrap CI" in numbers
     assert "## Most exposed training files" in report and f"`{pools['target_train'][0].split('/')[0]}/" in report
     page = (cell / "report" / "report.html").read_text()
     assert page.count("<img") >= 2 and page.count('src="data:image/png;base64,') == page.count("<img")

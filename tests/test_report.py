@@ -566,3 +566,30 @@ def test_bootstrap_only_for_runs_shown_alone(overfitting):
     one = frame[~((frame["config_hash"] == "e50s1") & (frame["attack"] == "membership"))]
     assert stats.single_runs(one) == {("e50s0", "membership", "blackbox_shadow")}
     assert set(score_intervals(score_files(cells), stats.single_runs(one))["config_hash"]) == {"e50s0"}
+
+
+def test_one_run_proportions_get_wilson_intervals_over_their_counts():
+    from mldoctor_bench.report import tables
+    from mldoctor_bench.report.intervals import wilson_interval
+
+    cell = Cell("mnist5k", "simple_cnn", "none", 0)
+    rows = metric_rows(cell, "target", "none", "", {"train_accuracy": 1.0, "test_accuracy": 0.3,
+                                                     "n_train": 500.0, "n_test": 40.0})
+    rows += metric_rows(cell, "stealing", "blackbox_shadow", "posteriors", {
+        "agreement": 0.6, "accuracy": 0.5, "baseline_agreement": 0.55, "agreement_over_baseline": 0.05, "n_test": 400.0})
+    rows += metric_rows(cell, "attribute", "whitebox_shadow", "", {
+        "accuracy": 0.3, "best_baseline_accuracy": 0.2, "advantage_over_baseline": 0.1, "n_test": 40.0})
+    frame = to_frame(rows, Provenance("r", "h", "v", "t"), 1.0)
+    frame[stats.SETTINGS] = ""
+    found = stats.single_run_intervals(frame).set_index(["attack", "metric"])
+    for attack, metric, p, n in (("stealing", "agreement", 0.6, 400), ("stealing", "baseline_agreement", 0.55, 400),
+                                 ("stealing", "accuracy", 0.5, 400), ("attribute", "accuracy", 0.3, 40),
+                                 ("attribute", "best_baseline_accuracy", 0.2, 40)):
+        row = found.loc[(attack, metric)]
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx(wilson_interval(p, n)) and row["method"] == "wilson"
+    # a difference is not a proportion of a count: no interval
+    assert ("stealing", "agreement_over_baseline") not in found.index
+    assert ("attribute", "advantage_over_baseline") not in found.index
+    # the target's utility: test accuracy 0.3 of 40 as in test_wilson_interval_by_hand
+    utility = tables.utility_table(stats.target_gap(frame))
+    assert "0.300, 95% Wilson CI [0.181, 0.454] (n=1)" in utility and "1.000, 95% Wilson CI [0.992, 1.000] (n=1)" in utility

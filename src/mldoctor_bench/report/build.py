@@ -57,9 +57,9 @@ def render(frame: pd.DataFrame, source: Source, report_dir: Path, *, title: str 
     """The report's Markdown, drawing its figures into ``report_dir/figures``.
 
     ``preface`` lines come right after the opening paragraph, ``appendix`` lines before the list of
-    skipped and failed rows; ``paper_figures=False`` leaves out the paper's comparison figures
-    (bars per dataset and architecture, settings, defense trade-off, correlation), which say
-    nothing about a single model."""
+    skipped and failed rows; ``paper_figures=False`` (a report on one model) gives a table per attack
+    family with a row per series instead of the paper's tables, and leaves out the paper's comparison
+    figures (bars per dataset and architecture, settings, defense trade-off, correlation)."""
     fig_dir = report_dir / "figures"
     configs = cell_configs(source.cell_dirs)
     frame, varying = with_settings(frame, configs)
@@ -100,17 +100,26 @@ def render(frame: pd.DataFrame, source: Source, report_dir: Path, *, title: str 
     gap = stats.target_gap(frame)
     lines += [tables.utility_table(gap) if not gap.empty else "No target utility rows (attack=target).", ""]
 
-    lines += ["## Attack tables (Tables 3 to 5)", ""]
     chosen = stats.table_metric_rows(frame)
+    low = stats.low_fpr_rows(frame)
+    if paper_figures:
+        lines += ["## Attack tables (Tables 3 to 5)", ""]
+        for (fam, metric), rows in chosen.items():
+            lines += [f"### {fam}: {metric}", "", tables.summary_table(rows, single=single), ""]
+        if not low.empty:
+            lines += ["### membership: TPR at low FPR", "", tables.summary_table(low, low, single), ""]
+    else:  # one model: a table per family, a row per attack series, with what its verdict compares
+        lines += ["## Numbers by attack family", ""]
+        attacks = stats.attack_rows(frame)
+        for fam in dict.fromkeys(f for f, _ in chosen):
+            compared = attacks[(attacks["family"] == fam) & attacks["metric"].isin(verdicts.COMPARED.get(fam, ()))]
+            rows = pd.concat([r for (f, _), r in chosen.items() if f == fam] + [compared]
+                             + ([low] if fam == "membership" and not low.empty else []), ignore_index=True)
+            lines += [f"### {fam}", "", tables.series_table(rows, low, single), ""]
     if not chosen:
         lines += ["No attack produced an ok metric.", ""]
-    for (fam, metric), rows in chosen.items():
-        lines += [f"### {fam}: {metric}", "", tables.summary_table(rows, single=single), ""]
-    low = stats.low_fpr_rows(frame)
-    if not low.empty:
-        lines += ["### membership: TPR at low FPR", "", tables.summary_table(low, low, single), ""]
-        if low["too_few"].any():
-            lines += [tables.LOW_FPR_NOTE, ""]
+    if not low.empty and low["too_few"].any():
+        lines += [tables.LOW_FPR_NOTE, ""]
 
     audit = stats.audit_rows(frame)
     if not audit.empty:

@@ -161,8 +161,8 @@ def single_runs(frame: pd.DataFrame) -> set[tuple[str, str, str]]:
 WILSON: dict[str, dict[str, tuple[str, ...]]] = {
     "membership": {"accuracy": ("n_members", "n_nonmembers")},
     "inversion": {"eval_accuracy": ("reconstructions",)},
-    "attribute": {"accuracy": ("n_test",)},
-    "stealing": {"agreement": ("n_test",), "accuracy": ("n_test",)},
+    "attribute": {"accuracy": ("n_test",), "best_baseline_accuracy": ("n_test",)},
+    "stealing": {"agreement": ("n_test",), "accuracy": ("n_test",), "baseline_agreement": ("n_test",)},
 }
 
 
@@ -173,8 +173,9 @@ def single_run_intervals(frame: pd.DataFrame, boot: pd.DataFrame | None = None) 
       the saved scores equals the table's value, so the interval is around the number shown;
     - ``wilson``: a proportion over the count of examples it was measured on (:data:`WILSON`): a
       membership attack's accuracy over its ``n_members + n_nonmembers`` examples, inversion's
-      ``eval_accuracy`` over its ``reconstructions``, attribute inference's accuracy and a stolen
-      model's agreement and accuracy over their ``n_test`` examples.
+      ``eval_accuracy`` over its ``reconstructions``, attribute inference's accuracy (and its
+      baseline's) and a stolen model's agreement and accuracy (and its baseline's agreement) over
+      their ``n_test`` examples.
     Other metrics of a single run get no interval (nothing per example is saved for them)."""
     rows = attack_rows(frame)
     pieces = []

@@ -98,6 +98,27 @@ def summary_table(rows: pd.DataFrame, flags: pd.DataFrame | None = None, single:
     return "\n\n".join(split_columns(header, lines))
 
 
+def series_table(rows: pd.DataFrame, flags: pd.DataFrame | None = None, single: pd.DataFrame | None = None) -> str:
+    """One model's numbers the other way round: a row per attack series, a column per metric (in the
+    order the rows hold them), each value with its interval; flagged low-FPR values starred."""
+    by = stats.SERIES + ["metric"]
+    summary = stats.summarise(rows, by, single=single)
+    starred = set()
+    if flags is not None and not flags.empty:
+        starred = {tuple(k) for k in flags.loc[flags["too_few"], by].drop_duplicates().itertuples(index=False)}
+    metrics = list(dict.fromkeys(rows["metric"]))
+    lines = []
+    for series, group in summary.groupby(stats.SERIES, sort=True):
+        by_metric = {r["metric"]: r for _, r in group.iterrows()}
+        out = [stats.series_label(*series)]
+        for metric in metrics:
+            r = by_metric.get(metric)
+            text = "" if r is None else format_summary(r)
+            out.append(text + (" *" if text and (*series, metric) in starred else ""))
+        lines.append(out)
+    return "\n\n".join(split_columns(["attack (threat model) variant"] + metrics, lines))
+
+
 def utility_table(gap: pd.DataFrame) -> str:
     """Target train/test accuracy and their gap, mean (sd, CI) over seeds, per dataset/arch/defense
     and varying settings."""

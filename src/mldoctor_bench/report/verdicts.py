@@ -146,6 +146,9 @@ _stealing = _margin("agreement_over_baseline", "agreement", "baseline_agreement"
                     "agreement {:.3f} against {:.3f} without queries ({:+.3f})")
 
 
+# What each family's verdict compares its number with, beside the number in a report's tables.
+COMPARED = {"inversion": ("chance_accuracy",), "attribute": ("best_baseline_accuracy", "advantage_over_baseline"),
+            "stealing": ("baseline_agreement", "agreement_over_baseline")}
 JUDGES = {"membership": _membership, "inversion": _inversion, "attribute": _attribute, "stealing": _stealing}
 
 
