@@ -82,7 +82,8 @@ def assess(tmp_path):
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLE), os.environ.get("PYTHONPATH", "")]),
                "OMP_NUM_THREADS": "1"}
         env.pop("HYDRA_FULL_ERROR", None)
-        return subprocess.run([str(exe), *args], cwd=workdir, capture_output=True, text=True, timeout=900, env=env)
+        run.last = subprocess.run([str(exe), *args], cwd=workdir, capture_output=True, text=True, timeout=900, env=env)
+        return run.last
 
     run.workdir = workdir
     return run
@@ -217,6 +218,8 @@ def test_members_naming_missing_files_or_rows_out_of_range_are_refused(owned, as
     members.write_text("0/00000.png\n7/not-there.png\n")
     line = refused(assess(*owner_args(root, model_dir, f"results_dir={tmp_path / 'res'}", f"members={members}")))
     assert "line 2: '7/not-there.png' is not an image" in line
+    shown = assess.last.stderr.strip().splitlines()
+    assert len(shown) == 1, shown  # refused from the file list, before any image is decoded (no progress lines)
     members.write_text("12\n5000\n")
     line = refused(assess(f"model.weights={model_dir / 'net.safetensors'}", "model.factory=tiny_net:make_net",
                           "model.normalize.mean=[0.1307]", "model.normalize.std=[0.3081]", f"members={members}",

@@ -33,7 +33,7 @@ from mldoctor_bench.data import DataUnavailableError, ImageData
 from mldoctor_bench.data.splits import PartitionError, owner_partition, partition
 from mldoctor_bench.defenses import DEFENSES
 from mldoctor_bench.defenses.base import OUTPUT
-from mldoctor_bench.members import MembersError, read_members
+from mldoctor_bench.members import MembersError, member_rows, read_members
 from mldoctor_bench.models import ARCHS
 from mldoctor_bench.owner_model import OwnerClassifier, OwnerModelError, build_owner_model, check_state_dict, load_weights
 from mldoctor_bench.provenance import stable_hash
@@ -226,6 +226,18 @@ def check_classes(model: OwnerClassifier, data: ImageData, expected: Optional[in
                           "(for dataset=folder, one subfolder per class)")
 
 
+def check_folder_members(cfg: DictConfig, owner: Owner) -> None:
+    """For ``dataset=folder``, check the members file against the folder's file list before any
+    image is decoded (the same check runs again on the loaded data)."""
+    if owner.members is None or str(cfg.dataset.name) != "folder":
+        return
+    from mldoctor_bench.data.folder import find_classes, list_images
+
+    root = Path(str(cfg.data.root)).expanduser().resolve()
+    files = [f for f, _ in list_images(root, find_classes(root))]
+    member_rows(owner.members, len(files), files, "folder")
+
+
 def given_target(owner: Owner, cfg: DictConfig) -> GivenTarget:
     """The owner's model as the cell's target, with the owner's partition and refusals."""
     channels = owner.model.in_channels
@@ -328,7 +340,8 @@ def preflight(argv: list[str]) -> None:
         cfg = owner_config(cfg, owner)
         plan(cfg)
         owner.check_early(cfg)
-    except (ConfigError, OwnerModelError) as exc:
+        check_folder_members(cfg, owner)
+    except (ConfigError, OwnerModelError, MembersError, DataUnavailableError) as exc:
         fail(str(exc))
     except (HydraException, OmegaConfBaseException) as exc:
         fail(" ".join(str(exc).split()))

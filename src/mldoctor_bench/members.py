@@ -9,6 +9,7 @@ twice counts once. Every refusal is a :class:`MembersError`, one line naming the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional, Sequence
 
 import torch
 
@@ -43,30 +44,36 @@ def as_posix(text: str) -> str:
 
 def read_members(path: str | Path, data: ImageData) -> torch.Tensor:
     """The sorted row indices (``int64``) of ``data`` that the members file at ``path`` names."""
+    return member_rows(path, len(data), data.files, data.name)
+
+
+def member_rows(path: str | Path, count: int, files: Optional[Sequence[str]], name: str) -> torch.Tensor:
+    """:func:`read_members` for a dataset of ``count`` examples called ``name`` whose examples are
+    the relative paths ``files`` (``None``: named by row index); needs no decoded image."""
     path = Path(path).expanduser()
     lines = entries(path)
-    if data.files is not None:
-        row = {name: i for i, name in enumerate(data.files)}
+    if files is not None:
+        row = {f: i for i, f in enumerate(files)}
         missing = [(number, text) for number, text in lines if as_posix(text) not in row]
         if missing:
             number, text = missing[0]
-            raise MembersError(f"members={path} line {number}: {text!r} is not an image of dataset {data.name} "
+            raise MembersError(f"members={path} line {number}: {text!r} is not an image of dataset {name} "
                                f"({len(missing)} of {len(lines)} entries are not); give paths relative to data.root, "
-                               f"as in {data.files[0]!r}")
+                               f"as in {files[0]!r}")
         chosen = [row[as_posix(text)] for _, text in lines]
     else:
         chosen = []
         for number, text in lines:
             if not text.lstrip("-").isdigit():
-                raise MembersError(f"members={path} line {number}: {text!r} is not a row index; dataset {data.name} "
-                                   f"names its examples by index, 0 to {len(data) - 1}")
+                raise MembersError(f"members={path} line {number}: {text!r} is not a row index; dataset {name} "
+                                   f"names its examples by index, 0 to {count - 1}")
             index = int(text)
-            if not 0 <= index < len(data):
+            if not 0 <= index < count:
                 raise MembersError(f"members={path} line {number}: index {index} is out of range; dataset "
-                                   f"{data.name} has {len(data)} examples (0 to {len(data) - 1})")
+                                   f"{name} has {count} examples (0 to {count - 1})")
             chosen.append(index)
     members = torch.unique(torch.tensor(chosen, dtype=torch.int64))
-    if len(members) == len(data):
-        raise MembersError(f"members={path} names every example of {data.name}: an assessment needs examples the "
+    if len(members) == count:
+        raise MembersError(f"members={path} names every example of {name}: an assessment needs examples the "
                            "model did not train on (evaluation non-members and the attacker's data)")
     return members
