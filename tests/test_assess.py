@@ -165,6 +165,8 @@ def test_without_members_membership_is_skipped_with_the_reason(owned, assess, tm
     partial = table[(table.attack == "stealing") & (table.threat_model == "blackbox_partial")]
     assert (partial.status == "skipped").all()
     assert "train_accuracy" not in set(table[table.attack == "target"].metric)
+    report = (cell / "report" / "report.md").read_text()
+    assert "its membership unknown" in report and "(non-members only)" not in report
 
 
 class Touch:

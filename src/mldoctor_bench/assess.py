@@ -246,21 +246,19 @@ def given_target(owner: Owner, cfg: DictConfig) -> GivenTarget:
         data = with_channels(data, channels) if channels else data
         model = owner.trained(data.channels, owner.model.num_classes or data.num_classes, data.image_size)
         check_classes(model, data, owner.model.num_classes)
-        target.model = model
+        target.model = model  # built here, once the data's channels and size are known
         return data
 
     def cut(p: Plan, data: ImageData):
         needs_heldout = any(ATTACKS.get(a).uses_heldout for a in p.attacks)
+        sizes = {"reserve": p.data.reserve, "heldout_size": p.data.heldout_size, "dataset": data.name,
+                 "min_heldout": data.num_classes if needs_heldout else 0}
         try:
             if owner.members is None:
-                return partition(len(data), int(p.cfg.seed), p.data.quarter_size, reserve=p.data.reserve,
-                                 heldout_size=p.data.heldout_size,
-                                 min_heldout=data.num_classes if needs_heldout else 0, dataset=data.name)
+                return partition(len(data), int(p.cfg.seed), p.data.quarter_size, **sizes)
             members = read_members(owner.members, data)
             target.manifest["members_listed"] = len(members)
-            return owner_partition(len(data), members, int(p.cfg.seed), p.data.quarter_size, reserve=p.data.reserve,
-                                   heldout_size=p.data.heldout_size,
-                                   min_heldout=data.num_classes if needs_heldout else 0, dataset=data.name)
+            return owner_partition(len(data), members, int(p.cfg.seed), p.data.quarter_size, **sizes)
         except (MembersError, PartitionError) as exc:
             raise ConfigError(str(exc)) from None
 

@@ -32,6 +32,14 @@ POOLS = {
     "shadow_test": "attacker's data: the shadow model's non-members (non-members only)",
     "heldout": "evaluators' data: trains the inversion evaluator, which no other model sees",
 }
+# Without a members file no pool's membership is known.
+UNKNOWN_POOLS = {
+    "target_train": "a random part of the data, its membership unknown: utility is measured on it, no attack is scored on it",
+    "target_test": "a random part of the data, its membership unknown: what stealing and attribute inference are scored on",
+    "shadow_train": "attacker's data: trains the attacker's shadow model",
+    "shadow_test": "attacker's data: the shadow model's non-members",
+    "heldout": POOLS["heldout"],
+}
 EXPOSED_FILES = 10
 
 
@@ -48,7 +56,7 @@ def pool_lines(manifest: dict) -> list[str]:
              f"({manifest.get('members_listed', 0)} examples listed).", "",
              "| pool | examples | what it is |", "| --- | ---: | --- |"]
     sizes = manifest.get("sizes", {})
-    for name, what in POOLS.items():
+    for name, what in (POOLS if manifest.get("members") else UNKNOWN_POOLS).items():
         if sizes.get(name):
             lines.append(f"| {name} | {sizes[name]} | {what} |")
     lines += ["", "The pools are disjoint."]
