@@ -33,9 +33,10 @@ from mldoctor_bench.data import DataUnavailableError, ImageData
 from mldoctor_bench.data.splits import PartitionError, owner_partition, partition
 from mldoctor_bench.defenses import DEFENSES
 from mldoctor_bench.defenses.base import OUTPUT
-from mldoctor_bench.members import MembersError, member_rows, read_members
+from mldoctor_bench.members import MembersError, entries, member_rows, read_members
 from mldoctor_bench.models import ARCHS
-from mldoctor_bench.owner_model import OwnerClassifier, OwnerModelError, build_owner_model, check_state_dict, load_weights
+from mldoctor_bench.owner_model import (OwnerClassifier, OwnerModelError, build_owner_model, check_state_dict,
+                                        load_checked, load_weights)
 from mldoctor_bench.provenance import stable_hash
 from mldoctor_bench.registry import UnknownEntryError
 from mldoctor_bench.runner import ConfigError, GivenTarget, Plan, run_cell
@@ -117,9 +118,13 @@ class Owner:
     def trained(self, in_channels: int, num_classes: int, image_size: int) -> OwnerClassifier:
         """The owner's trained model (eval mode), its weights checked tensor by tensor first."""
         wrapped = self.build(in_channels, num_classes, image_size)
-        check_state_dict(wrapped.model, self.state, f"weights {self.weights.name}")
-        wrapped.model.load_state_dict(self.state, strict=True)
+        load_checked(wrapped.model, self.state, self.source)
         return wrapped.eval()
+
+    @property
+    def source(self) -> str:
+        """How refusals name the weights."""
+        return f"weights {self.weights.name}"
 
     def check_early(self, cfg: DictConfig) -> None:
         """Match the weights to the architecture before the data is read, where the architecture does
@@ -128,7 +133,7 @@ class Owner:
         m = self.model
         if m.factory is not None:
             model = build_owner_model(None, m.factory, self.kwargs, num_classes=0, image_size=0, in_channels=0)
-            check_state_dict(model, self.state, f"weights {self.weights.name}")
+            check_state_dict(model, self.state, self.source)
             return
         size = m.image_size or cfg.data.get("image_size")
         channels = m.in_channels or cfg.data.get("in_channels")
@@ -138,7 +143,8 @@ class Owner:
 
 def read_owner(cfg: DictConfig) -> Owner:
     """Check the ``model`` section and ``members``, read the weights (nothing in them runs) and
-    enter the owner's architecture in the registry; raise :class:`OwnerModelError` or :class:`ConfigError`."""
+    enter the owner's architecture in the registry; raise :class:`OwnerModelError`, :class:`MembersError`
+    or :class:`ConfigError`."""
     node = OmegaConf.to_container(cfg.model, resolve=True)
     kwargs = node.pop("kwargs", None) or {}
     try:
@@ -169,9 +175,7 @@ def read_owner(cfg: DictConfig) -> Owner:
     members = None
     if cfg.get("members") is not None:
         members = Path(str(cfg.members)).expanduser().resolve()
-        if not members.is_file():
-            raise ConfigError(f"members={members} is not a file; give a text file with the model's training examples, "
-                              "one a line (or leave members out to skip membership inference)")
+        entries(members)  # a missing or empty file is refused here, before the data is read
     identity = {"arch": section.arch, "factory": section.factory, "kwargs": kwargs,
                 "source": factory_source(section.factory), "normalize": [section.normalize.mean, section.normalize.std]}
     owner = Owner(section, kwargs, weights, state, members, f"{OWNER_ARCH}{stable_hash(identity, length=8)}")
@@ -290,7 +294,7 @@ def run_job(cfg: DictConfig) -> str:
     try:
         cfg, given = prepare(cfg)
         outcome = run_cell(cfg, given)
-    except (ConfigError, DataUnavailableError, UnknownEntryError, OwnerModelError) as exc:
+    except (ConfigError, DataUnavailableError, UnknownEntryError, OwnerModelError, MembersError) as exc:
         if hydra_cfg.mode == RunMode.RUN:
             cli.remove_run_folder(Path(hydra_cfg.runtime.output_dir), Path(str(cfg.results_dir)))
         fail(str(exc))
@@ -310,30 +314,19 @@ def preflight(argv: list[str]) -> None:
     """Refuse bad input before Hydra makes any folder: group options, the whole config, the weights
     file and their fit to the architecture where the image size is known."""
     overrides = cli.overrides_of(argv)
-    for override in overrides:
-        key, value = override.split("=", 1)
-        group = key.lstrip("+~")
-        if group == "arch":
-            fail("the architecture is the owner's: use model.arch=NAME or model.factory=package.module:callable, not arch=")
-        if group in cli.GROUPS:
-            for name in cli.override_values(value):
-                message = cli.unknown_option(group, name)
-                if message:
-                    fail(message)
-    if any(a in ("-m", "--multirun") for a in argv):
+    if any(o.split("=", 1)[0].lstrip("+~") == "arch" for o in overrides):
+        fail("the architecture is the owner's: use model.arch=NAME or model.factory=package.module:callable, not arch=")
+    message = cli.group_option_error(overrides)
+    if message:
+        fail(message)
+    if any(a in cli.MULTIRUN_FLAGS for a in argv):
         fail("one model is assessed per run: leave out -m (run the command once per model or seed)")
-    if any(a in ("-h", "--help", "--hydra-help", "-c", "--cfg", "--info", "--resolve") for a in argv):
+    if any(a in cli.INFO_FLAGS for a in argv):
         return
-    from hydra import compose, initialize_config_module
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     from mldoctor_bench.runner import plan
 
-    plain = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     try:
-        with initialize_config_module("mldoctor_bench.conf", version_base="1.3"):
-            cfg = compose("assess", overrides=plain)
+        cfg = cli.compose_checked("assess", overrides)
         owner = read_owner(cfg)
         cfg = owner_config(cfg, owner)
         plan(cfg)
@@ -341,8 +334,6 @@ def preflight(argv: list[str]) -> None:
         check_folder_members(cfg, owner)
     except (ConfigError, OwnerModelError, MembersError, DataUnavailableError) as exc:
         fail(str(exc))
-    except (HydraException, OmegaConfBaseException) as exc:
-        fail(" ".join(str(exc).split()))
 
 
 def main() -> None:

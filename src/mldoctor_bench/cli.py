@@ -111,10 +111,12 @@ def overrides_of(argv: list[str]) -> list[str]:
     return out
 
 
-def preflight(argv: list[str]) -> None:
-    """Fail fast, before Hydra makes any folder: unknown group options for any run, and for a single
-    run every setting of the composed config (the runner's planning checks)."""
-    overrides = overrides_of(argv)
+MULTIRUN_FLAGS = ("-m", "--multirun")
+INFO_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "--info", "--resolve")  # print something, run nothing
+
+
+def group_option_error(overrides: list[str]) -> Optional[str]:
+    """The one-line message for the first override that names an option its config group lacks."""
     for override in overrides:
         key, value = override.split("=", 1)
         group = key.lstrip("+~")
@@ -122,25 +124,40 @@ def preflight(argv: list[str]) -> None:
             for name in override_values(value):
                 message = unknown_option(group, name)
                 if message:
-                    fail(message)
-    multirun = any(a in ("-m", "--multirun") for a in argv)
-    if multirun or any(a in ("-h", "--help", "--hydra-help", "-c", "--cfg", "--info", "--resolve") for a in argv):
-        return  # each job of a sweep is planned (and refused in one line) when it runs
+                    return message
+    return None
+
+
+def compose_checked(config_name: str, overrides: list[str]) -> DictConfig:
+    """The config ``config_name`` composed with ``overrides`` (Hydra's own keys left out), as a
+    run would see it; a config Hydra or OmegaConf refuses raises :class:`ConfigError` in one line."""
     from hydra import compose, initialize_config_module
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from mldoctor_bench.runner import plan
-
     plain = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     try:
         with initialize_config_module("mldoctor_bench.conf", version_base="1.3"):
-            cfg = compose("config", overrides=plain)
-        plan(cfg)
+            return compose(config_name, overrides=plain)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(" ".join(str(exc).split())) from None
+
+
+def preflight(argv: list[str]) -> None:
+    """Fail fast, before Hydra makes any folder: unknown group options for any run, and for a single
+    run every setting of the composed config (the runner's planning checks)."""
+    overrides = overrides_of(argv)
+    message = group_option_error(overrides)
+    if message:
+        fail(message)
+    if any(a in MULTIRUN_FLAGS + INFO_FLAGS for a in argv):
+        return  # each job of a sweep is planned (and refused in one line) when it runs
+    from mldoctor_bench.runner import plan
+
+    try:
+        plan(compose_checked("config", overrides))
     except ConfigError as exc:
         fail(str(exc))
-    except (HydraException, OmegaConfBaseException) as exc:
-        fail(" ".join(str(exc).split()))
 
 
 def version_text() -> str:

@@ -23,7 +23,8 @@ class MembersError(ValueError):
 def entries(path: Path) -> list[tuple[int, str]]:
     """``(line number, entry)`` of every line that names an example."""
     if not path.is_file():
-        raise MembersError(f"members={path} is not a file; give a text file with one training example a line")
+        raise MembersError(f"members={path} is not a file; give a text file with the model's training examples, one "
+                           "a line (or leave members out to skip membership inference)")
     out = []
     for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         text = line.strip()

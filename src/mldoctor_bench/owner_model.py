@@ -290,7 +290,12 @@ def load_owner_model(weights: Union[str, Path], arch: Optional[str] = None, fact
     weights read with :func:`load_weights`, checked with :func:`check_state_dict` and loaded strictly."""
     model = build_owner_model(arch, factory, kwargs, num_classes=num_classes, image_size=image_size,
                               in_channels=in_channels)
-    state = load_weights(weights)
-    check_state_dict(model, state, f"weights {Path(weights).name}")
+    return load_checked(model, load_weights(weights), f"weights {Path(weights).name}")
+
+
+def load_checked(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "the weights") -> nn.Module:
+    """``model`` in eval mode with ``state`` loaded strictly, after :func:`check_state_dict` has named
+    any mismatch (``source`` says what the weights are in the refusal)."""
+    check_state_dict(model, state, source)
     model.load_state_dict(state, strict=True)
     return model.eval()
