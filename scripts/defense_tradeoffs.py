@@ -17,30 +17,22 @@ from pathlib import Path
 import pandas as pd
 
 from mldoctor_bench.report.collect import collect_table
+from mldoctor_bench.report.owner import TRADEOFF_COLUMNS
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "mldoctor_bench" / "report"
 SWEEP = "mldoctor-bench -m +experiment=defense_tradeoffs results_dir=results/defense-tradeoffs"
 SUMMARY = "python scripts/defense_tradeoffs.py results/defense-tradeoffs"
 ORDER = ["none", "output_rounding", "output_topk", "output_labels_only", "relaxloss", "distillation", "dp_sgd"]
-# (column, attack, threat model, metric); "best" columns take the larger over the attacks listed.
-COLUMNS = [
-    ("test accuracy", "target", "none", "test_accuracy"),
-    ("train-test gap", "target", "none", "gap"),
-    ("MemInf AUC (B,S)", "membership", "blackbox_shadow", "auc"),
-    ("best TPR at 1% FPR (B,S)", ("membership", "membership_rmia"), "blackbox_shadow", "tpr_at_fpr_0.01"),
-    ("inversion evaluator accuracy (W,S)", "inversion", "whitebox_shadow", "eval_accuracy"),
-    ("attribute advantage (W,S)", "attribute", "whitebox_shadow", "advantage_over_baseline"),
-    ("stealing agreement over baseline (B,S)", "stealing", "blackbox_shadow", "agreement_over_baseline"),
-]
 
 
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per defense: each column of :data:`TRADEOFF_COLUMNS`, the seed mean of its metric."""
     ok = frame[frame["status"] == "ok"]
     means = ok.groupby(["defense", "attack", "threat_model", "metric"])["value"].mean()
     out = []
     for defense in [d for d in ORDER if d in set(ok["defense"])]:
         row = {"defense": defense}
-        for column, attacks, tm, metric in COLUMNS:
+        for column, attacks, tm, metric in TRADEOFF_COLUMNS:
             if metric == "gap":
                 train = means.get((defense, "target", "none", "train_accuracy"))
                 test = means.get((defense, "target", "none", "test_accuracy"))

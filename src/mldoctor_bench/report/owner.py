@@ -21,7 +21,7 @@ import pandas as pd
 from mldoctor_bench.cellfiles import CellFiles
 from mldoctor_bench.report.build import render
 from mldoctor_bench.report.collect import Source, exposed_sets
-from mldoctor_bench.report.verdicts import verdicts
+from mldoctor_bench.report.verdicts import LOW, verdicts
 from mldoctor_bench.results import read_table
 
 TRADEOFFS = "defense_tradeoffs"  # report/defense_tradeoffs.csv and .json, shipped with the package
@@ -96,15 +96,27 @@ def tradeoff_table() -> tuple[pd.DataFrame, dict]:
     return table, meta
 
 
-# Per family: the trade-off table's column that measures it, and the smallest drop from `none` that
-# counts (about a single run's 95% interval half-width there: smaller drops are not evidence).
+# The trade-off table's columns, as scripts/defense_tradeoffs.py writes them from the sweep:
+# (column, attack or attacks (the larger value counts), threat model, metric).
+TRADEOFF_COLUMNS = [
+    ("test accuracy", "target", "none", "test_accuracy"),
+    ("train-test gap", "target", "none", "gap"),
+    ("MemInf AUC (B,S)", "membership", "blackbox_shadow", "auc"),
+    ("best TPR at 1% FPR (B,S)", ("membership", "membership_rmia"), "blackbox_shadow", "tpr_at_fpr_0.01"),
+    ("inversion evaluator accuracy (W,S)", "inversion", "whitebox_shadow", "eval_accuracy"),
+    ("attribute advantage (W,S)", "attribute", "whitebox_shadow", "advantage_over_baseline"),
+    ("stealing agreement over baseline (B,S)", "stealing", "blackbox_shadow", "agreement_over_baseline"),
+]
+COLUMN_OF = {metric: column for column, _, _, metric in TRADEOFF_COLUMNS}
+UTILITY = COLUMN_OF["test_accuracy"]
+# Per family: the column that measures it, and the smallest drop from `none` that counts (about a
+# single run's 95% interval half-width there: smaller drops are not evidence).
 REMEDIES = {
-    "membership": ("best TPR at 1% FPR (B,S)", 0.03),
-    "inversion": ("inversion evaluator accuracy (W,S)", 0.15),
-    "attribute": ("attribute advantage (W,S)", 0.03),
-    "stealing": ("stealing agreement over baseline (B,S)", 0.02),
+    "membership": (COLUMN_OF["tpr_at_fpr_0.01"], 0.03),
+    "inversion": (COLUMN_OF["eval_accuracy"], 0.15),
+    "attribute": (COLUMN_OF["advantage_over_baseline"], 0.03),
+    "stealing": (COLUMN_OF["agreement_over_baseline"], 0.02),
 }
-UTILITY = "test accuracy"
 # What a row's number leaves out, said beside it wherever the row is suggested.
 CAVEATS = {"output_labels_only": "posterior attacks only: label-only attacks, not in the table, still apply"}
 
@@ -118,7 +130,7 @@ def remedy_lines(table: pd.DataFrame, levels: dict[str, str]) -> list[str]:
     lines = []
     for family, level in levels.items():
         column, margin = REMEDIES.get(family, (None, 0.0))
-        if level == "low" or column not in base.columns:
+        if level == LOW or column not in base.columns:
             continue
         before = base.loc["none", column]
         helped = [(d, r[column], r[UTILITY]) for d, r in base.iterrows()
