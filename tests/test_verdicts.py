@@ -1,13 +1,27 @@
-"""The report's verdict rules on hand-made rows: each family's level, the series it rests on, and
-that every verdict compares with what needs no leakage."""
+"""The verdicts as statistical tests: their null laws, their false-alarm rate on simulated null scores
+at the default run's sizes, their power on planted leakage, and the rules on hand-made rows."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pandas as pd
 import pytest
 
-from mldoctor_bench.report.verdicts import HIGH, LOW, MODERATE, verdict_lines, verdicts
+from mldoctor_bench.report import significance as sig
+from mldoctor_bench.report.intervals import roc_statistics
+from mldoctor_bench.report.verdicts import (HIGH, LOW, MODERATE, decide, membership_evidence, verdict_lines,
+                                            verdicts)
 from mldoctor_bench.results import FAILED, Cell, Provenance, metric_rows, to_frame
+
+# The membership series of the default run (mldoctor-bench with no override) and their members /
+# non-members: MemInf (B,S) (B,P) (W,S) (W,P), the four metric attacks under (B,S) and (B,P), the
+# three label-only attacks (two of them on 150 + 150) and RMIA offline. "discrete" series score on a
+# few levels (correctness is 0/1, augmentation counts agreeing translations): their ties are real.
+DEFAULT_SERIES = ([(500, False)] * 2 + [(250, False)] * 2 + [(500, True)] + [(500, False)] * 3 + [(250, True)]
+                  + [(250, False)] * 3 + [(500, True), (150, False), (150, False), (500, False)])
+REPETITIONS = 1000
 
 
 def frame(*series, seeds=(0,)):
@@ -23,85 +37,191 @@ def level(table, fam):
     return {v.family: v for v in verdicts(table)}[fam]
 
 
+def simulated_levels(rng, planted: int = 0) -> list[str]:
+    """The membership verdict of ``REPETITIONS`` simulated default runs with null scores; with
+    ``planted``, that many members of the first series score above every non-member."""
+    per_series = []
+    for i, (n, discrete) in enumerate(DEFAULT_SERIES):
+        draw = (lambda size: rng.integers(0, 4, size).astype(float)) if discrete else rng.standard_normal
+        scores = draw((REPETITIONS, 2 * n))
+        if planted and i == 0:
+            scores[:, :planted] = 100.0
+        per_series.append((n, roc_statistics(np.r_[np.ones(n), np.zeros(n)], scores)))
+    levels = []
+    for r in range(REPETITIONS):
+        evidence = []
+        for i, (n, stats) in enumerate(per_series):
+            values = {"n_members": [n], "n_nonmembers": [n], **{m: [float(v[r])] for m, v in stats.items()}}
+            evidence += membership_evidence(("membership", "blackbox_shadow", str(i)), values)
+        levels.append(decide("membership", evidence).level)
+    return levels
+
+
+def test_the_tpr_test_uses_the_estimators_own_null_law():
+    # the number of members above the (floor(xN)+1)-th non-member, simulated, against the law
+    rng = np.random.default_rng(0)
+    n = 150
+    stats = roc_statistics(np.r_[np.ones(n), np.zeros(n)], rng.standard_normal((20000, 2 * n)))
+    counts = np.round(stats["tpr_at_fpr_0.01"] * n).astype(int)
+    law = sig.null_counts(n, n, 0.01)
+    simulated = np.bincount(counts, minlength=n + 1) / len(counts)
+    assert np.abs(simulated[:10] - law[:10]).max() < 0.01
+    assert counts.mean() / n == pytest.approx(sig.tpr_floor(n, 0.01), rel=0.05)  # (1 + 1) / 151
+    assert sig.tpr_floor(500, 0.01) == pytest.approx(6 / 501) and sig.tpr_floor(100, 0.01) == pytest.approx(2 / 101)
+
+
+def test_a_verdict_of_moderate_on_null_scores_is_rare_and_planted_leakage_is_found():
+    # With null scores at the default run's sizes the old rule (strongest series' TPR >= 0.03 or AUC
+    # >= 0.60) said "moderate" 40 to 46% of the time; the tests keep false alarms within their level.
+    rng = np.random.default_rng(0)
+    null = simulated_levels(rng)
+    assert null.count(LOW) / REPETITIONS >= 0.95
+    # Planted: 25 of the first series' 500 members (5%) score above every non-member, the rest null,
+    # a TPR at 1% FPR of about 0.06 (5 times the FPR)
+    planted = simulated_levels(rng, planted=25)
+    assert sum(level != LOW for level in planted) / REPETITIONS >= 0.90
+
+
+def test_holm_rejects_step_down():
+    p = [0.01, 0.04, 0.03, 0.005]
+    # sorted 0.005, 0.01, 0.03, 0.04 against 0.05/4, 0.05/3, 0.05/2, 0.05/1
+    assert sig.holm(p).tolist() == [True, False, False, True]
+    assert sig.holm([0.001, 0.02, 0.04]).tolist() == [True, True, True]
+    assert sig.holm([0.2, 0.001]).tolist() == [False, True]
+
+
+def test_paired_tests_by_hand():
+    # 10 discordant examples all for the attack: 2^-10
+    assert sig.mcnemar_pvalue(10, 0) == pytest.approx(2 ** -10)
+    assert sig.mcnemar_pvalue(5, 5) == pytest.approx(0.623046875)  # P(Bin(10, 1/2) >= 5)
+    low, high = sig.paired_difference_interval(10, 0, 100)
+    assert low > 0 and high == pytest.approx(0.1)  # the interval excludes 0 where the test rejects
+    low, high = sig.paired_difference_interval(6, 4, 100)
+    assert low < 0 < high
+    assert sig.binomial_pvalue(3, 40, 0.1) == pytest.approx(1 - sum(math.comb(40, k) * 0.1 ** k * 0.9 ** (40 - k)
+                                                                     for k in range(3)))
+
+
+def membership(tpr, auc, n=500):
+    return {"tpr_at_fpr_0.01": tpr, "auc": auc, "n_members": n, "n_nonmembers": n}
+
+
 @pytest.mark.parametrize("tpr, auc, expected", [
-    (0.015, 0.57, LOW),       # 1.5 times the FPR: barely above what a guess would accuse
-    (0.029, 0.59, LOW),
-    (0.030, 0.55, MODERATE),  # 3 times
-    (0.010, 0.60, MODERATE),  # by AUC alone
+    (0.015, 0.57, LOW),       # 1.5 times the FPR: a guess reaches 0.012 with 500 non-members
+    (0.030, 0.55, MODERATE),  # 15 members above the 6th non-member: p = 0.0002; 3 times the FPR
+    (0.010, 0.60, MODERATE),  # by AUC alone (z = 5.5)
     (0.100, 0.62, HIGH),      # one member in ten at one non-member in a hundred
     (0.020, 0.80, HIGH),
 ])
-def test_membership_by_tpr_at_one_percent_fpr_and_auc(tpr, auc, expected):
-    table = frame(("membership", "blackbox_shadow", "", {"tpr_at_fpr_0.01": tpr, "auc": auc}))
+def test_membership_levels_need_the_test_and_the_effect(tpr, auc, expected):
+    table = frame(("membership", "blackbox_shadow", "", membership(tpr, auc)))
     assert level(table, "membership").level == expected
 
 
-def test_membership_rests_on_the_strongest_attack_and_averages_seeds():
-    table = frame(("membership", "blackbox_shadow", "", {"tpr_at_fpr_0.01": 0.015, "auc": 0.57}),
-                  ("membership_rmia", "blackbox_shadow", "offline", {"tpr_at_fpr_0.01": 0.06, "auc": 0.61}),
+def test_numbers_the_old_rule_called_moderate_are_not_evidence_on_few_examples():
+    # TPR 0.04 and 0.03 at 1% FPR (the old rule: "moderate", 3 times the FPR or more) on 100 + 100
+    few = frame(("membership", "blackbox_shadow", "", membership(0.04, 0.58, n=100)),
+                ("membership", "blackbox_partial", "", membership(0.03, 0.57, n=100)))
+    v = level(few, "membership")
+    p_values = sorted(e.p_value for e, _ in v.judged)
+    assert p_values[0] > 0.05 / 4  # Holm's first step over 4 statistics
+    assert v.level == LOW and not v.significant and v.tests == 4
+    assert "no statistic rejects no leakage at 5% after Holm over 4" in v.evidence
+    # below 1/FPR non-members the TPR is not judged at all
+    tiny = frame(("membership", "blackbox_shadow", "", membership(0.3, 0.7, n=50)))
+    assert [e.statistic for e, _ in level(tiny, "membership").judged] == ["auc"]
+
+
+def test_membership_rests_on_the_strongest_rejected_statistic_and_pools_seeds():
+    table = frame(("membership", "blackbox_shadow", "", membership(0.015, 0.57)),
+                  ("membership_rmia", "blackbox_shadow", "offline", membership(0.06, 0.61)),
                   seeds=(0, 1))
     v = level(table, "membership")
-    assert v.level == MODERATE and v.series == "membership_rmia (B,S) offline"
-    assert "TPR 0.060 at 1% FPR (6.0 times the FPR), AUC 0.610" in v.evidence
+    assert v.level == MODERATE and v.series == "membership_rmia (B,S) offline" and v.significant
+    assert v.statistic == "tpr_at_fpr_0.01" and v.tests == 4
+    assert "TPR 0.060 at 1.0% FPR (6.0 times the FPR; a guess reaches 0.012), 2 seeds pooled" in v.evidence
     # a failed row says nothing
     failed = frame(("membership", "blackbox_shadow", "", {}))
     failed["status"] = FAILED
     assert verdicts(failed) == []
 
 
-@pytest.mark.parametrize("accuracy, chance, expected", [
-    (0.15, 0.10, LOW), (0.20, 0.10, MODERATE), (0.45, 0.10, MODERATE), (0.50, 0.10, HIGH),
-    (0.60, 0.50, LOW),  # two classes: 60% is close to a coin
-])
-def test_inversion_against_chance(accuracy, chance, expected):
-    table = frame(("inversion", "whitebox_shadow", "gmi", {"eval_accuracy": accuracy, "chance_accuracy": chance}))
-    assert level(table, "inversion").level == expected
+def paired(value, baseline, only_attack, only_baseline, n=500, value_name="accuracy", baseline_name="best_baseline_accuracy"):
+    return {value_name: value, baseline_name: baseline, "only_attack_right": only_attack,
+            "only_baseline_right": only_baseline, "n_test": n}
 
 
-def test_attribute_and_stealing_against_what_needs_no_leakage():
+def test_attribute_and_stealing_against_what_needs_no_target():
     table = frame(
-        ("attribute", "whitebox_shadow", "", {"accuracy": 0.86, "best_baseline_accuracy": 0.58,
-                                              "advantage_over_baseline": 0.28}),
-        ("attribute", "whitebox_partial", "", {"accuracy": 0.60, "best_baseline_accuracy": 0.59,
-                                               "advantage_over_baseline": 0.01}),
-        ("stealing", "blackbox_shadow", "posteriors", {"agreement": 0.97, "baseline_agreement": 0.95,
-                                                       "agreement_over_baseline": 0.02}),
+        ("attribute", "whitebox_shadow", "", {**paired(0.86, 0.58, 160, 20), "advantage_over_baseline": 0.28}),
+        ("attribute", "whitebox_partial", "", paired(0.60, 0.59, 30, 25)),
+        ("stealing", "blackbox_shadow", "posteriors",
+         paired(0.97, 0.95, 14, 4, value_name="agreement", baseline_name="baseline_agreement")),
     )
     attribute, stealing = level(table, "attribute"), level(table, "stealing")
     assert attribute.level == HIGH and attribute.series == "attribute (W,S)"
-    # 97% agreement sounds like a stolen model, but labelled data alone gives 95%
-    assert stealing.level == MODERATE and "0.970 against 0.950 without queries (+0.020)" in stealing.evidence
-    low = frame(("stealing", "blackbox_shadow", "posteriors", {"agreement": 0.96, "baseline_agreement": 0.955,
-                                                              "agreement_over_baseline": 0.005}))
-    assert level(low, "stealing").level == LOW
+    assert attribute.interval[0] > 0 and attribute.test == "exact McNemar, one-sided"
+    # 97% agreement sounds like a stolen model, but labelled data alone gives 95%; 14 against 4
+    # discordant examples: p = 0.015, rejected (one statistic)
+    assert stealing.level == MODERATE and "0.970 against a model trained without queries 0.950 (+0.020)" in stealing.evidence
+    close = frame(("stealing", "blackbox_shadow", "posteriors",
+                   paired(0.97, 0.95, 12, 6, value_name="agreement", baseline_name="baseline_agreement")))
+    assert level(close, "stealing").level == LOW  # p = 0.12: the same margin is not evidence here
+    untested = frame(("attribute", "whitebox_shadow", "", {"accuracy": 0.86, "best_baseline_accuracy": 0.58}))
+    v = level(untested, "attribute")
+    assert v.level == LOW and "not tested" in v.evidence
+
+
+@pytest.mark.parametrize("accuracy, chance, no_target, expected", [
+    (0.15, 0.10, None, LOW),       # 6 of 40 recognised: p = 0.24 against chance
+    (0.35, 0.10, None, MODERATE),  # recovers 28% of what chance misses
+    (0.55, 0.10, None, HIGH),      # 50%
+    (0.875, 0.10, 0.80, LOW),      # what the attacker's own GAN and shadow model already give
+])
+def test_inversion_against_chance_or_the_search_without_the_target(accuracy, chance, no_target, expected):
+    metrics = {"eval_accuracy": accuracy, "chance_accuracy": chance, "reconstructions": 40}
+    if no_target is not None:
+        metrics.update(no_target_eval_accuracy=no_target, only_attack_right=4, only_baseline_right=1)
+    table = frame(("inversion", "whitebox_shadow", "gmi", metrics))
+    assert level(table, "inversion").level == expected
 
 
 def test_the_section_states_each_verdict_and_its_rule():
-    table = frame(("membership", "blackbox_shadow", "", {"tpr_at_fpr_0.01": 0.1, "auc": 0.7}),
-                  ("inversion", "whitebox_shadow", "gmi", {"eval_accuracy": 0.15, "chance_accuracy": 0.1}))
+    table = frame(("membership", "blackbox_shadow", "", membership(0.1, 0.7)),
+                  ("inversion", "whitebox_shadow", "gmi", {"eval_accuracy": 0.15, "chance_accuracy": 0.1,
+                                                           "reconstructions": 40}))
     lines = verdict_lines(table)
     assert lines[0] == "## Verdicts" and lines[2] == "d/a/none:"
-    assert "- **membership: high** (membership (B,S): TPR 0.100 at 1% FPR (10.0 times the FPR), AUC 0.700)." in lines
+    assert any(line.startswith("- **membership: high** (membership (B,S): TPR 0.100 at 1.0% FPR") for line in lines)
     assert any(line.startswith("- **inversion: low**") for line in lines)
-    assert any(line.startswith("- membership: high if TPR at 1% FPR is at least 10 times") for line in lines)
+    assert any(line.startswith("- membership: moderate or high only if a statistic rejects no leakage at 5% after "
+                               "Holm's correction") for line in lines)
     assert "attribute" not in " ".join(lines)  # no row, no verdict
     assert verdict_lines(frame())[2] == "No attack family has a usable row in these results."
 
 
 def test_several_models_get_one_row_each():
-    table = frame(("membership", "blackbox_shadow", "", {"tpr_at_fpr_0.01": 0.1, "auc": 0.7}))
-    other = frame(("membership", "blackbox_shadow", "", {"tpr_at_fpr_0.01": 0.01, "auc": 0.5}))
+    table = frame(("membership", "blackbox_shadow", "", membership(0.1, 0.7)))
+    other = frame(("membership", "blackbox_shadow", "", membership(0.01, 0.5)))
     other["defense"] = "dp_sgd"
     lines = verdict_lines(pd.concat([table, other], ignore_index=True))
     assert "| model | membership |" in lines
     assert "| d/a/dp_sgd | low |" in lines and "| d/a/none | high |" in lines
 
 
+def test_the_verdict_serialises_with_every_statistic_it_judged():
+    table = frame(("membership", "blackbox_shadow", "", membership(0.06, 0.61)))
+    data = level(table, "membership").as_dict()
+    assert data["level"] == MODERATE and data["correction"] == "Holm" and data["alpha"] == 0.05
+    assert {j["statistic"] for j in data["judged"]} == {"auc", "tpr_at_fpr_0.01"}
+    assert all(j["rejected"] for j in data["judged"]) and data["tests"] == 2
+
+
 def test_the_report_opens_with_the_verdicts(tmp_path):
     from mldoctor_bench.report import build_report
     from mldoctor_bench.results import write_table
 
-    table = frame(("membership", "blackbox_shadow", "", {"tpr_at_fpr_0.01": 0.03, "auc": 0.6}))
+    table = frame(("membership", "blackbox_shadow", "", membership(0.04, 0.6)))
     write_table(table, tmp_path / "cells" / "one")
     (tmp_path / "cells" / "one" / "done.json").write_text("{}")
     text = build_report(tmp_path).read_text()

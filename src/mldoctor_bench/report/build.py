@@ -52,11 +52,19 @@ def correlation_section(frame: pd.DataFrame, fig_dir: Path, report_dir: Path) ->
     return lines
 
 
+def single_intervals(single: pd.DataFrame) -> dict:
+    """One run's intervals (:func:`stats.single_run_intervals`) as the verdicts take them."""
+    return {(a, t, v, m): (lo, hi) for _, a, t, v, m, lo, hi in
+            single[stats.SINGLE_RUN_KEY + ["ci_low", "ci_high"]].itertuples(index=False, name=None)}
+
+
 def render(frame: pd.DataFrame, source: Source, report_dir: Path, *, title: str = "ML-Doctor assessment report",
-           preface: Sequence[str] = (), appendix: Sequence[str] = (), paper_figures: bool = True) -> str:
+           preface: Sequence[str] = (), after_verdicts: Sequence[str] = (), appendix: Sequence[str] = (),
+           paper_figures: bool = True) -> str:
     """The report's Markdown, drawing its figures into ``report_dir/figures``.
 
-    ``preface`` lines come right after the opening paragraph, ``appendix`` lines before the list of
+    ``preface`` lines come right after the opening paragraph, ``after_verdicts`` after the verdicts,
+    ``appendix`` lines before the list of
     skipped and failed rows; ``paper_figures=False`` (a report on one model) gives a table per attack
     family with a row per series instead of the paper's tables, and leaves out the paper's comparison
     figures (bars per dataset and architecture, settings, defense trade-off, correlation)."""
@@ -82,7 +90,8 @@ def render(frame: pd.DataFrame, source: Source, report_dir: Path, *, title: str 
         "",
     ]
     lines += list(preface)
-    lines += verdicts.verdict_lines(frame)
+    lines += verdicts.verdict_lines(frame, single_intervals(single) if n_runs == 1 else None)
+    lines += list(after_verdicts)
     if varying:
         lines += [f"Runs differ in {', '.join(f'`{k}`' for k in varying)} besides dataset, arch, defense and seed: "
                   "each value is its own row, never pooled with the others as if it were a seed.", ""]
