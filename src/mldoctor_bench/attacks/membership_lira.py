@@ -13,7 +13,10 @@ models that trained on it (IN) and those that did not (OUT) (:mod:`reference_mod
 - ``*_fixed_var``: one variance per side, pooled over the candidates, instead of one per candidate
   (more stable with few references).
 
-With ``augment``, every candidate is also queried flipped (where ``flip`` allows) and shifted by
+``conventions=published`` scores with the choices of the authors' released ``plot.py`` instead
+(median means, one standard deviation for both sides from every IN value, a two-sided offline
+test), so a reader of that code can reproduce the numbers; the paper's text and ours agree on the
+rest. With ``augment``, every candidate is also queried flipped (where ``flip`` allows) and shifted by
 ``shift`` pixels; each query gets its own Gaussians and the per-query scores are averaged, as in
 the paper. Hard decisions: online a ratio above 1, offline ``phi`` above the OUT mean.
 
@@ -59,13 +62,45 @@ def normal_logpdf(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> tor
     return -0.5 * ((x - mean) / std) ** 2 - std.log() - 0.5 * np.log(2 * np.pi)
 
 
+def published_scores(target: np.ndarray, references: np.ndarray, in_mask: np.ndarray | None,
+                     fixed_var: bool) -> np.ndarray:
+    """LiRA's score under the choices of the authors' released ``plot.py`` (Carlini et al.), for one
+    query: Gaussians centred on the *median* of each side; with ``fixed_var`` one standard deviation,
+    that of every IN value together (the spread between candidates included), for both sides
+    (offline: of every OUT value); offline *two-sided*: a candidate far from its OUT Gaussian on
+    either side scores high. ``target`` ``(candidates,)``, ``references`` ``(references, candidates)``."""
+    def side(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        values = np.where(mask, references, np.nan)
+        return values, np.nanmedian(values, 0), np.nanstd(values, 0)
+
+    def logpdf(x, mean, std):
+        std = std + 1e-30
+        return -0.5 * ((x - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)
+
+    if in_mask is None:
+        values, mean_out, std_out = side(np.ones_like(references, dtype=bool))
+        if fixed_var:
+            std_out = np.full_like(std_out, np.nanstd(values))
+        return -logpdf(target, mean_out, std_out)
+    values_in, mean_in, std_in = side(in_mask)
+    _, mean_out, std_out = side(~in_mask)
+    if fixed_var:
+        std_in = std_out = np.full_like(std_in, np.nanstd(values_in))
+    return logpdf(target, mean_in, std_in) - logpdf(target, mean_out, std_out)
+
+
 def lira_scores(target: torch.Tensor, references: torch.Tensor, in_mask: torch.Tensor | None,
-                fixed_var: bool) -> torch.Tensor:
+                fixed_var: bool, published: bool = False) -> torch.Tensor:
     """LiRA's score of each candidate, averaged over queries.
 
     ``target``: ``(queries, candidates)`` confidences of the target; ``references``:
     ``(queries, references, candidates)``; ``in_mask`` ``(references, candidates)`` marks IN
-    references (online), ``None`` for offline (every reference is OUT)."""
+    references (online), ``None`` for offline (every reference is OUT). ``published``: the choices
+    of the authors' released code (:func:`published_scores`) instead of ours."""
+    if published:
+        mask = None if in_mask is None else in_mask.numpy()
+        return torch.from_numpy(np.mean([published_scores(target[q].numpy(), references[q].numpy(), mask, fixed_var)
+                                         for q in range(target.shape[0])], axis=0))
     scores = []
     for q in range(target.shape[0]):
         if in_mask is None:
@@ -89,6 +124,9 @@ class LiraSettings:
     flip: bool = setting(False)  # mirrored queries too: only where the dataset's classes allow it
     shift: int = setting(1, min=0, example=2)
     exposed: int = setting(32, min=0)
+    # ours: mean and pooled within-candidate variance per side, offline one-sided (as the paper
+    # says); published: the authors' released code's median, global IN spread and two-sided offline
+    conventions: str = setting("ours", choices=("ours", "published"), example="published")
 
 
 @ATTACKS.register("membership_lira")
@@ -120,16 +158,19 @@ class LiraMembershipInference(Attack):
         for kind in self.kinds(s):
             refs = reference_set(ctx, kind, s.num_references)
             observed = reference_signals(ctx, refs, views, pool.labels).phi
-            masks[kind] = refs.masks
+            masks[kind] = refs
             for variant in (v for v in s.variants if v.startswith(kind)):
-                score = lira_scores(target, observed, refs.masks if kind == ONLINE else None,
-                                    variant.endswith("fixed_var")).numpy()
-                # hard decisions: online a likelihood ratio above 1, offline phi above the OUT mean
-                results[variant] = {**membership_metrics(y, score, (score > 0).astype(int)),
+                mask, fixed = (refs.masks if kind == ONLINE else None), variant.endswith("fixed_var")
+                score = lira_scores(target, observed, mask, fixed, s.conventions == "published").numpy()
+                # hard decisions, under either conventions: online a likelihood ratio above 1, offline
+                # phi above the OUT mean
+                ours = score if s.conventions == "ours" or kind == ONLINE else lira_scores(target, observed, mask,
+                                                                                            fixed).numpy()
+                results[variant] = {**membership_metrics(y, score, (ours > 0).astype(int)),
                                     "num_references": float(s.num_references), "queries": float(len(views))}
                 saved[variant] = (y, score)
-        save_scores(ctx.out_dir / "scores.parquet", saved)
-        save_exposed(ctx.out_dir, saved, pool.head(int(is_member.sum())), s.exposed)
-        save_masks(ctx, masks)
+        save_scores(ctx.out_dir / "scores.parquet", saved, pool)
+        save_exposed(ctx.out_dir, saved, pool, s.exposed)
+        save_masks(ctx, list(masks.values()))
         return results
 
