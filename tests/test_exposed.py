@@ -22,6 +22,7 @@ from mldoctor_bench.models import build_model
 from mldoctor_bench.training import Recipe, train_classifier
 
 COLUMNS = ["variant", "member_position", "label", "score", "image"]
+WITH_INDEX = ["variant", "member_position", "index", "label", "score", "image"]  # examples of a dataset
 
 
 def decode(png: bytes) -> np.ndarray:
@@ -34,12 +35,20 @@ def random_members(n: int, channels: int, seed: int = 0) -> Labeled:
                    torch.randint(0, 10, (n,), generator=g))
 
 
+def interleaved(members: Labeled, is_member: np.ndarray) -> Labeled:
+    """The examples scored: ``members`` at the member rows, other (non-member) images elsewhere."""
+    others = random_members(int((is_member == 0).sum()), members.images.shape[1], seed=9)
+    rows = torch.as_tensor(np.argsort(np.argsort(-is_member, kind="stable"), kind="stable"))
+    return Labeled.concat([members, others]).rows(rows)
+
+
 def test_highest_scoring_members_first_ties_by_position_with_their_labels_and_pixels(tmp_path):
     members = random_members(6, 1)
     # member rows interleaved with non-member rows (which may score higher: they never appear)
     is_member = np.array([0, 1, 1, 0, 1, 1, 1, 1])
     score = np.array([99.0, 0.2, 0.9, 50, 0.5, 0.9, -1, 0.5])
-    save_exposed(tmp_path, {"a": (is_member, score), "b": (is_member, -score)}, members, count=4)
+    scored = interleaved(members, is_member)
+    save_exposed(tmp_path, {"a": (is_member, score), "b": (is_member, -score)}, scored, count=4)
     frame = pd.read_parquet(tmp_path / EXPOSED)
     assert list(frame.columns) == COLUMNS
     a, b = frame[frame.variant == "a"], frame[frame.variant == "b"]
@@ -56,7 +65,7 @@ def test_highest_scoring_members_first_ties_by_position_with_their_labels_and_pi
 def test_colour_images_round_trip_and_count_caps_the_rows(tmp_path):
     members = random_members(40, 3, seed=1)
     score = np.random.default_rng(0).normal(size=40)
-    save_exposed(tmp_path, {"": (np.ones(40, dtype=int), score)}, members)
+    save_exposed(tmp_path, {"": (np.ones(40, dtype=int), score)}, members)  # every row a member
     frame = pd.read_parquet(tmp_path / EXPOSED)
     assert len(frame) == 32 and frame.member_position.tolist() == list(np.argsort(-score)[:32])
     for _, row in frame.iterrows():
@@ -64,14 +73,15 @@ def test_colour_images_round_trip_and_count_caps_the_rows(tmp_path):
 
 
 def test_per_variant_members_and_a_length_mismatch(tmp_path):
-    full, few = random_members(6, 1), random_members(6, 1).head(2)
+    full = Labeled.concat([random_members(6, 1), random_members(6, 1, seed=2)])
+    few = Labeled.concat([full.head(2), random_members(2, 1, seed=3)])
     scores = {"all": (np.r_[np.ones(6), np.zeros(6)], np.arange(12.0)),
               "capped": (np.r_[np.ones(2), np.zeros(2)], np.array([1.0, 2, 0, 0]))}
     save_exposed(tmp_path, scores, {"all": full, "capped": few})
     frame = pd.read_parquet(tmp_path / EXPOSED)
     assert frame.groupby("variant").size().to_dict() == {"all": 6, "capped": 2}
     assert frame[frame.variant == "capped"].member_position.tolist() == [1, 0]
-    with pytest.raises(ValueError, match="'capped' scores 2 member rows but 6 members"):
+    with pytest.raises(ValueError, match="'capped' scores 4 rows but 12 examples"):
         save_exposed(tmp_path, scores, full)
 
 
@@ -117,8 +127,11 @@ def test_attacks_save_their_top_scored_evaluation_members(attack, tm, settings, 
     members = ctx.evaluation.members
     scores = pd.read_parquet(tmp_path / "scores.parquet")
     exposed = pd.read_parquet(tmp_path / EXPOSED)
-    assert list(exposed.columns) == COLUMNS
+    assert list(exposed.columns) == WITH_INDEX
     assert set(exposed.variant) == set(results) == set(scores.variant)
+    # every score and exposed member names its example by dataset index: the members' own
+    assert set(scores[scores.label == 1]["index"]) <= set(members.index.tolist())
+    assert set(scores[scores.label == 0]["index"]) <= set(ctx.evaluation.nonmembers.index.tolist())
     for variant, rows in exposed.groupby("variant"):
         member_scores = scores[(scores.variant == variant) & (scores.label == 1)].score.to_numpy()
         scored = int(results[variant]["n_members"])
@@ -135,5 +148,6 @@ def test_attacks_save_their_top_scored_evaluation_members(attack, tm, settings, 
         assert np.all(np.diff(rows.score.to_numpy()) <= 0)
         assert rows.score.min() >= np.delete(member_scores, positions).max(initial=-np.inf)
         assert rows.label.tolist() == members.labels[positions].tolist()
+        assert rows["index"].tolist() == members.index[positions].tolist()
         for pos, png in zip(positions, rows.image):
             assert np.array_equal(decode(png), members.images[pos, 0].numpy())

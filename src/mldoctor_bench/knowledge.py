@@ -24,11 +24,14 @@ from mldoctor_bench.threat_models import NONE, OWNER, PARTIAL, SHADOW, ThreatMod
 
 @dataclass(frozen=True)
 class Labeled:
-    """Images (``uint8``) with their task labels and, where the dataset has one, the attribute."""
+    """Images (``uint8``) with their task labels and, where the dataset has one, the attribute;
+    ``index``: each row's index in the dataset (``None`` for images made up by an attack), so that
+    per-example results can name the example."""
 
     images: torch.Tensor
     labels: torch.Tensor
     attribute: Optional[torch.Tensor] = None
+    index: Optional[torch.Tensor] = None
 
     @classmethod
     def take(cls, data: ImageData, indices: torch.Tensor) -> "Labeled":
@@ -36,25 +39,30 @@ class Labeled:
             data.images[indices],
             data.labels[indices],
             None if data.attribute is None else data.attribute[indices],
+            torch.as_tensor(indices, dtype=torch.long),
         )
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def rows(self, selection) -> "Labeled":
+        """The rows ``selection`` (a slice, indices or a mask) of every field."""
+        return Labeled(*(None if t is None else t[selection]
+                         for t in (self.images, self.labels, self.attribute, self.index)))
+
     def head(self, n: int) -> "Labeled":
-        return Labeled(self.images[:n], self.labels[:n], None if self.attribute is None else self.attribute[:n])
+        return self.rows(slice(None, n))
 
     def tail(self, n: int) -> "Labeled":
-        return Labeled(self.images[-n:], self.labels[-n:], None if self.attribute is None else self.attribute[-n:])
+        return self.rows(slice(len(self) - n, None))
 
     @staticmethod
     def concat(parts: list["Labeled"]) -> "Labeled":
-        attrs = [p.attribute for p in parts]
-        return Labeled(
-            torch.cat([p.images for p in parts]),
-            torch.cat([p.labels for p in parts]),
-            None if any(a is None for a in attrs) else torch.cat(attrs),
-        )
+        def joined(name: str) -> Optional[torch.Tensor]:
+            tensors = [getattr(p, name) for p in parts]
+            return None if any(t is None for t in tensors) else torch.cat(tensors)
+
+        return Labeled(joined("images"), joined("labels"), joined("attribute"), joined("index"))
 
 
 def balanced(data_in: Labeled, data_out: Labeled, cap: Optional[int] = None) -> tuple[Labeled, Labeled]:

@@ -10,11 +10,18 @@ from sklearn.metrics import roc_auc_score, roc_curve
 LOW_FPRS = (0.001, 0.01)
 
 
+def threshold_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr_limit: float) -> tuple[float, float, float]:
+    """The threshold whose FPR is at most ``fpr_limit`` with the largest TPR (the first such ROC point),
+    and its TPR and FPR: "member" means ``score >= threshold`` (``inf``: nothing is flagged)."""
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    ok = np.flatnonzero(fpr <= fpr_limit + 1e-12)
+    best = ok[np.argmax(tpr[ok])]
+    return float(thresholds[best]), float(tpr[best]), float(fpr[best])
+
+
 def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr_limit: float) -> float:
     """Largest TPR over thresholds whose FPR is at most ``fpr_limit`` (0 if none qualifies)."""
-    fpr, tpr, _ = roc_curve(labels, scores)
-    ok = fpr <= fpr_limit + 1e-12
-    return float(tpr[ok].max()) if ok.any() else 0.0
+    return threshold_at_fpr(labels, scores, fpr_limit)[1]
 
 
 def membership_metrics(

@@ -159,7 +159,8 @@ class MembershipInference(Attack):
         labels = torch.cat([torch.ones(m), torch.zeros(m)]).numpy()
         scores = fitted.member_scores(eval_groups).numpy()
         metrics = membership_metrics(labels, scores, (scores > 0.5).astype(int))
-        save_scores(ctx.out_dir / "scores.parquet", {"": (labels, scores)})
-        save_exposed(ctx.out_dir, {"": (labels, scores)}, e_in)
+        scored = Labeled.concat([e_in, e_out])
+        save_scores(ctx.out_dir / "scores.parquet", {"": (labels, scores)}, scored)
+        save_exposed(ctx.out_dir, {"": (labels, scores)}, scored)
         metrics["attack_train_loss"] = fitted.losses[-1]
         return {"": metrics}

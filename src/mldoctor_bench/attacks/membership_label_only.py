@@ -274,7 +274,7 @@ class LabelOnlyMembershipInference(Attack):
         variants = list(s.variants)
         # The attacker's own shadow model, queried as the target is: for labels only.
         shadow = LabelOnlyAccess(ctx.knowledge.reference.model, ctx.device)
-        results, saved, scored = {}, {}, {}  # scored: the members each variant was scored on
+        results, saved, scored = {}, {}, {}  # scored: the examples each variant was scored on
         if "augmentation" in variants:
             augs = augmentation_set(s.shift, s.flip)
             results["augmentation"], saved["augmentation"], scored["augmentation"] = self.augmentation(
@@ -288,7 +288,7 @@ class LabelOnlyMembershipInference(Attack):
                 results[variant], saved[variant], scored[variant] = self.distance_attack(
                     ctx, shadow, variant, partial(distances, search=search), search.budget,
                     s.boundary_examples)
-        save_scores(ctx.out_dir / "scores.parquet", saved)
+        save_scores(ctx.out_dir / "scores.parquet", saved, scored)
         save_exposed(ctx.out_dir, saved, scored)
         return results
 
@@ -307,13 +307,13 @@ class LabelOnlyMembershipInference(Attack):
         metrics["attack_train_accuracy"] = float(model.score(x_att, y_att))
         metrics["queries_per_example"] = used / len(y_ev)
         metrics["augmentations"] = float(len(augs))
-        return metrics, (y_ev, score), e_in
+        return metrics, (y_ev, score), Labeled.concat([e_in, e_out])
 
     def distance_attack(self, ctx: AttackContext, shadow: LabelOnlyAccess, variant: str, distances: Callable,
                         budget: int, cap: int | None):
         """Threshold attack on a distance to a label change: the threshold is fitted on the shadow
         model's distances, then applied to the target's. Returns the metrics, (is_member, score) and
-        the members scored (the first ``cap`` evaluation members)."""
+        the examples scored (the first ``cap`` evaluation members, then as many non-members)."""
         a_in, a_out = balanced(ctx.knowledge.members, ctx.knowledge.nonmembers, cap)
         e_in, e_out = balanced(ctx.evaluation.members, ctx.evaluation.nonmembers, cap)
         advance = ctx.progress(f"{variant} search", len(a_in) + len(a_out) + len(e_in) + len(e_out))
@@ -332,4 +332,4 @@ class LabelOnlyMembershipInference(Attack):
         metrics["queries_per_example"] = float(queries.mean())
         metrics["queries_max"] = float(queries.max())
         metrics["query_budget"] = float(budget)
-        return metrics, (y_ev, score), e_in
+        return metrics, (y_ev, score), Labeled.concat([e_in, e_out])

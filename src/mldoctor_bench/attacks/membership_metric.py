@@ -128,8 +128,9 @@ class MetricMembershipInference(Attack):
             metrics["attack_train_accuracy"] = float(((att_score >= cut) == att_member).mean())
             results[v] = metrics
             saved[v] = (is_member, score)
-        save_scores(ctx.out_dir / "scores.parquet", saved)
-        save_exposed(ctx.out_dir, saved, e_in)
+        scored = Labeled.concat([e_in, e_out])
+        save_scores(ctx.out_dir / "scores.parquet", saved, scored)
+        save_exposed(ctx.out_dir, saved, scored)
         (ctx.out_dir / "thresholds.json").write_text(
             json.dumps({v: t.tolist() for v, t in thresholds.items()}, indent=2))
         return results

@@ -100,7 +100,7 @@ class PrivacyAudit(Attack):
 
         save_file({"included": included.to(torch.uint8), "training_labels": labels.contiguous(),
                    "true_labels": canaries.labels.contiguous()}, str(ctx.out_dir / "canaries.safetensors"))
-        save_scores(ctx.out_dir / "scores.parquet", {v: (included.numpy(), scores[v]) for v in s.variants})
+        save_scores(ctx.out_dir / "scores.parquet", {v: (included.numpy(), scores[v]) for v in s.variants}, canaries)
 
         delta = s.delta if s.delta is not None else float(released.metrics.get("delta", DELTA_WITHOUT_DP))
         common = {"canaries": float(s.canaries), "canaries_included": float(included.sum()),

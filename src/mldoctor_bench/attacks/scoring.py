@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
 
 from mldoctor_bench.cellfiles import EXPOSED
@@ -66,14 +67,28 @@ def classwise_thresholds(
     return thresholds
 
 
-def save_scores(path: Path, scores: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    """Write ``{variant: (labels, scores)}`` as Parquet with columns ``score, label, variant``, so
-    ROC curves can be redrawn from the saved file."""
-    frames = [
-        pd.DataFrame({"score": np.asarray(s, dtype=np.float64), "label": np.asarray(y).astype(np.int8),
-                      "variant": variant})
-        for variant, (y, s) in scores.items()
-    ]
+Scores = dict[str, tuple[np.ndarray, np.ndarray]]  # variant -> (is_member 0/1, score), one row per example scored
+
+
+def _scored_for(scored: Labeled | Mapping[str, Labeled] | None, variant: str) -> Labeled | None:
+    return scored.get(variant) if isinstance(scored, Mapping) else scored
+
+
+def save_scores(path: Path, scores: Scores, scored: Labeled | Mapping[str, Labeled] | None = None) -> None:
+    """Write ``{variant: (labels, scores)}`` as Parquet with columns ``score, label, variant`` and, where
+    ``scored`` (the examples scored, in the same row order; one per variant for an attack whose
+    variants score different examples) knows their dataset indices, ``index``: so ROC curves can be
+    redrawn, and every score named by the example it is about."""
+    frames = []
+    for variant, (y, s) in scores.items():
+        frame = pd.DataFrame({"score": np.asarray(s, dtype=np.float64), "label": np.asarray(y).astype(np.int8),
+                              "variant": variant})
+        examples = _scored_for(scored, variant)
+        if examples is not None and examples.index is not None:
+            if len(examples) != len(frame):
+                raise ValueError(f"variant {variant!r} has {len(frame)} scores but {len(examples)} examples")
+            frame["index"] = examples.index.numpy().astype(np.int64)
+        frames.append(frame)
     pd.concat(frames, ignore_index=True).to_parquet(path, index=False)
 
 
@@ -85,28 +100,29 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def save_exposed(out_dir: Path, scores: dict[str, tuple[np.ndarray, np.ndarray]],
-                 members: Labeled | Mapping[str, Labeled], count: int = 32) -> None:
-    """For each variant of ``scores`` ({variant: (is_member 0/1, score)}, the member rows in the same
-    order as ``members``), the ``count`` highest-scoring members: columns ``variant``,
-    ``member_position`` (the member's position in ``members``), ``label``, ``score`` and ``image``
-    (PNG bytes), highest score first, ties by position; writes ``out_dir / "exposed.parquet"``.
-
-    ``members`` may also be ``{variant: members}``, for an attack whose variants score different
-    members (e.g. a capped subset). Raises ``ValueError`` if a variant's member rows and its
-    members differ in number.
+def save_exposed(out_dir: Path, scores: Scores, scored: Labeled | Mapping[str, Labeled], count: int = 32) -> None:
+    """For each variant of ``scores``, the ``count`` highest-scoring members of ``scored`` (the examples
+    scored, in the scores' row order, or ``{variant: examples}`` for an attack whose variants score
+    different examples, e.g. a capped subset): columns ``variant``, ``member_position`` (the member's
+    position among the members scored), ``index`` (its dataset index, where known), ``label``,
+    ``score`` and ``image`` (PNG bytes), highest score first, ties by position; writes
+    ``out_dir / "exposed.parquet"``. Raises ``ValueError`` if scores and examples differ in number.
     """
     frames = []
     for variant, (is_member, score) in scores.items():
-        mine = members[variant] if isinstance(members, Mapping) else members
-        member_scores = np.asarray(score, dtype=np.float64)[np.asarray(is_member) == 1]
-        if len(member_scores) != len(mine):
-            raise ValueError(f"variant {variant!r} scores {len(member_scores)} member rows but "
-                             f"{len(mine)} members were given; pass the members it scored, in its order")
+        examples = _scored_for(scored, variant)
+        is_member = np.asarray(is_member) == 1
+        if examples is None or len(examples) != len(is_member):
+            raise ValueError(f"variant {variant!r} scores {len(is_member)} rows but "
+                             f"{0 if examples is None else len(examples)} examples were given; pass the examples it "
+                             "scored, in its order")
+        mine = examples.rows(torch.as_tensor(is_member))
+        member_scores = np.asarray(score, dtype=np.float64)[is_member]
         top = np.argsort(-member_scores, kind="stable")[:count]
         images = mine.images[top].numpy()
-        frames.append(pd.DataFrame({
-            "variant": variant, "member_position": top.astype(np.int64),
-            "label": mine.labels[top].numpy().astype(np.int64), "score": member_scores[top],
-            "image": [png_bytes(x) for x in images]}))
+        frame = pd.DataFrame({"variant": variant, "member_position": top.astype(np.int64)})
+        if mine.index is not None:
+            frame["index"] = mine.index[top].numpy().astype(np.int64)
+        frames.append(frame.assign(label=mine.labels[top].numpy().astype(np.int64), score=member_scores[top],
+                                   image=[png_bytes(x) for x in images]))
     pd.concat(frames, ignore_index=True).to_parquet(Path(out_dir) / EXPOSED, index=False)

@@ -85,12 +85,14 @@ def score_files(cell_dirs: list[Path]) -> list[ScoreFile]:
     return out
 
 
-def read_scores(path: Path) -> dict[str, pd.DataFrame]:
-    """``{variant: frame with score, label}`` from one scores file (variant "" when it has none)."""
+def read_scores(path: Path, with_index: bool = False) -> dict[str, pd.DataFrame]:
+    """``{variant: frame with score, label}`` from one scores file (variant "" when it has none); with
+    ``with_index``, also each example's dataset ``index`` where the file has it."""
     frame = pd.read_parquet(path)
     if "variant" not in frame:
         frame["variant"] = ""
-    return {str(v): g[["score", "label"]] for v, g in frame.groupby("variant", sort=True)}
+    columns = ["score", "label"] + (["index"] if with_index and "index" in frame else [])
+    return {str(v): g[columns].reset_index(drop=True) for v, g in frame.groupby("variant", sort=True)}
 
 
 def score_intervals(files: list[ScoreFile], runs: set[tuple[str, str, str]] | None = None) -> pd.DataFrame:
