@@ -35,6 +35,18 @@ def noise_data(quarter: int, size: int, classes: int, attribute: bool = False) -
                      num_attribute_classes=2, attribute_name="noise")
 
 
+class OneModel(ModelService):
+    """A model service that answers every classifier request with one given model (and records the
+    requests): for attacks that ask for a model of their own."""
+
+    def __init__(self, model: Classifier) -> None:
+        self.model, self.requests = model, []
+
+    def classifier(self, role, images, targets, epochs=None, arch=None):
+        self.requests.append((role, images, targets))
+        return self.model
+
+
 def hand_context(tm_name: str, data: ImageData, model: Classifier, settings: dict, out_dir: Path,
                  models: Optional[ModelService] = None, seed: int = 0) -> AttackContext:
     """The context of ``tm_name`` on ``data`` with ``model`` as target (and as the shadow model)."""

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from hand_context import hand_context
+from hand_context import OneModel, hand_context
 from mldoctor_bench.attacks import ATTACKS, AttackSkipped
 from mldoctor_bench.attacks.attribute import AttributeNet, label_baseline
 from mldoctor_bench.data.base import ImageData
@@ -32,8 +32,12 @@ def planted_data(planted: bool, n: int = 800, with_attribute: bool = True) -> Im
                      attribute if with_attribute else None, 2 if with_attribute else 0)
 
 
-def run(tm, data, tmp_path):
-    return ATTACKS.get("attribute")().run(hand_context(tm, data, identity_target(), SETTINGS, tmp_path))[""]
+def run(tm, data, tmp_path, own=None):
+    """The attack's metrics; the attacker's own model (asked for under (W,P), where the threat model
+    gives no shadow model) is ``own``, by default another image-as-embedding model."""
+    service = OneModel(own or identity_target())
+    return ATTACKS.get("attribute")().run(hand_context(tm, data, identity_target(), SETTINGS, tmp_path,
+                                                       models=service))[""]
 
 
 @pytest.mark.parametrize("tm", ["whitebox_shadow", "whitebox_partial"])
@@ -51,10 +55,40 @@ def test_an_unplanted_attribute_stays_near_the_baseline(tmp_path):
 
 def test_partial_trains_only_on_its_part_of_target_train(tmp_path):
     data = planted_data(planted=True)
-    ctx = hand_context("whitebox_partial", data, identity_target(), SETTINGS, tmp_path)
+    service = OneModel(identity_target())
+    ctx = hand_context("whitebox_partial", data, identity_target(), SETTINGS, tmp_path, models=service)
     m = ATTACKS.get("attribute")().run(ctx)[""]
     assert m["n_train"] == len(ctx.knowledge.members) == 100  # half of a 200-image target-train
     assert m["n_test"] == len(ctx.evaluation.target_test) == 200
+    # its own model, for the no-target baseline, trains on the same 100 known members, nothing else
+    [(role, images, _)] = service.requests
+    assert role == "attacker-own-whitebox_partial" and torch.equal(images, ctx.knowledge.members.images)
+
+
+def test_what_any_model_reveals_is_the_no_target_baseline(tmp_path):
+    """The planted attribute brightens pixels: an attacker's own model whose embedding is the image
+    reveals it as well as the target does, so the target adds nothing; one whose embedding is blind
+    (a constant) reveals nothing, and the target's advantage is measured over the majority."""
+    import pandas as pd
+
+    data = planted_data(planted=True)
+    same = run("whitebox_partial", data, tmp_path)
+    assert same["no_target_accuracy"] > same["baseline_accuracy"] + 0.2
+    assert same["best_baseline_accuracy"] == same["no_target_accuracy"]
+    assert abs(same["advantage_over_baseline"]) < 0.05
+    constant = nn.Linear(64, 4)
+    nn.init.zeros_(constant.weight)
+    nn.init.zeros_(constant.bias)
+    blind = Classifier(nn.Sequential(nn.Flatten(), constant), nn.Linear(4, 2))
+    other = run("whitebox_partial", data, tmp_path, own=blind)
+    assert other["advantage_over_baseline"] > 0.25
+    # the paired counts are those of the test examples, against the strongest baseline
+    assert (other["only_attack_right"] - other["only_baseline_right"]) / other["n_test"] == pytest.approx(
+        other["advantage_over_baseline"])
+    predictions = pd.read_parquet(tmp_path / "predictions.parquet")
+    assert len(predictions) == other["n_test"] and {"index", "attribute", "predicted", "no_target_predicted"} <= set(
+        predictions.columns)
+    assert (predictions["predicted"] == predictions["attribute"]).mean() == pytest.approx(other["accuracy"])
 
 
 def test_skips_a_dataset_without_a_sensitive_attribute(tmp_path):

@@ -152,6 +152,14 @@ def test_gmi_recovers_classes_that_a_separate_evaluator_recognises(small_cell):
     assert Image.open(ctx.out_dir / "inversion_gmi.png").size == grid_size(10, 28, rows=4)
     saved = load_file(str(ctx.out_dir / "inversion_gmi.safetensors"))
     assert saved["latent"].shape == (40, 100) and saved["latent"].abs().max() <= 1
+    # what needs no target: the same search from the same latents, guided by the attacker's shadow
+    # model, judged by the same evaluator; the paired counts are of these 40 reconstructions
+    assert 0 <= metrics["no_target_eval_accuracy"] <= 1
+    hits = round(metrics["eval_accuracy"] * 40) - round(metrics["no_target_eval_accuracy"] * 40)
+    assert metrics["only_attack_right"] - metrics["only_baseline_right"] == hits
+    baseline = max(metrics["chance_accuracy"], metrics["no_target_eval_accuracy"])
+    assert metrics["eval_accuracy_over_baseline"] == pytest.approx(metrics["eval_accuracy"] - baseline)
+    assert Image.open(ctx.out_dir / "inversion_gmi_no_target.png").size == grid_size(10, 28, rows=4)
 
 
 @pytest.mark.slow

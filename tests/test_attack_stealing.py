@@ -64,6 +64,7 @@ def test_the_baseline_trains_on_the_same_images_with_their_true_labels(data, tar
     row = results["posteriors"]
     # the recording service hands back the target for both: both copies agree everywhere
     assert row["baseline_agreement"] == row["agreement"] == 1.0 and row["agreement_over_baseline"] == 0.0
+    assert row["only_attack_right"] == row["only_baseline_right"] == 0.0  # nothing to tell them apart
 
 
 def test_posteriors_variant_trains_on_the_targets_probability_rows(data, target, tmp_path):

@@ -3,24 +3,33 @@
 A white-box attacker reads the target's penultimate embedding (``model.embed``, no forward hooks)
 and trains a two-layer MLP to predict the *sensitive attribute* (not the task label, which the
 original re-predicted by mistake) on its own data: the shadow quarters under (W,S), its known part
-of target-train under (W,P). It is scored on target-test against two baselines that need no model:
-``baseline_accuracy``, the majority attribute, and ``label_baseline_accuracy``, the attribute
-predicted from the task label alone (each label's most frequent attribute in the attacker's data).
-Where attribute and task are correlated the second is the honest one: only accuracy above
-``best_baseline_accuracy``, the stronger of the two, is leakage the embedding adds.
+of target-train under (W,P). It is scored on target-test against three baselines that need no
+target: ``baseline_accuracy``, the majority attribute; ``label_baseline_accuracy``, the attribute
+predicted from the task label alone (each label's most frequent attribute in the attacker's data);
+and ``no_target_accuracy``, the same attack on the embedding of the attacker's own model of the
+target's architecture (its shadow model under (W,S); under (W,P) one trained on its known examples),
+which shows what any model of this kind reveals about the attribute without the target. Only accuracy
+above ``best_baseline_accuracy``, the strongest of the three, is leakage the target adds
+(``advantage_over_baseline``); ``only_attack_right`` and ``only_baseline_right`` count the test
+examples on which exactly one of the attack and that baseline is right, for a paired test.
+
+Saved in the attack's folder: ``predictions.parquet``, one row per test example (its dataset
+``index``, attribute, the attack's prediction and confidence, and each baseline's prediction).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 from torch import nn
 
 from mldoctor_bench.attacks.attack_model import fit_network
-from mldoctor_bench.attacks.auxiliary import training_data
-from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, AttackSkipped, VariantMetrics
+from mldoctor_bench.attacks.auxiliary import paired_counts, training_data
+from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, AttackSkipped, ModelRequest, VariantMetrics
 from mldoctor_bench.inference import model_inputs
+from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.metrics import classification_metrics
 from mldoctor_bench.models import Classifier
 from mldoctor_bench.settings import setting
@@ -69,6 +78,15 @@ def label_baseline(train_labels: torch.Tensor, train_attribute: torch.Tensor, te
     return by_label[test_labels.long()]
 
 
+def own_model_request(ctx: AttackContext) -> ModelRequest | None:
+    """The attacker's own model of the target's architecture, when the threat model gives it none:
+    trained on the data the attack trains on (under (W,P), its known members), as the shadow is."""
+    if ctx.knowledge.reference is not None:
+        return None
+    train = training_data(ctx)
+    return ModelRequest(f"attacker-own-{ctx.threat_model.name}", train.images, train.labels, defended=True)
+
+
 @ATTACKS.register("attribute")
 class AttributeInference(Attack):
     """AttrInf (W,S) and (W,P): an MLP on the target's embeddings predicts the sensitive attribute."""
@@ -76,22 +94,51 @@ class AttributeInference(Attack):
     threat_models = ("whitebox_shadow", "whitebox_partial")
     Settings = AttributeSettings
 
+    def models_wanted(self, ctx: AttackContext) -> list[ModelRequest]:
+        request = own_model_request(ctx) if ctx.num_attribute_classes else None
+        return [request] if request is not None else []
+
     def run(self, ctx: AttackContext) -> VariantMetrics:
         train, test = training_data(ctx), ctx.evaluation.target_test
         if ctx.num_attribute_classes == 0 or train.attribute is None or test.attribute is None:
             raise AttackSkipped("the dataset has no sensitive attribute to infer")
-        model, s = ctx.target.model, ctx.settings
+        own = ctx.knowledge.reference.model if ctx.knowledge.reference is not None else None
+        if own is None:
+            r = own_model_request(ctx)
+            own = ctx.models.classifier(r.role, r.images, r.targets)
+        probs, loss = self.infer(ctx, ctx.target.model, train, test)
+        predicted = probs.argmax(1)
+        no_target = self.infer(ctx, own, train, test)[0].argmax(1)
+        metrics = classification_metrics(test.attribute.numpy(), predicted.numpy())
+        majority = torch.full_like(test.attribute, int(torch.bincount(test.attribute.long()).argmax()))
+        from_label = label_baseline(train.labels, train.attribute, test.labels, ctx.num_classes,
+                                    ctx.num_attribute_classes)
+        baselines = {"baseline_accuracy": majority, "label_baseline_accuracy": from_label,
+                     "no_target_accuracy": no_target}
+        right = {name: guess == test.attribute for name, guess in baselines.items()}
+        accuracies = {name: float(r.double().mean()) for name, r in right.items()}
+        strongest = max(accuracies, key=accuracies.get)
+        metrics.update(accuracies)
+        metrics["best_baseline_accuracy"] = accuracies[strongest]
+        metrics["advantage_over_baseline"] = metrics["accuracy"] - accuracies[strongest]
+        metrics.update(paired_counts(predicted == test.attribute, right[strongest]))
+        metrics.update(attack_train_loss=loss, n_train=float(len(train)), n_test=float(len(test)))
+        pd.DataFrame({"index": test.index.numpy() if test.index is not None else range(len(test)),
+                      "attribute": test.attribute.numpy(), "predicted": predicted.numpy(),
+                      "confidence": probs.max(1).values.numpy(),
+                      **{f"{name.removesuffix('_accuracy')}_predicted": guess.numpy()
+                         for name, guess in baselines.items()}}).to_parquet(ctx.out_dir / "predictions.parquet",
+                                                                             index=False)
+        return {"": metrics}
+
+    @staticmethod
+    def infer(ctx: AttackContext, model: Classifier, train: Labeled, test: Labeled) -> tuple[torch.Tensor, float]:
+        """The attack on ``model``'s embeddings: an MLP fitted on ``train``; its probabilities on
+        ``test`` and its last training loss."""
+        s = ctx.settings
         fitted = fit_network(
             lambda: AttributeNet(model.embedding_dim, s.hidden, ctx.num_attribute_classes),
             [embeddings(model, train.images, ctx.device)], train.attribute,
             s.epochs, s.lr, s.batch_size, ctx.seed,
         )
-        predicted = fitted.probabilities([embeddings(model, test.images, ctx.device)]).argmax(1)
-        metrics = classification_metrics(test.attribute.numpy(), predicted.numpy())
-        from_label = label_baseline(train.labels, train.attribute, test.labels, ctx.num_classes,
-                                    ctx.num_attribute_classes)
-        metrics["label_baseline_accuracy"] = float((from_label == test.attribute).double().mean())
-        metrics["best_baseline_accuracy"] = max(metrics["baseline_accuracy"], metrics["label_baseline_accuracy"])
-        metrics["advantage_over_baseline"] = metrics["accuracy"] - metrics["best_baseline_accuracy"]
-        metrics.update(attack_train_loss=fitted.losses[-1], n_train=float(len(train)), n_test=float(len(test)))
-        return {"": metrics}
+        return fitted.probabilities([embeddings(model, test.images, ctx.device)]), fitted.losses[-1]

@@ -7,6 +7,8 @@ model stealing are scored on (spec section 2).
 
 from __future__ import annotations
 
+import torch
+
 from mldoctor_bench.attacks.base import AttackContext, AttackSkipped
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.threat_models import PARTIAL
@@ -19,3 +21,10 @@ def training_data(ctx: AttackContext) -> Labeled:
     if data is None or len(data) == 0:
         raise AttackSkipped(f"{ctx.threat_model.name} gives the attacker no data to train on")
     return data
+
+
+def paired_counts(attack_right: torch.Tensor, baseline_right: torch.Tensor) -> dict[str, float]:
+    """Examples on which only the attack, or only its baseline, is right: McNemar's discordant counts,
+    for a paired test of the attack against the baseline on the same examples."""
+    return {"only_attack_right": float((attack_right & ~baseline_right).sum()),
+            "only_baseline_right": float((~attack_right & baseline_right).sum())}

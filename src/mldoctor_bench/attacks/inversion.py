@@ -21,6 +21,14 @@ reconstructions the target accepts), trained on part of the partition's heldout 
 pixel MSE in ``[0, 1]`` to the class's mean target-training image, and ``mse_start`` the same for
 the start images, so a reader sees what the search recovered; ``target_confidence`` is the target's
 mean probability of the intended class.
+
+What needs no target: MIFace's attacker holds no data, so its baseline is chance (1/classes). GMI's
+attacker holds a GAN and a shadow classifier of its own, which already draw class-typical images:
+the same search from the same latents, guided by the shadow classifier instead of the target, gives
+``no_target_eval_accuracy`` under the same evaluator, and ``only_attack_right`` /
+``only_baseline_right`` count the reconstructions that only the target-guided, or only the
+shadow-guided, search gets recognised (a paired test; ``inversion_gmi_no_target.png`` shows them).
+``eval_accuracy_over_baseline`` is the accuracy above the stronger of chance and that search.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from mldoctor_bench.attacks.auxiliary import paired_counts
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, CachedRequest, ModelRequest, VariantMetrics
 from mldoctor_bench.attacks.dcgan import DCGAN, GanRecipe, seeded_dcgan, train_gan
 from mldoctor_bench.knowledge import Labeled
@@ -259,6 +268,10 @@ class ModelInversion(Attack):
         means = class_means(ctx.evaluation.members, ctx.num_classes)
         metrics, per_image = score(inversion, classes, target, evaluator, means)
         metrics.update(evaluator_metrics)
+        if variant == "gmi" and ctx.knowledge.reference is not None:
+            metrics.update(self.no_target(ctx, classes, evaluator, per_image["evaluator_prediction"]))
+        baseline = max(metrics["chance_accuracy"], metrics.get("no_target_eval_accuracy", 0.0))
+        metrics["eval_accuracy_over_baseline"] = metrics["eval_accuracy"] - baseline
         if "steps" in inversion.extra:
             metrics["mean_steps"] = float(inversion.extra["steps"].float().mean())
         first = inversion.images.view(ctx.num_classes, s.per_class, *inversion.images.shape[1:])
@@ -316,13 +329,29 @@ class ModelInversion(Attack):
         return inversion, classes
 
     @staticmethod
-    def gmi(ctx: AttackContext, target: torch.nn.Module) -> tuple[Inversion, torch.Tensor]:
+    def no_target(ctx: AttackContext, classes: torch.Tensor, evaluator: torch.nn.Module,
+                  with_target: torch.Tensor) -> dict[str, float]:
+        """GMI guided by the attacker's own shadow classifier instead of the target, from the same
+        latents, judged by the same evaluator: what the attacker's GAN and data give without the target."""
+        inversion = ModelInversion.gmi(ctx, ctx.knowledge.reference.model, "GMI without the target (W,S)")[0]
+        s = ctx.settings
+        images = inversion.images.view(ctx.num_classes, s.per_class, *inversion.images.shape[1:])
+        save_grid([images[:, r] for r in range(s.per_class)], ctx.out_dir / "inversion_gmi_no_target.png")
+        with torch.no_grad():
+            predicted = evaluator.eval()(inversion.images.to(next(evaluator.parameters()).device)).argmax(1).cpu()
+        wanted = classes.cpu()
+        return {"no_target_eval_accuracy": float((predicted == wanted).double().mean()),
+                **paired_counts(with_target == wanted, predicted == wanted)}
+
+    @staticmethod
+    def gmi(ctx: AttackContext, target: torch.nn.Module, label: str = "GMI latent search (W,S)"
+            ) -> tuple[Inversion, torch.Tensor]:
         """GMI with the run's settings, on the (cached) GAN prior learnt from the shadow images."""
         s = ctx.settings.gmi
         gan = ModelInversion.train_or_load_gan(ctx)
         classes = torch.arange(ctx.num_classes).repeat_interleave(ctx.settings.per_class)
         inversion = gmi(gan.to(ctx.device), target, classes, s.steps, s.lr, s.momentum, s.restarts, s.weight,
-                        ctx.seed, ctx.progress("GMI latent search (W,S)", s.steps))
+                        ctx.seed, ctx.progress(label, s.steps))
         return inversion, classes
 
     @staticmethod

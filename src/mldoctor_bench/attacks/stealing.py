@@ -8,8 +8,10 @@ scored on target-test by its accuracy and its agreement with the target.
 
 What querying adds is measured against a model the attacker could train without the target: the
 same architecture, recipe and images with their true labels (``baseline_agreement``,
-``baseline_accuracy``); ``agreement_over_baseline`` is the difference. A surrogate that agrees with
-the target no more than that baseline has stolen nothing a labelled dataset would not give.
+``baseline_accuracy``); ``agreement_over_baseline`` is the difference, and ``only_attack_right``
+and ``only_baseline_right`` count the test examples on which only the surrogate, or only the
+baseline, agrees with the target (for a paired test). A surrogate that agrees with the target no
+more than that baseline has stolen nothing a labelled dataset would not give.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from mldoctor_bench.attacks.auxiliary import training_data
+from mldoctor_bench.attacks.auxiliary import paired_counts, training_data
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, ModelRequest, VariantMetrics
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.metrics import agreement
@@ -37,13 +39,15 @@ def query_answers(access: LabelOnlyAccess, images: torch.Tensor) -> tuple[str, t
     return "labels", access.labels(images)
 
 
-def score_surrogate(surrogate: nn.Module, target_labels: torch.Tensor, test: Labeled) -> dict[str, float]:
-    """Surrogate accuracy on ``test`` and its agreement with the target's predicted ``target_labels``."""
+def score_surrogate(surrogate: nn.Module, target_labels: torch.Tensor, test: Labeled
+                    ) -> tuple[dict[str, float], torch.Tensor]:
+    """Surrogate accuracy on ``test`` and its agreement with the target's predicted ``target_labels``,
+    and per test example whether it agrees."""
     predicted = predict_logits(surrogate, test.images).argmax(1).cpu()
     return {
         "accuracy": float((predicted == test.labels).double().mean()),
         "agreement": agreement(predicted.numpy(), target_labels.numpy()),
-    }
+    }, predicted == target_labels
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,9 +92,10 @@ class ModelStealing(Attack):
         surrogate, baseline = ctx.models.prepare([request, self.baseline(ctx, request)])
         test = ctx.evaluation.target_test
         target_labels = ctx.target.labels(test.images)
-        metrics = score_surrogate(surrogate, target_labels, test)
-        base = score_surrogate(baseline, target_labels, test)
+        metrics, agrees = score_surrogate(surrogate, target_labels, test)
+        base, base_agrees = score_surrogate(baseline, target_labels, test)
         metrics.update(baseline_agreement=base["agreement"], baseline_accuracy=base["accuracy"],
                        agreement_over_baseline=metrics["agreement"] - base["agreement"],
+                       **paired_counts(agrees, base_agrees),
                        queries=float(len(request.images)), n_test=float(len(test)))
         return {variant: metrics}

@@ -17,11 +17,13 @@ from mldoctor_bench.metrics import LOW_FPRS
 UNIT_METRICS = frozenset({
     "accuracy", "precision", "recall", "f1", "auc", "advantage", "agreement", "eval_accuracy",
     "baseline_accuracy", "label_baseline_accuracy", "best_baseline_accuracy", "train_accuracy",
-    "test_accuracy", "target_confidence", "target_accuracy", "mse", "mse_start",
+    "test_accuracy", "target_confidence", "target_accuracy", "mse", "mse_start", "no_target_accuracy",
+    "no_target_eval_accuracy",
     *(f"tpr_at_fpr_{x:g}" for x in LOW_FPRS),
 })
 # Differences of two [0, 1] quantities.
-DIFFERENCE_METRICS = frozenset({"gap", "advantage_over_baseline"})
+DIFFERENCE_METRICS = frozenset({"gap", "advantage_over_baseline", "agreement_over_baseline",
+                                "eval_accuracy_over_baseline"})
 NON_NEGATIVE_METRICS = frozenset({"epsilon", "epsilon_lower_bound", "n_members", "n_nonmembers", "reconstructions",
                                   "guesses", "correct_guesses", "canaries", "delta"})
 # The membership metrics a bootstrap over (score, label) pairs recomputes exactly as the attack did.
