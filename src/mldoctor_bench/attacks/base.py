@@ -115,6 +115,7 @@ class AttackContext:
     cell_seed: int = 0  # the cell's seed: for what every threat model of the cell shares (evaluators)
     target_arch: str = ""  # the target's registry architecture name (white-box knowledge)
     heldout: Labeled | None = None  # data in no quarter: for evaluators that neither side trained on
+    training_size: int = 0  # examples the target trained on (0: as many as the evaluation members)
     models: ModelService | None = None
     progress: Callable[[str, int], Callable[[int], None]] = lambda label, total: (lambda n=1: None)
 

@@ -4,10 +4,14 @@ trains on, the models themselves, and the per-example signals read from them.
 Online references train on candidates (the examples the attacker is asked about: the evaluation
 members and non-members, with no membership labels used). They come in pairs: one reference of a
 pair trains on a random half of the candidates, the other on the complement, so every candidate is
-IN for exactly half of the references and each reference trains on as many rows as the evaluation
-has members (the target's training set: the partition's quarters are equal). Offline references
-train on independent random halves of the attacker's own shadow data only, so every candidate is
-OUT for all of them (and RMIA can hold one back as a stand-in target with known members).
+IN for exactly half of the references. Each reference trains on as many rows as the target did: a
+half of the candidates is as many as the evaluation members, which in a benchmark cell is the whole
+training quarter; where the target trained on more (an owner's model, evaluated on a capped share of
+its training set), every online reference also trains on the same ``fill`` rows of the attacker's
+own data, which are then no population sample for RMIA. Offline references train on independent
+random halves of the attacker's own shadow data only (as many rows as the target's training set in
+an owner's partition, whose shadow pools are sized so), so every candidate is OUT for all of them
+(and RMIA can hold one back as a stand-in target with known members).
 
 Masks depend on the cell's seed, the kind and number of references and the pool only, so LiRA and
 RMIA with the same ``num_references`` ask for the same references and the model store trains them
@@ -73,28 +77,46 @@ def candidates(ctx: AttackContext) -> tuple[Labeled, torch.Tensor]:
 
 @dataclass(frozen=True)
 class ReferenceSet:
-    """The references of one kind: their training requests and masks over their pool of rows."""
+    """The references of one kind: their training requests, masks over their pool of rows, and the
+    rows of the attacker's data (``ctx.knowledge.data``) that every one of them also trains on."""
 
     kind: str
     pool: Labeled
     masks: torch.Tensor  # (k, len(pool)): True where the reference trains on the row
     requests: list[ModelRequest]
+    fill: torch.Tensor = torch.empty(0, dtype=torch.long)  # rows of the attacker's data, IN for all
+
+
+def fill_rows(ctx: AttackContext, half: int, seed: int) -> torch.Tensor:
+    """Rows of the attacker's data that bring an online reference's ``half`` of the candidates up to
+    the target's training size (none where the half is that size already)."""
+    data = ctx.knowledge.data
+    wanted = max(0, ctx.training_size - half) if ctx.training_size else 0
+    if not wanted or data is None:
+        return torch.empty(0, dtype=torch.long)
+    return torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:wanted].sort().values
 
 
 def reference_set(ctx: AttackContext, kind: str, k: int) -> ReferenceSet:
     """The ``k`` references of ``kind`` (online: on candidates; offline: on the shadow data)."""
     seed = ctx.cell_seed * 7919 + k
+    fill = torch.empty(0, dtype=torch.long)
     if kind == ONLINE:
         pool, _ = candidates(ctx)
         masks = paired_masks(len(pool), k, seed)
+        fill = fill_rows(ctx, len(pool) // 2, seed + 1)
     else:
         pool = ctx.knowledge.data
         if pool is None:
             raise ValueError("offline references need the attacker's shadow data")
         masks = half_masks(len(pool), k, seed)
-    requests = [ModelRequest(f"reference-{kind}-{i}-of-{k}", pool.images[m], pool.labels[m], defended=True)
+    extra = ctx.knowledge.data.rows(fill) if len(fill) else None
+    requests = [ModelRequest(f"reference-{kind}-{i}-of-{k}",
+                             *((pool.images[m], pool.labels[m]) if extra is None else
+                               (torch.cat([pool.images[m], extra.images]), torch.cat([pool.labels[m], extra.labels]))),
+                             defended=True)
                 for i, m in enumerate(masks)]
-    return ReferenceSet(kind, pool, masks, requests)
+    return ReferenceSet(kind, pool, masks, requests, fill)
 
 
 @dataclass(frozen=True)
@@ -141,6 +163,9 @@ def reference_signals(ctx: AttackContext, refs: ReferenceSet, views: list[torch.
     return Signals.stack([Signals.stack([signals(r, v, labels) for r in released]) for v in views])
 
 
-def save_masks(ctx: AttackContext, masks: dict[str, torch.Tensor]) -> None:
-    """``masks.safetensors``: per kind, ``(references, pool rows)`` with 1 where a reference trained."""
-    save_file({k: v.to(torch.uint8).contiguous() for k, v in masks.items()}, str(ctx.out_dir / "masks.safetensors"))
+def save_masks(ctx: AttackContext, refs: list[ReferenceSet]) -> None:
+    """``masks.safetensors``: per kind, ``(references, pool rows)`` with 1 where a reference trained,
+    and ``<kind>_fill``, the rows of the attacker's data every reference of that kind trained on too."""
+    tensors = {r.kind: r.masks.to(torch.uint8).contiguous() for r in refs}
+    tensors.update({f"{r.kind}_fill": r.fill.contiguous() for r in refs if len(r.fill)})
+    save_file(tensors, str(ctx.out_dir / "masks.safetensors"))

@@ -157,38 +157,53 @@ def partition(n: int, seed: int, quarter_size: Optional[int] = None, *, reserve:
     return Splits(*quarters, pools)
 
 
-def owner_partition(n: int, members: torch.Tensor, seed: int, quarter_size: Optional[int] = None, *,
-                    reserve: float = DEFAULT_RESERVE, heldout_size: Optional[int] = None, min_heldout: int = 0,
-                    dataset: str = "the dataset") -> Splits:
-    """The partition of an owner's data around a model trained elsewhere on rows ``members``.
+# The fewest rows per pool an owner's assessment is run with (below them it is refused): enough
+# evaluation examples for an AUC to mean something, shadow pools an attack model can learn from.
+OWNER_MIN_EVALUATION = 50
+OWNER_MIN_SHADOW = 50
+OWNER_HELDOUT_PER_CLASS = 10  # an evaluator of the reconstructions needs some rows of every class
 
-    ``target_train`` (the evaluation members) is drawn from ``members``; ``target_test`` (the
+
+def owner_partition(n: int, members: torch.Tensor, seed: int, quarter_size: Optional[int] = None, *,
+                    heldout_size: Optional[int] = None, min_heldout: int = 0,
+                    dataset: str = "the dataset") -> Splits:
+    """The partition of an owner's data around a model trained elsewhere on rows ``members``, sized
+    to the data.
+
+    ``target_train`` (the evaluation members) is drawn from ``members``; ``target_test`` (as many
     evaluation non-members), ``shadow_train`` and ``shadow_test`` (the attacker's data) and
-    ``heldout`` from the other rows only, so no attacker model ever trains on one of the model's
-    training examples. The quarters keep one size: ``quarter_size`` (``None``: as many as the
-    non-members allow after setting aside ``reserve`` of them for ``heldout``), cut to the members'
-    count where there are fewer. Raises :class:`PartitionError` naming the sizes and the fix."""
+    ``heldout`` (the evaluators') from the other rows only, so no attacker model ever trains on one of
+    the model's training examples. The attacker's models are trained like the owner's: the shadow
+    pools want as many rows as the model's training set (``len(members)``); the evaluation pools want
+    that many too, capped by ``quarter_size``; ``heldout`` takes what is left (capped by
+    ``heldout_size``) and needs ``min_heldout`` rows. When the non-members cannot fill all of that, the
+    evaluation and shadow pools shrink by one factor until the heldout minimum fits. Raises
+    :class:`PartitionError` below :data:`OWNER_MIN_EVALUATION` evaluation rows a side or
+    :data:`OWNER_MIN_SHADOW` rows in a shadow pool (or the members' count, if smaller), naming the
+    sizes and the minimums."""
     members = torch.unique(members.long())
     is_member = torch.zeros(n, dtype=torch.bool)
     is_member[members] = True
     outsiders = torch.nonzero(~is_member).flatten()
     m, k = len(members), len(outsiders)
-    size = min(m, int(quarter_size) if quarter_size is not None else int(k * (1.0 - reserve)) // 3)
-    if size < 1 or 3 * size > k:
-        size = min(m, k // 3)
-    if size < 1:
-        raise PartitionError(f"{dataset} has {n} examples, {m} of them members: the assessment needs members and "
-                             f"at least 3 non-members (evaluation non-members and the attacker's two shadow pools); "
-                             f"list only the model's training examples in the members file")
-    left = k - 3 * size
+    evaluation = min(m, int(quarter_size)) if quarter_size is not None else m
+    shadow = m
+    if evaluation + 2 * shadow + min_heldout > k:
+        factor = max(k - min_heldout, 0) / (evaluation + 2 * shadow)
+        evaluation, shadow = int(evaluation * factor), int(shadow * factor)
+    if evaluation < min(OWNER_MIN_EVALUATION, m) or shadow < min(OWNER_MIN_SHADOW, m):
+        raise PartitionError(
+            f"{dataset} has {n} examples, {m} of them members: its {k} non-members cannot hold the assessment's "
+            f"pools (at least {min(OWNER_MIN_EVALUATION, m)} evaluation non-members, {min(OWNER_MIN_SHADOW, m)} in each of "
+            f"the attacker's two shadow pools, {min_heldout} for the evaluators; shrunk to fit they would get "
+            f"{evaluation}, {shadow} and {k - evaluation - 2 * shadow}); add non-member images to the data, or list "
+            "only the model's training examples in the members file")
+    left = k - evaluation - 2 * shadow
     heldout = left if heldout_size is None else min(int(heldout_size), left)
-    if heldout < min_heldout:
-        raise PartitionError(f"{dataset}: {k} non-members give 3 pools of {size} and leave {left} rows for the "
-                             f"evaluators' heldout pool, fewer than the {min_heldout} needed; use a smaller "
-                             "data.quarter_size or more non-member images")
     generator = torch.Generator().manual_seed(int(seed))
     inside = members[torch.randperm(m, generator=generator)]
     outside = outsiders[torch.randperm(k, generator=generator)]
-    quarters = [inside[:size]] + [outside[i * size:(i + 1) * size] for i in range(3)]
-    pools = {"heldout": outside[3 * size:3 * size + heldout]} if heldout else {}
+    cuts = [0, evaluation, evaluation + shadow, evaluation + 2 * shadow]
+    quarters = [inside[:evaluation]] + [outside[a:b] for a, b in zip(cuts, cuts[1:])]
+    pools = {"heldout": outside[cuts[-1]:cuts[-1] + heldout]} if heldout else {}
     return Splits(*quarters, pools)
