@@ -62,6 +62,11 @@ class Defense:
         as many as a quarter)."""
         return None
 
+    def training_recipe(self, recipe: Recipe) -> Recipe:
+        """The recipe a model of ``recipe`` actually trains by under this defense (DP-SGD has its own
+        batch size, learning rate and epochs); the same by default."""
+        return recipe
+
     def prepare_model(self, model: nn.Module) -> nn.Module:
         """The module to train (a defense may need to change the architecture); same by default."""
         return model
