@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 RESULTS ?= results
 EXAMPLE = $(abspath $(RESULTS))/assess-example
 
-.PHONY: install demo test test-fast report bench bench-low-fpr defense-tradeoffs assess-example clean-results
+.PHONY: install demo test test-fast report bench bench-low-fpr defense-tradeoffs assess-example assess-null clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,11 +53,20 @@ defense-tradeoffs: install
 assess-example: install
 	$(BIN)/python examples/assess/make_folder.py $(EXAMPLE)/digits
 	cd examples/assess && $(abspath $(BIN))/python train.py $(EXAMPLE)/digits $(EXAMPLE)/model
-	PYTHONPATH=$(abspath examples/assess) $(BIN)/mldoctor-assess model.weights=$(EXAMPLE)/model/net.safetensors \
-		model.factory=tiny_net:make_net model.image_size=28 model.in_channels=1 \
-		'model.normalize.mean=[0.1307]' 'model.normalize.std=[0.3081]' \
-		dataset=folder data.root=$(EXAMPLE)/digits data.attributes=$(EXAMPLE)/digits/attributes.csv \
+	PYTHONPATH=$(abspath examples/assess) $(BIN)/mldoctor-assess $(ASSESS_ARGS) \
+		data.root=$(EXAMPLE)/digits data.attributes=$(EXAMPLE)/digits/attributes.csv \
 		members=$(EXAMPLE)/model/members.txt results_dir=$(EXAMPLE)
+
+# The same model assessed on a planted null (examples/assess/planted_null.py): its training images left
+# out of the folder and 500 images it never saw listed as its members, seeds 0, 1 and 2. Every run
+# must judge membership low; the assessment with the true members file (assess-example) must not.
+ASSESS_ARGS = model.weights=$(EXAMPLE)/model/net.safetensors model.factory=tiny_net:make_net model.image_size=28 \
+	model.in_channels=1 'model.normalize.mean=[0.1307]' 'model.normalize.std=[0.3081]' dataset=folder
+assess-null: assess-example
+	$(BIN)/python examples/assess/planted_null.py $(EXAMPLE)/digits $(EXAMPLE)/model $(EXAMPLE)/null
+	for seed in 0 1 2; do PYTHONPATH=$(abspath examples/assess) $(BIN)/mldoctor-assess $(ASSESS_ARGS) \
+		data.root=$(EXAMPLE)/null/digits data.attributes=$(EXAMPLE)/null/digits/attributes.csv \
+		members=$(EXAMPLE)/null/members.txt seed=$$seed results_dir=$(EXAMPLE)/null/results || exit 1; done
 
 # One target per paper table or figure: a Hydra experiment (conf/experiment/) swept into
 # $(RESULTS)/<experiment>, then the report. `<target>-small` runs the laptop-sized rehearsal on the

@@ -3,8 +3,10 @@
     mldoctor-bench -m +experiment=defense_tradeoffs results_dir=results/defense-tradeoffs
     python scripts/defense_tradeoffs.py results/defense-tradeoffs
 
-Writes src/mldoctor_bench/report/defense_tradeoffs.csv (one row per defense, seed means) and
-defense_tradeoffs.json (the commands, the cell, the code version and date) unless --out says where.
+Writes src/mldoctor_bench/report/defense_tradeoffs.csv (one row per defense and column: the seed mean
+and its 95% interval, the difference from no defense and the interval of that difference; see
+mldoctor_bench.report.tradeoffs) and defense_tradeoffs.json (the commands, the cell, the code version
+and date) unless --out says where, and prints the table.
 """
 
 from __future__ import annotations
@@ -16,33 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from mldoctor_bench.report.collect import collect_table
-from mldoctor_bench.report.owner import TRADEOFF_COLUMNS
+from mldoctor_bench.report import stats, tradeoffs
+from mldoctor_bench.report.collect import locate, score_files, score_intervals
+from mldoctor_bench.results import merge_tables
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "mldoctor_bench" / "report"
 SWEEP = "mldoctor-bench -m +experiment=defense_tradeoffs results_dir=results/defense-tradeoffs"
 SUMMARY = "python scripts/defense_tradeoffs.py results/defense-tradeoffs"
-ORDER = ["none", "output_rounding", "output_topk", "output_labels_only", "relaxloss", "distillation", "dp_sgd"]
-
-
-def summarise(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per defense: each column of :data:`TRADEOFF_COLUMNS`, the seed mean of its metric."""
-    ok = frame[frame["status"] == "ok"]
-    means = ok.groupby(["defense", "attack", "threat_model", "metric"])["value"].mean()
-    out = []
-    for defense in [d for d in ORDER if d in set(ok["defense"])]:
-        row = {"defense": defense}
-        for column, attacks, tm, metric in TRADEOFF_COLUMNS:
-            if metric == "gap":
-                train = means.get((defense, "target", "none", "train_accuracy"))
-                test = means.get((defense, "target", "none", "test_accuracy"))
-                row[column] = None if train is None or test is None else train - test
-                continue
-            values = [means.get((defense, a, tm, metric)) for a in ([attacks] if isinstance(attacks, str) else attacks)]
-            values = [v for v in values if v is not None]
-            row[column] = max(values) if values else None
-        out.append(row)
-    return pd.DataFrame(out)
 
 
 def main() -> None:
@@ -50,8 +32,10 @@ def main() -> None:
     parser.add_argument("results_dir", type=Path)
     parser.add_argument("--out", type=Path, default=PACKAGE)
     args = parser.parse_args()
-    frame = collect_table(args.results_dir)
-    table = summarise(frame)
+    source = locate(args.results_dir)
+    frame = merge_tables(source.tables)
+    single = stats.single_run_intervals(frame, score_intervals(score_files(source.cell_dirs), stats.single_runs(frame)))
+    table = tradeoffs.summarise(frame, single)
     seeds = sorted(frame["seed"].unique().tolist())
     args.out.mkdir(parents=True, exist_ok=True)
     table.round(4).to_csv(args.out / "defense_tradeoffs.csv", index=False)

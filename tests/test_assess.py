@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -24,7 +26,7 @@ from mldoctor_bench.members import MembersError, read_members
 from mldoctor_bench.owner_model import NoEmbedding, OwnerClassifier
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "assess"
-PER_CLASS = 50  # 500 images: 200 members, 300 non-members
+PER_CLASS = 50  # 500 images: 100 members, 400 non-members
 # Small but real recipes, every family under a shadow threat model (inversion also without data).
 QUICK = ["data.quarter_size=60", "train.epochs=4", "device=cpu",
          "attack=[membership,membership_rmia,inversion,attribute,stealing]",
@@ -62,7 +64,7 @@ def owned(tmp_path_factory):
     with (root / "attributes.csv").open("w", newline="") as handle:
         csv.writer(handle).writerows(rows)
     model_dir = base / "model"
-    proc = subprocess.run([sys.executable, str(EXAMPLE / "train.py"), str(root), str(model_dir), "--members", "200",
+    proc = subprocess.run([sys.executable, str(EXAMPLE / "train.py"), str(root), str(model_dir), "--members", "100",
                            "--epochs", "8"], cwd=EXAMPLE, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
@@ -121,7 +123,9 @@ def test_an_owner_model_gets_a_report_on_all_four_families_and_only_attacker_mod
         assert pools[name] and not set(pools[name]) & members, name
     seen = [f for rows in pools.values() for f in rows]
     assert len(seen) == len(set(seen))  # disjoint
-    assert manifest["sizes"]["target_train"] == 60 and manifest["members_listed"] == 200
+    assert manifest["sizes"]["target_train"] == 60 and manifest["members_listed"] == 100
+    # the attacker's shadow pools are as large as the model's training set: trained like it
+    assert manifest["sizes"]["shadow_train"] == manifest["sizes"]["shadow_test"] == 100
     assert manifest["evaluation_member_files"] == pools["target_train"]
 
     # the owner's model is never trained: no stored model plays the target
@@ -137,7 +141,8 @@ def test_an_owner_model_gets_a_report_on_all_four_families_and_only_attacker_mod
     verdicts = report.split("## Verdicts", 1)[1].split("## ", 1)[0]
     for family in ("membership", "inversion", "attribute", "stealing"):
         assert f"**{family}: " in verdicts, family
-    assert "| shadow_train | 60 |" in report and "## Suggested defenses" in report
+    assert "| shadow_train | 100 |" in report and "## Suggested defenses" in report
+    assert "ratio 1.00" in report
     numbers = report.split("## Numbers by attack family", 1)[1].split("\n## ", 1)[0]
     for family in ("membership", "inversion", "attribute", "stealing"):
         assert f"### {family}" in numbers, family
@@ -146,6 +151,26 @@ def test_an_owner_model_gets_a_report_on_all_four_families_and_only_attacker_mod
     page = (cell / "report" / "report.html").read_text()
     assert page.count("<img") >= 2 and page.count('src="data:image/png;base64,') == page.count("<img")
     assert "<table>" in page
+
+    # verdicts.json: every family with its statistic, interval, test and level; the flagged members
+    data = json.loads((cell / "verdicts.json").read_text())
+    assert set(data["families"]) == {"membership", "inversion", "attribute", "stealing"}
+    for verdict in data["families"].values():
+        assert {"level", "series", "statistic", "interval", "test", "alpha", "correction", "baseline"} <= set(verdict)
+    assert data["membership_risk"] and all(r["training_examples"] == 100 for r in data["membership_risk"])
+    exposed = __import__("pandas").read_csv(cell / "exposed.csv")
+    assert set(exposed["file"]) <= members and {"series", "fpr", "index", "score"} <= set(exposed.columns)
+
+    # the release gate: exit code 4 exactly when a family reaches assess.fail_on (the done cell is reused)
+    from mldoctor_bench.report.cell_verdicts import reaches
+
+    base = owner_args(root, model_dir, f"members={model_dir / 'members.txt'}", f"results_dir={out}", *QUICK)
+    for level in ("moderate", "high"):
+        gated = assess(*base, f"assess.fail_on={level}")
+        assert gated.returncode == (4 if reaches(data, level) else 0), (level, gated.stderr[-2000:])
+        if gated.returncode == 4:
+            assert f"at or above assess.fail_on={level}" in gated.stderr.strip().splitlines()[-1]
+    assert "assess.fail_on" in refused(assess(*base, "assess.fail_on=medium"))
 
 
 @pytest.mark.slow
@@ -239,20 +264,35 @@ def test_training_time_defenses_and_arch_overrides_are_refused(owned, assess, tm
 
 
 def test_owner_partition_keeps_members_out_of_every_attacker_pool():
-    members = torch.arange(0, 1000, 3)  # 334 members among 1000 rows
-    splits = owner_partition(1000, members, seed=4, quarter_size=100, heldout_size=50)
+    members = torch.arange(0, 3000, 10)  # 300 members among 3000 rows
+    splits = owner_partition(3000, members, seed=4, quarter_size=100, heldout_size=50)
     inside = set(members.tolist())
     assert set(splits.target_train.tolist()) <= inside and len(splits.target_train) == 100
     for name in ("target_test", "shadow_train", "shadow_test", "heldout"):
         assert not set(splits.pool(name).tolist()) & inside, name
     every = torch.cat(list(splits.all_pools().values())).tolist()
     assert len(every) == len(set(every))
-    assert splits.sizes()["heldout"] == 50
-    # fewer members than the quarter: the quarters shrink to them rather than borrow non-members
+    # the attacker's shadow pools as large as the model's training set; the evaluation capped
+    assert splits.sizes() == {"target_train": 100, "target_test": 100, "shadow_train": 300, "shadow_test": 300,
+                              "transfer": 0, "canary": 0, "heldout": 50}
+    # fewer members than the quarter: the pools shrink to them rather than borrow non-members
     few = owner_partition(1000, torch.arange(10), seed=0, quarter_size=100)
     assert all(len(q) == 10 for q in few.as_dict().values())
-    with pytest.raises(PartitionError, match="at least 3 non-members"):
+    with pytest.raises(PartitionError, match="cannot hold the assessment's pools"):
         owner_partition(4, torch.arange(3), seed=0)
+
+
+def test_owner_partition_fits_small_data_instead_of_refusing():
+    # 2,000 images, 500 members: 1,500 non-members for 500 evaluation non-members, two shadow pools of
+    # 500 and 100 heldout rows (10 classes x 10): everything shrinks by one factor, 1400 / 1500
+    splits = owner_partition(2000, torch.arange(500), seed=0, quarter_size=500, min_heldout=100)
+    sizes = splits.sizes()
+    assert sizes["target_train"] == sizes["target_test"] == sizes["shadow_train"] == sizes["shadow_test"] == 466
+    assert sizes["heldout"] == 2000 - 500 - 3 * 466 >= 100
+    # refused only below the stated minimums, with them named
+    with pytest.raises(PartitionError, match="at least 50 evaluation non-members, 50 in each of the attacker's two "
+                                             "shadow pools, 100 for the evaluators"):
+        owner_partition(600, torch.arange(400), seed=0, min_heldout=100)
 
 
 def test_members_file_reads_paths_or_indices(tmp_path):
@@ -317,21 +357,61 @@ def test_images_take_the_channels_the_model_expects():
     assert with_channels(data, 3) is data
 
 
-def test_suggested_defenses_name_only_drops_beyond_the_noise_with_their_cost():
+def test_suggested_defenses_name_only_differences_whose_interval_excludes_zero():
     import pandas as pd
 
-    from mldoctor_bench.report.owner import REMEDIES, remedy_lines, tradeoff_table
+    from mldoctor_bench.report import tradeoffs
+    from mldoctor_bench.report.owner import remedy_lines
 
-    table = pd.DataFrame({"defense": ["none", "a", "b"], "test accuracy": [0.9, 0.85, 0.6],
-                          "best TPR at 1% FPR (B,S)": [0.1, 0.09, 0.02],
-                          "stealing agreement over baseline (B,S)": [0.05, 0.0, 0.05]})
+    def row(defense, column, mean, diff=None):
+        low, high = (None, None) if diff is None else diff[1:]
+        return dict(defense=defense, column=column, mean=mean, low=mean - 0.01, high=mean + 0.01, seeds=3,
+                    difference=None if diff is None else diff[0], difference_low=low, difference_high=high)
+
+    tpr, steal, acc = (tradeoffs.FAMILY_COLUMN["membership"], tradeoffs.FAMILY_COLUMN["stealing"],
+                       tradeoffs.UTILITY)
+    table = pd.DataFrame([
+        row("none", acc, 0.9), row("none", tpr, 0.10), row("none", steal, 0.02),
+        row("a", acc, 0.85, (-0.05, -0.06, -0.04)), row("a", tpr, 0.07, (-0.03, -0.07, 0.01)),  # within noise
+        row("a", steal, 0.02, (0.0, -0.01, 0.01)),
+        row("b", acc, 0.60, (-0.3, -0.32, -0.28)), row("b", tpr, 0.02, (-0.08, -0.10, -0.06)),
+        row("b", steal, 0.12, (0.10, 0.08, 0.12)),  # and it makes stealing worse
+    ])
     text = "\n".join(remedy_lines(table, {"membership": "high", "stealing": "low"}))
-    assert "fell from 0.100" in text and "`b` to 0.020 (test accuracy 0.600)" in text
-    assert "`a`" not in text  # a drop of 0.01 is within a single run's interval
-    assert "stealing" not in text  # judged low: nothing to suggest
+    assert "`b` -0.080 [-0.100, -0.060] (test accuracy 0.600; raises stealing)" in text
+    assert "`a`" not in text  # its interval of the difference includes zero
+    assert "stealing** (" not in text  # judged low: nothing to suggest
     text = "\n".join(remedy_lines(table, {"stealing": "high"}))
-    assert "`a` to 0.000" in text
-    # the shipped table, made by the documented sweep, has a row without defense and every column used
-    shipped, meta = tradeoff_table()
-    assert "none" in set(shipped["defense"]) and {c for c, _ in REMEDIES.values()} <= set(shipped.columns)
-    assert "+experiment=defense_tradeoffs" in meta["command"]
+    assert "no defense measured lowered" in text
+    # the shipped table, made by the documented sweep, has a row without defense and every family's column
+    shipped, meta = tradeoffs.shipped()
+    assert "none" in set(shipped["defense"]) and set(tradeoffs.FAMILY_COLUMN.values()) <= set(shipped["column"])
+    assert "+experiment=defense_tradeoffs" in meta["command"] and shipped["seeds"].min() >= 3
+
+
+def test_tradeoff_differences_are_paired_over_seeds_or_combine_two_runs():
+    from mldoctor_bench.report import tradeoffs
+    from mldoctor_bench.results import Cell, Provenance, metric_rows, to_frame
+
+    rows = []
+    for seed, (none, dp) in enumerate([(0.10, 0.02), (0.06, 0.01), (0.08, 0.03)]):
+        for defense, tpr in (("none", none), ("dp_sgd", dp)):
+            rows += metric_rows(Cell("d", "a", defense, seed), "membership", "blackbox_shadow", "",
+                                {"tpr_at_fpr_0.01": tpr})
+    frame = to_frame(rows, Provenance("r", "h", "c", "t"), 0.0)
+    table = tradeoffs.summarise(frame).set_index(["defense", "column"])
+    dp = table.loc[("dp_sgd", tradeoffs.FAMILY_COLUMN["membership"])]
+    deltas = np.array([-0.08, -0.05, -0.05])  # per seed: the pairs share a partition
+    half = 4.302653 * deltas.std(ddof=1) / np.sqrt(3)
+    assert dp["difference"] == pytest.approx(deltas.mean())
+    assert dp["difference_low"] == pytest.approx(deltas.mean() - half, abs=1e-6) and dp["seeds"] == 3
+    # one seed: the two runs' own intervals combined (half-widths 0.03 and 0.02)
+    one = frame[frame["seed"] == 0].copy()
+    one.loc[one["defense"] == "dp_sgd", "config_hash"] = "h2"
+    single = pd.DataFrame({"config_hash": ["h", "h2"], "attack": ["membership"] * 2,
+                           "threat_model": ["blackbox_shadow"] * 2, "variant": ["", ""],
+                           "metric": ["tpr_at_fpr_0.01"] * 2, "ci_low": [0.07, 0.0], "ci_high": [0.13, 0.04],
+                           "method": ["bootstrap"] * 2})
+    row = tradeoffs.summarise(one, single).set_index(["defense", "column"]).loc[("dp_sgd", tradeoffs.FAMILY_COLUMN["membership"])]
+    assert row["difference"] == pytest.approx(-0.08)
+    assert row["difference_high"] - row["difference"] == pytest.approx(np.hypot(0.03, 0.02))

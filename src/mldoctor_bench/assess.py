@@ -16,6 +16,7 @@ count once the data is loaded.
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from mldoctor_bench import cli
 from mldoctor_bench.attacks import ATTACKS
 from mldoctor_bench.data import DataUnavailableError, ImageData
-from mldoctor_bench.data.splits import PartitionError, owner_partition, partition
+from mldoctor_bench.data.splits import OWNER_HELDOUT_PER_CLASS, PartitionError, owner_partition, partition
 from mldoctor_bench.defenses import DEFENSES
 from mldoctor_bench.defenses.base import OUTPUT
 from mldoctor_bench.members import MembersError, entries, member_rows, read_members
@@ -139,6 +140,24 @@ class Owner:
         channels = m.in_channels or cfg.data.get("in_channels")
         if size is not None and channels is not None and m.num_classes is not None:
             self.trained(int(channels), m.num_classes, int(size))
+
+
+EXIT_GATE = 4  # a verdict reached assess.fail_on: the report is written, the release should wait
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssessSection:
+    """``assess.*``: what the command does with the verdicts."""
+
+    fail_on: Optional[str] = setting(None, choices=("moderate", "high"), example="moderate")
+
+
+def gate_level(cfg: DictConfig) -> Optional[str]:
+    """``assess.fail_on``, checked; raise :class:`ConfigError`."""
+    try:
+        return parse(AssessSection, cfg.get("assess") or {}, "assess").fail_on
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def read_owner(cfg: DictConfig) -> Owner:
@@ -255,14 +274,15 @@ def given_target(owner: Owner, cfg: DictConfig) -> GivenTarget:
 
     def cut(p: Plan, data: ImageData):
         needs_heldout = any(ATTACKS.get(a).uses_heldout for a in p.attacks)
-        sizes = {"reserve": p.data.reserve, "heldout_size": p.data.heldout_size, "dataset": data.name,
-                 "min_heldout": data.num_classes if needs_heldout else 0}
+        sizes = {"heldout_size": p.data.heldout_size, "dataset": data.name}
         try:
             if owner.members is None:
-                return partition(len(data), int(p.cfg.seed), p.data.quarter_size, **sizes)
+                return partition(len(data), int(p.cfg.seed), p.data.quarter_size, reserve=p.data.reserve,
+                                 min_heldout=data.num_classes if needs_heldout else 0, **sizes)
             members = read_members(owner.members, data)
             target.manifest["members_listed"] = len(members)
-            return owner_partition(len(data), members, int(p.cfg.seed), p.data.quarter_size, **sizes)
+            return owner_partition(len(data), members, int(p.cfg.seed), p.data.quarter_size, **sizes,
+                                   min_heldout=OWNER_HELDOUT_PER_CLASS * data.num_classes if needs_heldout else 0)
         except (MembersError, PartitionError) as exc:
             raise ConfigError(str(exc)) from None
 
@@ -298,12 +318,20 @@ def run_job(cfg: DictConfig) -> str:
         if hydra_cfg.mode == RunMode.RUN:
             cli.remove_run_folder(Path(hydra_cfg.runtime.output_dir), Path(str(cfg.results_dir)))
         fail(str(exc))
+    from mldoctor_bench.report.cell_verdicts import VERDICTS, reaches
     from mldoctor_bench.report.owner import write_owner_report
 
     md, html = write_owner_report(outcome.cell_dir)
     ui.console.print(f"risk report: {md}\n             {html}")
     if outcome.failed:
         sys.exit(cli.EXIT_ATTACK_FAILED)
+    level = gate_level(cfg)
+    verdicts = outcome.cell_dir / VERDICTS
+    over = reaches(json.loads(verdicts.read_text()), level) if level and verdicts.exists() else []
+    if over:
+        print(f"{PROG}: {', '.join(over)} at or above assess.fail_on={level} (see {verdicts}); exit code {EXIT_GATE}",
+              file=sys.stderr)
+        sys.exit(EXIT_GATE)
     return str(md)
 
 
@@ -327,6 +355,7 @@ def preflight(argv: list[str]) -> None:
 
     try:
         cfg = cli.compose_checked("assess", overrides)
+        gate_level(cfg)
         owner = read_owner(cfg)
         cfg = owner_config(cfg, owner)
         plan(cfg)

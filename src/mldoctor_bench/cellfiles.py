@@ -16,9 +16,10 @@ TABLE_STEM = "results"  # the tidy table is <stem>.parquet, with a <stem>.csv co
 DONE = "done.json"  # a cell's marker, written last
 POINTER = "cell.json"  # what a sweep job leaves in its own folder: where its cell is
 EXPOSED = "exposed.parquet"  # a membership attack's highest-scoring members, beside its scores
-# Keys of config.yaml that say where things are, not what a cell computes: left out of its hash
-# (and of the settings a report compares across cells); ``data.<key>`` for the second.
-LOCATION_KEYS = ("results_dir", "device", "cache", "hydra")
+# Keys of config.yaml that say where things are or what is done with the results, not what a cell
+# computes: left out of its hash (and of the settings a report compares across cells); ``data.<key>``
+# for the second. ``assess`` holds mldoctor-assess's exit policy (assess.fail_on).
+LOCATION_KEYS = ("results_dir", "device", "cache", "hydra", "assess")
 LOCATION_DATA_KEYS = ("root", "cache_dir", "download")
 
 

@@ -33,6 +33,7 @@ from mldoctor_bench.defenses.base import OUTPUT
 from mldoctor_bench.knowledge import Labeled, attacker_knowledge
 from mldoctor_bench.models import ARCHS, build_model
 from mldoctor_bench.provenance import code_version, source_hash, stable_hash
+from mldoctor_bench.report.cell_verdicts import VERDICTS, write_cell_verdicts
 from mldoctor_bench.settings import SettingsError, parse, setting
 from mldoctor_bench.results import FAILED, SKIPPED, Cell, Provenance, metric_rows, to_frame, write_table
 from mldoctor_bench.files import atomic_write_text, save_weights
@@ -320,18 +321,20 @@ class Assessment:
         def build() -> torch.nn.Module:
             return defense.prepare_model(seeded_model(job, self.data))
 
+        epochs = defense.training_recipe(job.recipe).epochs
+
         def measure(model: torch.nn.Module) -> dict:
             hard = targets if targets.dim() == 1 else targets.argmax(1)
             return {"train_accuracy": accuracy(model, images, hard)}
 
         def fit(model: torch.nn.Module) -> dict:
-            advance = self.bars(f"train {job.role} ({job.arch})", job.recipe.epochs)
+            advance = self.bars(f"train {job.role} ({job.arch})", epochs)
             extra = defense.fit(model, TrainingSet(images, targets, job.recipe, job.seed, build, self.transfer,
                                                    on_epoch=lambda e, n, loss: advance(1, f"loss {loss:.3f}")))
             return {**measure(model), **extra}
 
         plain = (TrainingRows(images, targets, job.seed), job.recipe, job.arch) if defense.plain_training else None
-        return Training(job.role, job.cache_key_payload(), build, fit, len(images) * job.recipe.epochs,
+        return Training(job.role, job.cache_key_payload(), build, fit, len(images) * epochs,
                         plain, measure, thread_safe=plain is not None)
 
     def obtain_all(self, trainings: list[Training]) -> list[StoredModel]:
@@ -513,7 +516,14 @@ class Assessment:
             num_classes=self.data.num_classes, num_attribute_classes=self.data.num_attribute_classes,
             target_arch=str(self.cfg.arch.name),
             heldout=self.heldout_data, models=CellModels(self, self.splits), progress=self.bars,
+            training_size=self.training_size,
         )
+
+    @property
+    def training_size(self) -> int:
+        """How many examples the target trained on: the owner's listed members, else target-train."""
+        listed = self.given.manifest.get("members_listed") if self.given is not None else None
+        return int(listed or len(self.splits.target_train))
 
     def run_attack(self, attack_name: str, tm_name: str) -> list[dict]:
         """Rows of one attack under one threat model: its metrics, or a skipped/failed row."""
@@ -637,6 +647,8 @@ def run_cell(cfg: DictConfig, given: Optional[GivenTarget] = None) -> Outcome:
     p = plan(cfg)
     if p.files.is_done():
         ui.console.print(f"[green]cell already done[/], skipping: {p.cell_dir}")
+        if not (p.cell_dir / VERDICTS).exists():  # a cell finished before verdicts were written
+            write_cell_verdicts(p.cell_dir)
         return Outcome(p.cell_dir, p.files.table, True)
     notes: list[str] = []  # the loader's news, shown once the data is known to fit the cell
     timings = Timings()
@@ -674,6 +686,8 @@ def run_cell(cfg: DictConfig, given: Optional[GivenTarget] = None) -> Outcome:
         frame = pd.concat([frame, kept], ignore_index=True)
     parquet, csv = write_table(frame, p.cell_dir)
     timings.write(p.files.timings)
+    members = given.manifest.get("members_listed") if given is not None else len(splits.target_train)
+    write_cell_verdicts(p.cell_dir, members or None, data.files)
     failed = failed_pairs(frame)
     if not failed:
         atomic_write_text(p.files.done, json.dumps({"config_hash": p.config_hash,

@@ -13,18 +13,18 @@ import base64
 import html
 import json
 import re
-from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 
 from mldoctor_bench.cellfiles import CellFiles
+from mldoctor_bench.report import tradeoffs
 from mldoctor_bench.report.build import render
+from mldoctor_bench.report.cell_verdicts import VERDICTS
 from mldoctor_bench.report.collect import Source, exposed_sets
 from mldoctor_bench.report.verdicts import LOW, verdicts
 from mldoctor_bench.results import read_table
 
-TRADEOFFS = "defense_tradeoffs"  # report/defense_tradeoffs.csv and .json, shipped with the package
 POOLS = {
     "target_train": "evaluation members: the model's training examples that attacks are scored on",
     "target_test": "evaluation non-members: examples the model did not train on, scored against the members",
@@ -60,12 +60,60 @@ def pool_lines(manifest: dict) -> list[str]:
         if sizes.get(name):
             lines.append(f"| {name} | {sizes[name]} | {what} |")
     lines += ["", "The pools are disjoint."]
+    trained, shadow = manifest.get("members_listed"), sizes.get("shadow_train")
+    if manifest.get("members") and trained and shadow:
+        lines[-1] += (f" The attacker's models are trained like the model: the shadow model on {shadow} rows, the "
+                      f"offline reference models on as many, against the model's {trained} training examples "
+                      f"(ratio {shadow / trained:.2f}"
+                      + ("" if shadow >= trained else ": the non-members could not fill more; an attacker trained on "
+                         "less data than the target tends to understate the risk") + ").")
     if not manifest.get("members"):
         lines[-1] += (" Without a members file no example is known to be a training example: the pools are "
                       "random parts of the data, membership inference and the partial threat models, whose attacker "
                       "holds known training examples, are skipped, and utility is measured on examples that may "
                       "include training ones.")
     return lines + [""]
+
+
+def _share(value: float) -> str:
+    return "n/a" if value != value else f"{value:.0%}"
+
+
+def risk_lines(data: dict) -> list[str]:
+    """The membership risk statement of ``verdicts.json``: per judged series, at the threshold that
+    flags 1% (0.1%) of the evaluation non-members, how many training examples it flags and how often
+    a "member" call is right; the verdict's own series in words first."""
+    statements = data.get("membership_risk") or []
+    if not statements:
+        return []
+    verdict = data.get("families", {}).get("membership", {})
+    lines = ["## Membership risk", ""]
+    lead = next((r for r in statements if r["series"] == verdict.get("series")), None)
+    if lead is not None and "training_examples" in lead:
+        low, high = lead["training_examples_flagged_interval"]
+        share, rare = lead["precision"][0], lead["precision"][-1]
+        lines += [f"At the threshold that wrongly flags {lead['false_positives']} of {lead['nonmembers']} non-members "
+                  f"({lead['observed_fpr']:.1%}), {lead['series']} flags {lead['members_flagged']} of the "
+                  f"{lead['members_scored']} evaluation members: about {lead['training_examples_flagged']:.0f} of the "
+                  f"model's {lead['training_examples']} training examples (95% interval {low:.0f} to {high:.0f}), where "
+                  f"a model that leaks nothing would have about {lead['flagged_without_leakage']:.0f} flagged by chance. "
+                  f"A \"member\" call is right {_share(share['value'])} of the time when {share['prior']:.0%} of those "
+                  f"tested are members, and {_share(rare['value'])} when {rare['prior']:.0%} are"
+                  + ("." if lead["rejects_no_leakage"] else "; this series does not reject no leakage, so these "
+                     "calls are no better than chance by the verdict's test."), ""]
+    lines += ["| series | FPR | flagged members | of the training set (95% interval) | by chance | "
+              "precision at the run's share | at 1% members | rejects no leakage |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in statements:
+        total = (f"{r['training_examples_flagged']:.0f} [{r['training_examples_flagged_interval'][0]:.0f}, "
+                 f"{r['training_examples_flagged_interval'][1]:.0f}]" if "training_examples" in r else "")
+        chance = f"{r['flagged_without_leakage']:.0f}" if "training_examples" in r else ""
+        lines.append(f"| {r['series']} | {r['fpr']:.1%} | {r['members_flagged']} / {r['members_scored']} | {total} | "
+                     f"{chance} | {_share(r['precision'][0]['value'])} | {_share(r['precision'][-1]['value'])} | "
+                     f"{'yes' if r['rejects_no_leakage'] else 'no'} |")
+    lines += ["", f"The flagged training examples of every series are listed in `{data.get('exposed', 'exposed.csv')}` "
+              "beside the report's cell (dataset index, and file name for an image folder).", ""]
+    return lines
 
 
 def exposed_file_lines(cell_dir: Path, manifest: dict) -> list[str]:
@@ -88,64 +136,39 @@ def exposed_file_lines(cell_dir: Path, manifest: dict) -> list[str]:
     return lines
 
 
-def tradeoff_table() -> tuple[pd.DataFrame, dict]:
-    """The shipped defense trade-off table and how it was made."""
-    folder = resources.files("mldoctor_bench.report")
-    table = pd.read_csv(folder.joinpath(f"{TRADEOFFS}.csv").open())
-    meta = json.loads(folder.joinpath(f"{TRADEOFFS}.json").read_text())
-    return table, meta
-
-
-# The trade-off table's columns, as scripts/defense_tradeoffs.py writes them from the sweep:
-# (column, attack or attacks (the larger value counts), threat model, metric).
-TRADEOFF_COLUMNS = [
-    ("test accuracy", "target", "none", "test_accuracy"),
-    ("train-test gap", "target", "none", "gap"),
-    ("MemInf AUC (B,S)", "membership", "blackbox_shadow", "auc"),
-    ("best TPR at 1% FPR (B,S)", ("membership", "membership_rmia"), "blackbox_shadow", "tpr_at_fpr_0.01"),
-    ("inversion evaluator accuracy (W,S)", "inversion", "whitebox_shadow", "eval_accuracy"),
-    ("attribute advantage (W,S)", "attribute", "whitebox_shadow", "advantage_over_baseline"),
-    ("stealing agreement over baseline (B,S)", "stealing", "blackbox_shadow", "agreement_over_baseline"),
-]
-COLUMN_OF = {metric: column for column, _, _, metric in TRADEOFF_COLUMNS}
-UTILITY = COLUMN_OF["test_accuracy"]
-# Per family: the column that measures it, and the smallest drop from `none` that counts (about a
-# single run's 95% interval half-width there: smaller drops are not evidence).
-REMEDIES = {
-    "membership": (COLUMN_OF["tpr_at_fpr_0.01"], 0.03),
-    "inversion": (COLUMN_OF["eval_accuracy"], 0.15),
-    "attribute": (COLUMN_OF["advantage_over_baseline"], 0.03),
-    "stealing": (COLUMN_OF["agreement_over_baseline"], 0.02),
-}
 # What a row's number leaves out, said beside it wherever the row is suggested.
 CAVEATS = {"output_labels_only": "posterior attacks only: label-only attacks, not in the table, still apply"}
 
 
+def _difference(row: pd.Series) -> str:
+    return f"{row['difference']:+.3f} [{row['difference_low']:+.3f}, {row['difference_high']:+.3f}]"
+
+
 def remedy_lines(table: pd.DataFrame, levels: dict[str, str]) -> list[str]:
-    """For each family judged moderate or high here, the defenses whose measured effect on it exceeds
-    the noise, each with its utility cost: what would help, from the table alone."""
-    base = table.set_index("defense")
-    if "none" not in base.index:
-        return []
+    """For each family judged moderate or high here, the defenses whose measured effect on it lies
+    beyond the noise of a difference (its interval excludes zero), each with its utility and the
+    families it measurably worsens: what would help, from the table alone."""
     lines = []
     for family, level in levels.items():
-        column, margin = REMEDIES.get(family, (None, 0.0))
-        if level == LOW or column not in base.columns:
+        if level == LOW or family not in tradeoffs.FAMILY_COLUMN:
             continue
-        before = base.loc["none", column]
-        helped = [(d, r[column], r[UTILITY]) for d, r in base.iterrows()
-                  if d != "none" and pd.notna(r[column]) and before - r[column] >= margin]
-        if helped:
-            parts = "; ".join(f"`{d}` to {value:.3f} (test accuracy {acc:.3f}"
-                              + (f"; {CAVEATS[d]})" if d in CAVEATS else ")")
-                              for d, value, acc in sorted(helped, key=lambda h: -h[2]))
-            lines.append(f"- **{family}** ({level} here): in the benchmark's measurements, {column} fell from "
-                         f"{before:.3f} without a defense (test accuracy {base.loc['none', UTILITY]:.3f}) with {parts}.")
-        else:
-            lines.append(f"- **{family}** ({level} here): no defense measured lowered {column} by {margin} or more.")
+        column = tradeoffs.FAMILY_COLUMN[family]
+        lowered, _ = tradeoffs.effects(table, family)
+        if lowered.empty:
+            lines.append(f"- **{family}** ({level} here): no defense measured lowered {column} beyond the noise "
+                         "(the interval of every defense's difference from no defense includes zero).")
+            continue
+        parts = []
+        for _, row in lowered.iterrows():
+            worse = [f for f in tradeoffs.FAMILY_COLUMN if f != family
+                     and row["defense"] in set(tradeoffs.effects(table, f)[1]["defense"])]
+            note = [f"test accuracy {row['utility']:.3f}"] + ([CAVEATS[row["defense"]]] if row["defense"] in CAVEATS else [])
+            note += [f"raises {', '.join(worse)}"] if worse else []
+            parts.append(f"`{row['defense']}` {_difference(row)} ({'; '.join(note)})")
+        lines.append(f"- **{family}** ({level} here): {column} changed by " + "; ".join(parts) + ".")
     if lines:
-        lines = ["What would help with the families judged moderate or high here (cheapest in accuracy first):", "",
-                 *lines, ""]
+        lines = ["What would help with the families judged moderate or high here (cheapest in accuracy first; "
+                 "each difference from no defense with its 95% interval):", "", *lines, ""]
     return lines
 
 
@@ -153,19 +176,17 @@ def defense_lines(levels: dict[str, str] | None = None) -> list[str]:
     """Suggested defenses: the benchmark's own measurements of each defense's cost and effect, and
     for the families at risk (``levels``: family -> verdict) the defenses that lowered them."""
     try:
-        table, meta = tradeoff_table()
+        table, meta = tradeoffs.shipped()
     except (FileNotFoundError, ValueError) as exc:
         return ["## Suggested defenses", "", f"The defense trade-off table is not installed ({exc}).", ""]
-    columns = [c for c in table.columns if c != "defense"]
+    headers, rows = tradeoffs.wide(table)
     lines = ["## Suggested defenses", "", *remedy_lines(table, levels or {}),
              "Measured by this benchmark, not estimated: one target per defense on the embedded digits "
-             f"({meta.get('cell', '')}), every other setting the same. Lower attack numbers are better for the owner; "
-             "compare each row's utility cost with what it removes. The numbers are for that model and data: rerun "
-             "the sweep on data like yours before choosing.", "",
-             "| defense | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
-    for _, row in table.iterrows():
-        cells = ["" if pd.isna(row[c]) else (f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c])) for c in columns]
-        lines.append(f"| {row['defense']} | " + " | ".join(cells) + " |")
+             f"({meta.get('cell', '')}), every other setting the same; seed means with 95% intervals. Lower attack "
+             "numbers are better for the owner; compare each row's utility cost with what it removes. The numbers "
+             "are for that model and data: rerun the sweep on data like yours before choosing.", "",
+             "| " + " | ".join(headers) + " |", "| --- |" + " ---: |" * (len(headers) - 1),
+             *("| " + " | ".join(r) + " |" for r in rows)]
     lines += ["", *[f"- {note}" for note in meta.get("notes", [])],
               f"- Made with: `{meta.get('command', '?')}` then `{meta.get('summary', '?')}` "
               f"(code {meta.get('code_version', '?')}, {meta.get('date', '?')}).", "",
@@ -207,8 +228,10 @@ def write_owner_report(cell_dir: Path) -> tuple[Path, Path]:
     frame = read_table(files.table)
     model = manifest.get("model", {})
     title = f"Risk report: {model.get('arch') or model.get('factory')} on {manifest.get('dataset')}"
+    verdict_file = cell_dir / VERDICTS
+    risk = risk_lines(json.loads(verdict_file.read_text())) if verdict_file.exists() else []
     text = render(frame, Source([files.table], [cell_dir], report_dir), report_dir, title=title,
-                  preface=pool_lines(manifest),
+                  preface=pool_lines(manifest), after_verdicts=risk,
                   appendix=exposed_file_lines(cell_dir, manifest) + defense_lines({v.family: v.level for v in verdicts(frame)}),
                   paper_figures=False)
     md = report_dir / "report.md"

@@ -1,0 +1,137 @@
+"""One cell's verdicts as data: ``verdicts.json`` (per family the level, the statistic it rests on,
+its interval, the test and level used, the baseline) and, per judged membership series, a risk
+statement an owner can act on, with the flagged training examples in ``exposed.csv``.
+
+The risk statement reads a membership series at the threshold that gives 1% FPR on the evaluation
+non-members (and 0.1% where there are at least 1,000 of them): how many evaluation members score at
+or above it, what that means for the whole training set (with a Clopper-Pearson interval), how
+many would be flagged with no leakage at all, and the precision of a "member" call at a stated prior
+share of members (the run's own, and 1%): ``prior TPR / (prior TPR + (1 - prior) FPR)``, its interval
+from the two rates' intervals. ``exposed.csv`` names the flagged members by dataset index (and file
+name for folder data), so an owner can find them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pandas as pd
+
+from mldoctor_bench.cellfiles import CellFiles
+from mldoctor_bench.metrics import threshold_at_fpr
+from mldoctor_bench.report import significance as sig
+from mldoctor_bench.report.collect import read_scores, score_files, score_intervals
+from mldoctor_bench.report.verdicts import Intervals, Verdict, verdicts
+from mldoctor_bench.results import read_table
+
+VERDICTS = "verdicts.json"
+EXPOSED_CSV = "exposed.csv"
+PRIORS = (0.01,)  # besides the run's own share of members
+LEVELS = ("low", "moderate", "high")
+
+
+def bootstrap_lookup(cell_dir: Path, frame: pd.DataFrame) -> Intervals:
+    """Bootstrap intervals of the cell's membership statistics from its saved scores, where they
+    reproduce the table's number: ``(attack, threat model, variant, metric) -> (low, high)``."""
+    boot = score_intervals(score_files([cell_dir]))
+    values = dict(zip(zip(frame["attack"], frame["threat_model"], frame["variant"], frame["metric"]), frame["value"]))
+    return {(r.attack, r.threat_model, r.variant, r.metric): (r.ci_low, r.ci_high) for r in boot.itertuples(index=False)
+            if abs(values.get((r.attack, r.threat_model, r.variant, r.metric), math.nan) - r.estimate) <= 1e-6}
+
+
+def precision(prior: float, tpr: float, fpr: float) -> float:
+    """The share of "member" calls that are members when a share ``prior`` of those tested are."""
+    called = prior * tpr + (1 - prior) * fpr
+    return prior * tpr / called if called > 0 else math.nan
+
+
+def risk_statement(flagged: int, members: int, false_positives: int, nonmembers: int, fpr: float,
+                   training_examples: Optional[int]) -> dict:
+    """The numbers of one series at one FPR (see the module's docstring)."""
+    tpr, observed_fpr = flagged / members, false_positives / nonmembers
+    tpr_low, tpr_high = sig.clopper_pearson(flagged, members)
+    fpr_low, fpr_high = sig.clopper_pearson(false_positives, nonmembers)
+    out = {"fpr": fpr, "false_positives": false_positives, "nonmembers": nonmembers, "observed_fpr": observed_fpr,
+           "members_flagged": flagged, "members_scored": members, "tpr": tpr, "tpr_interval": [tpr_low, tpr_high]}
+    if training_examples:
+        out.update(training_examples=training_examples, training_examples_flagged=training_examples * tpr,
+                   training_examples_flagged_interval=[training_examples * tpr_low, training_examples * tpr_high],
+                   flagged_without_leakage=training_examples * observed_fpr)
+    share = members / (members + nonmembers)
+    out["precision"] = [{"prior": prior, "value": precision(prior, tpr, observed_fpr),
+                         "interval": [precision(prior, tpr_low, fpr_high), precision(prior, tpr_high, fpr_low)]}
+                        for prior in (share, *PRIORS)]
+    return out
+
+
+def risk_and_exposed(cell_dir: Path, verdict: Optional[Verdict], training_examples: Optional[int],
+                     files: Optional[Sequence[str]]) -> tuple[list[dict], pd.DataFrame]:
+    """A risk statement per judged TPR statistic of the membership family, and the flagged members."""
+    statements, exposed = [], []
+    judged = [(e, r) for e, r in (verdict.judged if verdict else []) if e.statistic.startswith("tpr_at_fpr_")]
+    paths = {(f.attack, f.threat_model): f.path for f in score_files([cell_dir])}
+    for evidence, rejected in judged:
+        path = paths.get((evidence.attack, evidence.threat_model))
+        scores = read_scores(path, with_index=True).get(evidence.variant) if path else None
+        if scores is None:
+            continue
+        fpr = float(evidence.statistic.removeprefix("tpr_at_fpr_"))
+        labels, values = scores["label"].to_numpy(), scores["score"].to_numpy()
+        threshold, _, _ = threshold_at_fpr(labels, values, fpr)
+        hit = values >= threshold
+        members = labels == 1
+        statement = risk_statement(int((hit & members).sum()), int(members.sum()), int((hit & ~members).sum()),
+                                   int((~members).sum()), fpr, training_examples)
+        statements.append({"series": evidence.series, "attack": evidence.attack, "threat_model": evidence.threat_model,
+                           "variant": evidence.variant, "rejects_no_leakage": bool(rejected),
+                           "threshold": threshold, **statement})
+        flagged = scores[hit & members].sort_values("score", ascending=False)
+        if "index" in flagged:
+            rows = pd.DataFrame({"series": evidence.series, "fpr": fpr, "rejects_no_leakage": bool(rejected),
+                                 "index": flagged["index"].astype("int64"), "score": flagged["score"]})
+            if files is not None:
+                rows.insert(4, "file", [files[i] for i in rows["index"]])
+            exposed.append(rows)
+    columns = ["series", "fpr", "rejects_no_leakage", "index", "file", "score"]
+    table = pd.concat(exposed, ignore_index=True) if exposed else pd.DataFrame(columns=columns)
+    return statements, table
+
+
+def write_cell_verdicts(cell_dir: Path, training_examples: Optional[int] = None,
+                        files: Optional[Sequence[str]] = None) -> dict:
+    """Write ``verdicts.json`` and ``exposed.csv`` into ``cell_dir``; return what was written.
+    ``training_examples``: the size of the target's whole training set (the risk statement scales its
+    evaluation members to it); ``files``: the dataset's file names by index (folder data)."""
+    cell_dir = Path(cell_dir)
+    frame = read_table(CellFiles(cell_dir).table)
+    found = verdicts(frame, bootstrap_lookup(cell_dir, frame))
+    by_family = {v.family: v for v in found}
+    statements, exposed = risk_and_exposed(cell_dir, by_family.get("membership"), training_examples, files)
+    key = frame.iloc[0] if len(frame) else {}
+    data = {
+        "cell": {k: (int(key[k]) if k == "seed" else str(key[k])) for k in ("dataset", "arch", "defense", "seed",
+                                                                           "config_hash") if k in key},
+        "alpha": sig.ALPHA, "correction": "Holm",
+        "families": {v.family: v.as_dict() for v in found},
+        "membership_risk": statements,
+        "exposed": EXPOSED_CSV,
+    }
+    (cell_dir / VERDICTS).write_text(json.dumps(data, indent=2, default=_plain) + "\n")
+    exposed.to_csv(cell_dir / EXPOSED_CSV, index=False)
+    return data
+
+
+def _plain(value):
+    """JSON for numpy numbers; NaN stays NaN (Python's json writes it as NaN)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def reaches(data: dict, level: str) -> list[str]:
+    """The families of ``verdicts.json`` data whose level is ``level`` or above."""
+    return [f for f, v in data.get("families", {}).items() if LEVELS.index(v["level"]) >= LEVELS.index(level)]

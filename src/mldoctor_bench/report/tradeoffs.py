@@ -1,0 +1,141 @@
+"""The defense trade-off table: what each defense costs in utility and what it removes, per attack
+family, measured by the ``defense_tradeoffs`` sweep (``make defense-tradeoffs``) and shipped with the
+package for ``mldoctor-assess``'s "What to do" section.
+
+The table is long: one row per (defense, column) with the seed mean, its 95% interval, and the
+difference from no defense with the interval of that difference: paired over seeds (each seed's
+defended and undefended targets share their partition) where there are several, t with ``n - 1``
+degrees of freedom; for a single seed, the two runs' own intervals combined as independent
+(``sqrt(h1^2 + h2^2)``). A defense counts as lowering (or raising) a family only when the interval
+of its difference excludes zero.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from mldoctor_bench.report import intervals, stats
+
+NAME = "defense_tradeoffs"  # report/defense_tradeoffs.csv and .json, shipped with the package
+# (column, attack or attacks (the larger value counts), threat model, metric)
+COLUMNS = [
+    ("test accuracy", "target", "none", "test_accuracy"),
+    ("train-test gap", "target", "none", "gap"),
+    ("MemInf AUC (B,S)", "membership", "blackbox_shadow", "auc"),
+    ("best TPR at 1% FPR (B,S)", ("membership", "membership_rmia"), "blackbox_shadow", "tpr_at_fpr_0.01"),
+    ("inversion accuracy over baseline (W,S)", "inversion", "whitebox_shadow", "eval_accuracy_over_baseline"),
+    ("attribute advantage (W,S)", "attribute", "whitebox_shadow", "advantage_over_baseline"),
+    ("stealing agreement over baseline (B,S)", "stealing", "blackbox_shadow", "agreement_over_baseline"),
+]
+COLUMN_OF = {metric: column for column, _, _, metric in COLUMNS}
+UTILITY = COLUMN_OF["test_accuracy"]
+# Per family, the column that measures what its verdict judges.
+FAMILY_COLUMN = {"membership": COLUMN_OF["tpr_at_fpr_0.01"], "inversion": COLUMN_OF["eval_accuracy_over_baseline"],
+                 "attribute": COLUMN_OF["advantage_over_baseline"], "stealing": COLUMN_OF["agreement_over_baseline"]}
+ORDER = ["none", "output_rounding", "output_topk", "output_labels_only", "relaxloss", "distillation", "dp_sgd"]
+FIELDS = ["defense", "column", "mean", "low", "high", "seeds", "difference", "difference_low", "difference_high"]
+
+
+def per_seed(frame: pd.DataFrame, single: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """One row per (defense, seed, column): the column's value and, where a single-run interval
+    exists for it (``single``: :func:`stats.single_run_intervals`), its half-width."""
+    ok = stats.ok_rows(frame)
+    half = {}
+    if single is not None and not single.empty:
+        half = {tuple(k): (hi - lo) / 2 for *k, lo, hi in
+                single[stats.SINGLE_RUN_KEY + ["ci_low", "ci_high"]].itertuples(index=False, name=None)}
+    records = []
+    for (defense, seed), rows in ok.groupby(["defense", "seed"]):
+        for column, attacks, tm, metric in COLUMNS:
+            if metric == "gap":
+                target = rows[rows["attack"] == "target"].set_index("metric")["value"]
+                if {"train_accuracy", "test_accuracy"} <= set(target.index):
+                    records.append((defense, seed, column, target["train_accuracy"] - target["test_accuracy"], math.nan))
+                continue
+            mine = rows[rows["attack"].isin([attacks] if isinstance(attacks, str) else attacks)
+                        & (rows["threat_model"] == tm) & (rows["metric"] == metric)]
+            if not mine.empty:
+                best = mine.loc[mine["value"].idxmax()]
+                key = tuple(best[c] for c in stats.SINGLE_RUN_KEY)
+                records.append((defense, seed, column, float(best["value"]), half.get(key, math.nan)))
+    return pd.DataFrame(records, columns=["defense", "seed", "column", "value", "half_width"])
+
+
+def summarise(frame: pd.DataFrame, single: Optional[pd.DataFrame] = None, level: float = 0.95) -> pd.DataFrame:
+    """The long trade-off table (:data:`FIELDS`) of a sweep's results ``frame``."""
+    seeds = per_seed(frame, single)
+    records = []
+    none = seeds[seeds["defense"] == "none"].set_index(["seed", "column"])
+    for defense in [d for d in ORDER if d in set(seeds["defense"])] + sorted(set(seeds["defense"]) - set(ORDER)):
+        for column, *_ in COLUMNS:
+            rows = seeds[(seeds["defense"] == defense) & (seeds["column"] == column)]
+            if rows.empty:
+                continue
+            metric = next(m for c, _, _, m in COLUMNS if c == column)
+            s = stats.t_summary(rows["value"].tolist(), level, metric)
+            low, high = (s.ci_low, s.ci_high) if s.n > 1 else _single(rows, s.mean)
+            diff = (math.nan,) * 3
+            if defense != "none":
+                diff = difference(rows.set_index("seed"), none, column, level)
+            records.append((defense, column, s.mean, low, high, s.n, *diff))
+    return pd.DataFrame(records, columns=FIELDS)
+
+
+def _single(rows: pd.DataFrame, mean: float) -> tuple[float, float]:
+    half = float(rows["half_width"].iloc[0])
+    return (mean - half, mean + half) if not math.isnan(half) else (math.nan, math.nan)
+
+
+def difference(rows: pd.DataFrame, none: pd.DataFrame, column: str, level: float) -> tuple[float, float, float]:
+    """The defense's difference from no defense in ``column``, and its interval: paired t over the
+    seeds both have, or one run's intervals combined."""
+    pairs = [(v, none.loc[(seed, column)]) for seed, v in rows.iterrows() if (seed, column) in none.index]
+    if not pairs:
+        return math.nan, math.nan, math.nan
+    deltas = np.array([d["value"] - n["value"] for d, n in pairs])
+    mean = float(deltas.mean())
+    if len(deltas) > 1:
+        low, high = intervals.t_interval(deltas, level)
+        return mean, low, high
+    (d, n), = pairs
+    half = math.hypot(d["half_width"], n["half_width"])
+    return (mean, mean - half, mean + half) if not math.isnan(half) else (mean, math.nan, math.nan)
+
+
+def shipped() -> tuple[pd.DataFrame, dict]:
+    """The shipped trade-off table and how it was made."""
+    folder = resources.files("mldoctor_bench.report")
+    table = pd.read_csv(folder.joinpath(f"{NAME}.csv").open())
+    return table, json.loads(folder.joinpath(f"{NAME}.json").read_text())
+
+
+def effects(table: pd.DataFrame, family: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The defenses whose interval of the difference lies wholly below zero in ``family``'s column
+    (they lower it) and wholly above (they raise it), cheapest in utility first."""
+    rows = table[(table["column"] == FAMILY_COLUMN[family]) & (table["defense"] != "none")]
+    utility = table[table["column"] == UTILITY].set_index("defense")["mean"]
+    rows = rows.assign(utility=rows["defense"].map(utility)).sort_values("utility", ascending=False)
+    return rows[rows["difference_high"] < 0], rows[rows["difference_low"] > 0]
+
+
+def wide(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the table as a reader sees it: per defense, each column's mean [interval]."""
+    columns = [c for c, *_ in COLUMNS if c in set(table["column"])]
+    rows = []
+    for defense, group in table.groupby("defense", sort=False):
+        cells = group.set_index("column")
+        rows.append([defense] + [_cell(cells.loc[c]) if c in cells.index else "" for c in columns])
+    return ["defense", *columns], rows
+
+
+def _cell(row: pd.Series) -> str:
+    text = f"{row['mean']:.3f}"
+    if not math.isnan(row["low"]):
+        text += f" [{row['low']:.3f}, {row['high']:.3f}]"
+    return text
