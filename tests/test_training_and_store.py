@@ -48,6 +48,23 @@ def test_store_trains_once_then_reuses(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left behind
 
 
+def test_a_reloaded_model_answers_as_the_freshly_trained_one_bit_for_bit(tmp_path):
+    from mldoctor_bench.inference import predict_logits
+
+    job, data, x, y, splits = job_and_data()
+    store = ModelStore(tmp_path)
+
+    def fit(model):
+        train_classifier(model, x, y, RECIPE, seed=1)  # trains channels-last
+        return {}
+
+    fresh = store.get_or_train(job.cache_key_payload(), lambda: seeded_model(job, data), fit)
+    reloaded = store.get_or_train(job.cache_key_payload(), lambda: seeded_model(job, data), fit)
+    assert not fresh.reused and reloaded.reused
+    queries = data.images[splits.target_test]
+    assert torch.equal(predict_logits(fresh.model, queries), predict_logits(reloaded.model, queries))
+
+
 def test_store_trains_only_the_missing_models_together_and_records_their_time(tmp_path):
     job, data, x, y, _ = job_and_data()
     jobs = [TrainJob(role, "simple_cnn", RECIPE, seed, job.dataset_fingerprint, job.indices_digest)

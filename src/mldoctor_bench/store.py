@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from filelock import FileLock
+import torch
 from safetensors.torch import load_file
 from torch import nn
 
@@ -123,6 +124,9 @@ class ModelStore:
         share = (time.perf_counter() - started) / len(which)
         stored = []
         for i, m in zip(which, metrics):
+            # the layout the weights are saved and loaded in: a model used just after training then
+            # computes what its reload computes, bit for bit (training leaves conv weights channels-last)
+            models[i].to(memory_format=torch.contiguous_format)
             manifest = {"key": keys[i], "payload": payloads[i], "metrics": m, "train_seconds": round(share, 3),
                         "trained_together": len(which)}
             if images_seen is not None and images_seen[i] and share > 0:
