@@ -1,4 +1,5 @@
-"""Terminal output: progress bars for long work and the end-of-run summary (rich, on stderr)."""
+"""Terminal output: progress bars for long work (rich, on stderr) and the end-of-run summary (plain
+lines on stdout, so ``make demo > log`` keeps it)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from typing import Callable, Iterator
 import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from mldoctor_bench.metrics import too_few_negatives
 from mldoctor_bench.threat_catalog import short_name
@@ -23,14 +23,6 @@ INTERACTIVE = console.is_terminal
 
 Advance = Callable[..., None]
 
-# Columns of the end-of-run summary: each attack family's headline numbers.
-SUMMARY_METRICS = ("train_accuracy", "test_accuracy", "auc", "advantage", "tpr_at_fpr_0.001",
-                   "tpr_at_fpr_0.01", "accuracy", "best_baseline_accuracy", "agreement", "eval_accuracy", "mse",
-                   "epsilon", "epsilon_lower_bound")
-HEADERS = {"train_accuracy": "train acc", "test_accuracy": "test acc", "advantage": "adv",
-           "tpr_at_fpr_0.001": "TPR@0.1%", "tpr_at_fpr_0.01": "TPR@1%", "accuracy": "acc",
-           "best_baseline_accuracy": "baseline", "agreement": "agree", "eval_accuracy": "eval acc",
-           "epsilon": "DP eps", "epsilon_lower_bound": "audited eps"}
 LINE_EVERY_S = 15.0  # a non-terminal progress task prints a line at most this often
 
 
@@ -123,63 +115,67 @@ def progress_bars() -> Iterator[Bars]:
         yield Bars(progress)
 
 
-def print_summary(frame: pd.DataFrame, title: str, metrics: tuple[str, ...] = SUMMARY_METRICS) -> None:
-    """The end-of-run summary: a table on a terminal, aligned plain text in a log."""
-    if INTERACTIVE:
-        console.print(summary_table(frame, title, metrics))
-    else:
-        console.print(plain_summary(frame, title, metrics))
+# The summary's columns per attack family, in order: (metric, header). A family shows only the
+# columns its rows have values in, so every number fits a 100-column terminal.
+FAMILY_COLUMNS = {
+    "target": (("train_accuracy", "train acc"), ("test_accuracy", "test acc")),
+    "membership": (("auc", "AUC"), ("advantage", "adv"), ("tpr_at_fpr_0.01", "TPR@1%"),
+                   ("tpr_at_fpr_0.001", "TPR@0.1%"), ("accuracy", "acc")),
+    "inversion": (("eval_accuracy", "eval acc"), ("no_target_eval_accuracy", "no target"),
+                  ("chance_accuracy", "chance"), ("mse", "mse")),
+    "attribute": (("accuracy", "acc"), ("best_baseline_accuracy", "baseline"), ("advantage_over_baseline", "over")),
+    "stealing": (("agreement", "agree"), ("baseline_agreement", "no query"), ("agreement_over_baseline", "over")),
+    "privacy_audit": (("epsilon_lower_bound", "audited eps"), ("epsilon", "DP eps"), ("correct_guesses", "correct")),
+}
+LABEL_WIDTH = 50  # "membership_label_only (B-label,S) noise_robustness" is 49
+COLUMN_WIDTH = 9
 
 
-def summary_rows(frame: pd.DataFrame, metrics: tuple[str, ...]) -> tuple[list[str], list[list[str]], list[str]]:
-    """Headers, rows (one per attack, threat model and variant; failures first) and notes of the
-    summary."""
-    headers = ["attack", "threat model", "variant", "status"] + [HEADERS.get(m, m) for m in metrics]
-    flagged = False
+def print_summary(frame: pd.DataFrame, title: str, verdicts: list[str] = ()) -> None:
+    """The end-of-run summary on stdout (progress and logs go to stderr): see :func:`summary_lines`."""
+    print("\n".join(summary_lines(frame, title, verdicts)), flush=True)
+
+
+def _family(attack: str) -> str:
+    from mldoctor_bench.report.stats import family  # torch-free, and only needed at the end of a run
+
+    return "target" if attack == "target" else family(attack)
+
+
+def summary_lines(frame: pd.DataFrame, title: str, verdicts: list[str] = ()) -> list[str]:
+    """The summary as plain lines of at most 100 characters: per attack family a block with only the
+    columns it has numbers in (one row per attack, threat model and variant), failures and skipped
+    pairs with their reasons, then the verdicts."""
+    lines, flagged = [title], False
     unsupported = frame["reason"].str.contains("does not support", regex=False)
-    groups = list(frame[~unsupported].groupby(["attack", "threat_model", "variant"], sort=False))
-    groups.sort(key=lambda kv: kv[1]["status"].iloc[0] != "failed")  # failures first
-    rows = []
-    for (attack, tm, variant), group in groups:
-        values = dict(zip(group["metric"], group["value"]))
-        status = group["status"].iloc[0]
-        reason = group["reason"].iloc[0]
-        cells = []
-        for m in metrics:
-            text = f"{values[m]:.3f}" if m in values else ""
-            if text and too_few_negatives(m, values.get("n_nonmembers")):
-                text, flagged = text + "*", True
-            cells.append(text)
-        if status != "ok" and reason:
-            cells = [reason[:60]] + [""] * (len(metrics) - 1)
-        rows.append([attack, short_name(tm), variant, status, *cells])
+    ok = frame[(frame["status"] == "ok") & ~unsupported]
+    families = list(dict.fromkeys(_family(a) for a in ok["attack"]))
+    for fam in families:
+        rows = ok[ok["attack"].map(_family) == fam]
+        columns = [(m, h) for m, h in FAMILY_COLUMNS.get(fam, ()) if (rows["metric"] == m).any()]
+        if not columns:
+            continue
+        lines += ["", f"{fam:<{LABEL_WIDTH}}" + "".join(f"{h:>{COLUMN_WIDTH}}" for _, h in columns)]
+        for (attack, tm, variant), group in rows.groupby(["attack", "threat_model", "variant"], sort=False):
+            values = dict(zip(group["metric"], group["value"]))
+            label = " ".join(p for p in (attack, short_name(tm) if tm != "none" else "", variant) if p)
+            cells = []
+            for metric, _ in columns:
+                text = f"{values[metric]:.3f}" if metric in values else ""
+                if text and too_few_negatives(metric, values.get("n_nonmembers")):
+                    text, flagged = text + "*", True
+                cells.append(f"{text:>{COLUMN_WIDTH}}")
+            lines.append((f"{label[:LABEL_WIDTH]:<{LABEL_WIDTH}}" + "".join(cells)).rstrip())
+    problems = frame[(frame["status"] != "ok") & ~unsupported].drop_duplicates(["attack", "threat_model", "variant"])
+    if not problems.empty:
+        lines.append("")
+        for _, r in problems.sort_values("status").iterrows():  # failed before skipped
+            lines.append(f"{r['status']}: {r['attack']} {short_name(r['threat_model'])}: {r['reason']}")
     notes = []
     if flagged:
-        notes.append("* TPR at FPR x measured on fewer than 1/x non-members: it rests on a handful of examples")
+        notes.append("* TPR at FPR x on fewer than 1/x non-members: it rests on a handful of examples")
     if unsupported.any():
-        notes.append(f"{int(unsupported.sum())} attack x threat-model pairs that the attack does not support "
-                     "are recorded as skipped rows")
-    return headers, rows, notes
-
-
-def summary_table(frame: pd.DataFrame, title: str, metrics: tuple[str, ...]) -> Table:
-    """The summary as a rich table (for a terminal)."""
-    headers, rows, notes = summary_rows(frame, metrics)
-    table = Table(title=title, title_justify="left")
-    for i, h in enumerate(headers):
-        table.add_column(h, no_wrap=i < 4, justify="left" if i < 4 else "right")
-    for row in rows:
-        table.add_row(*row)
-    table.caption = "\n".join(notes) or None
-    return table
-
-
-def plain_summary(frame: pd.DataFrame, title: str, metrics: tuple[str, ...]) -> str:
-    """The summary as aligned plain text (for a log): full headers and cells, nothing cut."""
-    headers, rows, notes = summary_rows(frame, metrics)
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    return "\n".join([title, line(headers), *(line(r) for r in rows), *notes])
+        notes.append(f"{int(unsupported.sum())} attack x threat-model pairs the attack does not support: skipped rows")
+    if verdicts:
+        notes.append("verdicts: " + ", ".join(verdicts))
+    return lines + ([""] + notes if notes else [])
