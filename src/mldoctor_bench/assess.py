@@ -314,6 +314,8 @@ def run_job(cfg: DictConfig) -> str:
     try:
         cfg, given = prepare(cfg)
         outcome = run_cell(cfg, given)
+    except KeyboardInterrupt:
+        cli.interrupted(PROG, cfg)
     except (ConfigError, DataUnavailableError, UnknownEntryError, OwnerModelError, MembersError) as exc:
         if hydra_cfg.mode == RunMode.RUN:
             cli.remove_run_folder(Path(hydra_cfg.runtime.output_dir), Path(str(cfg.results_dir)))
@@ -367,7 +369,7 @@ def preflight(argv: list[str]) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    argv = sys.argv[1:]
+    sys.argv[1:] = argv = cli.expand_home(sys.argv[1:])
     if "--version" in argv or "-V" in argv:
         print(cli.version_text().replace("mldoctor-bench", PROG, 1))
         return

@@ -10,6 +10,7 @@ but not marked done, and the command exits with code 3 once the rest of the swee
 from __future__ import annotations
 
 import difflib
+import os
 import shutil
 import sys
 from importlib import resources
@@ -40,6 +41,23 @@ def fail(message: str) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
+
+
+def interrupted(prog: str, cfg: DictConfig) -> None:
+    """One line on Ctrl-C, saying what was kept and how to resume, and exit code 130 (no traceback)."""
+    from mldoctor_bench import ui
+
+    ui.console.file.flush()
+    cache = f" and trained models in {cfg.cache.dir}" if cfg.cache.enabled else ""
+    print(f"{prog}: interrupted; finished cells are kept in {Path(str(cfg.results_dir)) / 'cells'}{cache}; "
+          "run the same command again to resume (finished cells are skipped, stored models reused, the "
+          "interrupted cell redone)", file=sys.stderr, flush=True)
+    # At once, without waiting for training threads to finish their models: stored models are written
+    # atomically (a temporary file, then a rename), so nothing half-written is ever read back.
+    os._exit(EXIT_INTERRUPTED)
+
+
 def run_job(cfg: DictConfig) -> str:
     """Run one cell; in a multirun, leave a pointer to its table for the sweep's merged table.
 
@@ -48,6 +66,8 @@ def run_job(cfg: DictConfig) -> str:
     hydra_cfg = HydraConfig.get()
     try:
         outcome = run_cell(cfg)
+    except KeyboardInterrupt:
+        interrupted("mldoctor-bench", cfg)
     except (ConfigError, DataUnavailableError, UnknownEntryError) as exc:
         if hydra_cfg.mode == RunMode.RUN:  # nothing ran: leave no folder behind
             remove_run_folder(Path(hydra_cfg.runtime.output_dir), Path(str(cfg.results_dir)))
@@ -143,14 +163,35 @@ def compose_checked(config_name: str, overrides: list[str]) -> DictConfig:
         raise ConfigError(" ".join(str(exc).split())) from None
 
 
+def expand_home(argv: list[str]) -> list[str]:
+    """``key=~/path`` overrides with the home folder written out: the shell leaves a ``~`` after ``=``
+    alone, and Hydra's override grammar refuses it."""
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        out.append(f"{key}={os.path.expanduser(value)}" if eq and not arg.startswith("-") and value.startswith("~")
+                   else arg)
+    return out
+
+
 def preflight(argv: list[str]) -> None:
-    """Fail fast, before Hydra makes any folder: unknown group options for any run, and for a single
-    run every setting of the composed config (the runner's planning checks)."""
+    """Fail fast, before Hydra makes any folder: unknown group options and an unusable results folder
+    for any run, and for a single run every setting of the composed config (the runner's planning
+    checks)."""
+    from mldoctor_bench.runner import writable_folder
+
     overrides = overrides_of(argv)
     message = group_option_error(overrides)
     if message:
         fail(message)
-    if any(a in MULTIRUN_FLAGS + INFO_FLAGS for a in argv):
+    if any(a in INFO_FLAGS for a in argv):
+        return
+    if any(a in MULTIRUN_FLAGS for a in argv):
+        given = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "results_dir"]
+        try:
+            writable_folder(given[-1] if given else "results", "results_dir")
+        except ConfigError as exc:
+            fail(str(exc))
         return  # each job of a sweep is planned (and refused in one line) when it runs
     from mldoctor_bench.runner import plan
 
@@ -168,7 +209,7 @@ def version_text() -> str:
 
 def main() -> None:
     """Console-script entry point."""
-    argv = sys.argv[1:]
+    sys.argv[1:] = argv = expand_home(sys.argv[1:])
     if "--version" in argv or "-V" in argv:
         print(version_text())
         return

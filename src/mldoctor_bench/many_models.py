@@ -125,11 +125,15 @@ def train_in_threads(tasks: Sequence[Callable[[], object]], sizes: Optional[Sequ
     order = sorted(range(len(tasks)), key=lambda i: -sizes[i]) if sizes is not None else list(range(len(tasks)))
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
+    pool = ThreadPoolExecutor(max_workers=min(len(tasks), cpu_cores()))
     try:
-        with ThreadPoolExecutor(max_workers=min(len(tasks), cpu_cores())) as pool:
-            done = dict(zip(order, pool.map(lambda i: tasks[i](), order)))
+        done = dict(zip(order, pool.map(lambda i: tasks[i](), order)))
+    except KeyboardInterrupt:  # leave the workers behind: the caller exits without waiting for them
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
     finally:
         torch.set_num_threads(previous)
+    pool.shutdown()
     return [done[i] for i in range(len(tasks))]
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, replace
@@ -127,6 +129,25 @@ def check_plain_keys(cfg: DictConfig) -> DataSection:
         raise ConfigError(str(exc)) from None
 
 
+def writable_folder(value: str, key: str) -> Path:
+    """``value`` as an absolute folder this process can write into (or create); raise
+    :class:`ConfigError` for a file, or a folder that cannot be written or made."""
+    path = Path(value).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}={value} is a file, not a folder; give a folder, e.g. {key}={path.parent / 'results'}")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    problem = f"{existing} is a file" if not existing.is_dir() else None
+    if problem is None:
+        try:  # what mkdir would meet: permissions, a read-only file system, a pseudo file system
+            os.rmdir(tempfile.mkdtemp(prefix=".mldoctor-probe-", dir=existing))
+        except OSError as exc:
+            problem = f"{existing} is not writable ({exc.strerror})"
+    if problem:
+        what = "cannot be written" if existing == path else "cannot be created"
+        raise ConfigError(f"{key}={value} {what}: {problem}; give a folder you can write to, e.g. {key}=/tmp/results")
+    return path
+
+
 def plan(cfg: DictConfig) -> Plan:
     """Validate everything that can be checked before long work; raise :class:`ConfigError`."""
     data = check_plain_keys(cfg)
@@ -158,12 +179,18 @@ def plan(cfg: DictConfig) -> Plan:
     for name in tms:
         if name not in THREAT_MODELS:
             raise ConfigError(f"unknown threat model {name!r}; choose from: {', '.join(THREAT_MODELS.names())}")
+    supported = {a: ATTACKS.get(a).threat_models for a in attacks}
+    if not any(t in supported[a] for a in attacks for t in tms):
+        options = "; ".join(f"{a} supports {', '.join(supported[a])}" for a in attacks)
+        example = f"attack={attacks[0]} threat_model={supported[attacks[0]][0]}"
+        raise ConfigError(f"no selected attack supports a selected threat model ({', '.join(tms)}), so nothing would "
+                          f"run: {options}; e.g. {example}")
     try:
         device = resolve_device(str(cfg.device))
     except (RuntimeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     config_hash = stable_hash(semantic_config(cfg))
-    results_dir = Path(str(cfg.results_dir)).expanduser().resolve()
+    results_dir = writable_folder(str(cfg.results_dir), "results_dir")
     files = CellFiles.under(results_dir, cfg.dataset.name, cfg.arch.name, cfg.defense.name, cfg.seed, config_hash)
     store_dir = Path(str(cfg.cache.dir)).expanduser().resolve() if cfg.cache.enabled else None
     return Plan(cfg, attacks, tms, settings, defense, data, device, config_hash, files, ModelStore(store_dir))
@@ -540,14 +567,15 @@ class Assessment:
             with self.timings.phase(f"attack {attack_name} {ctx.threat_model.short}", ATTACK):
                 results = attack.run(ctx)
         except AttackSkipped as exc:
+            advance(1)
             return metric_rows(cell, attack_name, tm_name, "", {}, SKIPPED, str(exc))
         except Exception as exc:  # one broken attack must not lose the rest of the sweep
+            advance(1)
             error = self.p.files.error(attack_name, tm_name)
             error.write_text(traceback.format_exc())
             ui.console.print(f"[red]{attack_name} {tm_name} failed: {exc!r} (traceback in {error})[/]")
             return metric_rows(cell, attack_name, tm_name, "", {}, FAILED, f"{type(exc).__name__}: {exc}")
-        finally:
-            advance(1)
+        advance(1)  # not on Ctrl-C: an interrupted attack is reported as stopped early, never done
         note = ""
         if self.defense.kind == OUTPUT and ctx.threat_model.access == WHITEBOX:
             note = f"output-time defense {self.defense.name} does not apply to white-box access"
@@ -637,6 +665,20 @@ def earlier_rows(p: Plan) -> Optional[pd.DataFrame]:
     return None
 
 
+def print_outcome(p: Plan, frame: pd.DataFrame, headline: str = "") -> None:
+    """The cell's summary, its verdicts, where its time went and where its files are, on stdout."""
+    verdicts_file = p.cell_dir / VERDICTS
+    levels = []
+    if verdicts_file.exists():
+        levels = [f"{f} {v['level']}" for f, v in json.loads(verdicts_file.read_text())["families"].items()]
+    cfg = p.cfg
+    ui.print_summary(frame, f"{cfg.dataset.name} / {cfg.arch.name} / defense={cfg.defense.name} / seed={cfg.seed}",
+                     levels)
+    print("\n".join(([headline] if headline else []) + [
+        f"results: {p.files.table}", f"         {p.files.csv}", f"cell:    {p.cell_dir}",
+        f"verdicts: {verdicts_file} (rules and evidence: mldoctor-report {p.cell_dir.parent.parent})"]), flush=True)
+
+
 def run_cell(cfg: DictConfig, given: Optional[GivenTarget] = None) -> Outcome:
     """Plan, then run the cell unless it is already done; return where its table is.
 
@@ -646,9 +688,10 @@ def run_cell(cfg: DictConfig, given: Optional[GivenTarget] = None) -> Outcome:
     is cleaned and the cell redone. With ``given``, its model is the target (see :class:`GivenTarget`)."""
     p = plan(cfg)
     if p.files.is_done():
-        ui.console.print(f"[green]cell already done[/], skipping: {p.cell_dir}")
+        ui.console.print(f"[green]cell already done[/], nothing retrained or rerun: {p.cell_dir}")
         if not (p.cell_dir / VERDICTS).exists():  # a cell finished before verdicts were written
             write_cell_verdicts(p.cell_dir)
+        print_outcome(p, pd.read_parquet(p.files.table))
         return Outcome(p.cell_dir, p.files.table, True)
     notes: list[str] = []  # the loader's news, shown once the data is known to fit the cell
     timings = Timings()
@@ -684,7 +727,7 @@ def run_cell(cfg: DictConfig, given: Optional[GivenTarget] = None) -> Outcome:
         kept = earlier[(earlier["attack"] != "target")
                        & ~pd.Series(list(zip(earlier["attack"], earlier["threat_model"])), index=earlier.index).isin(retry)]
         frame = pd.concat([frame, kept], ignore_index=True)
-    parquet, csv = write_table(frame, p.cell_dir)
+    parquet, _ = write_table(frame, p.cell_dir)
     timings.write(p.files.timings)
     members = given.manifest.get("members_listed") if given is not None else len(splits.target_train)
     write_cell_verdicts(p.cell_dir, members or None, data.files)
@@ -692,9 +735,7 @@ def run_cell(cfg: DictConfig, given: Optional[GivenTarget] = None) -> Outcome:
     if not failed:
         atomic_write_text(p.files.done, json.dumps({"config_hash": p.config_hash,
                                                     "finished_at": datetime.now(timezone.utc).isoformat()}))
-    ui.print_summary(frame, f"{p.cfg.dataset.name} / {p.cfg.arch.name} / defense={p.cfg.defense.name} / seed={p.cfg.seed}")
-    ui.console.print(timings.headline())
-    ui.console.print(f"results: {parquet}\n         {csv}\ncell:    {p.cell_dir}")
+    print_outcome(p, frame, timings.headline())
     if failed:
         ui.console.print(f"[red]{len(failed)} attack(s) failed[/]; the cell is not marked done: run the same "
                          "command again to retry only what failed (tracebacks in each attack's error.txt)")
