@@ -367,11 +367,38 @@ def preflight(argv: list[str]) -> None:
         fail(str(exc))
 
 
+def assess_options() -> str:
+    """The config groups' options that ``mldoctor-assess`` accepts (one line each): not ``arch``
+    (the architecture is the owner's), nor training-time defenses or the audit, nor experiments."""
+    from mldoctor_bench.threat_catalog import THREAT_MODELS as CATALOG
+
+    allowed = {
+        "attack": [a for a in cli.group_options("attack") if "auditor" not in ATTACKS.get(a).threat_models],
+        "dataset": cli.group_options("dataset"),
+        "defense": [d for d in cli.group_options("defense") if d == "none" or DEFENSES.get(d).kind == OUTPUT],
+        "profile": cli.group_options("profile"),
+        "threat_model": [t for t in cli.group_options("threat_model") if CATALOG.get(t).knowledge != "owner"],
+    }
+    return "\n".join(f"{group}: {', '.join(options)}" for group, options in allowed.items()) + "\n"
+
+
+def print_help() -> None:
+    """``--help``: the app's help template with the groups it accepts (Hydra's would list them all)."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("mldoctor_bench.conf", version_base="1.3"):
+        cfg = compose("assess", return_hydra_config=True)
+    print(str(cfg.hydra.help.template).replace("$ASSESS_CONFIG_GROUPS", assess_options()))
+
+
 def main() -> None:
     """Console-script entry point."""
     sys.argv[1:] = argv = cli.expand_home(sys.argv[1:])
     if "--version" in argv or "-V" in argv:
         print(cli.version_text().replace("mldoctor-bench", PROG, 1))
+        return
+    if "--help" in argv or "-h" in argv:
+        print_help()
         return
     preflight(argv)
     app()

@@ -112,7 +112,7 @@ def unknown_option(group: str, value: str) -> Optional[str]:
     options = group_options(group)
     if value in options:
         return None
-    close = difflib.get_close_matches(value, options, n=1, cutoff=0.5)
+    close = [o for o in options if o.startswith(value)][:1] or difflib.get_close_matches(value, options, n=1, cutoff=0.5)
     hint = f"did you mean {group}={close[0]}? " if close else ""
     return f"unknown {group} {value!r}; {hint}choose from: {', '.join(options)}"
 

@@ -185,6 +185,13 @@ def build_report(path: Path, out_dir: Path | None = None) -> Path:
     return out
 
 
+def version_text() -> str:
+    from mldoctor_bench import __version__
+    from mldoctor_bench.provenance import code_version
+
+    return f"mldoctor-report {__version__} (code {code_version()})"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: ``mldoctor-report RESULTS_DIR_OR_TABLE [--out DIR]``."""
     parser = argparse.ArgumentParser(
@@ -198,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
                "  mldoctor-report /tmp/res/cells/<cell>/results.parquet")
     parser.add_argument("path", type=Path, help="a results directory (with cells/), a sweep folder, or a results.parquet")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: <path>/report)")
+    parser.add_argument("--version", "-V", action="version", version=version_text())
     args = parser.parse_args(argv)
     try:
         out = build_report(args.path, args.out)
