@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 RESULTS ?= results
 EXAMPLE = $(abspath $(RESULTS))/assess-example
 
-.PHONY: install demo test test-fast report bench bench-low-fpr defense-tradeoffs assess-example assess-null clean-results
+.PHONY: install demo test test-fast test-slurm report bench bench-low-fpr defense-tradeoffs assess-example assess-null clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,15 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
+
+# The SLURM launcher against a real single-node cluster on this machine: scripts/slurm_local.sh
+# installs slurm-wlm and munge if missing (Debian, as root) and starts the daemons, which are stopped
+# again whatever the test's outcome. `make test` never does this: there the test skips, saying why.
+SLURM_LOCAL_DIR ?= /tmp/mldoctor-slurm
+test-slurm: install
+	SLURM_LOCAL_DIR=$(SLURM_LOCAL_DIR) scripts/slurm_local.sh start
+	SLURM_CONF=$(SLURM_LOCAL_DIR)/slurm.conf $(BIN)/python -m pytest tests/test_launchers.py -k slurm -rs; \
+		status=$$?; SLURM_LOCAL_DIR=$(SLURM_LOCAL_DIR) scripts/slurm_local.sh stop; exit $$status
 
 report: install
 	$(BIN)/mldoctor-report $(RESULTS)

@@ -2,7 +2,7 @@
 # A real single-node SLURM cluster on this machine, for testing `hydra/launcher=slurm`.
 #   scripts/slurm_local.sh start    install slurm-wlm and munge if missing (Debian, as root), start
 #                                   munged, slurmctld and slurmd on localhost; wait until the node is idle
-#   scripts/slurm_local.sh stop     stop the daemons
+#   scripts/slurm_local.sh stop     stop the daemons that start launched (munged too), and wait for them
 #   scripts/slurm_local.sh status   sinfo
 # State and logs live in $SLURM_LOCAL_DIR (default /tmp/mldoctor-slurm).
 set -euo pipefail
@@ -61,9 +61,10 @@ start() {
   mkdir -p /etc/munge /run/munge /var/lib/munge /var/log/munge
   [ -s /etc/munge/munge.key ] || dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null
   chmod 400 /etc/munge/munge.key
-  pgrep -x munged >/dev/null || munged --force
-  pgrep -x slurmctld >/dev/null || slurmctld -f "$CONF"
-  pgrep -x slurmd >/dev/null || slurmd -f "$CONF"
+  : >"$DIR/started"  # the daemons this start launched: stop ends exactly these
+  pgrep -x munged >/dev/null || { munged --force && echo munged >>"$DIR/started"; }
+  pgrep -x slurmctld >/dev/null || { slurmctld -f "$CONF" && echo slurmctld >>"$DIR/started"; }
+  pgrep -x slurmd >/dev/null || { slurmd -f "$CONF" && echo slurmd >>"$DIR/started"; }
   for _ in $(seq 1 60); do
     if sinfo -h -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
       echo "slurm_local: cluster up (SLURM_CONF=$CONF)"; return 0
@@ -76,9 +77,15 @@ start() {
 }
 
 stop() {
-  pkill -x slurmd 2>/dev/null || true
-  pkill -x slurmctld 2>/dev/null || true
-  echo "slurm_local: stopped"
+  [ -f "$DIR/started" ] || { echo "slurm_local: nothing started from $DIR"; return 0; }
+  for daemon in slurmd slurmctld munged; do  # the reverse of the start order
+    grep -qx "$daemon" "$DIR/started" || continue
+    pkill -x "$daemon" 2>/dev/null || true
+    for _ in $(seq 1 40); do pgrep -x "$daemon" >/dev/null || break; sleep 0.25; done
+    pgrep -x "$daemon" >/dev/null && pkill -9 -x "$daemon" 2>/dev/null
+  done
+  rm -f "$DIR/started"
+  echo "slurm_local: stopped the daemons it started"
 }
 
 case "${1:-}" in

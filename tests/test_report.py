@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mldoctor_bench.report import build_report, collect_table, stats
+from mldoctor_bench.report import build_report, collect_table, figures, stats
 from mldoctor_bench.report.tables import format_summary
 from mldoctor_bench.results import FAILED, SKIPPED, Cell, Provenance, metric_rows, to_frame, write_table
 
@@ -390,7 +390,6 @@ def test_swept_setting_is_a_group_not_extra_seeds(overfitting):
 
 
 def test_figure8_plots_attacks_against_training_epochs(overfitting):
-    from mldoctor_bench.report import figures
     from mldoctor_bench.report.collect import cell_configs
     from mldoctor_bench.report.settings import with_settings
 
@@ -476,17 +475,18 @@ def test_one_run_gets_a_bootstrap_or_wilson_interval(overfitting, tmp_path):
     # 0.6 of 400: centre 0.5991, half 0.0478; 0.3 of 40 as in test_wilson_interval_by_hand
     assert "0.600, 95% Wilson CI [0.551, 0.647] (n=1)" in section(text, "### membership: accuracy")
     assert "0.300, 95% Wilson CI [0.181, 0.454] (n=1)" in section(text, "### inversion: eval_accuracy")
-    # a table value the saved scores do not reproduce gets no bootstrap interval around it
+    # a table value the saved scores do not reproduce gets no bootstrap interval around it, but
+    # Hanley and McNeil's from its counts
     table = pd.read_parquet(tmp_path / "cells" / cell.name / "results.parquet")
     table.loc[table["metric"] == "auc", "value"] = 0.9
     write_table(table, tmp_path / "cells" / cell.name)
-    assert "| 0.900 (n=1) |" in section(build_report(tmp_path).read_text(), "### membership: auc")
+    auc = section(build_report(tmp_path).read_text(), "### membership: auc")
+    assert "| 0.900, 95% Hanley-McNeil CI [" in auc and "bootstrap" not in auc
 
 
 def test_bar_chart_colours_legend_and_chance():
     from matplotlib.lines import Line2D
 
-    from mldoctor_bench.report import figures
 
     assert len(set(figures.series_colours(25))) == 25 and len(set(figures.series_colours(13))) == 13
     series = [f"membership_metric (B,S) v{i}" for i in range(13)]
@@ -506,9 +506,11 @@ def test_bar_chart_colours_legend_and_chance():
     assert any(ln.get_label() == "chance (0.1)" for ln in fig.axes[0].get_lines())
     # attribute inference: no constant chance; each bar is crossed at its own stronger baseline
     attribute = one.assign(series="attribute (W,S)")
-    fig = figures.draw_bars(attribute, "attribute", "accuracy", {}, attribute.assign(mean=[0.55, 0.62]))
+    fig = figures.draw_bars(attribute, "attribute", "accuracy", {}, attribute.assign(mean=[0.55, 0.62]),
+                            "the strongest baseline (no target)")
     marks = [c for c in fig.axes[0].collections if c.get_linewidth()[0] == 2]  # whiskers are 1.5 wide
-    assert [c.get_label() for c in marks][0] == "chance: stronger baseline" and len(marks) == 2
+    assert [c.get_label() for c in marks][0] == "compared with: the strongest baseline (no target)"
+    assert len(marks) == 2
     assert not any(ln.get_label().startswith("chance (") for ln in fig.axes[0].get_lines())
     segments = [seg for c in marks for seg in c.get_segments()]
     assert sorted(round(seg[0][1], 2) for seg in segments) == [0.55, 0.62]
@@ -593,3 +595,36 @@ def test_one_run_proportions_get_wilson_intervals_over_their_counts():
     # the target's utility: test accuracy 0.3 of 40 as in test_wilson_interval_by_hand
     utility = tables.utility_table(stats.target_gap(frame))
     assert "0.300, 95% Wilson CI [0.181, 0.454] (n=1)" in utility and "1.000, 95% Wilson CI [0.992, 1.000] (n=1)" in utility
+
+
+def test_tied_scores_draw_a_straight_roc_segment():
+    # all four scores tie: the only honest curve is the diagonal, not a step that puts the tie's
+    # non-members first
+    fpr, tpr = figures.roc_points(np.array([1, 0, 1, 0]), np.array([1.0, 1.0, 1.0, 1.0]))
+    assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1
+    assert np.allclose(fpr, tpr) and len(fpr) > 10  # points along the segment: straight on log axes too
+    # untied scores keep their corners
+    fpr, tpr = figures.roc_points(np.array([1, 0, 1, 0]), np.array([4.0, 3.0, 2.0, 1.0]))
+    assert list(zip(fpr, tpr)) == [(0, 0), (0, 0.5), (0.5, 0.5), (0.5, 1), (1, 1)]
+
+
+def test_an_interval_over_two_seeds_combines_their_own_errors_with_their_spread():
+    from mldoctor_bench.report.stats import combined_summary, t_summary
+
+    # two runs of AUC 0.59 and 0.60, each with a standard error of 0.017 (500 + 500 examples): the
+    # t-interval on two values spans [0.531, 0.659]; combined, the runs' own errors dominate
+    combined = combined_summary([0.59, 0.60], [0.017, 0.017], metric="auc")
+    assert combined.method == "seeds+within"
+    assert combined.ci_high - combined.mean == pytest.approx(1.959964 * 0.017 / np.sqrt(2), rel=1e-4)
+    assert t_summary([0.59, 0.60], metric="auc").half_width > 2.5 * combined.half_width
+    # seeds far apart: their spread dominates
+    wide = combined_summary([0.5, 0.7], [0.01, 0.01], metric="auc")
+    assert wide.ci_high - wide.mean == pytest.approx(1.959964 * np.std([0.5, 0.7], ddof=1) / np.sqrt(2), rel=1e-4)
+
+
+def test_the_gap_figure_is_not_drawn_for_a_single_run(tmp_path):
+    rows = metric_rows(Cell("d", "a", "none", 0), "target", "none", "", {"train_accuracy": 1.0, "test_accuracy": 0.9})
+    rows += metric_rows(Cell("d", "a", "none", 0), "membership", "blackbox_shadow", "", {"auc": 0.6})
+    frame = to_frame(rows, Provenance("r", "h", "c", "t"), 0.0)
+    drawn = figures.gap_figure(frame, tmp_path)
+    assert drawn.path is None and "at least two runs" in drawn.note

@@ -80,13 +80,17 @@ def render(frame: pd.DataFrame, source: Source, report_dir: Path, *, title: str 
         f"# {title}", "",
         f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from {len(source.tables)} table(s), "
         f"{n_runs} run(s), {len(frame)} rows ({len(ok)} ok metric rows).",
-        "Cells show mean ± sample standard deviation, the 95% confidence interval of the mean "
-        "(t-distribution, n-1 degrees of freedom, cut to the metric's range, e.g. [0, 1] for AUC) and n, the "
-        "number of seeds. A single run (n=1) shows, where its evaluation examples allow, a 95% percentile "
+        "Cells show mean ± sample standard deviation, the 95% confidence interval of the mean and n, the "
+        "number of seeds. Over several seeds whose runs each have an interval of their own (below), the "
+        "interval combines both sources of error: SE^2 = max(s^2, mean of the runs' SE^2) / n, s the spread "
+        "between seeds, normal quantile (a t-interval on two or three seeds alone is wide and unstable); "
+        "otherwise it is the t-interval over the seeds. Intervals are cut to the metric's range, e.g. [0, 1] "
+        "for AUC. A single run (n=1) shows, where its evaluation examples allow, a 95% percentile "
         f"bootstrap interval ({intervals.BOOTSTRAP_RESAMPLES} stratified resamples of its saved membership "
         f"scores, seed {intervals.BOOTSTRAP_SEED}: AUC, advantage, TPR at low FPR), or a Wilson interval for a "
         "proportion of a known count (membership accuracy over its members and non-members, inversion's "
-        "evaluator accuracy over its reconstructions); its other numbers have no interval.",
+        "evaluator accuracy over its reconstructions), or Hanley and McNeil's for an AUC without saved "
+        "scores; its other numbers have no interval.",
         "",
     ]
     lines += list(preface)
@@ -160,10 +164,11 @@ def paper_figure_sections(frame: pd.DataFrame, source: Source, fig_dir: Path, re
                           varying: list[str], single: pd.DataFrame) -> list[str]:
     """Figures 2 to 9: attacks compared across datasets, architectures, settings and defenses."""
     lines = ["## Attacks by dataset and architecture (Figures 2 to 5)", ""]
-    lines += ["Bars: mean over seeds, whiskers: its 95% interval. Dashed lines mark chance: 0.5 for membership "
-              "AUC and accuracy, 1/classes for inversion's evaluator accuracy and stealing's agreement; a black bar "
-              "across each attribute-inference bar marks its stronger baseline (majority attribute, or attribute "
-              "from the task label).", ""]
+    lines += ["Bars: mean over seeds, whiskers: its 95% interval. Each chart's reference is what its verdict "
+              "compares with: a dashed line at chance for membership (0.5 for AUC and accuracy) and inversion "
+              "(1/classes); a black bar across each bar where the baseline is its own: attribute inference's "
+              "strongest baseline (majority, attribute from the task label, the attacker's own model), stealing's "
+              "model trained without queries, GMI's search without the target.", ""]
     classes = class_counts(source.cell_dirs)
     lines += _figure_lines(figures.bar_figures(frame, fig_dir, classes, single), report_dir)
     lines += ["## Attacks against training settings and the train-test gap (Figures 6 to 8)", ""]

@@ -41,6 +41,20 @@ def _slug(*parts: str) -> str:
     return "_".join(p for p in parts if p).replace(" ", "-").replace("/", "-").replace("(", "").replace(")", "").replace(",", "")
 
 
+def roc_points(labels: np.ndarray, scores: np.ndarray, steps: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """The ROC curve's points, a run of tied scores drawn as the straight segment between the points
+    before and after it (what breaking the tie at random gives on average, not a flat-then-vertical
+    step that puts the tie's members after its non-members), with ``steps`` points along each such
+    segment so that it stays straight on log axes too."""
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    xs, ys = [fpr[:1]], [tpr[:1]]
+    for x0, x1, y0, y1 in zip(fpr[:-1], fpr[1:], tpr[:-1], tpr[1:]):
+        t = np.linspace(0, 1, steps + 1)[1:] if x1 > x0 and y1 > y0 else np.ones(1)
+        xs.append(x0 + t * (x1 - x0))
+        ys.append(y0 + t * (y1 - y0))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 def roc_figures(files: list[ScoreFile], out_dir: Path) -> list[Drawn]:
     """Log-log ROC curves, one figure per (attack, threat model), one curve per cell x variant.
 
@@ -61,12 +75,12 @@ def roc_figures(files: list[ScoreFile], out_dir: Path) -> list[Drawn]:
                 labels = frame["label"].to_numpy().astype(int)
                 if labels.min() == labels.max():
                     continue
-                fpr, tpr, _ = roc_curve(labels, frame["score"].to_numpy())
+                fpr, tpr = roc_points(labels, frame["score"].to_numpy())
                 n = int((labels == 0).sum())
                 n_neg.append(n)
                 floor = 0.5 / n  # where FPR = 0 is drawn on the log axis
                 label = f"{f.dataset}/{f.arch}/{f.defense} s{f.seed}" + (f" {variant}" if variant else "")
-                ax.step(np.maximum(fpr, floor), np.maximum(tpr, floor), where="post", lw=1, label=label)
+                ax.plot(np.maximum(fpr, floor), np.maximum(tpr, floor), lw=1, label=label)
         if not n_neg:
             plt.close(fig)
             drawn.append(Drawn(f"ROC {attack} {tm}", None, "scores hold only one class"))
@@ -131,8 +145,8 @@ def _legend_outside(ax, **kwargs) -> None:
 def chance_level(fam: str, metric: str, classes: int | None = None) -> float | None:
     """What guessing scores on ``metric``: 0.5 for membership AUC and accuracy (members and
     non-members in equal numbers), 0 for its advantage, x for TPR at FPR x, 1/classes for
-    inversion's evaluator accuracy and stealing's agreement (a uniform guess agrees with any label
-    that often); ``None`` where it is not a constant (attribute inference: its baselines per cell)."""
+    inversion's evaluator accuracy; ``None`` where the verdict compares with something else
+    (attribute inference and stealing: their baselines per cell, drawn across each bar)."""
     if fam == "membership":
         if metric in ("auc", "accuracy"):
             return 0.5
@@ -140,9 +154,9 @@ def chance_level(fam: str, metric: str, classes: int | None = None) -> float | N
             return 0.0
         if metric.startswith(stats.LOW_FPR_PREFIX):
             return float(metric.removeprefix(stats.LOW_FPR_PREFIX))
-    if (fam, metric) in (("inversion", "eval_accuracy"), ("stealing", "agreement")) and classes:
+    if (fam, metric) == ("inversion", "eval_accuracy") and classes:
         return 1.0 / classes
-    return None
+    return None  # stealing: its verdict compares with a model trained without queries, not chance
 
 
 def _errors(summary: pd.DataFrame) -> np.ndarray:
@@ -151,8 +165,16 @@ def _errors(summary: pd.DataFrame) -> np.ndarray:
     return np.vstack([low.to_numpy(), high.to_numpy()])
 
 
+# What each family's verdict compares a bar with, drawn across it: (metric, legend).
+COMPARED_BARS = {
+    ("attribute", "accuracy"): ("best_baseline_accuracy", "the strongest baseline (no target)"),
+    ("stealing", "agreement"): ("baseline_agreement", "a model trained without queries"),
+    ("inversion", "eval_accuracy"): ("no_target_eval_accuracy", "the same search without the target"),
+}
+
+
 def draw_bars(summary: pd.DataFrame, fam: str, metric: str, classes: dict[str, int],
-              baseline: pd.DataFrame | None = None):
+              baseline: pd.DataFrame | None = None, baseline_label: str = ""):
     """A bar chart of one family's metric: ``summary`` (from :func:`stats.summarise` with ``cell``
     and ``series`` columns) gives the bars and their intervals; chance is a dashed line and
     ``baseline`` (same columns; the attribute baselines) a black bar across each bar; the legend
@@ -172,7 +194,7 @@ def draw_bars(summary: pd.DataFrame, fam: str, metric: str, classes: dict[str, i
             for p, cell in zip(pos, cells):
                 if (cell, name) in base.index and not pd.isna(part.loc[cell, "mean"]):
                     ax.hlines(base[(cell, name)], p - width / 2, p + width / 2, colors="black", lw=2,
-                              label=None if marked else "chance: stronger baseline")
+                              label=None if marked else f"compared with: {baseline_label}")
                     marked = True
     dataset_of = summary.drop_duplicates("cell").set_index("cell")["dataset"]
     chance = [chance_level(fam, metric, classes.get(dataset_of[c])) for c in cells]
@@ -199,10 +221,7 @@ def bar_figures(frame: pd.DataFrame, out_dir: Path, classes: dict[str, int] | No
     chosen = stats.main_metric_rows(frame)
     if not chosen:
         return [Drawn("attack bar charts", None, "no attack produced an ok metric")]
-    baseline = stats.attack_rows(frame)
-    # the stronger baseline where the rows have it (older tables: the majority baseline alone)
-    best = baseline[baseline["metric"] == "best_baseline_accuracy"]
-    baseline = best if not best.empty else baseline[baseline["metric"] == "baseline_accuracy"]
+    attacks = stats.attack_rows(frame)
     drawn = []
     for (fam, metric), rows in chosen.items():
         with_defense = rows["defense"].nunique() > 1
@@ -211,12 +230,14 @@ def bar_figures(frame: pd.DataFrame, out_dir: Path, classes: dict[str, int] | No
         summary["series"] = [stats.series_label(a, t, v) for a, t, v in
                              zip(summary["attack"], summary["threat_model"], summary["variant"])]
         base = None
-        if metric == "accuracy" and fam == "attribute" and not baseline.empty:
+        compared = COMPARED_BARS.get((fam, metric))
+        baseline = attacks[(attacks["family"] == fam) & (attacks["metric"] == compared[0])] if compared else None
+        if baseline is not None and not baseline.empty:
             base = stats.summarise(baseline, stats.CELL + stats.SERIES)
             base["cell"] = _cell_name(base, with_defense)
             base["series"] = [stats.series_label(a, t, v) for a, t, v in
                               zip(base["attack"], base["threat_model"], base["variant"])]
-        fig = draw_bars(summary, fam, metric, classes or {}, base)
+        fig = draw_bars(summary, fam, metric, classes or {}, base, compared[1] if compared else "")
         drawn.append(Drawn(f"{fam} {metric} by dataset/arch", _save(fig, out_dir / f"bars_{_slug(fam, metric)}.png")))
     return drawn
 
@@ -310,6 +331,8 @@ def gap_figure(frame: pd.DataFrame, out_dir: Path) -> Drawn:
         return Drawn(title, None, "no target train/test accuracy rows (attack=target)")
     if not chosen:
         return Drawn(title, None, "no attack produced an ok metric")
+    if len(gap) < 2:
+        return Drawn(title, None, "needs at least two runs (cells or seeds) to set attacks against the gap; found one")
     fig, axes = plt.subplots(1, len(chosen), figsize=(5.2 * len(chosen), 4), squeeze=False)
     for ax, ((fam, metric), rows) in zip(axes[0], chosen.items()):
         joined = rows.merge(gap, on=stats.CELL + ["seed"], how="inner")

@@ -12,9 +12,10 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats as scipy_stats
 
 from mldoctor_bench.metrics import too_few_negatives
-from mldoctor_bench.report import intervals
+from mldoctor_bench.report import intervals, significance
 from mldoctor_bench.report.settings import LABEL as SETTINGS
 from mldoctor_bench.results import OK
 from mldoctor_bench.threat_catalog import short_name
@@ -47,9 +48,10 @@ STRENGTH = ("tpr_at_fpr_0.01", "auc")
 class Summary:
     """Mean, sample standard deviation, a 95% confidence interval and how it was made, over ``n`` values.
 
-    ``method`` is ``t`` (over seeds, cut to the metric's range), ``bootstrap`` (one run, over its
-    evaluation examples), ``wilson`` (one run, a proportion of a known count) or ``""`` (no interval:
-    one run with nothing to resample). With ``n == 1`` the standard deviation is NaN.
+    ``method`` is ``t`` (over seeds, cut to the metric's range), ``seeds+within`` (over seeds, each
+    run's own error included: :func:`combined_summary`), ``bootstrap`` (one run, over its evaluation
+    examples), ``wilson`` (one run, a proportion of a known count), ``hanley-mcneil`` (one run's AUC,
+    where no scores were bootstrapped) or ``""`` (no interval). With ``n == 1`` the sd is NaN.
     """
 
     mean: float
@@ -175,7 +177,8 @@ def single_run_intervals(frame: pd.DataFrame, boot: pd.DataFrame | None = None) 
       membership attack's accuracy over its ``n_members + n_nonmembers`` examples, inversion's
       ``eval_accuracy`` over its ``reconstructions``, attribute inference's accuracy (and its
       baseline's) and a stolen model's agreement and accuracy (and its baseline's agreement) over
-      their ``n_test`` examples.
+      their ``n_test`` examples;
+    - ``hanley-mcneil``: a membership AUC without a bootstrap, from its member and non-member counts.
     Other metrics of a single run get no interval (nothing per example is saved for them)."""
     rows = attack_rows(frame)
     pieces = []
@@ -193,28 +196,53 @@ def single_run_intervals(frame: pd.DataFrame, boot: pd.DataFrame | None = None) 
                 continue
             low, high = intervals.wilson_interval(float(r[metric]), float(sum(r[c] for c in counts)))
             records.append(dict(zip(SINGLE_RUN_KEY, (*key[:4], metric)), ci_low=low, ci_high=high, method="wilson"))
+        present_auc = "auc" in present and {"n_members", "n_nonmembers"} <= set(present.index)
+        if present_auc and family(key[1]) == "membership":
+            low, high = significance.auc_interval(float(r["auc"]), int(r["n_members"]), int(r["n_nonmembers"]))
+            records.append(dict(zip(SINGLE_RUN_KEY, (*key[:4], "auc")), ci_low=low, ci_high=high, method="hanley-mcneil"))
     pieces.append(pd.DataFrame(records, columns=SINGLE_RUN_KEY + ["ci_low", "ci_high", "method"]))
     out = pd.concat(pieces, ignore_index=True)
-    return out.drop_duplicates(SINGLE_RUN_KEY, keep="first")
+    return out.drop_duplicates(SINGLE_RUN_KEY, keep="first")  # a bootstrap, where there is one, first
+
+
+def combined_summary(values: Sequence[float], errors: Sequence[float], level: float = 0.95,
+                     metric: str = "") -> Summary:
+    """The mean of several runs' values with an interval that combines each run's own uncertainty
+    (standard errors ``errors``) with the spread between runs: ``SE^2 = max(s^2, mean(e^2)) / n``,
+    i.e. the between-run variance estimated as ``max(0, s^2 - mean(e^2))`` (method of moments) plus
+    the mean within-run variance, normal quantile, cut to the metric's range. With two or three seeds
+    a t-interval on the spread alone is wide and unstable (t(1) = 12.7); the runs' own errors floor it."""
+    x, e = np.asarray(values, dtype=float), np.asarray(errors, dtype=float)
+    n, mean, sd = len(x), float(x.mean()), float(x.std(ddof=1))
+    se = math.sqrt(max(sd * sd, float((e * e).mean())) / n)
+    z = float(scipy_stats.norm.ppf((1 + level) / 2))
+    low, high = intervals.clip_interval(mean - z * se, mean + z * se, metric)
+    return Summary(mean, sd, n, low, high, "seeds+within")
 
 
 def summarise(rows: pd.DataFrame, by: list[str], level: float = 0.95,
               single: pd.DataFrame | None = None) -> pd.DataFrame:
     """One line per ``by`` group: mean, sd, n, ci_low, ci_high and method of ``value`` over the
-    group (the seeds). t-intervals are cut to the metric's range; a group of one run takes its
-    interval from ``single`` (see :func:`single_run_intervals`) where it has one."""
+    group (the seeds). A group of one run takes its interval from ``single`` (see
+    :func:`single_run_intervals`) where it has one; a group of several runs that all have one
+    combines them with the spread between runs (:func:`combined_summary`); other groups get a
+    t-interval over the runs. Intervals are cut to the metric's range."""
     lookup = {}
     if single is not None and not single.empty:
         lookup = {tuple(k[:-3]): k[-3:] for k in single[SINGLE_RUN_KEY + ["ci_low", "ci_high", "method"]]
                   .itertuples(index=False)}
+    z = float(scipy_stats.norm.ppf((1 + level) / 2))
     records = []
     for keys, group in rows.groupby(by, sort=True, dropna=False):
         metrics = group["metric"].unique() if "metric" in group else []
-        s = t_summary(group["value"].tolist(), level, metrics[0] if len(metrics) == 1 else "")
-        if s.n == 1 and lookup and set(SINGLE_RUN_KEY) <= set(group.columns):
-            found = lookup.get(tuple(group[SINGLE_RUN_KEY].iloc[0]))
-            if found is not None:
-                s = Summary(s.mean, s.sd, 1, *found)
+        metric = metrics[0] if len(metrics) == 1 else ""
+        s = t_summary(group["value"].tolist(), level, metric)
+        found = ([lookup.get(tuple(k)) for k in group[SINGLE_RUN_KEY].itertuples(index=False)]
+                 if lookup and set(SINGLE_RUN_KEY) <= set(group.columns) else [None])
+        if s.n == 1 and found[0] is not None:
+            s = Summary(s.mean, s.sd, 1, *found[0])
+        elif s.n > 1 and all(f is not None and not pd.isna(f[0]) for f in found):
+            s = combined_summary(group["value"].tolist(), [(f[1] - f[0]) / (2 * z) for f in found], level, metric)
         records.append({**dict(zip(by, keys if isinstance(keys, tuple) else (keys,))), **vars(s)})
     return pd.DataFrame(records, columns=by + ["mean", "sd", "n", "ci_low", "ci_high", "method"])
 

@@ -26,7 +26,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 MAX_COLUMNS = 8  # a table wider than this is split into several with the same first column
-METHOD_NAMES = {"t": "95% CI", "bootstrap": "95% bootstrap CI", "wilson": "95% Wilson CI"}
+METHOD_NAMES = {"t": "95% CI", "seeds+within": "95% CI", "bootstrap": "95% bootstrap CI",
+                "wilson": "95% Wilson CI", "hanley-mcneil": "95% Hanley-McNeil CI"}
 
 
 def format_summary(s: stats.Summary | pd.Series, digits: int = 3) -> str:
