@@ -324,7 +324,7 @@ def run_job(cfg: DictConfig) -> str:
     from mldoctor_bench.report.owner import write_owner_report
 
     md, html = write_owner_report(outcome.cell_dir)
-    ui.console.print(f"risk report: {md}\n             {html}")
+    print(f"risk report: {md}\n             {html}", flush=True)
     if outcome.failed:
         sys.exit(cli.EXIT_ATTACK_FAILED)
     level = gate_level(cfg)

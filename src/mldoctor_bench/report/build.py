@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
@@ -58,125 +58,186 @@ def single_intervals(single: pd.DataFrame) -> dict:
             single[stats.SINGLE_RUN_KEY + ["ci_low", "ci_high"]].itertuples(index=False, name=None)}
 
 
-def render(frame: pd.DataFrame, source: Source, report_dir: Path, *, title: str = "ML-Doctor assessment report",
-           preface: Sequence[str] = (), after_verdicts: Sequence[str] = (), appendix: Sequence[str] = (),
-           paper_figures: bool = True) -> str:
-    """The report's Markdown, drawing its figures into ``report_dir/figures``.
+@dataclass(frozen=True)
+class Material:
+    """What every section of a report reads: the table with the runs' swept settings, the cells'
+    saved scores, one run's intervals, and where figures go."""
 
-    ``preface`` lines come right after the opening paragraph, ``after_verdicts`` after the verdicts,
-    ``appendix`` lines before the list of
-    skipped and failed rows; ``paper_figures=False`` (a report on one model) gives a table per attack
-    family with a row per series instead of the paper's tables, and leaves out the paper's comparison
-    figures (bars per dataset and architecture, settings, defense trade-off, correlation)."""
-    fig_dir = report_dir / "figures"
+    frame: pd.DataFrame
+    source: Source
+    report_dir: Path
+    configs: pd.DataFrame
+    varying: list[str]
+    repeats: int
+    scores: list
+    single: pd.DataFrame
+
+    @property
+    def fig_dir(self) -> Path:
+        return self.report_dir / "figures"
+
+    @property
+    def runs(self) -> int:
+        return self.frame[["dataset", "arch", "defense", "seed", "config_hash"]].drop_duplicates().shape[0]
+
+    def figures(self, drawn: list[figures.Drawn]) -> list[str]:
+        return _figure_lines(drawn, self.report_dir)
+
+
+def material(frame: pd.DataFrame, source: Source, report_dir: Path) -> Material:
+    """Read what the report's sections need, once."""
     configs = cell_configs(source.cell_dirs)
     frame, varying = with_settings(frame, configs)
     frame, repeats = latest_per_setting(frame, set(configs.index))
     scores = score_files(source.cell_dirs)
     single = stats.single_run_intervals(frame, score_intervals(scores, stats.single_runs(frame)))
-    ok = stats.ok_rows(frame)
-    n_runs = frame[["dataset", "arch", "defense", "seed", "config_hash"]].drop_duplicates().shape[0]
-    lines = [
-        f"# {title}", "",
-        f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from {len(source.tables)} table(s), "
-        f"{n_runs} run(s), {len(frame)} rows ({len(ok)} ok metric rows).",
-        "Cells show mean ± sample standard deviation, the 95% confidence interval of the mean and n, the "
-        "number of seeds. Over several seeds whose runs each have an interval of their own (below), the "
-        "interval combines both sources of error: SE^2 = max(s^2, mean of the runs' SE^2) / n, s the spread "
-        "between seeds, normal quantile (a t-interval on two or three seeds alone is wide and unstable); "
-        "otherwise it is the t-interval over the seeds. Intervals are cut to the metric's range, e.g. [0, 1] "
-        "for AUC. A single run (n=1) shows, where its evaluation examples allow, a 95% percentile "
-        f"bootstrap interval ({intervals.BOOTSTRAP_RESAMPLES} stratified resamples of its saved membership "
-        f"scores, seed {intervals.BOOTSTRAP_SEED}: AUC, advantage, TPR at low FPR), or a Wilson interval for a "
-        "proportion of a known count (membership accuracy over its members and non-members, inversion's "
-        "evaluator accuracy over its reconstructions), or Hanley and McNeil's for an AUC without saved "
-        "scores; its other numbers have no interval.",
-        "",
-    ]
-    lines += list(preface)
-    lines += verdicts.verdict_lines(frame, single_intervals(single) if n_runs == 1 else None)
-    lines += list(after_verdicts)
-    if varying:
-        lines += [f"Runs differ in {', '.join(f'`{k}`' for k in varying)} besides dataset, arch, defense and seed: "
+    return Material(frame, source, report_dir, configs, varying, repeats, scores, single)
+
+
+def header(m: Material, title: str) -> list[str]:
+    ok = stats.ok_rows(m.frame)
+    return [f"# {title}", "",
+            f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from {len(m.source.tables)} table(s), "
+            f"{m.runs} run(s), {len(m.frame)} rows ({len(ok)} ok metric rows). How its numbers and intervals "
+            "are computed: \"Method notes\", at the end.", ""]
+
+
+def verdict_section(m: Material) -> list[str]:
+    return verdicts.verdict_lines(m.frame, single_intervals(m.single) if m.runs == 1 else None)
+
+
+def grouping_notes(m: Material) -> list[str]:
+    """How runs were grouped: swept settings, repeated measurements, configurations without config.yaml."""
+    lines, frame = [], m.frame
+    if m.varying:
+        lines += [f"Runs differ in {', '.join(f'`{k}`' for k in m.varying)} besides dataset, arch, defense and seed: "
                   "each value is its own row, never pooled with the others as if it were a seed.", ""]
-    if repeats:
-        lines += [f"{repeats} row(s) repeat a measurement of another run with the same settings and seed (the "
+    if m.repeats:
+        lines += [f"{m.repeats} row(s) repeat a measurement of another run with the same settings and seed (the "
                   "configurations differ only in which attacks or threat models ran): the latest run's is shown.", ""]
-    unknown = sorted(set(frame["config_hash"]) - set(configs.index))
+    ok = stats.ok_rows(frame)
+    unknown = sorted(set(frame["config_hash"]) - set(m.configs.index))
     repeated = ok[ok.duplicated(KEY + ["metric", stats.SETTINGS], keep=False)]
     if unknown and not repeated.empty:
         lines += [f"Note: {repeated[KEY].drop_duplicates().shape[0]} key(s) were measured under more than one "
                   f"configuration (different config_hash) whose config.yaml is not beside the table ({len(unknown)} "
                   "run(s) without one): their values are pooled as if they were extra seeds.", ""]
+    return lines
 
-    lines += ["## Target utility", ""]
-    gap = stats.target_gap(frame)
-    lines += [tables.utility_table(gap) if not gap.empty else "No target utility rows (attack=target).", ""]
 
-    chosen = stats.table_metric_rows(frame)
-    low = stats.low_fpr_rows(frame)
-    if paper_figures:
-        lines += ["## Attack tables (Tables 3 to 5)", ""]
-        for (fam, metric), rows in chosen.items():
-            lines += [f"### {fam}: {metric}", "", tables.summary_table(rows, single=single), ""]
-        if not low.empty:
-            lines += ["### membership: TPR at low FPR", "", tables.summary_table(low, low, single), ""]
-    else:  # one model: a table per family, a row per attack series, with what its verdict compares
-        lines += ["## Numbers by attack family", ""]
-        attacks = stats.attack_rows(frame)
-        for fam in dict.fromkeys(f for f, _ in chosen):
-            compared = attacks[(attacks["family"] == fam) & attacks["metric"].isin(verdicts.COMPARED.get(fam, ()))]
-            rows = pd.concat([r for (f, _), r in chosen.items() if f == fam] + [compared]
-                             + ([low] if fam == "membership" and not low.empty else []), ignore_index=True)
-            lines += [f"### {fam}", "", tables.series_table(rows, low, single), ""]
+def utility_section(m: Material) -> list[str]:
+    gap = stats.target_gap(m.frame)
+    return ["## Target utility", "",
+            tables.utility_table(gap) if not gap.empty else "No target utility rows (attack=target).", ""]
+
+
+def low_fpr_note(m: Material) -> list[str]:
+    low = stats.low_fpr_rows(m.frame)
+    return [tables.LOW_FPR_NOTE, ""] if not low.empty and low["too_few"].any() else []
+
+
+def paper_tables(m: Material) -> list[str]:
+    """Tables 3 to 5: rows dataset/arch, columns attack x threat model, per family and metric."""
+    chosen, low = stats.table_metric_rows(m.frame), stats.low_fpr_rows(m.frame)
+    lines = ["## Attack tables (Tables 3 to 5)", ""]
+    for (fam, metric), rows in chosen.items():
+        lines += [f"### {fam}: {metric}", "", tables.summary_table(rows, single=m.single), ""]
+    if not low.empty:
+        lines += ["### membership: TPR at low FPR", "", tables.summary_table(low, low, m.single), ""]
     if not chosen:
         lines += ["No attack produced an ok metric.", ""]
-    if not low.empty and low["too_few"].any():
-        lines += [tables.LOW_FPR_NOTE, ""]
+    return lines + low_fpr_note(m)
 
-    audit = stats.audit_rows(frame)
-    if not audit.empty:
-        lines += ["## DP audit: accountant epsilon vs audited lower bound", "",
-                  tables.audit_table(audit), "", tables.AUDIT_NOTE, ""]
 
-    lines += ["## MemInf ROC curves (log-log)", "",
-              "The shaded band marks FPRs below 1/n_nonmembers: no measurement there rests on even one "
-              "non-member.", ""]
-    lines += _figure_lines(figures.roc_figures(scores, fig_dir), report_dir)
-    lines += ["## Most exposed training examples", "",
-              "Per cell, the evaluation members that its strongest membership attack (by TPR at 1% FPR, ties "
-              "by AUC, among attacks that saved them) scores highest: the training examples it exposes most.", ""]
-    lines += _figure_lines(figures.exposed_figures(exposed_sets(source.cell_dirs), fig_dir), report_dir)
-    if paper_figures:
-        lines += paper_figure_sections(frame, source, fig_dir, report_dir, varying, single)
-    lines += list(appendix)
-    lines += ["## Skipped and failed", ""]
-    unsupported = tables.unsupported_lines(frame)
+def family_tables(m: Material) -> list[str]:
+    """One model: a table per family, a row per attack series, with what its verdict compares it with."""
+    chosen, low = stats.table_metric_rows(m.frame), stats.low_fpr_rows(m.frame)
+    lines = ["## Numbers by attack family", ""]
+    attacks = stats.attack_rows(m.frame)
+    for fam in dict.fromkeys(f for f, _ in chosen):
+        compared = attacks[(attacks["family"] == fam) & attacks["metric"].isin(verdicts.COMPARED.get(fam, ()))]
+        rows = pd.concat([r for (f, _), r in chosen.items() if f == fam] + [compared]
+                         + ([low] if fam == "membership" and not low.empty else []), ignore_index=True)
+        lines += [f"### {fam}", "", tables.series_table(rows, low, m.single), ""]
+    if not chosen:
+        lines += ["No attack produced an ok metric.", ""]
+    return lines + low_fpr_note(m)
+
+
+def audit_section(m: Material) -> list[str]:
+    audit = stats.audit_rows(m.frame)
+    if audit.empty:
+        return []
+    return ["## DP audit: accountant epsilon vs audited lower bound", "",
+            tables.audit_table(audit), "", tables.AUDIT_NOTE, ""]
+
+
+def roc_section(m: Material) -> list[str]:
+    return ["## MemInf ROC curves (log-log)", "",
+            "The shaded band marks FPRs below 1/n_nonmembers: no measurement there rests on even one "
+            "non-member. Tied scores are drawn as straight segments.", "",
+            *m.figures(figures.roc_figures(m.scores, m.fig_dir))]
+
+
+def exposed_section(m: Material) -> list[str]:
+    return ["## Most exposed training examples", "",
+            "Per cell, the evaluation members that its strongest membership attack (by TPR at 1% FPR, ties "
+            "by AUC, among attacks that saved them) scores highest: the training examples it exposes most.", "",
+            *m.figures(figures.exposed_figures(exposed_sets(m.source.cell_dirs), m.fig_dir))]
+
+
+def problems_section(m: Material) -> list[str]:
+    lines = ["## Skipped and failed", ""]
+    unsupported = tables.unsupported_lines(m.frame)
     if unsupported:
         lines += ["Threat models an attack does not support (not run):", "", *unsupported, ""]
-    problems = tables.problems_table(frame)
-    lines += [problems or ("Nothing else: every other selected attack and threat model ran." if unsupported
-                           else "None: every selected attack and threat model ran."), ""]
-    return "\n".join(lines)
+    problems = tables.problems_table(m.frame)
+    return lines + [problems or ("Nothing else: every other selected attack and threat model ran." if unsupported
+                                 else "None: every selected attack and threat model ran."), ""]
 
 
-def paper_figure_sections(frame: pd.DataFrame, source: Source, fig_dir: Path, report_dir: Path,
-                          varying: list[str], single: pd.DataFrame) -> list[str]:
+def method_notes(m: Material) -> list[str]:
+    return ["## Method notes", "",
+            "Cells show mean ± sample standard deviation, the 95% confidence interval of the mean and n, the "
+            "number of seeds. Over several seeds whose runs each have an interval of their own (below), the "
+            "interval combines both sources of error: SE^2 = max(s^2, mean of the runs' SE^2) / n, s the spread "
+            "between seeds, normal quantile (a t-interval on two or three seeds alone is wide and unstable); "
+            "otherwise it is the t-interval over the seeds. Intervals are cut to the metric's range, e.g. [0, 1] "
+            "for AUC. A single run (n=1) shows, where its evaluation examples allow, a 95% percentile "
+            f"bootstrap interval ({intervals.BOOTSTRAP_RESAMPLES} stratified resamples of its saved membership "
+            f"scores, seed {intervals.BOOTSTRAP_SEED}: AUC, advantage, TPR at low FPR), or a Wilson interval for a "
+            "proportion of a known count (membership accuracy over its members and non-members, inversion's "
+            "evaluator accuracy over its reconstructions), or Hanley and McNeil's for an AUC without saved "
+            "scores; its other numbers have no interval. The verdicts' tests and rules: docs/verdicts.md.", ""]
+
+
+def render(frame: pd.DataFrame, source: Source, report_dir: Path, title: str = "ML-Doctor assessment report") -> str:
+    """The benchmark's report: verdicts, utility, the paper's tables and figures, then the notes;
+    its figures are drawn into ``report_dir/figures``."""
+    m = material(frame, source, report_dir)
+    sections = [header(m, title), verdict_section(m), grouping_notes(m), utility_section(m), paper_tables(m),
+                audit_section(m), roc_section(m), exposed_section(m), paper_figure_sections(m), problems_section(m),
+                method_notes(m)]
+    return "\n".join(line for section in sections for line in section)
+
+
+def paper_figure_sections(m: Material) -> list[str]:
     """Figures 2 to 9: attacks compared across datasets, architectures, settings and defenses."""
+    frame, fig_dir = m.frame, m.fig_dir
     lines = ["## Attacks by dataset and architecture (Figures 2 to 5)", ""]
     lines += ["Bars: mean over seeds, whiskers: its 95% interval. Each chart's reference is what its verdict "
               "compares with: a dashed line at chance for membership (0.5 for AUC and accuracy) and inversion "
               "(1/classes); a black bar across each bar where the baseline is its own: attribute inference's "
               "strongest baseline (majority, attribute from the task label, the attacker's own model), stealing's "
               "model trained without queries, GMI's search without the target.", ""]
-    classes = class_counts(source.cell_dirs)
-    lines += _figure_lines(figures.bar_figures(frame, fig_dir, classes, single), report_dir)
+    classes = class_counts(m.source.cell_dirs)
+    lines += m.figures(figures.bar_figures(frame, fig_dir, classes, m.single))
     lines += ["## Attacks against training settings and the train-test gap (Figures 6 to 8)", ""]
-    lines += _figure_lines(figures.setting_figures(frame, varying, fig_dir, classes, single), report_dir)
-    lines += _figure_lines([figures.gap_figure(frame, fig_dir)], report_dir)
+    lines += m.figures(figures.setting_figures(frame, m.varying, fig_dir, classes, m.single))
+    lines += m.figures([figures.gap_figure(frame, fig_dir)])
     lines += ["## Defense trade-off", ""]
-    lines += _figure_lines([figures.defense_figure(frame, fig_dir)], report_dir)
-    return lines + correlation_section(frame, fig_dir, report_dir)
+    lines += m.figures([figures.defense_figure(frame, fig_dir)])
+    return lines + correlation_section(frame, fig_dir, m.report_dir)
 
 
 def build_report(path: Path, out_dir: Path | None = None) -> Path:

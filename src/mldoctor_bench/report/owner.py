@@ -1,10 +1,11 @@
 """The risk report of ``mldoctor-assess``: ``report.md`` and ``report.html`` (one file, figures embedded).
 
-It is the benchmark's report of one cell (verdicts first, then every number with its 95% interval,
-TPR at low FPR, log-ROC curves, the most exposed training examples), opened by what was assessed
-(the model, the data and the partition's pools) and closed by the files of the most exposed
-examples and the defenses this benchmark measured, from the table that
-``scripts/defense_tradeoffs.py`` writes from a documented sweep (its command is printed with it).
+In the order an owner reads it: the verdicts and the membership risk statement; what to do (the
+defenses this benchmark measured to lower each family at risk beyond the noise, with their cost and
+the families they make worse, from the table ``scripts/defense_tradeoffs.py`` writes from a documented
+sweep); then the evidence (what was assessed, every number with its 95% interval, the inversion
+reconstructions, the most exposed training files and images, log-ROC curves, the defense
+measurements); then the method notes.
 """
 
 from __future__ import annotations
@@ -13,16 +14,18 @@ import base64
 import html
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from mldoctor_bench.cellfiles import CellFiles
 from mldoctor_bench.report import tradeoffs
-from mldoctor_bench.report.build import render
+from mldoctor_bench.report.build import (Material, exposed_section, family_tables, grouping_notes, header, material,
+                                         method_notes, problems_section, roc_section, verdict_section)
 from mldoctor_bench.report.cell_verdicts import VERDICTS
 from mldoctor_bench.report.collect import Source, exposed_sets
-from mldoctor_bench.report.verdicts import LOW, verdicts
+from mldoctor_bench.report.verdicts import LOW
 from mldoctor_bench.results import read_table
 
 POOLS = {
@@ -126,9 +129,13 @@ def exposed_file_lines(cell_dir: Path, manifest: dict) -> list[str]:
         if s.examples is None or s.examples.empty:
             continue
         top = s.examples.head(EXPOSED_FILES)
+        top = s.examples[s.examples["score"] >= top["score"].min()]  # members tied with the last are listed too
+        tied = (f" ({len(top) - EXPOSED_FILES} more tie with the {EXPOSED_FILES}th; all listed"
+                + (", and maybe more: the attack saved its 32 highest" if len(top) == len(s.examples) else "") + ")"
+                if len(top) > EXPOSED_FILES else "")
         lines += ["## Most exposed training files", "",
-                  f"The {len(top)} members that {s.series} scores highest (TPR at 1% FPR {s.tpr:.3f}): candidates to "
-                  "remove, deduplicate or relabel, or whose class needs more examples.", "",
+                  f"The {len(top)} members that {s.series} scores highest{tied} (TPR at 1% FPR {s.tpr:.3f}): "
+                  "candidates to remove, deduplicate or relabel, or whose class needs more examples.", "",
                   "| rank | file | label | score |", "| ---: | --- | ---: | ---: |"]
         for rank, (_, ex) in enumerate(top.iterrows(), start=1):
             lines.append(f"| {rank} | `{files[int(ex['member_position'])]}` | {ex['label']} | {ex['score']:.4g} |")
@@ -168,19 +175,34 @@ def remedy_lines(table: pd.DataFrame, levels: dict[str, str]) -> list[str]:
         lines.append(f"- **{family}** ({level} here): {column} changed by " + "; ".join(parts) + ".")
     if lines:
         lines = ["What would help with the families judged moderate or high here (cheapest in accuracy first; "
-                 "each difference from no defense with its 95% interval):", "", *lines, ""]
+                 "each difference from no defense with its 95% interval, over the seeds of the benchmark's "
+                 "measurements):", "", *lines, ""]
+    else:
+        lines = ["No family is judged moderate or high here: nothing needs a defense on this evidence.", ""]
     return lines
 
 
-def defense_lines(levels: dict[str, str] | None = None) -> list[str]:
-    """Suggested defenses: the benchmark's own measurements of each defense's cost and effect, and
-    for the families at risk (``levels``: family -> verdict) the defenses that lowered them."""
+def todo_lines(levels: dict[str, str]) -> list[str]:
+    """What to do: per family at risk, the defenses that measurably lower it and what they cost."""
+    try:
+        table, _ = tradeoffs.shipped()
+    except (FileNotFoundError, ValueError) as exc:
+        return ["## What to do", "", f"The defense trade-off table is not installed ({exc}).", ""]
+    return ["## What to do", "", *remedy_lines(table, levels),
+            "How to apply them: output-time defenses (`output_topk`, `output_rounding`, `output_labels_only`) change "
+            "only what the deployed model releases, and `mldoctor-assess defense=<name>` assesses the model behind "
+            "that release; the others (`dp_sgd`, `distillation`, `relaxloss`) change training and need the model "
+            "retrained. The measurements behind this are in \"Defense measurements\" below.", ""]
+
+
+def defense_lines() -> list[str]:
+    """The benchmark's own measurements of each defense's cost and effect, with how they were made."""
     try:
         table, meta = tradeoffs.shipped()
     except (FileNotFoundError, ValueError) as exc:
-        return ["## Suggested defenses", "", f"The defense trade-off table is not installed ({exc}).", ""]
+        return ["## Defense measurements", "", f"The defense trade-off table is not installed ({exc}).", ""]
     headers, rows = tradeoffs.wide(table)
-    lines = ["## Suggested defenses", "", *remedy_lines(table, levels or {}),
+    lines = ["## Defense measurements", "",
              "Measured by this benchmark, not estimated: one target per defense on the embedded digits "
              f"({meta.get('cell', '')}), every other setting the same; seed means with 95% intervals. Lower attack "
              "numbers are better for the owner; compare each row's utility cost with what it removes. The numbers "
@@ -189,11 +211,25 @@ def defense_lines(levels: dict[str, str] | None = None) -> list[str]:
              *("| " + " | ".join(r) + " |" for r in rows)]
     lines += ["", *[f"- {note}" for note in meta.get("notes", [])],
               f"- Made with: `{meta.get('command', '?')}` then `{meta.get('summary', '?')}` "
-              f"(code {meta.get('code_version', '?')}, {meta.get('date', '?')}).", "",
-              "How to apply them: output-time defenses (`output_topk`, `output_rounding`, `output_labels_only`) "
-              "change only what the deployed model releases, and `mldoctor-assess defense=<name>` assesses the "
-              "model behind that release; the others (`dp_sgd`, `distillation`, `relaxloss`) change training and "
-              "need the model retrained.", ""]
+              f"(code {meta.get('code_version', '?')}, {meta.get('date', '?')}).", ""]
+    return lines
+
+
+def inversion_lines(m: Material) -> list[str]:
+    """The reconstructions the inversion verdict rests on, as the attack saved them."""
+    found = sorted(g for d in m.source.cell_dirs for g in Path(d).glob("inversion/*/inversion_*.png"))
+    if not found:
+        return []
+    lines = ["## Model inversion: the reconstructions", "",
+             "One row per reconstruction, one column per class; an independent evaluator judged each. "
+             "`gmi_no_target`: the same search guided by the attacker's own shadow model, what it gets without "
+             "the target.", ""]
+    for grid in found:
+        copy = m.fig_dir / f"{grid.parent.name}_{grid.name}"
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(grid, copy)
+        name = grid.stem.removeprefix("inversion_")
+        lines += [f"![{name} ({grid.parent.name})]({copy.relative_to(m.report_dir).as_posix()})", ""]
     return lines
 
 
@@ -228,12 +264,14 @@ def write_owner_report(cell_dir: Path) -> tuple[Path, Path]:
     frame = read_table(files.table)
     model = manifest.get("model", {})
     title = f"Risk report: {model.get('arch') or model.get('factory')} on {manifest.get('dataset')}"
-    verdict_file = cell_dir / VERDICTS
-    risk = risk_lines(json.loads(verdict_file.read_text())) if verdict_file.exists() else []
-    text = render(frame, Source([files.table], [cell_dir], report_dir), report_dir, title=title,
-                  preface=pool_lines(manifest), after_verdicts=risk,
-                  appendix=exposed_file_lines(cell_dir, manifest) + defense_lines({v.family: v.level for v in verdicts(frame)}),
-                  paper_figures=False)
+    data = json.loads((cell_dir / VERDICTS).read_text()) if (cell_dir / VERDICTS).exists() else {}
+    m = material(frame, Source([files.table], [cell_dir], report_dir), report_dir)
+    levels = {f: v["level"] for f, v in data.get("families", {}).items()}
+    sections = [header(m, title), verdict_section(m), risk_lines(data), todo_lines(levels),
+                pool_lines(manifest), family_tables(m), inversion_lines(m),
+                exposed_file_lines(cell_dir, manifest), exposed_section(m), roc_section(m),
+                defense_lines(), grouping_notes(m), problems_section(m), method_notes(m)]
+    text = "\n".join(line for section in sections for line in section)
     md = report_dir / "report.md"
     md.write_text(text)
     page = report_dir / "report.html"
