@@ -54,7 +54,10 @@ from mldoctor_bench.attacks.membership import TOP_UNITS, GradientBranch, blackbo
 from mldoctor_bench.data import ImageData, load_dataset
 from mldoctor_bench.files import atomic_write_text
 from mldoctor_bench.knowledge import Labeled, balanced
-from mldoctor_bench.runner import Assessment, cell_partition, derive_seed, plan
+from mldoctor_bench.cell.models import derive_seed
+from mldoctor_bench.cell.plan import cell_partition, plan
+from mldoctor_bench.cell.run import provider
+from mldoctor_bench.timings import Timings
 from mldoctor_bench.threat_models import WhiteBoxAccess
 
 LRS = (1e-5, 1e-4, 1e-3, 1e-2)
@@ -179,9 +182,9 @@ def shadow_side(cfg: DictConfig, bars: ui.Bars) -> ShadowSide:
     p = plan(cfg)
     data = load_dataset(cfg.dataset.name, cfg.data)
     splits = cell_partition(p, len(data), data.num_classes)  # the run's own partition
-    cell = Assessment(p, data, splits, bars)
-    [shadow] = [stored.model for stored in cell.train({"shadow": "shadow_train"}, defended=cell.knows_defense)]
-    transform = cell.defense.output_transform() if cell.knows_defense else None
+    models = provider(p, data, splits, bars, Timings())
+    [shadow] = [s.model for s in models.obtain([models.pool_spec("shadow", "shadow_train", models.knows_defense)])]
+    transform = p.defense.output_transform() if models.knows_defense else None
     return ShadowSide(data, splits.shadow_train, splits.shadow_test,
                       WhiteBoxAccess(shadow, p.device, output_transform=transform), WhiteBoxAccess(shadow, p.device))
 

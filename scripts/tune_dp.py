@@ -42,7 +42,8 @@ from mldoctor_bench.defenses.dp_sgd import dp_compatible, train_classifier_dp
 from mldoctor_bench.files import atomic_write_text
 from mldoctor_bench.inference import accuracy
 from mldoctor_bench.models import build_model
-from mldoctor_bench.runner import cell_partition, derive_seed, plan
+from mldoctor_bench.cell.models import derive_seed
+from mldoctor_bench.cell.plan import cell_partition, plan
 from mldoctor_bench.training import Recipe, configure_backends
 
 

@@ -1,8 +1,8 @@
 """A small trained cell (target and shadow on the embedded data) for testing attacks directly.
 
-``prepared_cell(tmp, **overrides)`` composes the real config, trains through the real runner (so
-models are cached under ``tmp``) and returns the :class:`Assessment`; ``cell.context(attack, tm)``
-then gives exactly what the attack receives in a real run.
+``prepared_cell(tmp, *overrides)`` composes the real config, trains through the real cell (so models
+are cached under ``tmp``) and returns the :class:`~mldoctor_bench.cell.CellRun`;
+``cell.context(attack, tm)`` then gives exactly what the attack receives in a real run.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_module
 
-from mldoctor_bench.data import load_dataset
-from mldoctor_bench.runner import Assessment, cell_partition, plan
+from mldoctor_bench.cell import CellRun, prepared
 from mldoctor_bench.settings import as_dict, parse
 
 # Small but real: 200 training images and enough epochs to overfit visibly (train acc 1.0).
@@ -37,18 +36,8 @@ def with_settings(ctx, **changes):
     return replace(ctx, settings=parse(type(ctx.settings), {**settings, **changes}, "attack"))
 
 
-class NoBars:
-    def __call__(self, label, total):
-        return lambda n=1, info="": None
-
-
-def prepared_cell(results_dir: Path, *overrides: str) -> Assessment:
+def prepared_cell(results_dir: Path, *overrides: str) -> CellRun:
     """Compose the config with ``overrides``, then train (or load) the cell's target and shadow."""
     with initialize_config_module("mldoctor_bench.conf", version_base="1.3"):
         cfg = compose("config", overrides=[*SMALL, f"results_dir={results_dir}", *overrides])
-    p = plan(cfg)
-    p.cell_dir.mkdir(parents=True, exist_ok=True)
-    data = load_dataset(cfg.dataset.name, cfg.data)
-    cell = Assessment(p, data, cell_partition(p, len(data), data.num_classes), NoBars())
-    cell.prepare()
-    return cell
+    return prepared(cfg)

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from mldoctor_bench.data.splits import PartitionError, owner_partition
 from mldoctor_bench.members import MembersError, read_members
-from mldoctor_bench.owner_model import NoEmbedding, OwnerClassifier
+from mldoctor_bench.owner.model import NoEmbedding, OwnerClassifier
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "assess"
 PER_CLASS = 50  # 500 images: 100 members, 400 non-members
@@ -344,7 +344,7 @@ def test_owner_classifier_applies_the_owners_normalisation_and_reads_its_last_li
 
 
 def test_images_take_the_channels_the_model_expects():
-    from mldoctor_bench.assess import with_channels
+    from mldoctor_bench.owner import with_channels
     from mldoctor_bench.data.base import ImageData
 
     colour = torch.tensor([[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 20, 30]], dtype=torch.uint8)

@@ -10,17 +10,16 @@ import torch
 from hydra import compose, initialize_config_module
 from safetensors.torch import load_file
 
-from attack_fixtures import NoBars
 from hand_context import CPU
 from mldoctor_bench.attacks import ATTACKS, AttackContext, AttackSkipped
 from mldoctor_bench.attacks.base import ModelService, ReleasedModel
 from mldoctor_bench.attacks.privacy_audit import AuditSettings, canary_labels
-from mldoctor_bench.data import load_dataset
 from mldoctor_bench.data.base import ImageData
 from mldoctor_bench.data.splits import partition
 from mldoctor_bench.knowledge import attacker_knowledge
 from mldoctor_bench.models import build_model
-from mldoctor_bench.runner import Assessment, cell_partition, plan
+from mldoctor_bench.cell import prepared
+from mldoctor_bench.cell.plan import cell_partition, plan
 from mldoctor_bench.threat_models import THREAT_MODELS, BlackBoxAccess, access_for
 from mldoctor_bench.training import Recipe, train_classifier
 
@@ -106,11 +105,7 @@ def test_under_dp_sgd_the_bound_never_exceeds_the_accountants_epsilon(tmp_path, 
             f"results_dir={tmp_path}", "device=cpu", "data.quarter_size=64", "train.epochs=4",
             "defense=dp_sgd", f"defense.noise_multiplier={noise}", "defense.target_epsilon=null",
             "attack=privacy_audit", "threat_model=auditor", "attack.privacy_audit.canaries=200"])
-    p = plan(cfg)
-    p.cell_dir.mkdir(parents=True)
-    data = load_dataset(cfg.dataset.name, cfg.data)
-    cell = Assessment(p, data, cell_partition(p, len(data), data.num_classes), NoBars())
-    cell.prepare()
+    cell = prepared(cfg)
     results = ATTACKS.get("privacy_audit")().run(cell.context("privacy_audit", "auditor"))
     for variant, metrics in results.items():
         assert metrics["epsilon"] > 0 and metrics["delta"] == pytest.approx(1e-5)

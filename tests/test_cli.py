@@ -54,7 +54,7 @@ def test_default_style_run_writes_tidy_tables_and_nothing_else(run_cli, tmp_path
 
 def test_saved_target_and_splits_reproduce_the_reported_accuracy(run_cli, tmp_path):
     from mldoctor_bench.data import load_dataset
-    from mldoctor_bench.runner import load_target
+    from mldoctor_bench.cell import load_target
     from mldoctor_bench.training import accuracy
 
     out = tmp_path / "res"
@@ -175,10 +175,9 @@ def test_a_failed_attack_leaves_the_cell_not_done_exits_3_and_a_rerun_retries_on
     not marked done, the command exits 3; the next run retries the failed attack alone."""
     import sys
 
-    from mldoctor_bench import cli
+    from mldoctor_bench import cli, entry
     from mldoctor_bench.attacks.membership import MembershipInference
     from mldoctor_bench.attacks.membership_metric import MetricMembershipInference
-    from mldoctor_bench.sweep import FAILED_CELLS
 
     calls = {"metric": 0}
     real_metric = MetricMembershipInference.run
@@ -197,7 +196,7 @@ def test_a_failed_attack_leaves_the_cell_not_done_exits_3_and_a_rerun_retries_on
     monkeypatch.setattr(sys, "argv", args)
     with pytest.raises(SystemExit) as exited:
         cli.main()
-    assert exited.value.code == cli.EXIT_ATTACK_FAILED
+    assert exited.value.code == entry.EXIT_ATTACK_FAILED
     cell = next((tmp_path / "res" / "cells").iterdir())
     assert not (cell / "done.json").exists()
     table = pd.read_parquet(cell / "results.parquet")
@@ -205,12 +204,11 @@ def test_a_failed_attack_leaves_the_cell_not_done_exits_3_and_a_rerun_retries_on
     assert set(table[table.attack == "membership_metric"].status) == {"ok"}
     assert "forced failure" in (cell / "membership" / "blackbox_shadow" / "error.txt").read_text()
 
-    FAILED_CELLS.clear()
     monkeypatch.undo()
     monkeypatch.setattr(MetricMembershipInference, "run", counted_metric)
     monkeypatch.setattr(sys, "argv", args)
     cli.main()  # no exit: everything is done now
-    assert (cell / "done.json").exists() and not FAILED_CELLS
+    assert (cell / "done.json").exists()
     table = pd.read_parquet(cell / "results.parquet")
     assert (table.status == "ok").all()
     assert calls["metric"] == 1  # the attack that had succeeded was not run again
@@ -224,17 +222,17 @@ def test_models_that_fail_to_train_ahead_are_trained_by_their_attacks(tmp_path, 
     import sys
 
     from mldoctor_bench import cli
-    from mldoctor_bench.runner import Assessment
+    from mldoctor_bench.cell.models import ModelProvider
 
-    real_obtain_all, calls = Assessment.obtain_all, []
+    real_prepare, calls = ModelProvider.prepare, []
 
-    def fails_when_ahead(self, trainings):
-        calls.append([t.role for t in trainings])
+    def fails_when_ahead(self, requests):
+        calls.append([r.role for r in requests])
         if len(calls) == 1:  # train_ahead: the first to ask for the attackers' models
             raise RuntimeError("forced failure ahead")
-        return real_obtain_all(self, trainings)
+        return real_prepare(self, requests)
 
-    monkeypatch.setattr(Assessment, "obtain_all", fails_when_ahead)
+    monkeypatch.setattr(ModelProvider, "prepare", fails_when_ahead)
     args = ["mldoctor-bench", "attack=stealing", "threat_model=[blackbox_shadow,blackbox_label_only]",
             *[a for a in TINY if not a.startswith("attack")], "attack.stealing.epochs=1",
             f"results_dir={tmp_path / 'res'}"]

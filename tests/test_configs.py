@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from mldoctor_bench.runner import plan, selected
+from mldoctor_bench.cell.plan import plan, selected
 
 CONF = Path(__file__).resolve().parents[1] / "src" / "mldoctor_bench" / "conf"
 
@@ -59,7 +59,7 @@ def test_plan_hash_ignores_locations_but_not_settings(tmp_path):
 
 def test_plan_rejects_unavailable_cuda():
     import torch
-    from mldoctor_bench.runner import ConfigError
+    from mldoctor_bench.cell import ConfigError
 
     if torch.cuda.is_available():
         pytest.skip("CUDA present")

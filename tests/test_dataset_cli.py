@@ -66,7 +66,7 @@ def test_paper_profile_with_distillation_and_inversion_saves_disjoint_named_pool
     import json
 
     from mldoctor_bench.data.splits import QUARTERS
-    from mldoctor_bench.runner import load_target
+    from mldoctor_bench.cell import load_target
 
     fake.write_fmnist(tmp_path / "data", n_train=80, n_test=40)
     proc = run_cli("profile=paper", "dataset=fmnist", "defense=distillation", "attack=inversion",

@@ -298,7 +298,7 @@ def test_embedded_mnist_resizes_only_when_asked():
 def test_data_config_defaults_and_hash(monkeypatch, tmp_path):
     from hydra import compose, initialize_config_module
 
-    from mldoctor_bench.runner import ConfigError, plan
+    from mldoctor_bench.cell import ConfigError, plan
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     with initialize_config_module("mldoctor_bench.conf", version_base="1.3"):

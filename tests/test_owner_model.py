@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mldoctor_bench.models import build_model
-from mldoctor_bench.owner_model import (
+from mldoctor_bench.owner.model import (
     OwnerModelError,
     build_owner_model,
     load_owner_model,

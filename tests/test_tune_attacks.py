@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 
 from mldoctor_bench.data import four_quarters
 from mldoctor_bench.knowledge import Labeled
-from mldoctor_bench.runner import Assessment
+from mldoctor_bench.cell.models import ModelProvider
+from mldoctor_bench.cell.targets import TrainedTarget
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "tune_attacks.py"
 spec = importlib.util.spec_from_file_location("tune_attacks", SCRIPT)
@@ -25,22 +26,22 @@ Candidate = tune_attacks.Candidate
 
 def test_selection_uses_only_shadow_quarters_and_picks_from_the_grid(tmp_path, monkeypatch, capsys):
     taken, trained = [], []
-    real_take, real_train = Labeled.take.__func__, Assessment.train
+    real_take, real_obtain = Labeled.take.__func__, ModelProvider.obtain
 
     def spy_take(cls, data, indices):
         taken.append((len(data), indices.clone()))
         return real_take(cls, data, indices)
 
-    def spy_train(self, quarters, defended=True):
-        trained.extend(quarters.items())
-        return real_train(self, quarters, defended)
+    def spy_obtain(self, items):
+        trained.extend((item.role, item.rows) for item in items)
+        return real_obtain(self, items)
 
-    def no_target(self):
+    def no_target(*args):
         raise AssertionError("tuning must not train or load the target")
 
     monkeypatch.setattr(Labeled, "take", classmethod(spy_take))
-    monkeypatch.setattr(Assessment, "train", spy_train)
-    monkeypatch.setattr(Assessment, "prepare", no_target)
+    monkeypatch.setattr(ModelProvider, "obtain", spy_obtain)
+    monkeypatch.setattr(TrainedTarget, "obtain", no_target)
 
     tune_attacks.main(["--seeds", "1", "--lrs", "1e-3,1e-2", "--epochs", "2", "data.quarter_size=32",
                        "train.epochs=2", "device=cpu", "seed=3", f"results_dir={tmp_path}"])
@@ -55,9 +56,9 @@ def test_selection_uses_only_shadow_quarters_and_picks_from_the_grid(tmp_path, m
     assert rows["val_auc"].between(0, 1).all()
     assert "chosen" in capsys.readouterr().out
 
-    assert trained == [("shadow", "shadow_train")]
     n = taken[0][0]
     quarters = four_quarters(n, 3, 32)
+    assert trained == [("shadow", quarters.digest("shadow_train"))]  # the shadow on its quarter, nothing else
     shadow = set(torch.cat([quarters.shadow_train, quarters.shadow_test]).tolist())
     target = set(torch.cat([quarters.target_train, quarters.target_test]).tolist())
     used = set(torch.cat([idx for _, idx in taken]).tolist())

@@ -7,7 +7,7 @@ def __getattr__(name: str):
     """``mldoctor_bench.load_target`` and ``mldoctor_bench.predict``, imported on first use (the
     package itself stays light: the report never loads torch)."""
     if name in ("load_target", "predict"):
-        from mldoctor_bench import runner
+        from mldoctor_bench.cell import loading
 
-        return getattr(runner, name)
+        return getattr(loading, name)
     raise AttributeError(f"module 'mldoctor_bench' has no attribute {name!r}")

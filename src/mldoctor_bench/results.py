@@ -12,7 +12,11 @@ from mldoctor_bench.cellfiles import TABLE_STEM
 from mldoctor_bench.files import atomic_write
 
 KEY = ["dataset", "arch", "defense", "attack", "threat_model", "variant", "seed"]
-COLUMNS = KEY + ["metric", "value", "status", "reason", "run_id", "config_hash", "code_version", "started_at", "wall_s"]
+# family: the attack's declared family (membership, inversion, attribute, stealing, privacy_audit),
+# "target" for the target's utility rows
+COLUMNS = KEY + ["family", "metric", "value", "status", "reason", "run_id", "config_hash", "code_version",
+                 "started_at", "wall_s"]
+TARGET = "target"  # the attack and family of the target's utility rows
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 
 
@@ -42,13 +46,16 @@ def metric_rows(
     metrics: dict[str, float],
     status: str = OK,
     reason: str = "",
+    family: str = "",
 ) -> list[dict]:
-    """One row per metric (a single ``status`` row with no metric when ``metrics`` is empty)."""
+    """One row per metric (a single ``status`` row with no metric when ``metrics`` is empty);
+    ``family`` is the attack's declared family (``target`` for the target's rows)."""
     base = {
         "dataset": cell.dataset,
         "arch": cell.arch,
         "defense": cell.defense,
         "attack": attack,
+        "family": family,
         "threat_model": threat_model,
         "variant": variant,
         "seed": cell.seed,

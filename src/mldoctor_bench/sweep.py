@@ -27,16 +27,11 @@ def merge_sweep(sweep_dir: Path) -> Path | None:
     return parquet
 
 
-FAILED_CELLS: set[str] = set()  # cells of this process's run or sweep whose attacks failed
-
-
 class MergeSweepResults(Callback):
-    """At the end of a multirun, merge the jobs' tables into the sweep folder, and note the cells
-    whose attacks failed (jobs of any launcher leave a table but no ``done.json``)."""
+    """At the end of a multirun, merge the jobs' tables into the sweep folder."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir)).expanduser().resolve()
-        FAILED_CELLS.update(str(c.dir) for c in pointed_cells(sweep_dir) if c.table.exists() and not c.is_done())
         merged = merge_sweep(sweep_dir)
         if merged is None:
             console.print(f"[yellow]no finished cells in {sweep_dir}; nothing merged[/]")

@@ -128,7 +128,7 @@ FAMILY_COLUMNS = {
     "privacy_audit": (("epsilon_lower_bound", "audited eps"), ("epsilon", "DP eps"), ("correct_guesses", "correct")),
 }
 LABEL_WIDTH = 50  # "membership_label_only (B-label,S) noise_robustness" is 49
-COLUMN_WIDTH = 9
+COLUMN_WIDTH = 10
 
 
 def print_summary(frame: pd.DataFrame, title: str, verdicts: list[str] = ()) -> None:
@@ -136,22 +136,18 @@ def print_summary(frame: pd.DataFrame, title: str, verdicts: list[str] = ()) -> 
     print("\n".join(summary_lines(frame, title, verdicts)), flush=True)
 
 
-def _family(attack: str) -> str:
-    from mldoctor_bench.report.stats import family  # torch-free, and only needed at the end of a run
-
-    return "target" if attack == "target" else family(attack)
-
-
 def summary_lines(frame: pd.DataFrame, title: str, verdicts: list[str] = ()) -> list[str]:
     """The summary as plain lines of at most 100 characters: per attack family a block with only the
     columns it has numbers in (one row per attack, threat model and variant), failures and skipped
     pairs with their reasons, then the verdicts."""
+    from mldoctor_bench.report.stats import families  # torch-free, and only needed at the end of a run
+
     lines, flagged = [title], False
     unsupported = frame["reason"].str.contains("does not support", regex=False)
     ok = frame[(frame["status"] == "ok") & ~unsupported]
-    families = list(dict.fromkeys(_family(a) for a in ok["attack"]))
-    for fam in families:
-        rows = ok[ok["attack"].map(_family) == fam]
+    family = families(ok).where(ok["attack"] != "target", "target")
+    for fam in dict.fromkeys(family):
+        rows = ok[family == fam]
         columns = [(m, h) for m, h in FAMILY_COLUMNS.get(fam, ()) if (rows["metric"] == m).any()]
         if not columns:
             continue

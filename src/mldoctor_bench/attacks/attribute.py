@@ -91,6 +91,7 @@ def own_model_request(ctx: AttackContext) -> ModelRequest | None:
 class AttributeInference(Attack):
     """AttrInf (W,S) and (W,P): an MLP on the target's embeddings predicts the sensitive attribute."""
 
+    family = "attribute"
     threat_models = ("whitebox_shadow", "whitebox_partial")
     Settings = AttributeSettings
 

@@ -127,11 +127,12 @@ class AttackContext:
 
 
 class Attack:
-    """Base class: subclasses set ``threat_models`` and their ``Settings`` dataclass (types, ranges,
-    profile-independent defaults; see :mod:`mldoctor_bench.settings`) and implement :meth:`run`;
-    registering sets ``name``."""
+    """Base class: subclasses set ``family``, ``threat_models`` and their ``Settings`` dataclass
+    (types, ranges, profile-independent defaults; see :mod:`mldoctor_bench.settings`) and implement
+    :meth:`run`; registering sets ``name``."""
 
     name: ClassVar[str]
+    family: ClassVar[str]  # membership, inversion, attribute, stealing or privacy_audit: how reports group it
     threat_models: ClassVar[tuple[str, ...]]
     Settings: ClassVar[type] = NoSettings
     uses_heldout: ClassVar[bool] = False  # needs the partition's heldout pool (an evaluator)

@@ -246,6 +246,7 @@ class InversionSettings:
 class ModelInversion(Attack):
     """MIFace under (W,N) and GMI under (W,S); variants ``miface`` and ``gmi``."""
 
+    family = "inversion"
     threat_models = ("whitebox_none", "whitebox_shadow")
     Settings = InversionSettings
     uses_heldout = True

@@ -125,6 +125,7 @@ class AttackModelSettings:
 class MembershipInference(Attack):
     """MemInf (B,S), (B,P), (W,S), (W,P): an attack model on posterior (and gradient) features."""
 
+    family = "membership"
     threat_models = ("blackbox_shadow", "blackbox_partial", "whitebox_shadow", "whitebox_partial")
     Settings = AttackModelSettings
 

@@ -252,6 +252,7 @@ class LabelOnlySettings:
 class LabelOnlyMembershipInference(Attack):
     """Choquette-Choo et al.'s augmentation and boundary-distance attacks from predicted labels alone."""
 
+    family = "membership"
     threat_models = ("blackbox_label_only",)
     Settings = LabelOnlySettings
 

@@ -33,10 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, ModelRequest, VariantMetrics
-from mldoctor_bench.attacks.reference_models import (OFFLINE, ONLINE, Signals, candidates, check_pairs, query_views,
-                                                     reference_set, reference_signals, save_masks, signals)
-from mldoctor_bench.attacks.scoring import save_exposed, save_scores
+from mldoctor_bench.attacks.base import ATTACKS, AttackContext, VariantMetrics
+from mldoctor_bench.attacks.reference_models import (ONLINE, ReferenceModelAttack, Signals, candidates, query_views,
+                                                     reference_set, reference_signals, signals)
 from mldoctor_bench.metrics import membership_metrics
 from mldoctor_bench.settings import setting
 
@@ -130,24 +129,11 @@ class LiraSettings:
 
 
 @ATTACKS.register("membership_lira")
-class LiraMembershipInference(Attack):
+class LiraMembershipInference(ReferenceModelAttack):
     """LiRA online/offline, per-example or fixed variance, under (B,S)."""
 
-    threat_models = ("blackbox_shadow",)
+    variants = VARIANTS
     Settings = LiraSettings
-
-    def check_settings(self, s: LiraSettings) -> None:
-        check_pairs(s.num_references, ONLINE in self.kinds(s))
-        if not s.variants:
-            raise ValueError(f"choose at least one variant of {', '.join(VARIANTS)}")
-
-    @staticmethod
-    def kinds(s: LiraSettings) -> list[str]:
-        return [kind for kind in (ONLINE, OFFLINE) if any(v.startswith(kind) for v in s.variants)]
-
-    def models_wanted(self, ctx: AttackContext) -> list[ModelRequest]:
-        s = ctx.settings
-        return [r for kind in self.kinds(s) for r in reference_set(ctx, kind, s.num_references).requests]
 
     def run(self, ctx: AttackContext) -> VariantMetrics:
         s = ctx.settings
@@ -169,8 +155,6 @@ class LiraMembershipInference(Attack):
                 results[variant] = {**membership_metrics(y, score, (ours > 0).astype(int)),
                                     "num_references": float(s.num_references), "queries": float(len(views))}
                 saved[variant] = (y, score)
-        save_scores(ctx.out_dir / "scores.parquet", saved, pool)
-        save_exposed(ctx.out_dir, saved, pool, s.exposed)
-        save_masks(ctx, list(masks.values()))
+        self.save(ctx, saved, pool, list(masks.values()))
         return results
 

@@ -97,6 +97,7 @@ class MetricSettings:
 class MetricMembershipInference(Attack):
     """Song & Mittal's correctness, confidence, entropy and modified-entropy attacks, (B,S) and (B,P)."""
 
+    family = "membership"
     threat_models = ("blackbox_shadow", "blackbox_partial")
     Settings = MetricSettings
 

@@ -29,10 +29,9 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, ModelRequest, VariantMetrics
-from mldoctor_bench.attacks.reference_models import (OFFLINE, ONLINE, candidates, check_pairs, reference_set,
-                                                     reference_signals, save_masks, signals)
-from mldoctor_bench.attacks.scoring import save_exposed, save_scores
+from mldoctor_bench.attacks.base import ATTACKS, AttackContext, VariantMetrics
+from mldoctor_bench.attacks.reference_models import (OFFLINE, ONLINE, ReferenceModelAttack, candidates, reference_set,
+                                                     reference_signals, signals)
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.metrics import membership_metrics
 from mldoctor_bench.settings import setting
@@ -121,20 +120,11 @@ class RmiaSettings:
 
 
 @ATTACKS.register("membership_rmia")
-class RmiaMembershipInference(Attack):
+class RmiaMembershipInference(ReferenceModelAttack):
     """RMIA online/offline under (B,S)."""
 
-    threat_models = ("blackbox_shadow",)
+    variants = VARIANTS
     Settings = RmiaSettings
-
-    def check_settings(self, s: RmiaSettings) -> None:
-        check_pairs(s.num_references, ONLINE in s.variants)
-        if not s.variants:
-            raise ValueError(f"choose at least one variant of {', '.join(VARIANTS)}")
-
-    def models_wanted(self, ctx: AttackContext) -> list[ModelRequest]:
-        s = ctx.settings
-        return [r for kind in s.variants for r in reference_set(ctx, kind, s.num_references).requests]
 
     def run(self, ctx: AttackContext) -> VariantMetrics:
         s = ctx.settings
@@ -145,7 +135,7 @@ class RmiaMembershipInference(Attack):
         target_xz = signals(ctx.target, queries.images, queries.labels).log_p.exp().numpy()
         target_x, target_z = target_xz[: len(pool)], target_xz[len(pool):]
         y, results, saved, masks = is_member.numpy(), {}, {}, {}
-        for kind in (k for k in VARIANTS if k in s.variants):
+        for kind in self.kinds(s):
             refs = reference_set(ctx, kind, s.num_references)
             masks[kind] = refs
             xz_probs = reference_signals(ctx, refs, [queries.images], queries.labels).log_p[0].exp().numpy()
@@ -168,9 +158,7 @@ class RmiaMembershipInference(Attack):
             results[kind] = {**membership_metrics(y, score, member), **extra,
                              "num_references": float(s.num_references), "num_z": float(len(z))}
             saved[kind] = (y, score)
-        save_scores(ctx.out_dir / "scores.parquet", saved, pool)
-        save_exposed(ctx.out_dir, saved, pool, s.exposed)
-        save_masks(ctx, list(masks.values()))
+        self.save(ctx, saved, pool, list(masks.values()))
         return results
 
     @staticmethod

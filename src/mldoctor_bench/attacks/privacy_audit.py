@@ -65,6 +65,7 @@ class AuditSettings:
 class PrivacyAudit(Attack):
     """One-run audit: canaries in, guesses out, an epsilon lower bound (auditor only)."""
 
+    family = "privacy_audit"
     threat_models = ("auditor",)
     Settings = AuditSettings
 

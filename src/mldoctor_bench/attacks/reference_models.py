@@ -23,11 +23,13 @@ runner's model service, together where they can be.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from safetensors.torch import save_file
 
-from mldoctor_bench.attacks.base import AttackContext, ModelRequest
+from mldoctor_bench.attacks.base import Attack, AttackContext, ModelRequest
+from mldoctor_bench.attacks.scoring import Scores, save_exposed, save_scores
 from mldoctor_bench.attacks.signals import loss_and_confidence
 from mldoctor_bench.knowledge import Labeled, balanced
 from mldoctor_bench.threat_models import BlackBoxAccess
@@ -169,3 +171,35 @@ def save_masks(ctx: AttackContext, refs: list[ReferenceSet]) -> None:
     tensors = {r.kind: r.masks.to(torch.uint8).contiguous() for r in refs}
     tensors.update({f"{r.kind}_fill": r.fill.contiguous() for r in refs if len(r.fill)})
     save_file(tensors, str(ctx.out_dir / "masks.safetensors"))
+
+
+class ReferenceModelAttack(Attack):
+    """What the reference-model membership attacks (LiRA, RMIA) share: (B,S), variants named by the
+    kind of references they use (``online*``, ``offline*``), references asked for ahead, pairs checked,
+    and the same files saved (scores, most exposed members, which reference trained on which row).
+    Subclasses set ``variants`` and a ``Settings`` with ``num_references``, ``variants`` and ``exposed``."""
+
+    family = "membership"
+    threat_models = ("blackbox_shadow",)
+    variants: ClassVar[tuple[str, ...]]
+
+    @staticmethod
+    def kinds(s: Any) -> list[str]:
+        """The kinds of references the selected variants need, online first."""
+        return [kind for kind in (ONLINE, OFFLINE) if any(v.startswith(kind) for v in s.variants)]
+
+    def check_settings(self, s: Any) -> None:
+        if not s.variants:
+            raise ValueError(f"choose at least one variant of {', '.join(self.variants)}")
+        check_pairs(s.num_references, ONLINE in self.kinds(s))
+
+    def models_wanted(self, ctx: AttackContext) -> list[ModelRequest]:
+        s = ctx.settings
+        return [r for kind in self.kinds(s) for r in reference_set(ctx, kind, s.num_references).requests]
+
+    @staticmethod
+    def save(ctx: AttackContext, saved: Scores, pool: Labeled, refs: list[ReferenceSet]) -> None:
+        """``scores.parquet``, ``exposed.parquet`` and ``masks.safetensors`` in the attack's folder."""
+        save_scores(ctx.out_dir / "scores.parquet", saved, pool)
+        save_exposed(ctx.out_dir, saved, pool, ctx.settings.exposed)
+        save_masks(ctx, refs)

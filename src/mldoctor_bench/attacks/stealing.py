@@ -62,6 +62,7 @@ class StealingSettings:
 class ModelStealing(Attack):
     """ModSteal (B,S), (B,P) and label-only: a surrogate trained on the target's answers."""
 
+    family = "stealing"
     threat_models = ("blackbox_shadow", "blackbox_partial", "blackbox_label_only")
     Settings = StealingSettings
 

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from mldoctor_bench.cellfiles import CELLS, DONE, EXPOSED, TABLE_STEM, CellFiles, pointed_cells
 from mldoctor_bench.report.intervals import bootstrap_membership
 from mldoctor_bench.report.settings import flatten
-from mldoctor_bench.report.stats import STRENGTH, membership_ranking, series_label
+from mldoctor_bench.report.stats import STRENGTH, families, membership_ranking, series_label
 from mldoctor_bench.results import merge_tables, read_table
 
 
@@ -72,16 +72,19 @@ class ScoreFile:
     threat_model: str
     path: Path
     config_hash: str = ""
+    family: str = ""
 
 
 def score_files(cell_dirs: list[Path]) -> list[ScoreFile]:
     """Every ``<attack>/<threat_model>/scores*.parquet`` in the given cells."""
     out = []
     for cell in cell_dirs:
-        key = read_table(CellFiles(cell).table).iloc[0]
+        table = read_table(CellFiles(cell).table)
+        key, family_of = table.iloc[0], dict(zip(table["attack"], families(table)))
         for path in sorted(cell.glob("*/*/scores*.parquet")):
+            attack = path.parent.parent.name
             out.append(ScoreFile(str(key["dataset"]), str(key["arch"]), str(key["defense"]), int(key["seed"]),
-                                 path.parent.parent.name, path.parent.name, path, str(key["config_hash"])))
+                                 attack, path.parent.name, path, str(key["config_hash"]), family_of.get(attack, "")))
     return out
 
 
@@ -102,8 +105,7 @@ def score_intervals(files: list[ScoreFile], runs: set[tuple[str, str, str]] | No
     estimate, ci_low, ci_high``. The privacy audit scores canaries, not members: left out."""
     records = []
     for f in files:
-        if not f.attack.startswith("membership") or (runs is not None and (f.config_hash, f.attack, f.threat_model)
-                                                       not in runs):
+        if f.family != "membership" or (runs is not None and (f.config_hash, f.attack, f.threat_model) not in runs):
             continue
         for variant, frame in read_scores(f.path).items():
             boot = bootstrap_membership(frame["label"].to_numpy(), frame["score"].to_numpy())

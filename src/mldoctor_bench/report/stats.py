@@ -81,12 +81,22 @@ def t_summary(values: Sequence[float], level: float = 0.95, metric: str = "") ->
 
 
 def family(attack: str) -> str:
-    """The attack family of an attack name (``membership_metric`` -> ``membership``); else the name."""
+    """The attack family of an attack name (``membership_metric`` -> ``membership``), for tables
+    written before rows carried their attack's declared ``family``; else the name."""
     lowered = attack.lower()
     for pattern, fam in FAMILY_PATTERNS:
         if pattern in lowered:
             return fam
     return attack
+
+
+def families(frame: pd.DataFrame) -> pd.Series:
+    """Each row's attack family: its ``family`` column, or (older tables, empty cells) the name rule."""
+    guessed = frame["attack"].map(family)
+    if "family" not in frame:
+        return guessed
+    declared = frame["family"].fillna("").astype(str)
+    return declared.where(declared != "", guessed)
 
 
 def ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -100,7 +110,7 @@ def attack_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """Ok metric rows of attacks (not the target's utility rows), with a ``family`` column."""
     rows = ok_rows(frame)
     rows = rows[rows["attack"] != "target"].copy()
-    rows["family"] = rows["attack"].map(family)
+    rows["family"] = families(rows)
     return rows
 
 
@@ -110,7 +120,7 @@ def family_metrics(rows: pd.DataFrame, fam: str) -> list[str]:
     Greedy over the family's preference list: a metric is used if it covers a threat model that no
     earlier metric covers. Unknown families use the first of :data:`GENERIC_METRICS` they report.
     """
-    mine = rows[rows["attack"].map(family) == fam]
+    mine = rows[rows["family"] == fam]
     prefs = FAMILY_METRICS.get(fam, GENERIC_METRICS)
     chosen, covered = [], set()
     for metric in prefs:
@@ -188,16 +198,16 @@ def single_run_intervals(frame: pd.DataFrame, boot: pd.DataFrame | None = None) 
         pieces.append(joined.assign(method="bootstrap")[SINGLE_RUN_KEY + ["ci_low", "ci_high", "method"]])
     run = ["config_hash", "attack", "threat_model", "variant", "seed"]
     wide = rows.pivot_table(index=run, columns="metric", values="value", aggfunc="first")
-    records = []
+    records, family_of = [], dict(zip(rows["attack"], rows["family"]))
     for key, r in wide.iterrows():
         present = r.dropna()
-        for metric, counts in WILSON.get(family(key[1]), {}).items():
+        for metric, counts in WILSON.get(family_of[key[1]], {}).items():
             if metric not in present or not set(counts) <= set(present.index):
                 continue
             low, high = intervals.wilson_interval(float(r[metric]), float(sum(r[c] for c in counts)))
             records.append(dict(zip(SINGLE_RUN_KEY, (*key[:4], metric)), ci_low=low, ci_high=high, method="wilson"))
         present_auc = "auc" in present and {"n_members", "n_nonmembers"} <= set(present.index)
-        if present_auc and family(key[1]) == "membership":
+        if present_auc and family_of[key[1]] == "membership":
             low, high = significance.auc_interval(float(r["auc"]), int(r["n_members"]), int(r["n_nonmembers"]))
             records.append(dict(zip(SINGLE_RUN_KEY, (*key[:4], "auc")), ci_low=low, ci_high=high, method="hanley-mcneil"))
     pieces.append(pd.DataFrame(records, columns=SINGLE_RUN_KEY + ["ci_low", "ci_high", "method"]))
@@ -328,7 +338,7 @@ def membership_ranking(frame: pd.DataFrame) -> pd.DataFrame:
     by :data:`STRENGTH` (TPR at 1% FPR, ties by AUC; a missing value ranks last), means over seeds.
     ``privacy_audit`` scores canaries, not members, and is left out."""
     rows = ok_rows(frame)
-    rows = rows[rows["attack"].str.startswith("membership") & rows["metric"].isin(STRENGTH)]
+    rows = rows[(families(rows) == "membership") & rows["metric"].isin(STRENGTH)]
     if rows.empty:
         return pd.DataFrame(columns=SERIES + list(STRENGTH))
     wide = rows.pivot_table(index=SERIES, columns="metric", values="value", aggfunc="mean").reset_index()

@@ -30,7 +30,7 @@ import pandas as pd
 
 from mldoctor_bench.metrics import LOW_FPRS
 from mldoctor_bench.report import significance as sig
-from mldoctor_bench.report.stats import CELL, SERIES, family, ok_rows, series_label
+from mldoctor_bench.report.stats import CELL, SERIES, families, ok_rows, series_label
 
 LOW, MODERATE, HIGH = "low", "moderate", "high"
 ORDER = {LOW: 0, MODERATE: 1, HIGH: 2}
@@ -260,7 +260,7 @@ COMPARED = {"inversion": ("chance_accuracy", "no_target_eval_accuracy"),
 def family_evidence(frame: pd.DataFrame, fam: str, intervals: Optional[Intervals] = None) -> list[Evidence]:
     """Every statistic ``fam`` judges in ``frame`` (one model: its seeds are pooled)."""
     rows = ok_rows(frame)
-    rows = rows[rows["attack"].map(family) == fam]
+    rows = rows[families(rows) == fam]
     out = []
     for key, group in rows.groupby(SERIES, sort=True):
         wide = group.pivot_table(index="seed", columns="metric", values="value", aggfunc="mean")

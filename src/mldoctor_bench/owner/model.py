@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import json
 import pickle
+import warnings
 import re
 import struct
 from collections.abc import Mapping
@@ -190,7 +191,9 @@ def load_weights(path: Union[str, Path]) -> dict[str, torch.Tensor]:
             raise OwnerModelError(f"weights file {path} starts like safetensors but cannot be read ({exc}); "
                                   f"{SAVE_HINT}") from None
     try:
-        obj = torch.load(path, weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():  # a refusal is one line: torch's own warning about the file is not it
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
         needed, reason = _refusal_reason(exc)
         if needed:
