@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 RESULTS ?= results
 EXAMPLE = $(abspath $(RESULTS))/assess-example
 
-.PHONY: install demo test test-fast test-slurm report bench bench-low-fpr defense-tradeoffs assess-example assess-null clean-results
+.PHONY: install demo test test-fast test-slurm lint report bench bench-low-fpr defense-tradeoffs assess-example assess-null clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
+# ruff: lint rules and formatting (line length 120, import order), as configured in pyproject.toml.
+lint: install
+	$(BIN)/ruff check src tests scripts examples
+	$(BIN)/ruff format --check src tests scripts examples
+
 # The SLURM launcher against a real single-node cluster on this machine: scripts/slurm_local.sh
 # installs slurm-wlm and munge if missing (Debian, as root) and starts the daemons, which are stopped
 # again whatever the test's outcome. `make test` never does this: there the test skips, saying why.
@@ -45,7 +50,7 @@ report: install
 bench: install
 	$(BIN)/python scripts/bench.py --quick
 
-# MemInf against LiRA and RMIA at low FPR on the quick cell, seeds 0-2 (README, "Membership at low
+# MemInf against LiRA and RMIA at low FPR on the quick cell, seeds 0-2 (docs/results.md, "Membership at low
 # false-positive rates"); about 8 minutes per seed on 2 CPU cores.
 bench-low-fpr: install
 	$(BIN)/python scripts/bench_low_fpr.py --results-dir $(RESULTS)/low-fpr
@@ -56,7 +61,7 @@ defense-tradeoffs: install
 	$(BIN)/mldoctor-bench -m +experiment=defense_tradeoffs results_dir=$(RESULTS)/defense-tradeoffs
 	$(BIN)/python scripts/defense_tradeoffs.py $(RESULTS)/defense-tradeoffs
 
-# mldoctor-assess on a model trained outside the benchmark (README, "Assess your own model"): the
+# mldoctor-assess on a model trained outside the benchmark (docs/assess.md): the
 # embedded digits written as an image folder, a small CNN trained on 1,000 of them by its owner's
 # own script, then the assessment and its report.
 assess-example: install

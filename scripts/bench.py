@@ -38,8 +38,16 @@ from mldoctor_bench.training import Recipe, autocast, train_classifier
 
 # Dense bf16 tensor-core peaks in TFLOP/s (vendor data sheets, without sparsity).
 PEAK_BF16_TFLOPS = {
-    "H200": 989.0, "H100 SXM": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0,
-    "L40S": 362.0, "L4": 121.0, "A10": 125.0, "RTX 4090": 165.0, "RTX 3090": 71.0,
+    "H200": 989.0,
+    "H100 SXM": 989.0,
+    "H100 PCIe": 756.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10": 125.0,
+    "RTX 4090": 165.0,
+    "RTX 3090": 71.0,
 }
 ML_DOCTOR_ATTACKS = "attack=[membership,membership_metric,membership_label_only,inversion,attribute,stealing]"
 
@@ -53,8 +61,13 @@ def hardware(device: torch.device) -> dict:
                 break
     except OSError:
         pass
-    info = {"cpu": cpu, "cores": cpu_cores(), "torch": torch.__version__, "python": platform.python_version(),
-            "device": str(device)}
+    info = {
+        "cpu": cpu,
+        "cores": cpu_cores(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+    }
     try:
         import torchvision
 
@@ -73,14 +86,22 @@ def sync(device: torch.device) -> None:
 
 
 def embedded_data():
-    return load_dataset("mnist5k", OmegaConf.create({"root": "data", "image_size": None, "download": False,
-                                                    "cache_dir": None}))
+    return load_dataset(
+        "mnist5k", OmegaConf.create({"root": "data", "image_size": None, "download": False, "cache_dir": None})
+    )
 
 
 # --- 1. our trainer against an ML-Doctor-style loop -------------------------------------------
 
-def ml_doctor_loop(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, recipe: Recipe,
-                   device: torch.device, workers: int = 2) -> None:
+
+def ml_doctor_loop(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    recipe: Recipe,
+    device: torch.device,
+    workers: int = 2,
+) -> None:
     """The original code's way: PIL images through torchvision transforms in a DataLoader with
     worker processes, batches copied to the device, one fp32 model at a time."""
     from PIL import Image
@@ -93,8 +114,9 @@ def ml_doctor_loop(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
             self.pil = [Image.fromarray(im.permute(1, 2, 0).squeeze(-1).numpy(), mode) for im in images]
             self.labels = labels.tolist()
             channels = images.shape[1]
-            self.transform = transforms.Compose([transforms.ToTensor(),
-                                                 transforms.Normalize([0.5] * channels, [0.5] * channels)])
+            self.transform = transforms.Compose(
+                [transforms.ToTensor(), transforms.Normalize([0.5] * channels, [0.5] * channels)]
+            )
 
         def __len__(self) -> int:
             return len(self.pil)
@@ -102,11 +124,17 @@ def ml_doctor_loop(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
         def __getitem__(self, i: int):
             return self.transform(self.pil[i]), self.labels[i]
 
-    loader = DataLoader(PilImages(), batch_size=recipe.batch_size, shuffle=True, num_workers=workers,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        PilImages(),
+        batch_size=recipe.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        generator=torch.Generator().manual_seed(0),
+    )
     model.to(device).train()
-    optimiser = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                                weight_decay=recipe.weight_decay)
+    optimiser = torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+    )
     for _ in range(recipe.epochs):
         for x, y in loader:
             x, y = x.to(device), y.to(device)
@@ -131,16 +159,24 @@ def trainer_vs_loop(device: torch.device, n: int, epochs: int) -> dict:
     sync(device)
     ours_s = time.perf_counter() - t0
     seen = n * epochs
-    return {"images": n, "epochs": epochs, "loop_images_per_s": seen / loop_s,
-            "ours_images_per_s": seen / ours_s, "ratio": loop_s / ours_s}
+    return {
+        "images": n,
+        "epochs": epochs,
+        "loop_images_per_s": seen / loop_s,
+        "ours_images_per_s": seen / ours_s,
+        "ratio": loop_s / ours_s,
+    }
 
 
 # --- 2. many models at once -------------------------------------------------------------------
 
+
 def many_models(device: torch.device, k: int, n: int, epochs: int) -> dict:
     data = embedded_data()
-    rows = [TrainingRows(data.images[(i * n) % 4000:][:n].to(device), data.labels[(i * n) % 4000:][:n].to(device), i)
-            for i in range(k)]
+    rows = [
+        TrainingRows(data.images[(i * n) % 4000 :][:n].to(device), data.labels[(i * n) % 4000 :][:n].to(device), i)
+        for i in range(k)
+    ]
     recipe = Recipe(epochs=epochs, batch_size=64, precision="fp32")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -157,18 +193,27 @@ def many_models(device: torch.device, k: int, n: int, epochs: int) -> dict:
         sync(device)
         seconds[mode] = time.perf_counter() - t0
         trained[mode] = models
-    diff = max((a - b).abs().max().item()
-               for ms, mb in zip(trained[SEQUENTIAL], trained[STACKED])
-               for a, b in zip(ms.state_dict().values(), mb.state_dict().values()) if a.is_floating_point())
-    out = {"models": k, "images_each": n, "epochs": epochs,
-           "seconds": {m: round(s, 2) for m, s in seconds.items()},
-           "stacked_speedup": seconds[SEQUENTIAL] / seconds[STACKED], "max_weight_diff": diff}
+    diff = max(
+        (a - b).abs().max().item()
+        for ms, mb in zip(trained[SEQUENTIAL], trained[STACKED])
+        for a, b in zip(ms.state_dict().values(), mb.state_dict().values())
+        if a.is_floating_point()
+    )
+    out = {
+        "models": k,
+        "images_each": n,
+        "epochs": epochs,
+        "seconds": {m: round(s, 2) for m, s in seconds.items()},
+        "stacked_speedup": seconds[SEQUENTIAL] / seconds[STACKED],
+        "max_weight_diff": diff,
+    }
     if THREADS in seconds:
         out["threads_speedup"] = seconds[SEQUENTIAL] / seconds[THREADS]
     return out
 
 
 # --- 3. the default assessment ----------------------------------------------------------------
+
 
 def assessment(device: str) -> dict:
     exe = Path(sys.executable).parent / "mldoctor-bench"
@@ -181,11 +226,16 @@ def assessment(device: str) -> dict:
             raise SystemExit(f"the assessment failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
         timings = json.loads(next(Path(tmp).glob("cells/*/timings.json")).read_text())
     phases = sorted(timings["phases"], key=lambda p: p["self_s"], reverse=True)
-    return {"command": " ".join(cmd), "wall_s": wall, "cell_s": timings["total_s"],
-            "phases": [(p["name"], p["self_s"]) for p in phases[:8]]}
+    return {
+        "command": " ".join(cmd),
+        "wall_s": wall,
+        "cell_s": timings["total_s"],
+        "phases": [(p["name"], p["self_s"]) for p in phases[:8]],
+    }
 
 
 # --- 4. CUDA: throughput and fraction of peak ---------------------------------------------------
+
 
 def peak_tflops(name: str) -> float | None:
     for key in sorted(PEAK_BF16_TFLOPS, key=len, reverse=True):
@@ -227,13 +277,16 @@ def training_throughput(device: torch.device, arch: str, precision: str, batch: 
 
 def gpu_section(device: torch.device, peak: float | None) -> dict:
     peak = peak or peak_tflops(torch.cuda.get_device_name(device))
-    rows = [training_throughput(device, arch, precision) for arch in ("resnet18", "vgg19") for precision in ("fp32", "bf16")]
+    rows = [
+        training_throughput(device, arch, precision) for arch in ("resnet18", "vgg19") for precision in ("fp32", "bf16")
+    ]
     for r in rows:
         r["fraction_of_bf16_peak"] = r["tflops"] / peak if peak else None
     return {"peak_bf16_tflops": peak, "throughput": rows}
 
 
 # --- report -----------------------------------------------------------------------------------
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -256,34 +309,50 @@ def main(argv: list[str] | None = None) -> int:
 
     n, epochs = (2500, 10) if full else (1000, 3)
     r = results["trainer_vs_loop"] = trainer_vs_loop(device, n, epochs)
-    print(f"\n1. trainer vs ML-Doctor-style loop (simple_cnn, {r['images']} images x {r['epochs']} epochs, {device}):\n"
-          f"   loop {r['loop_images_per_s']:,.0f} images/s, ours {r['ours_images_per_s']:,.0f} images/s: "
-          f"ratio {r['ratio']:.2f}x", flush=True)
+    print(
+        f"\n1. trainer vs ML-Doctor-style loop (simple_cnn, {r['images']} images x {r['epochs']} epochs, {device}):\n"
+        f"   loop {r['loop_images_per_s']:,.0f} images/s, ours {r['ours_images_per_s']:,.0f} images/s: "
+        f"ratio {r['ratio']:.2f}x",
+        flush=True,
+    )
 
     k = 64 if full else 16
     r = results["many_models"] = many_models(device, k, 250, 1)
     agree = "agree" if r["max_weight_diff"] <= 1e-4 else "DISAGREE"
-    line = (f"\n2. {r['models']} simple_cnns x {r['images_each']} images x {r['epochs']} epoch ({device}): "
-            + ", ".join(f"{m} {s:.1f} s" for m, s in r["seconds"].items())
-            + f"\n   stacked vs one-by-one: {r['stacked_speedup']:.2f}x")
+    line = (
+        f"\n2. {r['models']} simple_cnns x {r['images_each']} images x {r['epochs']} epoch ({device}): "
+        + ", ".join(f"{m} {s:.1f} s" for m, s in r["seconds"].items())
+        + f"\n   stacked vs one-by-one: {r['stacked_speedup']:.2f}x"
+    )
     if "threads_speedup" in r:
         line += f"; threads vs one-by-one: {r['threads_speedup']:.2f}x"
-    print(line + f"\n   agreement: largest weight difference stacked vs one-by-one {r['max_weight_diff']:.2e} "
-          f"({agree}: fp32 tolerance 1e-4)", flush=True)
+    print(
+        line + f"\n   agreement: largest weight difference stacked vs one-by-one {r['max_weight_diff']:.2e} "
+        f"({agree}: fp32 tolerance 1e-4)",
+        flush=True,
+    )
 
     if not args.no_assessment:
         r = results["assessment"] = assessment(str(device))
-        print(f"\n3. the default assessment's ML-Doctor attacks: {r['wall_s']:.0f} s wall, {r['cell_s']:.0f} s in the cell\n"
-              f"   ({r['command']})\n   largest phases: "
-              + ", ".join(f"{name} {s:.1f} s" for name, s in r["phases"]), flush=True)
+        print(
+            f"\n3. the default assessment's ML-Doctor attacks: {r['wall_s']:.0f} s wall, "
+            f"{r['cell_s']:.0f} s in the cell\n"
+            f"   ({r['command']})\n   largest phases: " + ", ".join(f"{name} {s:.1f} s" for name, s in r["phases"]),
+            flush=True,
+        )
 
     if device.type == "cuda":
         r = results["gpu"] = gpu_section(device, args.peak_tflops)
-        print(f"\n4. CUDA training throughput at 64x64 (batch 256; bf16 peak {r['peak_bf16_tflops'] or 'unknown'} TFLOP/s):")
+        print(
+            f"\n4. CUDA training throughput at 64x64 (batch 256; bf16 peak "
+            f"{r['peak_bf16_tflops'] or 'unknown'} TFLOP/s):"
+        )
         for row in r["throughput"]:
             frac = row["fraction_of_bf16_peak"]
-            print(f"   {row['arch']:9s} {row['precision']}: {row['images_per_s']:,.0f} images/s, "
-                  f"{row['tflops']:.1f} TFLOP/s" + (f" ({100 * frac:.1f}% of bf16 peak)" if frac else ""))
+            print(
+                f"   {row['arch']:9s} {row['precision']}: {row['images_per_s']:,.0f} images/s, "
+                f"{row['tflops']:.1f} TFLOP/s" + (f" ({100 * frac:.1f}% of bf16 peak)" if frac else "")
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
     return 0 if results["many_models"]["max_weight_diff"] <= 1e-4 else 1

@@ -35,10 +35,17 @@ BASE = ["threat_model=blackbox_shadow"]
 def runs(references: int, few: int) -> list[list[str]]:
     both = "attack.membership_rmia.variants=[online,offline]"
     return [
-        ["attack=[membership,membership_lira,membership_rmia]", f"attack.membership_lira.num_references={references}",
-         both, f"attack.membership_rmia.num_references={few}"],
-        ["attack=membership_lira", f"attack.membership_lira.num_references={few}",
-         "attack.membership_lira.variants=[offline,offline_fixed_var]"],
+        [
+            "attack=[membership,membership_lira,membership_rmia]",
+            f"attack.membership_lira.num_references={references}",
+            both,
+            f"attack.membership_rmia.num_references={few}",
+        ],
+        [
+            "attack=membership_lira",
+            f"attack.membership_lira.num_references={few}",
+            "attack.membership_lira.variants=[offline,offline_fixed_var]",
+        ],
         ["attack=membership_rmia", both, f"attack.membership_rmia.num_references={references}"],
     ]
 
@@ -74,8 +81,10 @@ def collect(results_dir: Path) -> pd.DataFrame:
     frame = pd.concat(rows, ignore_index=True)
     frame["num_references"] = frame.get("num_references", pd.Series(0, index=frame.index)).fillna(0).astype(int)
     frame["kind"] = frame.variant.str.split("_").str[0]
-    frame["references_s"] = [seconds.get((r.seed, r.kind, r.num_references), float("nan")) if r.num_references
-                             else float("nan") for r in frame.itertuples()]
+    frame["references_s"] = [
+        seconds.get((r.seed, r.kind, r.num_references), float("nan")) if r.num_references else float("nan")
+        for r in frame.itertuples()
+    ]
     base = frame[frame.attack == "membership"].set_index("seed")["tpr_at_fpr_0.01"]
     frame["x_meminf"] = frame["tpr_at_fpr_0.01"] / frame.seed.map(base)
     return frame
@@ -84,17 +93,27 @@ def collect(results_dir: Path) -> pd.DataFrame:
 def table(frame: pd.DataFrame) -> str:
     keys = ["attack", "variant", "num_references"]
     g = frame.groupby(keys, sort=False)
-    out = g.agg(seeds=("seed", "nunique"), auc=("auc", "mean"), auc_sd=("auc", "std"),
-                tpr_1=("tpr_at_fpr_0.01", "mean"), tpr_1_sd=("tpr_at_fpr_0.01", "std"),
-                tpr_01=("tpr_at_fpr_0.001", "mean"), x_meminf=("x_meminf", "mean"),
-                references_s=("references_s", "mean")).reset_index()
-    lines = ["| attack | variant | refs | seeds | AUC | TPR@1% FPR | TPR@0.1% FPR | TPR@1% / MemInf's | references_s |",
-             "| --- | --- | ---: | ---: | --- | --- | ---: | ---: | ---: |"]
+    out = g.agg(
+        seeds=("seed", "nunique"),
+        auc=("auc", "mean"),
+        auc_sd=("auc", "std"),
+        tpr_1=("tpr_at_fpr_0.01", "mean"),
+        tpr_1_sd=("tpr_at_fpr_0.01", "std"),
+        tpr_01=("tpr_at_fpr_0.001", "mean"),
+        x_meminf=("x_meminf", "mean"),
+        references_s=("references_s", "mean"),
+    ).reset_index()
+    lines = [
+        "| attack | variant | refs | seeds | AUC | TPR@1% FPR | TPR@0.1% FPR | TPR@1% / MemInf's | references_s |",
+        "| --- | --- | ---: | ---: | --- | --- | ---: | ---: | ---: |",
+    ]
     for r in out.itertuples():
         refs = str(r.num_references) if r.num_references else ""
         secs = "" if pd.isna(r.references_s) else f"{r.references_s:.0f}"
-        lines.append(f"| {r.attack} | {r.variant} | {refs} | {r.seeds} | {r.auc:.3f} ± {r.auc_sd:.3f} | "
-                     f"{r.tpr_1:.3f} ± {r.tpr_1_sd:.3f} | {r.tpr_01:.3f} | {r.x_meminf:.1f} | {secs} |")
+        lines.append(
+            f"| {r.attack} | {r.variant} | {refs} | {r.seeds} | {r.auc:.3f} ± {r.auc_sd:.3f} | "
+            f"{r.tpr_1:.3f} ± {r.tpr_1_sd:.3f} | {r.tpr_01:.3f} | {r.x_meminf:.1f} | {secs} |"
+        )
     return "\n".join(lines)
 
 
@@ -103,7 +122,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--references", type=int, default=16)
     parser.add_argument("--few", type=int, default=2)
-    parser.add_argument("--results-dir", type=Path, default=None, help="keep everything here (default: a temporary folder)")
+    parser.add_argument(
+        "--results-dir", type=Path, default=None, help="keep everything here (default: a temporary folder)"
+    )
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mldoctor-lowfpr-") as tmp:

@@ -16,8 +16,6 @@ import json
 from datetime import date
 from pathlib import Path
 
-import pandas as pd
-
 from mldoctor_bench.report import stats, tradeoffs
 from mldoctor_bench.report.collect import locate, score_files, score_intervals
 from mldoctor_bench.results import merge_tables
@@ -40,10 +38,13 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     table.round(4).to_csv(args.out / "defense_tradeoffs.csv", index=False)
     meta = {
-        "command": SWEEP, "summary": SUMMARY, "date": date.today().isoformat(),
+        "command": SWEEP,
+        "summary": SUMMARY,
+        "date": date.today().isoformat(),
         # the code that ran the sweep's cells (the table's provenance), not this script's
         "code_version": ", ".join(sorted(frame["code_version"].astype(str).unique())),
-        "cell": f"mnist5k / simple_cnn, quick profile, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}",
+        "cell": f"mnist5k / simple_cnn, quick profile, seed{'s' if len(seeds) > 1 else ''} "
+        f"{', '.join(map(str, seeds))}",
         "notes": [
             "dp_sgd: the quick profile's target epsilon 8 at delta 1e-5 (Opacus picks the noise).",
             "Output-time defenses (output_*) change only released posteriors: white-box (W,S) numbers are the "

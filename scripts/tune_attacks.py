@@ -51,14 +51,14 @@ from sklearn.metrics import roc_auc_score
 from mldoctor_bench import ui
 from mldoctor_bench.attacks.attack_model import fit_attack_model
 from mldoctor_bench.attacks.membership import TOP_UNITS, GradientBranch, blackbox_features, whitebox_features
-from mldoctor_bench.data import ImageData, load_dataset
-from mldoctor_bench.files import atomic_write_text
-from mldoctor_bench.knowledge import Labeled, balanced
 from mldoctor_bench.cell.models import derive_seed
 from mldoctor_bench.cell.plan import cell_partition, plan
 from mldoctor_bench.cell.run import provider
-from mldoctor_bench.timings import Timings
+from mldoctor_bench.data import ImageData, load_dataset
+from mldoctor_bench.files import atomic_write_text
+from mldoctor_bench.knowledge import Labeled, balanced
 from mldoctor_bench.threat_models import WhiteBoxAccess
+from mldoctor_bench.timings import Timings
 
 LRS = (1e-5, 1e-4, 1e-3, 1e-2)
 EPOCHS = (20, 60, 150)
@@ -104,29 +104,40 @@ def attacker_halves(data: ImageData, shadow_train: torch.Tensor, shadow_test: to
     if half < 2:
         raise ValueError(f"shadow quarters of {len(shadow_train)} leave too few examples to fit and validate")
     indices = {
-        "fit_members": shadow_train[:half], "fit_nonmembers": shadow_test[:half],
-        "val_members": shadow_train[half : 2 * half], "val_nonmembers": shadow_test[half : 2 * half],
+        "fit_members": shadow_train[:half],
+        "fit_nonmembers": shadow_test[:half],
+        "val_members": shadow_train[half : 2 * half],
+        "val_nonmembers": shadow_test[half : 2 * half],
     }
     return Halves(**{k: Labeled.take(data, v) for k, v in indices.items()}, indices=indices)
 
 
-def labelled_groups(extract: Callable[[Labeled], list[torch.Tensor]], members: Labeled,
-                    nonmembers: Labeled) -> tuple[list[torch.Tensor], torch.Tensor]:
+def labelled_groups(
+    extract: Callable[[Labeled], list[torch.Tensor]], members: Labeled, nonmembers: Labeled
+) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Feature groups of members then non-members, and the membership labels (1, then 0)."""
     members, nonmembers = balanced(members, nonmembers)
     groups = [torch.cat(pair) for pair in zip(extract(members), extract(nonmembers))]
     return groups, torch.cat([torch.ones(len(members)), torch.zeros(len(nonmembers))])
 
 
-def validation_rows(side: ShadowSide, halves: Halves, grid: Sequence[Candidate], batch_size: int,
-                    seed: int, features: Sequence[str] = FEATURES) -> list[dict]:
+def validation_rows(
+    side: ShadowSide,
+    halves: Halves,
+    grid: Sequence[Candidate],
+    batch_size: int,
+    seed: int,
+    features: Sequence[str] = FEATURES,
+) -> list[dict]:
     """Validation AUC of every candidate on every feature set: fit on ``halves``' fit part through
     the shadow model, score on its validate part. One row per (features, candidate)."""
     model = side.whitebox.model
     extractors = {
         "blackbox": (lambda d: blackbox_features(side.blackbox, d), None),
-        "whitebox": (lambda d: whitebox_features(side.whitebox, d, model.num_classes),
-                     {3: lambda: GradientBranch(model.num_classes, min(TOP_UNITS, model.embedding_dim))}),
+        "whitebox": (
+            lambda d: whitebox_features(side.whitebox, d, model.num_classes),
+            {3: lambda: GradientBranch(model.num_classes, min(TOP_UNITS, model.embedding_dim))},
+        ),
     }
     rows = []
     for kind in features:
@@ -138,9 +149,20 @@ def validation_rows(side: ShadowSide, halves: Halves, grid: Sequence[Candidate],
             t0 = time.perf_counter()
             fitted = fit_attack_model(fit_x, fit_y, c.epochs, c.lr, batch_size, init_seed, custom)
             auc = roc_auc_score(val_y.numpy(), fitted.member_scores(val_x).numpy())
-            rows.append({"seed": seed, "features": kind, "lr": c.lr, "epochs": c.epochs, "val_auc": round(float(auc), 6),
-                         "val_auc_se": round(auc_standard_error(auc, len(halves.val_members), len(halves.val_nonmembers)), 6),
-                         "fit_loss": round(fitted.losses[-1], 6), "seconds": round(time.perf_counter() - t0, 2)})
+            rows.append(
+                {
+                    "seed": seed,
+                    "features": kind,
+                    "lr": c.lr,
+                    "epochs": c.epochs,
+                    "val_auc": round(float(auc), 6),
+                    "val_auc_se": round(
+                        auc_standard_error(auc, len(halves.val_members), len(halves.val_nonmembers)), 6
+                    ),
+                    "fit_loss": round(fitted.losses[-1], 6),
+                    "seconds": round(time.perf_counter() - t0, 2),
+                }
+            )
     return rows
 
 
@@ -185,32 +207,48 @@ def shadow_side(cfg: DictConfig, bars: ui.Bars) -> ShadowSide:
     models = provider(p, data, splits, bars, Timings())
     [shadow] = [s.model for s in models.obtain([models.pool_spec("shadow", "shadow_train", models.knows_defense)])]
     transform = p.defense.output_transform() if models.knows_defense else None
-    return ShadowSide(data, splits.shadow_train, splits.shadow_test,
-                      WhiteBoxAccess(shadow, p.device, output_transform=transform), WhiteBoxAccess(shadow, p.device))
+    return ShadowSide(
+        data,
+        splits.shadow_train,
+        splits.shadow_test,
+        WhiteBoxAccess(shadow, p.device, output_transform=transform),
+        WhiteBoxAccess(shadow, p.device),
+    )
 
 
-def tune(cfgs: Sequence[DictConfig], grid: Sequence[Candidate], out_dir: Optional[Path] = None,
-         bars: Optional[ui.Bars] = None) -> pd.DataFrame:
+def tune(
+    cfgs: Sequence[DictConfig],
+    grid: Sequence[Candidate],
+    out_dir: Optional[Path] = None,
+    bars: Optional[ui.Bars] = None,
+) -> pd.DataFrame:
     """Rows of :func:`validation_rows` for every config (one per seed); saves each seed's halves
     under ``out_dir`` if given."""
-    bars = bars or (lambda label, total: (lambda n=1, info="": None))
+    bars = bars or (lambda label, total: lambda n=1, info="": None)
     rows = []
     for cfg in cfgs:
         side = shadow_side(cfg, bars)
         halves = attacker_halves(side.data, side.shadow_train, side.shadow_test)
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            save_file({k: v.contiguous() for k, v in halves.indices.items()}, str(out_dir / f"halves_seed{cfg.seed}.safetensors"))
-        ui.console.print(f"seed {cfg.seed}: fitting {len(grid)} candidates x {len(FEATURES)} feature sets "
-                         f"on {2 * len(halves.fit_members)} shadow examples, validating on {2 * len(halves.val_members)}")
+            save_file(
+                {k: v.contiguous() for k, v in halves.indices.items()},
+                str(out_dir / f"halves_seed{cfg.seed}.safetensors"),
+            )
+        ui.console.print(
+            f"seed {cfg.seed}: fitting {len(grid)} candidates x {len(FEATURES)} feature sets "
+            f"on {2 * len(halves.fit_members)} shadow examples, validating on {2 * len(halves.val_members)}"
+        )
         rows += validation_rows(side, halves, grid, int(cfg.recipes.membership.batch_size), int(cfg.seed))
     return pd.DataFrame(rows)
 
 
 def recipe_yaml(chosen: Candidate, batch_size: int, command: str) -> str:
     """The YAML snippet to paste into a profile."""
-    return (f"# From `{command}` (validation on the attacker's shadow quarters only).\n"
-            f"recipes:\n  membership: {{epochs: {chosen.epochs}, lr: {yaml_float(chosen.lr)}, batch_size: {batch_size}}}\n")
+    return (
+        f"# From `{command}` (validation on the attacker's shadow quarters only).\n"
+        f"recipes:\n  membership: {{epochs: {chosen.epochs}, lr: {yaml_float(chosen.lr)}, batch_size: {batch_size}}}\n"
+    )
 
 
 def yaml_float(value: float) -> str:
@@ -239,8 +277,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--seeds", type=int, default=2, help="number of seeds (splits and shadow models), from `seed`")
     parser.add_argument("--lrs", type=floats, default=list(LRS), help="comma-separated learning rates")
     parser.add_argument("--epochs", type=ints, default=list(EPOCHS), help="comma-separated epoch counts")
-    parser.add_argument("--tie", type=float, default=None,
-                        help="fixed AUC margin within which the cheaper recipe wins (default: one standard error)")
+    parser.add_argument(
+        "--tie",
+        type=float,
+        default=None,
+        help="fixed AUC margin within which the cheaper recipe wins (default: one standard error)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. profile=quick seed=0 results_dir=/tmp/tune")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
@@ -252,15 +294,20 @@ def main(argv: Optional[list[str]] = None) -> None:
     summary = summarise(rows)
     chosen = choose(summary, args.tie)
     batch_size = int(cfgs[0].recipes.membership.batch_size)
-    summary["chosen"] = ["<==" if (lr == chosen.lr and e == chosen.epochs) else ""
-                         for lr, e in zip(summary["lr"], summary["epochs"])]
+    summary["chosen"] = [
+        "<==" if (lr == chosen.lr and e == chosen.epochs) else "" for lr, e in zip(summary["lr"], summary["epochs"])
+    ]
     seeds = ", ".join(str(c.seed) for c in cfgs)
-    print(f"MemInf attack-model candidates: validation AUC on shadow-quarter halves, seeds {seeds} "
-          f"({cfgs[0].dataset.name}, {cfgs[0].arch.name}, profile {cfgs[0].profile_name}, batch {batch_size})")
+    print(
+        f"MemInf attack-model candidates: validation AUC on shadow-quarter halves, seeds {seeds} "
+        f"({cfgs[0].dataset.name}, {cfgs[0].arch.name}, profile {cfgs[0].profile_name}, batch {batch_size})"
+    )
     print(summary.to_string(index=False, formatters={"lr": "{:g}".format}, float_format="{:.4f}".format))
     rule = f"{args.tie}" if args.tie is not None else f"one standard error ({margin(summary):.4f})"
-    print(f"chosen (cheapest within {rule} of the best mean AUC {summary['mean_auc'].max():.4f}): "
-          f"lr {chosen.lr:g}, epochs {chosen.epochs}, batch_size {batch_size}")
+    print(
+        f"chosen (cheapest within {rule} of the best mean AUC {summary['mean_auc'].max():.4f}): "
+        f"lr {chosen.lr:g}, epochs {chosen.epochs}, batch_size {batch_size}"
+    )
     command = " ".join(["python scripts/tune_attacks.py", *(argv if argv is not None else sys.argv[1:])])
     rows.to_csv(out_dir / "candidates.csv", index=False)
     atomic_write_text(out_dir / "recipe.yaml", recipe_yaml(chosen, batch_size, command))

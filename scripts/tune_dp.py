@@ -37,13 +37,13 @@ from pathlib import Path
 import pandas as pd
 from hydra import compose, initialize_config_module
 
+from mldoctor_bench.cell.models import derive_seed
+from mldoctor_bench.cell.plan import cell_partition, plan
 from mldoctor_bench.data import load_dataset
 from mldoctor_bench.defenses.dp_sgd import dp_compatible, train_classifier_dp
 from mldoctor_bench.files import atomic_write_text
 from mldoctor_bench.inference import accuracy
 from mldoctor_bench.models import build_model
-from mldoctor_bench.cell.models import derive_seed
-from mldoctor_bench.cell.plan import cell_partition, plan
 from mldoctor_bench.training import Recipe, configure_backends
 
 
@@ -56,7 +56,9 @@ def ints(text: str) -> list[int]:
 
 
 def candidates(text: str) -> list[tuple[int, int, float, float]]:
-    return [(int(b), int(e), float(lr), float(c)) for b, e, lr, c in (item.split(":") for item in text.split(",") if item)]
+    return [
+        (int(b), int(e), float(lr), float(c)) for b, e, lr, c in (item.split(":") for item in text.split(",") if item)
+    ]
 
 
 def main() -> None:
@@ -67,7 +69,9 @@ def main() -> None:
     parser.add_argument("--lrs", type=floats, default=[0.02, 0.1, 0.5])
     parser.add_argument("--clips", type=floats, default=[1.0])
     parser.add_argument("--more-clips", type=floats, default=[0.3, 3.0])
-    parser.add_argument("--candidates", type=candidates, default=None, help="batch:epochs:lr:clip,... instead of the grid")
+    parser.add_argument(
+        "--candidates", type=candidates, default=None, help="batch:epochs:lr:clip,... instead of the grid"
+    )
     parser.add_argument("--reference", action="store_true", help="also train the profile's current DP recipe")
     args, overrides = parser.parse_known_args()
     with initialize_config_module("mldoctor_bench.conf", version_base="1.3"):
@@ -75,8 +79,9 @@ def main() -> None:
     p = plan(cfg)
     data = load_dataset(cfg.dataset.name, cfg.data)
     first = int(cfg.seed)
-    partitions = [cell_partition(replace_seed(p, seed), len(data), data.num_classes)
-                  for seed in range(first, first + args.seeds)]
+    partitions = [
+        cell_partition(replace_seed(p, seed), len(data), data.num_classes) for seed in range(first, first + args.seeds)
+    ]
     base = Recipe.from_config(cfg.train).resolved(p.device)
     configure_backends(base, p.device)
     dp = p.defense.settings
@@ -93,15 +98,32 @@ def main() -> None:
         for seed, splits in enumerate(partitions, start=first):
             model, _ = dp_compatible(build_model(str(cfg.arch.name), data.channels, data.num_classes, data.image_size))
             fit_idx, val_idx = splits.shadow_train, splits.shadow_test
-            info = train_classifier_dp(model.to(p.device), data.images[fit_idx].to(p.device),
-                                       data.labels[fit_idx].to(p.device), recipe, derive_seed(seed, "dp-tuning"),
-                                       max_grad_norm=clip, delta=dp.delta, target_epsilon=epsilon)
+            info = train_classifier_dp(
+                model.to(p.device),
+                data.images[fit_idx].to(p.device),
+                data.labels[fit_idx].to(p.device),
+                recipe,
+                derive_seed(seed, "dp-tuning"),
+                max_grad_norm=clip,
+                delta=dp.delta,
+                target_epsilon=epsilon,
+            )
             accuracies.append(accuracy(model, data.images[val_idx].to(p.device), data.labels[val_idx]))
-        records.append({"stage": stage, "batch_size": batch, "epochs": epochs, "lr": lr, "max_grad_norm": clip,
-                        "val_accuracy": sum(accuracies) / len(accuracies),
-                        "per_seed": " ".join(f"{a:.3f}" for a in accuracies), "epsilon": info["epsilon"],
-                        "noise_multiplier": info["noise_multiplier"], "images": len(partitions[0].shadow_train) * epochs,
-                        "seconds": round(time.perf_counter() - start, 1)})
+        records.append(
+            {
+                "stage": stage,
+                "batch_size": batch,
+                "epochs": epochs,
+                "lr": lr,
+                "max_grad_norm": clip,
+                "val_accuracy": sum(accuracies) / len(accuracies),
+                "per_seed": " ".join(f"{a:.3f}" for a in accuracies),
+                "epsilon": info["epsilon"],
+                "noise_multiplier": info["noise_multiplier"],
+                "images": len(partitions[0].shadow_train) * epochs,
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+        )
         print(pd.DataFrame([records[-1]]).to_string(index=False, header=len(records) == 1), flush=True)
 
     if args.reference:
@@ -126,12 +148,16 @@ def main() -> None:
     near = table[table["val_accuracy"] >= top - se]  # the profile's own recipe competes too
     chosen = near.sort_values(["images", "val_accuracy"], ascending=[True, False]).iloc[0]
     table.to_csv(out_dir / "candidates.csv", index=False)
-    recipe = (f"recipes:\n  dp_sgd: {{target_epsilon: {epsilon}, max_grad_norm: {chosen['max_grad_norm']}, "
-              f"lr: {chosen['lr']}, batch_size: {int(chosen['batch_size'])}, epochs: {int(chosen['epochs'])}}}\n")
+    recipe = (
+        f"recipes:\n  dp_sgd: {{target_epsilon: {epsilon}, max_grad_norm: {chosen['max_grad_norm']}, "
+        f"lr: {chosen['lr']}, batch_size: {int(chosen['batch_size'])}, epochs: {int(chosen['epochs'])}}}\n"
+    )
     atomic_write_text(out_dir / "recipe.yaml", recipe)
     print(table.sort_values("val_accuracy", ascending=False).to_string(index=False))
-    print(f"best mean validation accuracy {top:.3f} (one standard error {se:.3f} on {rows} rows); chosen, the "
-          f"cheapest within it:\n{recipe}written {out_dir / 'candidates.csv'} and {out_dir / 'recipe.yaml'}")
+    print(
+        f"best mean validation accuracy {top:.3f} (one standard error {se:.3f} on {rows} rows); chosen, the "
+        f"cheapest within it:\n{recipe}written {out_dir / 'candidates.csv'} and {out_dir / 'recipe.yaml'}"
+    )
 
 
 def replace_seed(p, seed: int):

@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pytest
 
-# Overrides that make an end-to-end run take seconds on a CPU.
+# An end-to-end run in seconds on a CPU: one attack, the tiny profile (conf/profile/tiny.yaml).
 TINY = [
     "attack=membership",  # the default run selects every attack; these tests need one
-    "data.quarter_size=64",
-    "train.epochs=2",
-    "attack.membership.epochs=2",
+    "profile=tiny",
     "device=cpu",
 ]
 

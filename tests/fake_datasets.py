@@ -68,8 +68,10 @@ def write_fmnist(root: Path, n_train: int = 48, n_test: int = 24, gz: bool = Tru
     images = rng.integers(0, 256, (n_train + n_test, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, n_train + n_test).astype(np.uint8)
     parts = {
-        "train-images-idx3-ubyte": images[:n_train], "train-labels-idx1-ubyte": labels[:n_train],
-        "t10k-images-idx3-ubyte": images[n_train:], "t10k-labels-idx1-ubyte": labels[n_train:],
+        "train-images-idx3-ubyte": images[:n_train],
+        "train-labels-idx1-ubyte": labels[:n_train],
+        "t10k-images-idx3-ubyte": images[n_train:],
+        "t10k-labels-idx1-ubyte": labels[n_train:],
     }
     for name, array in parts.items():
         data = _idx_bytes(array)
@@ -160,7 +162,9 @@ def write_celeba(root: Path, n: int = 72, seed: int = 0):
         quadrant_image(178, 218, celeba_grey(int(labels[i]), int(attributes[i]))).save(images / name, quality=95)
         rows.append(f"{name} " + " ".join(f"{v:2d}" for v in table[i]))
         partitions.append(f"{name} {min(2, 3 * i // n)}")
-    (folder / "list_attr_celeba.txt").write_text(f"{n}\n" + " ".join(CELEBA_ATTRIBUTES) + " \n" + "\n".join(rows) + "\n")
+    (folder / "list_attr_celeba.txt").write_text(
+        f"{n}\n" + " ".join(CELEBA_ATTRIBUTES) + " \n" + "\n".join(rows) + "\n"
+    )
     (folder / "list_eval_partition.txt").write_text("\n".join(partitions) + "\n")
     return labels.astype(np.int64), attributes.astype(np.int64)
 

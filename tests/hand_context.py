@@ -31,8 +31,15 @@ def noise_data(quarter: int, size: int, classes: int, attribute: bool = False) -
     labels = torch.randint(0, classes, (n,), generator=g)
     if not attribute:
         return ImageData("tiny", images, labels, classes)
-    return ImageData("tiny", images, labels, classes, attribute=torch.randint(0, 2, (n,), generator=g),
-                     num_attribute_classes=2, attribute_name="noise")
+    return ImageData(
+        "tiny",
+        images,
+        labels,
+        classes,
+        attribute=torch.randint(0, 2, (n,), generator=g),
+        num_attribute_classes=2,
+        attribute_name="noise",
+    )
 
 
 class OneModel(ModelService):
@@ -47,14 +54,29 @@ class OneModel(ModelService):
         return self.model
 
 
-def hand_context(tm_name: str, data: ImageData, model: Classifier, settings: dict, out_dir: Path,
-                 models: Optional[ModelService] = None, seed: int = 0) -> AttackContext:
+def hand_context(
+    tm_name: str,
+    data: ImageData,
+    model: Classifier,
+    settings: dict,
+    out_dir: Path,
+    models: Optional[ModelService] = None,
+    seed: int = 0,
+) -> AttackContext:
     """The context of ``tm_name`` on ``data`` with ``model`` as target (and as the shadow model)."""
     tm = THREAT_MODELS.get(tm_name)
     splits = four_quarters(len(data), seed)
     knowledge, evaluation = attacker_knowledge(tm, data, splits, WhiteBoxAccess(model, CPU))
     return AttackContext(
-        threat_model=tm, target=access_for(tm, model, CPU), knowledge=knowledge, evaluation=evaluation,
-        settings=OmegaConf.create(settings), out_dir=out_dir, device=CPU, seed=seed,
-        num_classes=data.num_classes, num_attribute_classes=data.num_attribute_classes, models=models,
+        threat_model=tm,
+        target=access_for(tm, model, CPU),
+        knowledge=knowledge,
+        evaluation=evaluation,
+        settings=OmegaConf.create(settings),
+        out_dir=out_dir,
+        device=CPU,
+        seed=seed,
+        num_classes=data.num_classes,
+        num_attribute_classes=data.num_attribute_classes,
+        models=models,
     )

@@ -35,7 +35,6 @@ def test_a_batch_of_one_runs_in_training_and_evaluation(name):
     assert model.eval()(x).shape == (1, 10)
 
 
-
 @pytest.mark.parametrize("name", ["simple_cnn", "lenet"])
 def test_pooling_before_the_relu_trains_exactly_as_relu_then_pool(name):
     """simple_cnn and lenet pool before their ReLUs (less work); the textbook order gives the same

@@ -27,20 +27,31 @@ from mldoctor_bench.owner.model import NoEmbedding, OwnerClassifier
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "assess"
 PER_CLASS = 50  # 500 images: 100 members, 400 non-members
-# Small but real recipes, every family under a shadow threat model (inversion also without data).
-QUICK = ["data.quarter_size=60", "train.epochs=4", "device=cpu",
-         "attack=[membership,membership_rmia,inversion,attribute,stealing]",
-         "threat_model=[blackbox_shadow,whitebox_shadow,whitebox_none]",
-         "attack.membership.epochs=3", "attack.attribute.epochs=3", "attack.stealing.epochs=3",
-         "attack.inversion.gan.epochs=1", "attack.inversion.gmi.steps=5", "attack.inversion.gmi.restarts=1",
-         "attack.inversion.miface.steps=5", "attack.inversion.evaluator_epochs=2", "attack.inversion.per_class=1"]
+# The tiny profile with a few more epochs, every family under a shadow threat model (inversion also
+# without data).
+QUICK = [
+    "profile=tiny",
+    "data.quarter_size=60",
+    "train.epochs=4",
+    "device=cpu",
+    "attack=[membership,membership_rmia,inversion,attribute,stealing]",
+    "threat_model=[blackbox_shadow,whitebox_shadow,whitebox_none]",
+]
 
 
 def owner_args(root: Path, model_dir: Path, *extra: str) -> list[str]:
-    return [f"model.weights={model_dir / 'net.safetensors'}", "model.factory=tiny_net:make_net",
-            "dataset=folder", f"data.root={root}", f"data.attributes={root / 'attributes.csv'}",
-            "model.image_size=28", "model.in_channels=1", "model.normalize.mean=[0.1307]",
-            "model.normalize.std=[0.3081]", *extra]
+    return [
+        f"model.weights={model_dir / 'net.safetensors'}",
+        "model.factory=tiny_net:make_net",
+        "dataset=folder",
+        f"data.root={root}",
+        f"data.attributes={root / 'attributes.csv'}",
+        "model.image_size=28",
+        "model.in_channels=1",
+        "model.normalize.mean=[0.1307]",
+        "model.normalize.std=[0.3081]",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +75,14 @@ def owned(tmp_path_factory):
     with (root / "attributes.csv").open("w", newline="") as handle:
         csv.writer(handle).writerows(rows)
     model_dir = base / "model"
-    proc = subprocess.run([sys.executable, str(EXAMPLE / "train.py"), str(root), str(model_dir), "--members", "100",
-                           "--epochs", "8"], cwd=EXAMPLE, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLE / "train.py"), str(root), str(model_dir), "--members", "100", "--epochs", "8"],
+        cwd=EXAMPLE,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr
     return root, model_dir
 
@@ -81,8 +97,11 @@ def assess(tmp_path):
     workdir.mkdir()
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLE), os.environ.get("PYTHONPATH", "")]),
-               "OMP_NUM_THREADS": "1"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(EXAMPLE), os.environ.get("PYTHONPATH", "")]),
+            "OMP_NUM_THREADS": "1",
+        }
         env.pop("HYDRA_FULL_ERROR", None)
         run.last = subprocess.run([str(exe), *args], cwd=workdir, capture_output=True, text=True, timeout=900, env=env)
         return run.last
@@ -102,7 +121,9 @@ def refused(proc: subprocess.CompletedProcess) -> str:
 
 
 @pytest.mark.slow
-def test_an_owner_model_gets_a_report_on_all_four_families_and_only_attacker_models_are_trained(owned, assess, tmp_path):
+def test_an_owner_model_gets_a_report_on_all_four_families_and_only_attacker_models_are_trained(
+    owned, assess, tmp_path
+):
     root, model_dir = owned
     out = tmp_path / "res"
     proc = assess(*owner_args(root, model_dir, f"members={model_dir / 'members.txt'}", f"results_dir={out}", *QUICK))
@@ -177,9 +198,16 @@ def test_an_owner_model_gets_a_report_on_all_four_families_and_only_attacker_mod
 def test_without_members_membership_is_skipped_with_the_reason(owned, assess, tmp_path):
     root, model_dir = owned
     out = tmp_path / "res"
-    proc = assess(*owner_args(root, model_dir, f"results_dir={out}"), "data.quarter_size=60", "train.epochs=2",
-                  "device=cpu", "attack=[membership,stealing]", "threat_model=[blackbox_shadow,blackbox_partial]",
-                  "attack.membership.epochs=2", "attack.stealing.epochs=2")
+    proc = assess(
+        *owner_args(root, model_dir, f"results_dir={out}"),
+        "data.quarter_size=60",
+        "train.epochs=2",
+        "device=cpu",
+        "attack=[membership,stealing]",
+        "threat_model=[blackbox_shadow,blackbox_partial]",
+        "attack.membership.epochs=2",
+        "attack.stealing.epochs=2",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     [cell] = list((out / "cells").iterdir())
     table = __import__("pandas").read_parquet(cell / "results.parquet")
@@ -217,24 +245,42 @@ def test_a_crafted_pickle_is_refused_in_one_line_with_no_side_effect(owned, asse
 
 def test_weights_of_another_architecture_are_refused_naming_the_first_mismatched_tensor(owned, assess, tmp_path):
     root, model_dir = owned
-    line = refused(assess(*owner_args(root, model_dir, f"results_dir={tmp_path / 'res'}"), "model.factory=null",
-                          "model.arch=simple_cnn", "model.num_classes=10"))
+    line = refused(
+        assess(
+            *owner_args(root, model_dir, f"results_dir={tmp_path / 'res'}"),
+            "model.factory=null",
+            "model.arch=simple_cnn",
+            "model.num_classes=10",
+        )
+    )
     assert "do not match the architecture: no tensor 'features.0.weight'" in line
 
 
 def test_a_state_dict_saved_with_torch_save_is_read_too(owned, assess, tmp_path):
     """And a class count the model does not have is refused before any training."""
     root, model_dir = owned
-    line = refused(assess(*owner_args(root, model_dir, f"results_dir={tmp_path / 'res'}"),
-                          f"model.weights={model_dir / 'net.pt'}", "model.num_classes=3", "model.kwargs={num_classes: 3}"))
+    line = refused(
+        assess(
+            *owner_args(root, model_dir, f"results_dir={tmp_path / 'res'}"),
+            f"model.weights={model_dir / 'net.pt'}",
+            "model.num_classes=3",
+            "model.kwargs={num_classes: 3}",
+        )
+    )
     assert "do not match the architecture" in line  # the file's 10-way layer against a 3-way model
     fewer = tmp_path / "three"
     fewer.mkdir()
     for label in ("0", "1", "2"):
         (fewer / label).symlink_to(root / label)
     out = tmp_path / "res"
-    line = refused(assess(*owner_args(root, model_dir, f"results_dir={out}"), f"data.root={fewer}",
-                          "data.attributes=null", f"model.weights={model_dir / 'net.pt'}"))
+    line = refused(
+        assess(
+            *owner_args(root, model_dir, f"results_dir={out}"),
+            f"data.root={fewer}",
+            "data.attributes=null",
+            f"model.weights={model_dir / 'net.pt'}",
+        )
+    )
     assert "gives outputs of shape (10,) per image but dataset folder has 3 classes" in line
     assert not (out / "cells").exists()
 
@@ -248,9 +294,16 @@ def test_members_naming_missing_files_or_rows_out_of_range_are_refused(owned, as
     shown = assess.last.stderr.strip().splitlines()
     assert len(shown) == 1, shown  # refused from the file list, before any image is decoded (no progress lines)
     members.write_text("12\n5000\n")
-    line = refused(assess(f"model.weights={model_dir / 'net.safetensors'}", "model.factory=tiny_net:make_net",
-                          "model.normalize.mean=[0.1307]", "model.normalize.std=[0.3081]", f"members={members}",
-                          f"results_dir={tmp_path / 'res'}"))
+    line = refused(
+        assess(
+            f"model.weights={model_dir / 'net.safetensors'}",
+            "model.factory=tiny_net:make_net",
+            "model.normalize.mean=[0.1307]",
+            "model.normalize.std=[0.3081]",
+            f"members={members}",
+            f"results_dir={tmp_path / 'res'}",
+        )
+    )
     assert "line 2: index 5000 is out of range; dataset mnist5k has 5000 examples" in line
 
 
@@ -273,8 +326,15 @@ def test_owner_partition_keeps_members_out_of_every_attacker_pool():
     every = torch.cat(list(splits.all_pools().values())).tolist()
     assert len(every) == len(set(every))
     # the attacker's shadow pools as large as the model's training set; the evaluation capped
-    assert splits.sizes() == {"target_train": 100, "target_test": 100, "shadow_train": 300, "shadow_test": 300,
-                              "transfer": 0, "canary": 0, "heldout": 50}
+    assert splits.sizes() == {
+        "target_train": 100,
+        "target_test": 100,
+        "shadow_train": 300,
+        "shadow_test": 300,
+        "transfer": 0,
+        "canary": 0,
+        "heldout": 50,
+    }
     # fewer members than the quarter: the pools shrink to them rather than borrow non-members
     few = owner_partition(1000, torch.arange(10), seed=0, quarter_size=100)
     assert all(len(q) == 10 for q in few.as_dict().values())
@@ -290,8 +350,11 @@ def test_owner_partition_fits_small_data_instead_of_refusing():
     assert sizes["target_train"] == sizes["target_test"] == sizes["shadow_train"] == sizes["shadow_test"] == 466
     assert sizes["heldout"] == 2000 - 500 - 3 * 466 >= 100
     # refused only below the stated minimums, with them named
-    with pytest.raises(PartitionError, match="at least 50 evaluation non-members, 50 in each of the attacker's two "
-                                             "shadow pools, 100 for the evaluators"):
+    with pytest.raises(
+        PartitionError,
+        match="at least 50 evaluation non-members, 50 in each of the attacker's two "
+        "shadow pools, 100 for the evaluators",
+    ):
         owner_partition(600, torch.arange(400), seed=0, min_heldout=100)
 
 
@@ -299,7 +362,9 @@ def test_members_file_reads_paths_or_indices(tmp_path):
     from mldoctor_bench.data.base import ImageData
 
     images = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
-    folder = ImageData("folder", images, torch.tensor([0, 1, 0, 1]), 2, files=("a/1.png", "a/2.png", "b/3.png", "b/4.png"))
+    folder = ImageData(
+        "folder", images, torch.tensor([0, 1, 0, 1]), 2, files=("a/1.png", "a/2.png", "b/3.png", "b/4.png")
+    )
     path = tmp_path / "m.txt"
     path.write_text("# trained on\n./b/3.png\n\na/1.png\na/1.png\n")
     assert read_members(path, folder).tolist() == [0, 2]
@@ -344,8 +409,8 @@ def test_owner_classifier_applies_the_owners_normalisation_and_reads_its_last_li
 
 
 def test_images_take_the_channels_the_model_expects():
-    from mldoctor_bench.owner import with_channels
     from mldoctor_bench.data.base import ImageData
+    from mldoctor_bench.owner import with_channels
 
     colour = torch.tensor([[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 20, 30]], dtype=torch.uint8)
     data = ImageData("c", colour.t().reshape(1, 3, 2, 2).expand(2, 3, 2, 2).contiguous(), torch.tensor([0, 1]), 2)
@@ -365,18 +430,32 @@ def test_suggested_defenses_name_only_differences_whose_interval_excludes_zero()
 
     def row(defense, column, mean, diff=None):
         low, high = (None, None) if diff is None else diff[1:]
-        return dict(defense=defense, column=column, mean=mean, low=mean - 0.01, high=mean + 0.01, seeds=3,
-                    difference=None if diff is None else diff[0], difference_low=low, difference_high=high)
+        return dict(
+            defense=defense,
+            column=column,
+            mean=mean,
+            low=mean - 0.01,
+            high=mean + 0.01,
+            seeds=3,
+            difference=None if diff is None else diff[0],
+            difference_low=low,
+            difference_high=high,
+        )
 
-    tpr, steal, acc = (tradeoffs.FAMILY_COLUMN["membership"], tradeoffs.FAMILY_COLUMN["stealing"],
-                       tradeoffs.UTILITY)
-    table = pd.DataFrame([
-        row("none", acc, 0.9), row("none", tpr, 0.10), row("none", steal, 0.02),
-        row("a", acc, 0.85, (-0.05, -0.06, -0.04)), row("a", tpr, 0.07, (-0.03, -0.07, 0.01)),  # within noise
-        row("a", steal, 0.02, (0.0, -0.01, 0.01)),
-        row("b", acc, 0.60, (-0.3, -0.32, -0.28)), row("b", tpr, 0.02, (-0.08, -0.10, -0.06)),
-        row("b", steal, 0.12, (0.10, 0.08, 0.12)),  # and it makes stealing worse
-    ])
+    tpr, steal, acc = (tradeoffs.FAMILY_COLUMN["membership"], tradeoffs.FAMILY_COLUMN["stealing"], tradeoffs.UTILITY)
+    table = pd.DataFrame(
+        [
+            row("none", acc, 0.9),
+            row("none", tpr, 0.10),
+            row("none", steal, 0.02),
+            row("a", acc, 0.85, (-0.05, -0.06, -0.04)),
+            row("a", tpr, 0.07, (-0.03, -0.07, 0.01)),  # within noise
+            row("a", steal, 0.02, (0.0, -0.01, 0.01)),
+            row("b", acc, 0.60, (-0.3, -0.32, -0.28)),
+            row("b", tpr, 0.02, (-0.08, -0.10, -0.06)),
+            row("b", steal, 0.12, (0.10, 0.08, 0.12)),  # and it makes stealing worse
+        ]
+    )
     text = "\n".join(remedy_lines(table, {"membership": "high", "stealing": "low"}))
     assert "`b` -0.080 [-0.100, -0.060] (test accuracy 0.600; raises stealing)" in text
     assert "`a`" not in text  # its interval of the difference includes zero
@@ -396,8 +475,9 @@ def test_tradeoff_differences_are_paired_over_seeds_or_combine_two_runs():
     rows = []
     for seed, (none, dp) in enumerate([(0.10, 0.02), (0.06, 0.01), (0.08, 0.03)]):
         for defense, tpr in (("none", none), ("dp_sgd", dp)):
-            rows += metric_rows(Cell("d", "a", defense, seed), "membership", "blackbox_shadow", "",
-                                {"tpr_at_fpr_0.01": tpr})
+            rows += metric_rows(
+                Cell("d", "a", defense, seed), "membership", "blackbox_shadow", "", {"tpr_at_fpr_0.01": tpr}
+            )
     frame = to_frame(rows, Provenance("r", "h", "c", "t"), 0.0)
     table = tradeoffs.summarise(frame).set_index(["defense", "column"])
     dp = table.loc[("dp_sgd", tradeoffs.FAMILY_COLUMN["membership"])]
@@ -408,10 +488,22 @@ def test_tradeoff_differences_are_paired_over_seeds_or_combine_two_runs():
     # one seed: the two runs' own intervals combined (half-widths 0.03 and 0.02)
     one = frame[frame["seed"] == 0].copy()
     one.loc[one["defense"] == "dp_sgd", "config_hash"] = "h2"
-    single = pd.DataFrame({"config_hash": ["h", "h2"], "attack": ["membership"] * 2,
-                           "threat_model": ["blackbox_shadow"] * 2, "variant": ["", ""],
-                           "metric": ["tpr_at_fpr_0.01"] * 2, "ci_low": [0.07, 0.0], "ci_high": [0.13, 0.04],
-                           "method": ["bootstrap"] * 2})
-    row = tradeoffs.summarise(one, single).set_index(["defense", "column"]).loc[("dp_sgd", tradeoffs.FAMILY_COLUMN["membership"])]
+    single = pd.DataFrame(
+        {
+            "config_hash": ["h", "h2"],
+            "attack": ["membership"] * 2,
+            "threat_model": ["blackbox_shadow"] * 2,
+            "variant": ["", ""],
+            "metric": ["tpr_at_fpr_0.01"] * 2,
+            "ci_low": [0.07, 0.0],
+            "ci_high": [0.13, 0.04],
+            "method": ["bootstrap"] * 2,
+        }
+    )
+    row = (
+        tradeoffs.summarise(one, single)
+        .set_index(["defense", "column"])
+        .loc[("dp_sgd", tradeoffs.FAMILY_COLUMN["membership"])]
+    )
     assert row["difference"] == pytest.approx(-0.08)
     assert row["difference_high"] - row["difference"] == pytest.approx(np.hypot(0.03, 0.02))

@@ -28,16 +28,18 @@ def planted_data(planted: bool, n: int = 800, with_attribute: bool = True) -> Im
     if planted:
         pixels[:, 0, 0, :] = (96 + 64 * attribute.view(-1, 1) + 40 * torch.randn(n, 8, generator=g)).clamp(0, 255)
     labels = torch.randint(0, 2, (n,), generator=g)
-    return ImageData("planted", pixels.to(torch.uint8), labels, 2,
-                     attribute if with_attribute else None, 2 if with_attribute else 0)
+    return ImageData(
+        "planted", pixels.to(torch.uint8), labels, 2, attribute if with_attribute else None, 2 if with_attribute else 0
+    )
 
 
 def run(tm, data, tmp_path, own=None):
     """The attack's metrics; the attacker's own model (asked for under (W,P), where the threat model
     gives no shadow model) is ``own``, by default another image-as-embedding model."""
     service = OneModel(own or identity_target())
-    return ATTACKS.get("attribute")().run(hand_context(tm, data, identity_target(), SETTINGS, tmp_path,
-                                                       models=service))[""]
+    return ATTACKS.get("attribute")().run(
+        hand_context(tm, data, identity_target(), SETTINGS, tmp_path, models=service)
+    )[""]
 
 
 @pytest.mark.parametrize("tm", ["whitebox_shadow", "whitebox_partial"])
@@ -84,10 +86,12 @@ def test_what_any_model_reveals_is_the_no_target_baseline(tmp_path):
     assert other["advantage_over_baseline"] > 0.25
     # the paired counts are those of the test examples, against the strongest baseline
     assert (other["only_attack_right"] - other["only_baseline_right"]) / other["n_test"] == pytest.approx(
-        other["advantage_over_baseline"])
+        other["advantage_over_baseline"]
+    )
     predictions = pd.read_parquet(tmp_path / "predictions.parquet")
     assert len(predictions) == other["n_test"] and {"index", "attribute", "predicted", "no_target_predicted"} <= set(
-        predictions.columns)
+        predictions.columns
+    )
     assert (predictions["predicted"] == predictions["attribute"]).mean() == pytest.approx(other["accuracy"])
 
 
@@ -119,7 +123,7 @@ def test_an_attribute_the_label_implies_is_not_counted_as_leakage(tmp_path):
 
 def test_attack_model_is_a_two_layer_mlp():
     layers = [m for m in AttributeNet(512, 128, 4).modules() if isinstance(m, nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in layers] == [(512, 128), (128, 4)]
+    assert [(layer.in_features, layer.out_features) for layer in layers] == [(512, 128), (128, 4)]
 
 
 @pytest.mark.slow

@@ -13,7 +13,8 @@ from attack_fixtures import with_settings
 from mldoctor_bench.attacks import ATTACKS
 from mldoctor_bench.attacks.base import ModelService
 from mldoctor_bench.attacks.dcgan import DCGAN, upsampling_plan
-from mldoctor_bench.attacks.inversion import MIN_TILE, ModelInversion, class_cost, miface, miface_starts
+from mldoctor_bench.attacks.inversion import MIN_TILE, ModelInversion
+from mldoctor_bench.attacks.inversion_search import class_cost, miface, miface_starts
 
 # Small settings so that each attack run takes seconds on a CPU.
 SMALL = {
@@ -125,7 +126,9 @@ def test_miface_raises_the_targets_probability_of_every_class(small_cell):
 def test_miface_run_reports_metrics_and_writes_grid_and_tensors(small_cell):
     ctx = small_context(small_cell, "whitebox_none")
     metrics = ATTACKS.get("inversion")().run(ctx)["miface"]
-    assert {"mse", "mse_start", "eval_accuracy", "eval_accuracy_se", "target_confidence", "evaluator_accuracy"} <= set(metrics)
+    assert {"mse", "mse_start", "eval_accuracy", "eval_accuracy_se", "target_confidence", "evaluator_accuracy"} <= set(
+        metrics
+    )
     assert metrics["target_confidence"] > 3 / 10, metrics
     assert 0 < metrics["mse"] < 1 and 0 <= metrics["eval_accuracy"] <= 1
     assert metrics["reconstructions"] == 40

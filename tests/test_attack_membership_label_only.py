@@ -59,8 +59,9 @@ def exact_boundary_distance(model, images):
     pred = logits.argmax(1)
     dists = []
     for i in range(len(x)):
-        gaps = [(logits[i, pred[i]] - logits[i, j]) / (w[pred[i]] - w[j]).norm()
-                for j in range(w.shape[0]) if j != pred[i]]
+        gaps = [
+            (logits[i, pred[i]] - logits[i, j]) / (w[pred[i]] - w[j]).norm() for j in range(w.shape[0]) if j != pred[i]
+        ]
         dists.append(min(gaps))
     return torch.stack(dists), pred
 
@@ -81,8 +82,9 @@ def test_noise_robustness_search_respects_budget_and_never_undercuts_the_true_di
     labels[:5] = (pred[:5] + 1) % 3  # five misclassified examples
     access = Uint8OnlyAccess(model, CPU)
     search = NoiseSearch(budget=20, directions=4, levels=3, max_rms=2.0, rel_tolerance=0.001)
-    dist, queries = noise_robustness_distances(access, Labeled(images, labels), search,
-                                               torch.Generator().manual_seed(0))
+    dist, queries = noise_robustness_distances(
+        access, Labeled(images, labels), search, torch.Generator().manual_seed(0)
+    )
     assert access.queries == int(queries.sum())  # every query went through the access object
     assert int(queries.max()) <= 20
     assert dist[:5].tolist() == [0.0] * 5 and queries[:5].tolist() == [1] * 5
@@ -145,8 +147,9 @@ def test_hop_skip_jump_improves_with_iterations():
     x, y, exact, labels_of = linear_float_problem(seed=1)
     ratios = []
     for budget, iterations in [(60, 1), (1000, 15)]:
-        est, _ = hop_skip_jump(labels_of, x, y, HopSkipJump(budget, iterations), torch.Generator().manual_seed(0),
-                               box=None)
+        est, _ = hop_skip_jump(
+            labels_of, x, y, HopSkipJump(budget, iterations), torch.Generator().manual_seed(0), box=None
+        )
         ratios.append(float((est / exact).median()))
     assert ratios[1] < 1.15 < ratios[0], ratios
 
@@ -154,8 +157,7 @@ def test_hop_skip_jump_improves_with_iterations():
 def test_hop_skip_jump_starts_from_noise_when_no_point_is_labelled_otherwise():
     x, y, exact, labels_of = linear_float_problem(n=100)
     alone = (y == y[0]).nonzero().squeeze(1)  # one class only: no start in the batch
-    est, queries = hop_skip_jump(labels_of, x[alone], y[alone], HopSkipJump(200, 5),
-                                 torch.Generator().manual_seed(0))
+    est, queries = hop_skip_jump(labels_of, x[alone], y[alone], HopSkipJump(200, 5), torch.Generator().manual_seed(0))
     assert torch.isfinite(est).all() and (est >= exact[alone] - 1e-5).all()
     assert int(queries.min()) >= 1
 
@@ -183,8 +185,17 @@ def test_hop_skip_jump_budget_too_small_for_its_searches_is_refused():
 
 
 def quick_label_only(ctx, **changes):
-    return with_settings(ctx, **{"boundary_examples": 40, "queries_per_example": 25, "directions": 4,
-                                 "hsj_queries": 60, "hsj_iterations": 2, **changes})
+    return with_settings(
+        ctx,
+        **{
+            "boundary_examples": 40,
+            "queries_per_example": 25,
+            "directions": 4,
+            "hsj_queries": 60,
+            "hsj_iterations": 2,
+            **changes,
+        },
+    )
 
 
 @pytest.mark.slow
@@ -209,18 +220,21 @@ def test_label_only_attack_uses_labels_alone(small_cell, monkeypatch):
     n_bnd = bnd["n_members"] + bnd["n_nonmembers"]
     assert n_noise == n_bnd == 80
     assert ctx.target.queries == pytest.approx(
-        5 * n_aug + noise["queries_per_example"] * n_noise + bnd["queries_per_example"] * n_bnd)
+        5 * n_aug + noise["queries_per_example"] * n_noise + bnd["queries_per_example"] * n_bnd
+    )
     scores = pd.read_parquet(ctx.out_dir / "scores.parquet")
     assert list(scores.columns) == ["score", "label", "variant"]
     assert scores.groupby("variant").size().to_dict() == {
-        "augmentation": n_aug, "noise_robustness": n_noise, "boundary": n_bnd}
+        "augmentation": n_aug,
+        "noise_robustness": n_noise,
+        "boundary": n_bnd,
+    }
 
 
 @pytest.mark.slow
 def test_augmentation_attack_finds_members_on_an_overfit_target(small_cell):
     # Measured on this cell: AUC 0.59; members' mean correct-augmentation fraction above non-members'.
-    ctx = with_settings(small_cell.context("membership_label_only", "blackbox_label_only"),
-                        variants=["augmentation"])
+    ctx = with_settings(small_cell.context("membership_label_only", "blackbox_label_only"), variants=["augmentation"])
     metrics = ATTACKS.get("membership_label_only")().run(ctx)["augmentation"]
     assert metrics["auc"] > 0.55, metrics
     augs = augmentation_set(1, False)
@@ -258,8 +272,9 @@ def deepfool_distances(model, images, labels, steps=50, overshoot=0.02):
         done |= z.argmax(1) != labels
         if done.all():
             break
-        grads = torch.stack([torch.autograd.grad(z[:, j].sum(), x, retain_graph=True)[0].flatten(1)
-                             for j in range(z.shape[1])], 1)
+        grads = torch.stack(
+            [torch.autograd.grad(z[:, j].sum(), x, retain_graph=True)[0].flatten(1) for j in range(z.shape[1])], 1
+        )
         w = grads - grads[rows, labels][:, None]
         gap = (z - z[rows, labels][:, None]).detach().abs() / w.norm(dim=2).clamp_min(1e-12)
         gap[rows, labels] = float("inf")
@@ -286,11 +301,15 @@ def test_boundary_variant_ranks_like_white_box_distances_and_noise_robustness_do
     reference = deepfool_distances(model, data.images, data.labels)
     assert torch.isfinite(reference).all()
     s = ctx.settings
-    hsj, _ = boundary_distances(access, data, HopSkipJump(s.hsj_queries, s.hsj_iterations, s.hsj_tolerance),
-                                torch.Generator().manual_seed(0))
+    hsj, _ = boundary_distances(
+        access, data, HopSkipJump(s.hsj_queries, s.hsj_iterations, s.hsj_tolerance), torch.Generator().manual_seed(0)
+    )
     noise, _ = noise_robustness_distances(
-        access, data, NoiseSearch(s.queries_per_example, s.directions, s.levels, s.max_rms, s.rel_tolerance),
-        torch.Generator().manual_seed(0))
+        access,
+        data,
+        NoiseSearch(s.queries_per_example, s.directions, s.levels, s.max_rms, s.rel_tolerance),
+        torch.Generator().manual_seed(0),
+    )
     rho_hsj, rho_noise = spearmanr(hsj, reference)[0], spearmanr(noise, reference)[0]
     ratio_hsj, ratio_noise = float((hsj / reference).median()), float((noise / reference).median())
     assert rho_hsj >= 0.6 and rho_hsj > rho_noise + 0.15, (rho_hsj, rho_noise)

@@ -12,13 +12,26 @@ from hand_context import hand_context
 from mldoctor_bench.attacks import ATTACKS
 from mldoctor_bench.attacks.base import ModelService
 from mldoctor_bench.attacks.membership_lira import fit_gaussians, lira_scores
-from mldoctor_bench.attacks.membership_rmia import (choose_offline_a, offline_pr, out_means, rmia_fractions, rmia_scores,
-                                                    trimmed_means)
-from mldoctor_bench.metrics import membership_metrics
-from mldoctor_bench.attacks.reference_models import (OFFLINE, ONLINE, half_masks, paired_masks, query_views, reference_set,
-                                                     signals)
+from mldoctor_bench.attacks.membership_rmia import (
+    choose_offline_a,
+    offline_pr,
+    out_means,
+    rmia_fractions,
+    rmia_scores,
+    trimmed_means,
+)
+from mldoctor_bench.attacks.reference_models import (
+    OFFLINE,
+    ONLINE,
+    half_masks,
+    paired_masks,
+    query_views,
+    reference_set,
+    signals,
+)
 from mldoctor_bench.data import load_dataset
 from mldoctor_bench.data.base import ImageData
+from mldoctor_bench.metrics import membership_metrics
 from mldoctor_bench.models import build_model
 from mldoctor_bench.threat_models import BlackBoxAccess
 from mldoctor_bench.training import Recipe, train_classifier
@@ -83,8 +96,6 @@ def test_shifted_queries_keep_the_shape_and_blank_the_vacated_band():
     assert (right[..., 0] == 0).all() and torch.equal(right[..., 1:], images[..., :-1])
 
 
-
-
 def test_rmia_score_equals_the_pairwise_likelihood_ratio_computed_by_hand():
     # two references; candidate x0 is OUT for both, x1 only for the second
     probs = np.array([[0.2, 0.9], [0.4, 0.5]])
@@ -111,8 +122,12 @@ def test_rmia_breaks_ties_by_the_ratio_and_keeps_the_fractions_order():
     assert np.argsort(-scores).tolist() == np.argsort(-ratio_x).tolist()  # the ratio's order, no tie left
     assert len(set(scores.tolist())) == len(scores)
     # wherever fractions differ, scores keep their order
-    assert all((scores[i] > scores[j]) == (fractions[i] > fractions[j])
-               for i in range(8) for j in range(8) if fractions[i] != fractions[j])
+    assert all(
+        (scores[i] > scores[j]) == (fractions[i] > fractions[j])
+        for i in range(8)
+        for j in range(8)
+        if fractions[i] != fractions[j]
+    )
 
 
 def test_a_saturating_non_member_no_longer_ties_with_the_exposed_members():
@@ -160,13 +175,19 @@ def test_lira_published_conventions_follow_the_authors_plot_py():
     expected = {
         (True, False): norm.logpdf(target, np.median(dat_in, 1), dat_in.std(1))
         - norm.logpdf(target, np.median(dat_out, 1), dat_out.std(1)),
-        (True, True): norm.logpdf(target, np.median(dat_in, 1), fixed) - norm.logpdf(target, np.median(dat_out, 1), fixed),
+        (True, True): norm.logpdf(target, np.median(dat_in, 1), fixed)
+        - norm.logpdf(target, np.median(dat_out, 1), fixed),
         (False, False): -norm.logpdf(target, np.median(refs, 0), refs.std(0)),
         (False, True): -norm.logpdf(target, np.median(refs, 0), np.std(refs)),
     }
     for (online, fixed_var), want in expected.items():
-        got = lira_scores(torch.from_numpy(target)[None], torch.from_numpy(refs)[None],
-                          torch.from_numpy(mask) if online else None, fixed_var, published=True)
+        got = lira_scores(
+            torch.from_numpy(target)[None],
+            torch.from_numpy(refs)[None],
+            torch.from_numpy(mask) if online else None,
+            fixed_var,
+            published=True,
+        )
         assert np.allclose(got.numpy(), want), (online, fixed_var)
 
 
@@ -219,8 +240,9 @@ def planted(tmp_path_factory):
     model = build_model("simple_cnn", 1, 10, 28)
     ctx = hand_context("blackbox_shadow", data, model, {}, tmp_path_factory.mktemp("lira"))
     members = ctx.evaluation.members
-    judge = train_classifier(build_model("simple_cnn", 1, 10, 28), ctx.knowledge.data.images,
-                             ctx.knowledge.data.labels, RECIPE, seed=1)
+    judge = train_classifier(
+        build_model("simple_cnn", 1, 10, 28), ctx.knowledge.data.images, ctx.knowledge.data.labels, RECIPE, seed=1
+    )
     typical = signals(BlackBoxAccess(judge, torch.device("cpu")), members.images, members.labels).phi
     planted = typical.argsort(descending=True)[:6]
     labels = members.labels.clone()
@@ -281,9 +303,15 @@ def test_references_are_trained_and_released_as_the_shadow_model_is(tmp_path, kn
     from attack_fixtures import prepared_cell
 
     def first_reference(defense):
-        cell = prepared_cell(tmp_path / defense, "attack=membership_rmia", "threat_model=blackbox_shadow",
-                             f"defense={defense}", f"attacker.knows_defense={str(knows).lower()}",
-                             "data.quarter_size=40", "train.epochs=2")
+        cell = prepared_cell(
+            tmp_path / defense,
+            "attack=membership_rmia",
+            "threat_model=blackbox_shadow",
+            f"defense={defense}",
+            f"attacker.knows_defense={str(knows).lower()}",
+            "data.quarter_size=40",
+            "train.epochs=2",
+        )
         ctx = cell.context("membership_rmia", "blackbox_shadow")
         return cell, ctx, reference_set(ctx, OFFLINE, 2).requests[0]
 

@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mldoctor_bench.attacks import ATTACKS
-from mldoctor_bench.attacks import membership_metric
+from mldoctor_bench.attacks import ATTACKS, membership_metric
 from mldoctor_bench.attacks.membership_metric import metric_signals
 from mldoctor_bench.attacks.scoring import best_threshold, classwise_thresholds
 from mldoctor_bench.attacks.signals import entropy, modified_entropy
@@ -86,8 +85,10 @@ def test_thresholds_see_only_the_attackers_data(small_cell, tm, monkeypatch):
         assert np.array_equal(members[v], expected_in[v]) and np.array_equal(nonmembers[v], expected_out[v])
     # and the attacker's data is disjoint from what the attack is scored on
     seen = {x.numpy().tobytes() for x in torch.cat([k.members.images, k.nonmembers.images])}
-    assert not any(x.numpy().tobytes() in seen
-                   for x in torch.cat([ctx.evaluation.members.images, ctx.evaluation.nonmembers.images]))
+    assert not any(
+        x.numpy().tobytes() in seen
+        for x in torch.cat([ctx.evaluation.members.images, ctx.evaluation.nonmembers.images])
+    )
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@ saved, rows for both scores, and under DP-SGD a bound that never exceeds the acc
 
 from __future__ import annotations
 
-
 import pandas as pd
 import pytest
 import torch
@@ -14,12 +13,12 @@ from hand_context import CPU
 from mldoctor_bench.attacks import ATTACKS, AttackContext, AttackSkipped
 from mldoctor_bench.attacks.base import ModelService, ReleasedModel
 from mldoctor_bench.attacks.privacy_audit import AuditSettings, canary_labels
+from mldoctor_bench.cell import prepared
+from mldoctor_bench.cell.plan import cell_partition, plan
 from mldoctor_bench.data.base import ImageData
 from mldoctor_bench.data.splits import partition
 from mldoctor_bench.knowledge import attacker_knowledge
 from mldoctor_bench.models import build_model
-from mldoctor_bench.cell import prepared
-from mldoctor_bench.cell.plan import cell_partition, plan
 from mldoctor_bench.threat_models import THREAT_MODELS, BlackBoxAccess, access_for
 from mldoctor_bench.training import Recipe, train_classifier
 
@@ -39,15 +38,28 @@ class PlainModels(ModelService):
 def tiny_context(tmp_path, settings: AuditSettings, canary_pool: int = CANARIES) -> AttackContext:
     g = torch.Generator().manual_seed(0)
     n = 4 * QUARTER + canary_pool
-    data = ImageData("tiny", torch.randint(0, 256, (n, 1, SIZE, SIZE), dtype=torch.uint8, generator=g),
-                     torch.randint(0, CLASSES, (n,), generator=g), CLASSES)
+    data = ImageData(
+        "tiny",
+        torch.randint(0, 256, (n, 1, SIZE, SIZE), dtype=torch.uint8, generator=g),
+        torch.randint(0, CLASSES, (n,), generator=g),
+        CLASSES,
+    )
     splits = partition(n, 0, QUARTER, canary_size=canary_pool)
     tm = THREAT_MODELS.get("auditor")
     knowledge, evaluation = attacker_knowledge(tm, data, splits, None)
     model = build_model("simple_cnn", 1, CLASSES, SIZE)
-    return AttackContext(threat_model=tm, target=access_for(tm, model, CPU), knowledge=knowledge,
-                         evaluation=evaluation, settings=settings, out_dir=tmp_path, device=CPU, seed=3,
-                         num_classes=CLASSES, models=PlainModels())
+    return AttackContext(
+        threat_model=tm,
+        target=access_for(tm, model, CPU),
+        knowledge=knowledge,
+        evaluation=evaluation,
+        settings=settings,
+        out_dir=tmp_path,
+        device=CPU,
+        seed=3,
+        num_classes=CLASSES,
+        models=PlainModels(),
+    )
 
 
 def test_mislabeled_canaries_never_keep_their_label_and_natural_ones_always_do():
@@ -101,10 +113,21 @@ def test_under_dp_sgd_the_bound_never_exceeds_the_accountants_epsilon(tmp_path, 
     """Tiny real cell (64 images a quarter, 200 mislabeled canaries, 4 epochs) trained with DP-SGD
     through the runner: the audited copy's accountant epsilon bounds the audited lower bound."""
     with initialize_config_module("mldoctor_bench.conf", version_base="1.3"):
-        cfg = compose("config", overrides=[
-            f"results_dir={tmp_path}", "device=cpu", "data.quarter_size=64", "train.epochs=4",
-            "defense=dp_sgd", f"defense.noise_multiplier={noise}", "defense.target_epsilon=null",
-            "attack=privacy_audit", "threat_model=auditor", "attack.privacy_audit.canaries=200"])
+        cfg = compose(
+            "config",
+            overrides=[
+                f"results_dir={tmp_path}",
+                "device=cpu",
+                "data.quarter_size=64",
+                "train.epochs=4",
+                "defense=dp_sgd",
+                f"defense.noise_multiplier={noise}",
+                "defense.target_epsilon=null",
+                "attack=privacy_audit",
+                "threat_model=auditor",
+                "attack.privacy_audit.canaries=200",
+            ],
+        )
     cell = prepared(cfg)
     results = ATTACKS.get("privacy_audit")().run(cell.context("privacy_audit", "auditor"))
     for variant, metrics in results.items():

@@ -5,9 +5,9 @@ import torch
 
 from hand_context import hand_context
 from mldoctor_bench.attacks import ATTACKS
+from mldoctor_bench.attacks.base import ModelService
 from mldoctor_bench.data.base import ImageData
 from mldoctor_bench.metrics import agreement
-from mldoctor_bench.attacks.base import ModelService
 from mldoctor_bench.models import build_model
 from mldoctor_bench.training import accuracy, predict_logits
 

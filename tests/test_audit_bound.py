@@ -7,14 +7,21 @@ import numpy as np
 import pytest
 
 from mldoctor_bench.audit_bound import (
-    DEFAULT_GUESS_FRACTIONS, audit, epsilon_lower_bound, guess_grid, p_value,
+    DEFAULT_GUESS_FRACTIONS,
+    audit,
+    epsilon_lower_bound,
+    guess_grid,
+    p_value,
 )
 
 
-@pytest.mark.parametrize("m,r,v,delta,beta,printed", [
-    (1000, 100, 75, 1e-4, 0.05, 0.673),  # arXiv:2305.08846v1, Appendix D
-    (100_000, 1510, 1439, 1e-5, 0.05, 2.675),  # the same paper, section 7
-])
+@pytest.mark.parametrize(
+    "m,r,v,delta,beta,printed",
+    [
+        (1000, 100, 75, 1e-4, 0.05, 0.673),  # arXiv:2305.08846v1, Appendix D
+        (100_000, 1510, 1439, 1e-5, 0.05, 2.675),  # the same paper, section 7
+    ],
+)
 def test_reproduces_the_papers_printed_bounds(m, r, v, delta, beta, printed):
     assert epsilon_lower_bound(m, r, v, delta, beta) == pytest.approx(printed, abs=1.5e-3)
 
@@ -32,8 +39,11 @@ def test_null_scores_give_zero_in_at_least_95_percent_of_runs():
     bounds = []
     for _ in range(200):
         included = rng.random(1000) < 0.5
-        bounds.append(audit(rng.normal(size=1000), included, delta=1e-5, beta=0.05, seed=int(rng.integers(1 << 30))
-                            ).epsilon_lower_bound)
+        bounds.append(
+            audit(
+                rng.normal(size=1000), included, delta=1e-5, beta=0.05, seed=int(rng.integers(1 << 30))
+            ).epsilon_lower_bound
+        )
     assert np.mean(np.array(bounds) == 0) >= 0.95, f"positive bounds in {np.mean(np.array(bounds) > 0):.1%} of runs"
 
 

@@ -8,10 +8,27 @@ from mldoctor_bench.cellfiles import POINTER, CellFiles, pointed_cells, pointer_
 def test_cell_folder_is_named_by_key_then_hash(tmp_path):
     files = CellFiles.under(tmp_path, "mnist5k", "simple_cnn", "none", 3, "0123abcd")
     assert files.dir == tmp_path / "cells" / "mnist5k_simple_cnn_none_seed3_0123abcd"
-    names = [p.name for p in (files.table, files.csv, files.done, files.config, files.splits,
-                              files.target_weights, files.target_manifest)]
-    assert names == ["results.parquet", "results.csv", "done.json", "config.yaml", "splits.safetensors",
-                     "target.safetensors", "target.json"]
+    names = [
+        p.name
+        for p in (
+            files.table,
+            files.csv,
+            files.done,
+            files.config,
+            files.splits,
+            files.target_weights,
+            files.target_manifest,
+        )
+    ]
+    assert names == [
+        "results.parquet",
+        "results.csv",
+        "done.json",
+        "config.yaml",
+        "splits.safetensors",
+        "target.safetensors",
+        "target.json",
+    ]
     assert files.error("membership", "blackbox_shadow") == files.dir / "membership" / "blackbox_shadow" / "error.txt"
 
 

@@ -3,8 +3,8 @@
 import json
 
 import pandas as pd
-import torch
 import pytest
+import torch
 
 from conftest import TINY
 from mldoctor_bench.results import COLUMNS
@@ -20,8 +20,16 @@ def test_default_style_run_writes_tidy_tables_and_nothing_else(run_cli, tmp_path
     cells = list((out / "cells").iterdir())
     assert len(cells) == 1
     cell = cells[0]
-    for name in ("results.parquet", "results.csv", "splits.safetensors", "target.safetensors",
-                 "target.json", "done.json", "config.yaml", "timings.json"):
+    for name in (
+        "results.parquet",
+        "results.csv",
+        "splits.safetensors",
+        "target.safetensors",
+        "target.json",
+        "done.json",
+        "config.yaml",
+        "timings.json",
+    ):
         assert (cell / name).exists(), name
     table = pd.read_parquet(cell / "results.parquet")
     assert list(table.columns) == COLUMNS
@@ -29,8 +37,16 @@ def test_default_style_run_writes_tidy_tables_and_nothing_else(run_cli, tmp_path
     target = table[table.attack == "target"].set_index("metric")["value"]
     assert {"train_accuracy", "test_accuracy"} <= set(target.index)
     mia = table[(table.attack == "membership") & (table.threat_model == "blackbox_shadow")]
-    assert set(mia.metric) >= {"accuracy", "precision", "recall", "f1", "auc", "advantage",
-                               "tpr_at_fpr_0.001", "tpr_at_fpr_0.01"}
+    assert set(mia.metric) >= {
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "auc",
+        "advantage",
+        "tpr_at_fpr_0.001",
+        "tpr_at_fpr_0.01",
+    }
     assert (mia.status == "ok").all()
     rates = mia[~mia.metric.str.startswith("n_") & (mia.metric != "attack_train_loss")]
     assert rates.value.between(0, 1).all()
@@ -53,8 +69,8 @@ def test_default_style_run_writes_tidy_tables_and_nothing_else(run_cli, tmp_path
 
 
 def test_saved_target_and_splits_reproduce_the_reported_accuracy(run_cli, tmp_path):
-    from mldoctor_bench.data import load_dataset
     from mldoctor_bench.cell import load_target
+    from mldoctor_bench.data import load_dataset
     from mldoctor_bench.training import accuracy
 
     out = tmp_path / "res"
@@ -130,18 +146,34 @@ def test_unsupported_combination_is_a_skipped_row_not_a_crash(run_cli, tmp_path)
 
 
 def test_impossible_attack_settings_fail_before_training(run_cli, tmp_path):
-    proc = run_cli("attack=membership_label_only", "attack.membership_label_only.queries_per_example=5",
-                   f"results_dir={tmp_path / 'res'}", timeout=60)
+    proc = run_cli(
+        "attack=membership_label_only",
+        "attack.membership_label_only.queries_per_example=5",
+        f"results_dir={tmp_path / 'res'}",
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "queries_per_example=5" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "res" / "cells").exists()
 
 
-@pytest.mark.parametrize("override", [
-    "data.quarter_size=100000", "data.quarter_size=-5", "seed=abc", "train.lr=abc", "train.epochs=0",
-    "dataset=cifar", "arch=resnet", "attack=membershp", "attack.membership.epochs=0", "train.epoch=3",
-    "defense=dp_sgd defense.delta=2", "data.reserve=1.5",
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "data.quarter_size=100000",
+        "data.quarter_size=-5",
+        "seed=abc",
+        "train.lr=abc",
+        "train.epochs=0",
+        "dataset=cifar",
+        "arch=resnet",
+        "attack=membershp",
+        "attack.membership.epochs=0",
+        "train.epoch=3",
+        "defense=dp_sgd defense.delta=2",
+        "data.reserve=1.5",
+    ],
+)
 def test_every_bad_value_is_one_line_exit_2_and_no_folder(run_cli, tmp_path, override):
     res = tmp_path / "res"
     proc = run_cli(*override.split(), "attack=membership", f"results_dir={res}", "device=cpu", timeout=120)
@@ -191,8 +223,13 @@ def test_a_failed_attack_leaves_the_cell_not_done_exits_3_and_a_rerun_retries_on
 
     monkeypatch.setattr(MetricMembershipInference, "run", counted_metric)
     monkeypatch.setattr(MembershipInference, "run", broken)
-    args = ["mldoctor-bench", "attack=[membership,membership_metric]", "threat_model=blackbox_shadow",
-            *[a for a in TINY if not a.startswith("attack=")], f"results_dir={tmp_path / 'res'}"]
+    args = [
+        "mldoctor-bench",
+        "attack=[membership,membership_metric]",
+        "threat_model=blackbox_shadow",
+        *[a for a in TINY if not a.startswith("attack=")],
+        f"results_dir={tmp_path / 'res'}",
+    ]
     monkeypatch.setattr(sys, "argv", args)
     with pytest.raises(SystemExit) as exited:
         cli.main()
@@ -233,15 +270,26 @@ def test_models_that_fail_to_train_ahead_are_trained_by_their_attacks(tmp_path, 
         return real_prepare(self, requests)
 
     monkeypatch.setattr(ModelProvider, "prepare", fails_when_ahead)
-    args = ["mldoctor-bench", "attack=stealing", "threat_model=[blackbox_shadow,blackbox_label_only]",
-            *[a for a in TINY if not a.startswith("attack")], "attack.stealing.epochs=1",
-            f"results_dir={tmp_path / 'res'}"]
+    args = [
+        "mldoctor-bench",
+        "attack=stealing",
+        "threat_model=[blackbox_shadow,blackbox_label_only]",
+        *[a for a in TINY if not a.startswith("attack")],
+        "attack.stealing.epochs=1",
+        f"results_dir={tmp_path / 'res'}",
+    ]
     monkeypatch.setattr(sys, "argv", args)
     cli.main()
-    assert calls[0] == ["surrogate-posteriors-blackbox_shadow", "stealing-baseline",
-                        "surrogate-labels-blackbox_label_only", "stealing-baseline"]
-    assert sorted(map(tuple, calls[1:])) == [("surrogate-labels-blackbox_label_only", "stealing-baseline"),
-                                             ("surrogate-posteriors-blackbox_shadow", "stealing-baseline")]
+    assert calls[0] == [
+        "surrogate-posteriors-blackbox_shadow",
+        "stealing-baseline",
+        "surrogate-labels-blackbox_label_only",
+        "stealing-baseline",
+    ]
+    assert sorted(map(tuple, calls[1:])) == [
+        ("surrogate-labels-blackbox_label_only", "stealing-baseline"),
+        ("surrogate-posteriors-blackbox_shadow", "stealing-baseline"),
+    ]
     cell = next((tmp_path / "res" / "cells").iterdir())
     table = pd.read_parquet(cell / "results.parquet")
     assert (table.status == "ok").all() and (cell / "done.json").exists()

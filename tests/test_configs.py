@@ -59,6 +59,7 @@ def test_plan_hash_ignores_locations_but_not_settings(tmp_path):
 
 def test_plan_rejects_unavailable_cuda():
     import torch
+
     from mldoctor_bench.cell import ConfigError
 
     if torch.cuda.is_available():

@@ -165,7 +165,10 @@ def test_second_load_comes_from_the_cache_without_decoding(tmp_path, monkeypatch
     assert heard.said("from cache") and not heard.bars
     assert second.fingerprint() == first.fingerprint()
     assert (second.num_classes, second.num_attribute_classes, second.attribute_name) == (
-        first.num_classes, first.num_attribute_classes, first.attribute_name)
+        first.num_classes,
+        first.num_attribute_classes,
+        first.attribute_name,
+    )
 
 
 def test_cache_key_follows_mtime_and_image_size(tmp_path, decodes):
@@ -302,6 +305,7 @@ def test_data_config_defaults_and_hash(monkeypatch, tmp_path):
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     with initialize_config_module("mldoctor_bench.conf", version_base="1.3"):
+
         def hash_of(*overrides):
             return plan(compose("config", overrides=["device=cpu", *overrides])).config_hash
 

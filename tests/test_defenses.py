@@ -100,8 +100,16 @@ def test_dp_epsilon_is_finite_and_falls_as_noise_grows():
     eps = []
     for noise in (0.8, 1.3, 3.0):
         model, changed = dp_compatible(build_model("simple_cnn", 1, 10, 28))
-        out = train_classifier_dp(model, images, labels, Recipe(epochs=1, batch_size=16), 0,
-                                  max_grad_norm=1.5, delta=1e-5, noise_multiplier=noise)
+        out = train_classifier_dp(
+            model,
+            images,
+            labels,
+            Recipe(epochs=1, batch_size=16),
+            0,
+            max_grad_norm=1.5,
+            delta=1e-5,
+            noise_multiplier=noise,
+        )
         assert not changed and math.isfinite(out["epsilon"]) and out["delta"] == 1e-5
         eps.append(out["epsilon"])
     assert eps[0] > eps[1] > eps[2] > 0
@@ -117,8 +125,13 @@ def test_dp_quick_profile_spends_a_budget_in_the_papers_range():
     steps = math.ceil(cfg.data.quarter_size / cfg.train.batch_size)  # Poisson batches per epoch
     noise = s.noise_multiplier
     if s.target_epsilon is not None:
-        noise = get_noise_multiplier(target_epsilon=s.target_epsilon, target_delta=s.delta, sample_rate=1 / steps,
-                                     epochs=cfg.train.epochs, accountant="rdp")
+        noise = get_noise_multiplier(
+            target_epsilon=s.target_epsilon,
+            target_delta=s.delta,
+            sample_rate=1 / steps,
+            epochs=cfg.train.epochs,
+            accountant="rdp",
+        )
     accountant = RDPAccountant()
     accountant.history = [(noise, 1 / steps, steps * cfg.train.epochs)]
     # the paper's budgets for SimpleCNN are eps 5 to 10; noise 1.3 over this recipe spent 17
@@ -126,8 +139,9 @@ def test_dp_quick_profile_spends_a_budget_in_the_papers_range():
 
 
 def test_dp_replaces_batchnorm_and_says_so():
-    model, changed = dp_compatible(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4),
-                                                       torch.nn.ReLU(inplace=True)))
+    model, changed = dp_compatible(
+        torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(inplace=True))
+    )
     assert changed and not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert not any(getattr(m, "inplace", False) for m in model.modules())
 
@@ -200,7 +214,9 @@ def test_relaxloss_flattening_gradient_flows_through_the_soft_targets():
             down = [row[:] for row in base]
             up[i][k] += h
             down[i][k] -= h
-            numeric = (flattening_by_hand(up, RELAX_LABELS, 1.0) - flattening_by_hand(down, RELAX_LABELS, 1.0)) / (2 * h)
+            numeric = (flattening_by_hand(up, RELAX_LABELS, 1.0) - flattening_by_hand(down, RELAX_LABELS, 1.0)) / (
+                2 * h
+            )
             assert logits.grad[i, k].item() == pytest.approx(numeric, abs=1e-7)
     # with detached targets the wrong row's gradient would differ
     detached, _ = relax_batch()
@@ -239,9 +255,9 @@ def test_relaxloss_larger_alpha_keeps_a_higher_training_loss():
 
 @pytest.mark.slow
 def test_dp_sgd_at_large_noise_brings_meminf_auc_towards_chance(small_cell, tmp_path):
-    from attack_fixtures import prepared_cell
     from sklearn.metrics import roc_auc_score
 
+    from attack_fixtures import prepared_cell
     from mldoctor_bench.attacks.signals import loss_and_confidence
     from mldoctor_bench.threat_models import BlackBoxAccess
 
@@ -258,9 +274,14 @@ def test_dp_sgd_at_large_noise_brings_meminf_auc_towards_chance(small_cell, tmp_
         return roc_auc_score(labels, torch.cat(scores).numpy())
 
     auc_none = loss_threshold_auc(small_cell)  # 200 per quarter, 80 epochs, no defense
-    dp_cell = prepared_cell(tmp_path, "threat_model=blackbox_partial", "train.epochs=30",
-                            "defense=dp_sgd", "defense.noise_multiplier=8.0",
-                            "defense.target_epsilon=null")  # the quick profile's target, nulled
+    dp_cell = prepared_cell(
+        tmp_path,
+        "threat_model=blackbox_partial",
+        "train.epochs=30",
+        "defense=dp_sgd",
+        "defense.noise_multiplier=8.0",
+        "defense.target_epsilon=null",
+    )  # the quick profile's target, nulled
     auc_dp = loss_threshold_auc(dp_cell)
     metrics = dp_cell.target.manifest["metrics"]
     # measured (seed 0, two threads): none 0.655; DP at noise 8, 30 epochs: 0.502, epsilon 1.46
@@ -278,8 +299,7 @@ def test_defense_sweep_leaves_utility_attack_and_epsilon_rows_per_defense(run_cl
 
     out = tmp_path / "res"
     defenses = ["none", "dp_sgd", "distillation", "output_labels_only", "relaxloss"]
-    proc = run_cli("-m", f"defense={','.join(defenses)}", "threat_model=blackbox_shadow",
-                   f"results_dir={out}", *TINY)
+    proc = run_cli("-m", f"defense={','.join(defenses)}", "threat_model=blackbox_shadow", f"results_dir={out}", *TINY)
     assert proc.returncode == 0, proc.stderr
     merged = list((out / "hydra" / "sweeps").glob("*/results.parquet"))
     assert len(merged) == 1

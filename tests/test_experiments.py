@@ -37,8 +37,9 @@ def test_paper_grid_small_target_learns(run_cli, tmp_path):
     out = tmp_path / "paper_grid_small"
     merged = sweep(run_cli, out, "paper_grid_small", 4)
     assert (target(merged, "test_accuracy") > 0.6).all()  # 10 classes: chance is 0.1
-    agreement = merged[(merged.attack == "stealing") & (merged.threat_model == "blackbox_shadow")
-                       & (merged.metric == "agreement")]["value"]
+    agreement = merged[
+        (merged.attack == "stealing") & (merged.threat_model == "blackbox_shadow") & (merged.metric == "agreement")
+    ]["value"]
     assert agreement.mean() > 0.6
     md = report(out)
     assert (out / "report" / "figures" / "bars_membership_auc.png").exists()
@@ -48,8 +49,12 @@ def test_paper_grid_small_target_learns(run_cli, tmp_path):
 def test_overfitting_small_leaks_more_with_epochs(run_cli, tmp_path):
     out = tmp_path / "overfitting_small"
     merged = sweep(run_cli, out, "overfitting_small", 3)
-    epochs = {pd.read_parquet(cell / "results.parquet")["config_hash"].iloc[0]:
-              OmegaConf.load(cell / "config.yaml").train.epochs for cell in (out / "cells").glob("*")}
+    epochs = {
+        pd.read_parquet(cell / "results.parquet")["config_hash"].iloc[0]: OmegaConf.load(
+            cell / "config.yaml"
+        ).train.epochs
+        for cell in (out / "cells").glob("*")
+    }
     train = target(merged, "train_accuracy").groupby(epochs).mean()
     auc = merged[(merged.attack == "membership") & (merged.metric == "auc")].set_index("config_hash")["value"]
     auc = auc.groupby(epochs).mean()

@@ -105,12 +105,15 @@ def test_an_image_missing_from_the_attributes_is_named(tmp_path):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing root", r"data.root=.*nowhere is not a folder; point data.root at a folder with one subfolder"),
-    ("one class", r"has 1 class folder\(s\) \(only 'a'\); a classifier needs at least 2"),
-    ("empty class", r"class folder .*/b holds no image"),
-    ("unreadable", r"cannot read image .*/b/broken\.png.*remove or replace the file"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing root", r"data.root=.*nowhere is not a folder; point data.root at a folder with one subfolder"),
+        ("one class", r"has 1 class folder\(s\) \(only 'a'\); a classifier needs at least 2"),
+        ("empty class", r"class folder .*/b holds no image"),
+        ("unreadable", r"cannot read image .*/b/broken\.png.*remove or replace the file"),
+    ],
+)
 def test_clear_one_line_errors(tmp_path, case, message):
     root = tmp_path / ("nowhere" if case == "missing root" else "d")
     if case != "missing root":
@@ -134,16 +137,28 @@ def test_mldoctor_bench_runs_on_an_image_folder(run_cli, tmp_path):
         for i in range(40):
             pixels = rng.integers(0, 128, (12, 12, 3), dtype=np.uint8) + np.uint8(100 * cls)
             Image.fromarray(pixels).save(folder / f"{i:03d}.png")
-    proc = run_cli("dataset=folder", f"data.root={tmp_path / 'imgs'}", "data.image_size=12", "data.in_channels=1",
-                   "attack=membership", "threat_model=blackbox_shadow", "data.quarter_size=16", "train.epochs=1",
-                   "attack.membership.epochs=1", "device=cpu", f"data.cache_dir={tmp_path / 'dcache'}",
-                   f"results_dir={tmp_path / 'res'}")
+    proc = run_cli(
+        "dataset=folder",
+        f"data.root={tmp_path / 'imgs'}",
+        "data.image_size=12",
+        "data.in_channels=1",
+        "attack=membership",
+        "threat_model=blackbox_shadow",
+        "data.quarter_size=16",
+        "train.epochs=1",
+        "attack.membership.epochs=1",
+        "device=cpu",
+        f"data.cache_dir={tmp_path / 'dcache'}",
+        f"results_dir={tmp_path / 'res'}",
+    )
     assert proc.returncode == 0, proc.stderr
     cell = next((tmp_path / "res" / "cells").iterdir())
     assert cell.name.startswith("folder_simple_cnn_none_seed0_")
     table = pd.read_parquet(cell / "results.parquet")
     assert set(table.dataset) == {"folder"} and (table.status == "ok").all()
     assert table.query("attack == 'membership'").metric.str.fullmatch("auc").any()
-    missing = run_cli("dataset=folder", f"data.root={tmp_path / 'nowhere'}", "device=cpu", f"results_dir={tmp_path / 'res2'}")
+    missing = run_cli(
+        "dataset=folder", f"data.root={tmp_path / 'nowhere'}", "device=cpu", f"results_dir={tmp_path / 'res2'}"
+    )
     assert missing.returncode == 2 and "is not a folder" in missing.stderr
     assert "Traceback" not in missing.stderr

@@ -13,8 +13,7 @@ from mldoctor_bench.many_models import SEQUENTIAL, STACKED, TrainingRows, train_
 from mldoctor_bench.models import build_model
 from mldoctor_bench.training import Recipe, accuracy, configure_backends, train_classifier
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 ORDER = torch.randperm(5000, generator=torch.Generator().manual_seed(0))  # the digits are sorted by class
 
@@ -23,8 +22,12 @@ def digits(n_train):
     data = load_dataset("mnist5k", None)
     cuda = torch.device("cuda")
     train, test = ORDER[:n_train], ORDER[4000:]
-    return (data.images[train].to(cuda), data.labels[train].to(cuda),
-            data.images[test].to(cuda), data.labels[test].to(cuda))
+    return (
+        data.images[train].to(cuda),
+        data.labels[train].to(cuda),
+        data.images[test].to(cuda),
+        data.labels[test].to(cuda),
+    )
 
 
 def test_bf16_and_fp32_reach_the_same_accuracy():
@@ -41,7 +44,7 @@ def test_bf16_and_fp32_reach_the_same_accuracy():
 
 def test_stacked_equals_one_by_one_on_cuda():
     x, y, _, _ = digits(1024)
-    rows = [TrainingRows(x[i * 256:(i + 1) * 256], y[i * 256:(i + 1) * 256], seed=i) for i in range(4)]
+    rows = [TrainingRows(x[i * 256 : (i + 1) * 256], y[i * 256 : (i + 1) * 256], seed=i) for i in range(4)]
     recipe = Recipe(epochs=1, batch_size=64, precision="fp32", deterministic=True)
     configure_backends(recipe, torch.device("cuda"))  # fp32 without TF32, deterministic kernels
     torch.manual_seed(0)
@@ -51,8 +54,12 @@ def test_stacked_equals_one_by_one_on_cuda():
         models = copy.deepcopy(initial)
         train_many(models, rows, recipe, mode=mode)
         out[mode] = models
-    diff = max((a - b).abs().max().item() for ma, mb in zip(out[SEQUENTIAL], out[STACKED])
-               for a, b in zip(ma.state_dict().values(), mb.state_dict().values()) if a.is_floating_point())
+    diff = max(
+        (a - b).abs().max().item()
+        for ma, mb in zip(out[SEQUENTIAL], out[STACKED])
+        for a, b in zip(ma.state_dict().values(), mb.state_dict().values())
+        if a.is_floating_point()
+    )
     assert diff <= 1e-4
 
 

@@ -26,8 +26,9 @@ def slurm_cluster():
     conf = os.environ.get("SLURM_CONF")
     if not conf or not Path(conf).is_file() or not shutil.which("sinfo"):
         pytest.skip("no SLURM cluster here (SLURM_CONF unset or sinfo missing); make test-slurm provides one")
-    proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30,
-                          env={**os.environ, "SLURM_CONF": conf})
+    proc = subprocess.run(
+        ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30, env={**os.environ, "SLURM_CONF": conf}
+    )
     if proc.returncode != 0 or not proc.stdout.strip():
         pytest.skip(f"the SLURM cluster of {conf} does not answer: {proc.stderr.strip()}")
     return {"SLURM_CONF": conf}
@@ -35,8 +36,16 @@ def slurm_cluster():
 
 def test_slurm_multirun_lands_rows_in_the_merged_table(run_cli, tmp_path, slurm_cluster):
     out = tmp_path / "res"
-    proc = run_cli("-m", "seed=0,1", "hydra/launcher=slurm", "threat_model=blackbox_shadow",
-                   f"results_dir={out}", *TINY, env_extra=slurm_cluster, timeout=900)
+    proc = run_cli(
+        "-m",
+        "seed=0,1",
+        "hydra/launcher=slurm",
+        "threat_model=blackbox_shadow",
+        f"results_dir={out}",
+        *TINY,
+        env_extra=slurm_cluster,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = merged_table(out)
     assert sorted(table.seed.unique()) == [0, 1]
@@ -46,16 +55,24 @@ def test_slurm_multirun_lands_rows_in_the_merged_table(run_cli, tmp_path, slurm_
 
 def test_local_parallel_launcher(run_cli, tmp_path):
     out = tmp_path / "res"
-    proc = run_cli("-m", "seed=0,1", "hydra/launcher=local_parallel", "threat_model=blackbox_shadow",
-                   f"results_dir={out}", *TINY)
+    proc = run_cli(
+        "-m", "seed=0,1", "hydra/launcher=local_parallel", "threat_model=blackbox_shadow", f"results_dir={out}", *TINY
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(merged_table(out).seed.unique()) == [0, 1]
 
 
 def test_bounded_local_submitit_launcher_runs_batches(run_cli, tmp_path):
     out = tmp_path / "res"
-    proc = run_cli("-m", "seed=0,1,2", "hydra/launcher=local", "hydra.launcher.max_parallel=2",
-                   "threat_model=blackbox_shadow", f"results_dir={out}", *TINY)
+    proc = run_cli(
+        "-m",
+        "seed=0,1,2",
+        "hydra/launcher=local",
+        "hydra.launcher.max_parallel=2",
+        "threat_model=blackbox_shadow",
+        f"results_dir={out}",
+        *TINY,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = merged_table(out)
     assert sorted(table.seed.unique()) == [0, 1, 2]

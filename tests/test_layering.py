@@ -32,23 +32,41 @@ def all_modules() -> list[str]:
 
 def fresh_python(code: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``code`` in a new interpreter with this checkout's source first on the path."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=300)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
 
 
 def test_the_walk_finds_the_subpackages():
     modules = all_modules()
-    for name in ("mldoctor_bench.training", "mldoctor_bench.threat_models", "mldoctor_bench.data.cache",
-                 "mldoctor_bench.attacks.membership", "mldoctor_bench.report.build"):
+    for name in (
+        "mldoctor_bench.training",
+        "mldoctor_bench.threat_models",
+        "mldoctor_bench.data.cache",
+        "mldoctor_bench.attacks.membership",
+        "mldoctor_bench.report.build",
+    ):
         assert name in modules
 
 
 # Third-party libraries the package uses, loaded once by the fork-based check below.
-PRELOAD = ("numpy", "torch", "torchvision", "pandas", "scipy.stats", "sklearn.metrics", "matplotlib.pyplot",
-           "hydra", "hydra.experimental.callback", "omegaconf", "rich.console", "rich.progress",
-           "safetensors.torch", "filelock", "opacus", "PIL.Image")
+PRELOAD = (
+    "numpy",
+    "torch",
+    "torchvision",
+    "pandas",
+    "scipy.stats",
+    "sklearn.metrics",
+    "matplotlib.pyplot",
+    "hydra",
+    "hydra.experimental.callback",
+    "omegaconf",
+    "rich.console",
+    "rich.progress",
+    "safetensors.torch",
+    "filelock",
+    "opacus",
+    "PIL.Image",
+)
 
 # Loads the third-party libraries (not the package), then imports each module in a forked child:
 # every child starts with no module of the package loaded, as a fresh interpreter would, without
@@ -121,7 +139,9 @@ atomic_write_text(files.done, "{}")
 
 
 def test_report_builds_without_loading_torch(tmp_path):
-    code = MAKE_CELL.replace("sys.argv[1]", repr(str(tmp_path))) + """
+    code = (
+        MAKE_CELL.replace("sys.argv[1]", repr(str(tmp_path)))
+        + """
 from mldoctor_bench.report import main
 main([str(results)])
 assert (results / "report" / "report.md").exists()
@@ -129,6 +149,7 @@ loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvis
 assert not loaded, loaded
 print("no torch")
 """
+    )
     run = fresh_python(code, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "no torch" in run.stdout

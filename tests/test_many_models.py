@@ -19,8 +19,10 @@ ORDER = torch.randperm(5000, generator=torch.Generator().manual_seed(0))  # the 
 
 def rows_of(data, k, n):
     """``k`` training sets of ``n`` different rows each, with different batch-order seeds."""
-    return [TrainingRows(data.images[ORDER[i * n:(i + 1) * n]], data.labels[ORDER[i * n:(i + 1) * n]], seed=10 + i)
-            for i in range(k)]
+    return [
+        TrainingRows(data.images[ORDER[i * n : (i + 1) * n]], data.labels[ORDER[i * n : (i + 1) * n]], seed=10 + i)
+        for i in range(k)
+    ]
 
 
 def initial_models(arch, k):
@@ -30,9 +32,12 @@ def initial_models(arch, k):
 
 def largest_difference(models_a, models_b):
     """The largest difference of any parameter or float buffer (BatchNorm statistics included)."""
-    return max((a - b).abs().max().item()
-               for ma, mb in zip(models_a, models_b)
-               for a, b in zip(ma.state_dict().values(), mb.state_dict().values()) if a.is_floating_point())
+    return max(
+        (a - b).abs().max().item()
+        for ma, mb in zip(models_a, models_b)
+        for a, b in zip(ma.state_dict().values(), mb.state_dict().values())
+        if a.is_floating_point()
+    )
 
 
 def trained(mode, initial, rows, recipe):
@@ -59,11 +64,20 @@ def test_together_equals_one_by_one_after_one_epoch_in_fp32(arch, mode):
 def test_stacked_follows_the_step_schedule_momentum_and_weight_decay():
     data = load_dataset("mnist5k", None)
     rows = rows_of(data, 2, 64)
-    recipe = Recipe(epochs=3, batch_size=32, lr=0.05, momentum=0.9, weight_decay=5e-3,
-                    lr_milestones=(0.34,), lr_gamma=0.1, precision="fp32")
+    recipe = Recipe(
+        epochs=3,
+        batch_size=32,
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=5e-3,
+        lr_milestones=(0.34,),
+        lr_gamma=0.1,
+        precision="fp32",
+    )
     initial = initial_models("simple_cnn", 2)
-    assert largest_difference(trained(SEQUENTIAL, initial, rows, recipe),
-                              trained(STACKED, initial, rows, recipe)) <= 1e-4
+    assert (
+        largest_difference(trained(SEQUENTIAL, initial, rows, recipe), trained(STACKED, initial, rows, recipe)) <= 1e-4
+    )
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from mldoctor_bench.owner.model import (
 )
 
 # The owner's own architecture: a module this project has never seen, imported only by name.
-ARCH_MODULE = '''
+ARCH_MODULE = """
 import torch
 from torch import nn
 
@@ -39,11 +39,11 @@ class TinyNet(nn.Module):
 
 def make(width=4, classes=3):
     return TinyNet(width, classes)
-'''
+"""
 
 # The owner's training script, run in its own process: trains a few steps and saves the weights
 # both ways, with the inputs and logits to compare against.
-TRAIN_SCRIPT = '''
+TRAIN_SCRIPT = """
 import sys
 import torch
 from safetensors.torch import save_file
@@ -66,7 +66,7 @@ torch.save({"epoch": 5, "state_dict": model.state_dict(), "optimizer": opt.state
 torch.save(model, f"{out}/whole.pt")
 with torch.no_grad():
     torch.save({"x": x, "logits": model(x)}, f"{out}/expected.pt")
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +76,14 @@ def owner(tmp_path_factory):
     root = tmp_path_factory.mktemp("owner")
     (root / "owner_arch.py").write_text(ARCH_MODULE)
     (root / "train_owner.py").write_text(TRAIN_SCRIPT)
-    proc = subprocess.run([sys.executable, "train_owner.py", str(root)], cwd=root, capture_output=True, text=True,
-                          timeout=300, env={"PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "PATH": ""})
+    proc = subprocess.run(
+        [sys.executable, "train_owner.py", str(root)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "PATH": ""},
+    )
     assert proc.returncode == 0, proc.stderr
     sys.path.insert(0, str(root))
     yield root
@@ -135,14 +141,18 @@ def test_a_pickle_that_runs_code_is_refused_and_creates_nothing(tmp_path, writer
     # torch.save's file names the function it would call (getattr, reaching Path.touch); pickle's
     # protocol 4 is refused sooner, at an opcode the weights-only unpickler does not take
     refused = r"needs code to load \(\S+\)" if writer == "torch.save" else r"a weights-only load refuses"
-    with pytest.raises(OwnerModelError, match=rf"is a pickle that {refused}.*and was not loaded; save the weights alone") as err:
+    with pytest.raises(
+        OwnerModelError, match=rf"is a pickle that {refused}.*and was not loaded; save the weights alone"
+    ) as err:
         load_weights(path)
     assert "\n" not in str(err.value)
     assert not marker.exists()
 
 
 def test_wrong_architecture_names_the_first_mismatched_tensor_and_both_shapes(owner):
-    with pytest.raises(OwnerModelError, match=r"'conv\.weight' is \(4, 3, 3, 3\) in the file but \(8, 3, 3, 3\) in the model") as err:
+    with pytest.raises(
+        OwnerModelError, match=r"'conv\.weight' is \(4, 3, 3, 3\) in the file but \(8, 3, 3, 3\) in the model"
+    ) as err:
         load_owner_model(owner / "model.safetensors", **{**FACTORY, "kwargs": {"width": 8, "classes": 3}})
     assert "\n" not in str(err.value)
     with pytest.raises(OwnerModelError, match=r"'fc\.weight' is \(3, 64\) in the file but \(5, 64\)"):
@@ -165,19 +175,24 @@ def test_a_missing_or_unexpected_tensor_is_named(owner, tmp_path):
 
 
 def test_a_whole_pickled_module_is_refused_with_how_to_save_a_state_dict(owner, tmp_path):
-    with pytest.raises(OwnerModelError, match=r"needs code to load \(owner_arch\.TinyNet\).*torch\.save\(model\.state_dict\(\)"):
+    with pytest.raises(
+        OwnerModelError, match=r"needs code to load \(owner_arch\.TinyNet\).*torch\.save\(model\.state_dict\(\)"
+    ):
         load_weights(owner / "whole.pt")
     torch.save(nn.Linear(2, 2), tmp_path / "linear.pt")
     with pytest.raises(OwnerModelError, match=r"a whole pickled model"):
         load_weights(tmp_path / "linear.pt")
 
 
-@pytest.mark.parametrize("content, message", [
-    (lambda p: torch.save([torch.zeros(2)], p), r"holds a list, not a mapping of parameter names to tensors"),
-    (lambda p: torch.save({"w": torch.zeros(2), "epoch": 3}, p), r"holds a mapping whose entry 'epoch' is a int"),
-    (lambda p: p.write_text("hello, not weights"), r"is neither safetensors nor a PyTorch state dict"),
-    (lambda p: None, r"does not exist"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (lambda p: torch.save([torch.zeros(2)], p), r"holds a list, not a mapping of parameter names to tensors"),
+        (lambda p: torch.save({"w": torch.zeros(2), "epoch": 3}, p), r"holds a mapping whose entry 'epoch' is a int"),
+        (lambda p: p.write_text("hello, not weights"), r"is neither safetensors nor a PyTorch state dict"),
+        (lambda p: None, r"does not exist"),
+    ],
+)
 def test_files_that_are_not_state_dicts_are_refused(tmp_path, content, message):
     path = tmp_path / "weights.bin"
     content(path)
@@ -188,17 +203,20 @@ def test_files_that_are_not_state_dicts_are_refused(tmp_path, content, message):
         assert "save the weights alone" in str(err.value)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(), r"name the architecture once"),
-    (dict(arch="simple_cnn", factory="a:b"), r"name the architecture once"),
-    (dict(arch="nope"), r"unknown architecture 'nope'; choose one of"),
-    (dict(factory="no_colon"), r"not of the form package\.module:callable"),
-    (dict(factory="surely_not_a_module_xyz:make"), r"cannot import surely_not_a_module_xyz"),
-    (dict(factory="math:nothing_here"), r"math has no nothing_here"),
-    (dict(factory="math:pi"), r"pi is a float, not callable"),
-    (dict(factory="builtins:dict", kwargs={"a": 1}), r"returned a dict, not a torch\.nn\.Module"),
-    (dict(factory="math:sqrt", kwargs={"nope": 1}), r"raised TypeError"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(), r"name the architecture once"),
+        (dict(arch="simple_cnn", factory="a:b"), r"name the architecture once"),
+        (dict(arch="nope"), r"unknown architecture 'nope'; choose one of"),
+        (dict(factory="no_colon"), r"not of the form package\.module:callable"),
+        (dict(factory="surely_not_a_module_xyz:make"), r"cannot import surely_not_a_module_xyz"),
+        (dict(factory="math:nothing_here"), r"math has no nothing_here"),
+        (dict(factory="math:pi"), r"pi is a float, not callable"),
+        (dict(factory="builtins:dict", kwargs={"a": 1}), r"returned a dict, not a torch\.nn\.Module"),
+        (dict(factory="math:sqrt", kwargs={"nope": 1}), r"raised TypeError"),
+    ],
+)
 def test_architecture_choice_errors(kwargs, message):
     with pytest.raises(OwnerModelError, match=message) as err:
         build_owner_model(**kwargs, num_classes=3, image_size=8, in_channels=3)

@@ -10,8 +10,14 @@ import torch
 from mldoctor_bench.data.splits import DEFAULT_RESERVE, POOLS, QUARTERS, PartitionError, Splits, partition
 
 # Rows each registry dataset holds (all partitions of the official files), and its classes.
-SIZES = {"mnist5k": (5_000, 10), "fmnist": (70_000, 10), "cifar10": (60_000, 10), "stl10": (13_000, 10),
-         "utkface": (23_705, 4), "celeba": (202_599, 8)}
+SIZES = {
+    "mnist5k": (5_000, 10),
+    "fmnist": (70_000, 10),
+    "cifar10": (60_000, 10),
+    "stl10": (13_000, 10),
+    "utkface": (23_705, 4),
+    "celeba": (202_599, 8),
+}
 
 
 def assert_disjoint(s: Splits) -> None:
@@ -29,8 +35,15 @@ def assert_disjoint(s: Splits) -> None:
 @pytest.mark.parametrize("canaries", [0, 10])
 def test_pools_are_disjoint_and_meet_their_minimums(dataset, quarter_size, distillation, canaries):
     n, classes = SIZES[dataset]
-    s = partition(n, seed=0, quarter_size=quarter_size, transfer_size=None if distillation else 0,
-                  canary_size=canaries, min_heldout=classes, dataset=dataset)
+    s = partition(
+        n,
+        seed=0,
+        quarter_size=quarter_size,
+        transfer_size=None if distillation else 0,
+        canary_size=canaries,
+        min_heldout=classes,
+        dataset=dataset,
+    )
     assert_disjoint(s)
     size = quarter_size or int(n * (1 - DEFAULT_RESERVE)) // 4
     assert all(len(s.pool(q)) == size for q in QUARTERS)

@@ -1,6 +1,6 @@
 """Every registered attack under every threat model it declares, on tiny hand-built data.
 
-The settings are the real composed config with every size turned down to a few steps, the
+The settings are the real composed config of the tiny profile (every size a few steps), the
 contexts come from the real splits, knowledge and access objects (``hand_context``), and the
 attacker's own models are trained for one epoch. Each run either returns finite metrics as
 plain data (variant -> metric -> float) or raises :class:`AttackSkipped` with a reason.
@@ -26,17 +26,6 @@ from mldoctor_bench.training import Recipe, train_classifier
 
 QUARTER, SIZE, CLASSES = 16, 8, 4
 
-# Every attack's settings, sized down to a handful of steps.
-TINY_SETTINGS = [
-    "attack.membership.epochs=1", "attack.membership.batch_size=16",
-    "attack.membership_label_only.queries_per_example=6", "attack.membership_label_only.directions=2",
-    "attack.membership_label_only.levels=2", "attack.membership_label_only.boundary_examples=4",
-    "attack.inversion.miface.steps=3", "attack.inversion.miface.window=2",
-    "attack.inversion.gan.epochs=1", "attack.inversion.gan.batch_size=16", "attack.inversion.gan.width=8",
-    "attack.inversion.gmi.steps=2", "attack.inversion.gmi.restarts=1", "attack.inversion.evaluator_epochs=1",
-    "attack.attribute.epochs=1", "attack.attribute.batch_size=16", "attack.attribute.hidden=8",
-    "attack.stealing.epochs=1", "attack.membership_lira.num_references=2", "attack.membership_rmia.num_references=2",
-]
 TINY_RECIPE = Recipe(epochs=1, batch_size=16)
 
 PAIRS = [(a, tm) for a in ATTACKS.names() for tm in ATTACKS.get(a).threat_models]
@@ -58,7 +47,7 @@ class TinyModels(ModelService):
 def settings():
     attacks = f"attack=[{','.join(ATTACKS.names())}]"
     with initialize_config_module("mldoctor_bench.conf", version_base="1.3"):
-        return compose("config", overrides=[attacks, *TINY_SETTINGS]).attack
+        return compose("config", overrides=[attacks, "profile=tiny"]).attack
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,14 @@ def test_registries_hold_the_foundation_entries():
     assert "mnist5k" in DATASETS
     assert "simple_cnn" in ARCHS
     assert "membership" in ATTACKS
-    assert {"blackbox_shadow", "blackbox_partial", "whitebox_shadow", "whitebox_partial",
-            "whitebox_none", "blackbox_label_only"} <= set(THREAT_MODELS.names())
+    assert {
+        "blackbox_shadow",
+        "blackbox_partial",
+        "whitebox_shadow",
+        "whitebox_partial",
+        "whitebox_none",
+        "blackbox_label_only",
+    } <= set(THREAT_MODELS.names())
 
 
 @pytest.mark.parametrize("name", ARCHS.names())
@@ -68,8 +74,7 @@ CONF = Path(__file__).resolve().parents[1] / "src" / "mldoctor_bench" / "conf"
 def registries():
     from mldoctor_bench.defenses import DEFENSES
 
-    return {"dataset": DATASETS, "arch": ARCHS, "attack": ATTACKS, "defense": DEFENSES,
-            "threat_model": THREAT_MODELS}
+    return {"dataset": DATASETS, "arch": ARCHS, "attack": ATTACKS, "defense": DEFENSES, "threat_model": THREAT_MODELS}
 
 
 @pytest.mark.parametrize("group", ["dataset", "arch", "attack", "defense", "threat_model"])

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import io
-import re
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mldoctor_bench.report import build_report, collect_table, figures, stats
+from mldoctor_bench.report import build_report, collect_table, comparison_figures, figures, stats
 from mldoctor_bench.report.tables import format_summary
 from mldoctor_bench.results import FAILED, SKIPPED, Cell, Provenance, metric_rows, to_frame, write_table
 
@@ -24,23 +24,58 @@ DATASETS, ARCHS, SEEDS = ("mnist", "fmnist"), ("simplecnn", "vgg19"), (0, 1)
 
 def cell_rows(cell: Cell, rng: np.random.Generator) -> list[dict]:
     """Plausible numbers whose attacks move with the train-test gap, plus skipped/failed rows."""
-    gap = 0.05 + 0.1 * DATASETS.index(cell.dataset) + 0.05 * ARCHS.index(cell.arch) - (0.04 if cell.defense == "dp" else 0)
+    gap = (
+        0.05
+        + 0.1 * DATASETS.index(cell.dataset)
+        + 0.05 * ARCHS.index(cell.arch)
+        - (0.04 if cell.defense == "dp" else 0)
+    )
     gap += rng.normal(0, 0.01)
     test = 0.9 - gap / 2
     rows = metric_rows(cell, "target", "none", "", {"train_accuracy": test + gap, "test_accuracy": test})
     for tm in ("blackbox_shadow", "blackbox_partial"):
         mia = 0.5 + gap + rng.normal(0, 0.01)
-        rows += metric_rows(cell, "membership", tm, "", {
-            "accuracy": mia, "auc": mia + 0.02, "tpr_at_fpr_0.001": 0.01, "tpr_at_fpr_0.01": 0.05,
-            "n_members": 100.0, "n_nonmembers": 100.0})
+        rows += metric_rows(
+            cell,
+            "membership",
+            tm,
+            "",
+            {
+                "accuracy": mia,
+                "auc": mia + 0.02,
+                "tpr_at_fpr_0.001": 0.01,
+                "tpr_at_fpr_0.01": 0.05,
+                "n_members": 100.0,
+                "n_nonmembers": 100.0,
+            },
+        )
         rows += metric_rows(cell, "stealing", tm, "", {"agreement": 0.95 - gap + rng.normal(0, 0.01)})
-    rows += metric_rows(cell, "attribute_inference", "whitebox_shadow", "", {
-        "accuracy": 0.6 + gap / 2 + rng.normal(0, 0.01), "baseline_accuracy": 0.55})
+    rows += metric_rows(
+        cell,
+        "attribute_inference",
+        "whitebox_shadow",
+        "",
+        {"accuracy": 0.6 + gap / 2 + rng.normal(0, 0.01), "baseline_accuracy": 0.55},
+    )
     rows += metric_rows(cell, "model_inversion", "whitebox_none", "", {"mse": 0.1 + gap})
-    rows += metric_rows(cell, "membership", "whitebox_none", "", {}, SKIPPED,
-                        "membership does not support whitebox_none; supported: blackbox_shadow, blackbox_partial")
-    rows += metric_rows(cell, "membership", "whitebox_partial", "", {}, SKIPPED,
-                        "membership does not support whitebox_partial; supported: blackbox_shadow, blackbox_partial")
+    rows += metric_rows(
+        cell,
+        "membership",
+        "whitebox_none",
+        "",
+        {},
+        SKIPPED,
+        "membership does not support whitebox_none; supported: blackbox_shadow, blackbox_partial",
+    )
+    rows += metric_rows(
+        cell,
+        "membership",
+        "whitebox_partial",
+        "",
+        {},
+        SKIPPED,
+        "membership does not support whitebox_partial; supported: blackbox_shadow, blackbox_partial",
+    )
     rows += metric_rows(cell, "stealing", "whitebox_shadow", "", {}, FAILED, "RuntimeError: boom")
     return rows
 
@@ -52,9 +87,15 @@ def write_exposed(attack_dir: Path, variant: str, rng: np.random.Generator, coun
         buffer = io.BytesIO()
         Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(buffer, format="PNG")
         pngs.append(buffer.getvalue())
-    frame = pd.DataFrame({"variant": variant, "member_position": rng.permutation(100)[:count],
-                          "label": rng.integers(0, 10, count), "score": np.sort(rng.normal(2, 1, count))[::-1],
-                          "image": pngs})
+    frame = pd.DataFrame(
+        {
+            "variant": variant,
+            "member_position": rng.permutation(100)[:count],
+            "label": rng.integers(0, 10, count),
+            "score": np.sort(rng.normal(2, 1, count))[::-1],
+            "image": pngs,
+        }
+    )
     attack_dir.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(attack_dir / "exposed.parquet", index=False)
     return frame
@@ -70,7 +111,8 @@ def write_cell(results: Path, cell: Cell, rng: np.random.Generator) -> Path:
     for tm in ("blackbox_shadow", "blackbox_partial"):
         (cell_dir / "membership" / tm).mkdir(parents=True)
         pd.DataFrame({"score": scores, "label": labels, "variant": ""}).to_parquet(
-            cell_dir / "membership" / tm / "scores.parquet", index=False)
+            cell_dir / "membership" / tm / "scores.parquet", index=False
+        )
         write_exposed(cell_dir / "membership" / tm, "", rng)
     (cell_dir / "done.json").write_text(json.dumps({"config_hash": f"{cell.defense}hash"}))
     return cell_dir
@@ -110,8 +152,14 @@ def test_one_seed_has_no_interval():
 
 
 def test_pearson_matrix_equals_numpy_corrcoef():
-    m = pd.DataFrame({"a": [0.6, 0.7, 0.9, 0.65], "b": [0.9, 0.85, 0.5, 0.88], "c": [1.0, 3.0, 2.0, 5.0],
-                      "const": [1.0, 1.0, 1.0, 1.0]})
+    m = pd.DataFrame(
+        {
+            "a": [0.6, 0.7, 0.9, 0.65],
+            "b": [0.9, 0.85, 0.5, 0.88],
+            "c": [1.0, 3.0, 2.0, 5.0],
+            "const": [1.0, 1.0, 1.0, 1.0],
+        }
+    )
     corr, dropped = stats.pearson_matrix(m)
     assert dropped == ["const"]
     np.testing.assert_allclose(corr.to_numpy(), np.corrcoef(m[["a", "b", "c"]].to_numpy().T))
@@ -121,8 +169,13 @@ def test_too_few_negatives_flags_low_fpr_only_below_one_over_x():
     rows = []
     for n in (50.0, 5000.0):
         cell = Cell("d", "a", "none", int(n))
-        rows += metric_rows(cell, "membership", "blackbox_shadow", "", {
-            "tpr_at_fpr_0.001": 0.0, "tpr_at_fpr_0.01": 0.1, "auc": 0.6, "n_nonmembers": n})
+        rows += metric_rows(
+            cell,
+            "membership",
+            "blackbox_shadow",
+            "",
+            {"tpr_at_fpr_0.001": 0.0, "tpr_at_fpr_0.01": 0.1, "auc": 0.6, "n_nonmembers": n},
+        )
     frame = to_frame(rows, Provenance("r", "h", "c", "t"), 0.0)
     flags = stats.low_fpr_rows(frame).set_index(["seed", "metric"])["too_few"]
     assert flags[(50, "tpr_at_fpr_0.001")] and flags[(50, "tpr_at_fpr_0.01")]
@@ -145,7 +198,9 @@ def test_collect_accepts_a_single_table(synthetic, tmp_path):
 def test_sweep_folder_finds_its_cells_scores(synthetic, tmp_path):
     cell = sorted((synthetic / "cells").glob("mnist_simplecnn_none_seed0_*"))[0]
     (tmp_path / "0").mkdir()
-    (tmp_path / "0" / "cell.json").write_text(json.dumps({"cell_dir": str(cell), "table": str(cell / "results.parquet")}))
+    (tmp_path / "0" / "cell.json").write_text(
+        json.dumps({"cell_dir": str(cell), "table": str(cell / "results.parquet")})
+    )
     write_table(collect_table(cell.parent.parent), tmp_path)
     text = build_report(tmp_path).read_text()
     assert "figures/roc_membership_blackbox_shadow.png" in text
@@ -154,12 +209,22 @@ def test_sweep_folder_finds_its_cells_scores(synthetic, tmp_path):
 
 def test_report_mentions_every_table_and_problem(report):
     text = report.read_text()
-    for heading in ("## Target utility", "### membership: auc", "### membership: accuracy", "### stealing: agreement", "### attribute: accuracy",
-                    "### inversion: mse", "### membership: TPR at low FPR", "## Skipped and failed"):
+    for heading in (
+        "## Target utility",
+        "### membership: auc",
+        "### membership: accuracy",
+        "### stealing: agreement",
+        "### attribute: accuracy",
+        "### inversion: mse",
+        "### membership: TPR at low FPR",
+        "## Skipped and failed",
+    ):
         assert heading in text
     # unsupported pairs: one line per attack, not one row per pair and cell
-    assert ("- membership: not run under whitebox_none (W,N), whitebox_partial (W,P) "
-            "(it supports blackbox_shadow, blackbox_partial)") in text
+    assert (
+        "- membership: not run under whitebox_none (W,N), whitebox_partial (W,P) "
+        "(it supports blackbox_shadow, blackbox_partial)"
+    ) in text
     assert "does not support whitebox" not in text and text.count("- membership: not run under") == 1
     assert "RuntimeError: boom" in text
     # two seeds per dataset/arch: an interval; the single dp seed: n=1
@@ -174,8 +239,14 @@ def test_report_figures_are_real_pictures(report):
     text = report.read_text()
     pngs = sorted((report.parent / "figures").glob("*.png"))
     names = {p.name for p in pngs}
-    assert {"gap.png", "defenses.png", "correlation.png", "bars_membership_auc.png",
-            "roc_membership_blackbox_shadow.png", "exposed_mnist_simplecnn_dp_seed0_dphash.png"} <= names
+    assert {
+        "gap.png",
+        "defenses.png",
+        "correlation.png",
+        "bars_membership_auc.png",
+        "roc_membership_blackbox_shadow.png",
+        "exposed_mnist_simplecnn_dp_seed0_dphash.png",
+    } <= names
     assert len([n for n in names if n.startswith("exposed_")]) == 9  # one per finished cell
     for png in pngs:
         assert f"figures/{png.name}" in text
@@ -206,7 +277,9 @@ def test_missing_data_is_explained_not_fatal(tmp_path):
 
 
 def test_cli_without_results_exits_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mldoctor_bench.report", str(tmp_path)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mldoctor_bench.report", str(tmp_path)], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "holds neither" in proc.stderr
 
 
@@ -234,13 +307,24 @@ def test_dp_audit_table_sets_the_accountant_beside_the_bound(tmp_path):
     for defense, eps, bound in (("dp_sgd", 8.0, 0.4), ("none", None, 2.5), ("broken_dp", 1.0, 1.7)):
         cell = Cell("mnist5k", "simple_cnn", defense, 0)
         rows += metric_rows(cell, "target", "none", "", {"train_accuracy": 0.9, "test_accuracy": 0.8})
-        metrics = {"epsilon_lower_bound": bound, "correct_guesses": 90.0, "guesses": 100.0, "canaries": 1000.0,
-                   "delta": 1e-5, **({"epsilon": eps} if eps is not None else {})}
+        metrics = {
+            "epsilon_lower_bound": bound,
+            "correct_guesses": 90.0,
+            "guesses": 100.0,
+            "canaries": 1000.0,
+            "delta": 1e-5,
+            **({"epsilon": eps} if eps is not None else {}),
+        }
         rows += metric_rows(cell, "privacy_audit", "auditor", "confidence", metrics)
     frame = to_frame(rows, Provenance("run", "hash", "test", "2026-01-01T00:00:00"), 1.0)
     # a second configuration of the same cell (other canaries) is its own line, never averaged in
-    other = metric_rows(Cell("mnist5k", "simple_cnn", "none", 0), "privacy_audit", "auditor", "confidence",
-                        {"epsilon_lower_bound": 0.5, "correct_guesses": 56.0, "guesses": 60.0, "canaries": 1000.0})
+    other = metric_rows(
+        Cell("mnist5k", "simple_cnn", "none", 0),
+        "privacy_audit",
+        "auditor",
+        "confidence",
+        {"epsilon_lower_bound": 0.5, "correct_guesses": 56.0, "guesses": 60.0, "canaries": 1000.0},
+    )
     frame = pd.concat([frame, to_frame(other, Provenance("run2", "otherhash", "test", "2026-01-01T00:00:01"), 1.0)])
     assert sorted(stats.audit_rows(frame).query("defense == 'none'")["epsilon_lower_bound"]) == [0.5, 2.5]
     frame = frame[frame["config_hash"] == "hash"]
@@ -251,8 +335,10 @@ def test_dp_audit_table_sets_the_accountant_beside_the_bound(tmp_path):
     (tmp_path / "cells" / "c" / "done.json").write_text("{}")
     text = build_report(tmp_path).read_text()
     assert "## DP audit: accountant epsilon vs audited lower bound" in text
-    assert ("| mnist5k / simple_cnn / dp_sgd | confidence, seed 0, config hash | 8.000 | 0.400 | 90 / 100 | 1000 | 0.00001 "
-            "| yes |") in text
+    assert (
+        "| mnist5k / simple_cnn / dp_sgd | confidence, seed 0, config hash | 8.000 | 0.400 | 90 / 100 | 1000 | 0.00001 "
+        "| yes |"
+    ) in text
     assert "NO: bound above the accountant" in text
 
 
@@ -260,15 +346,20 @@ def test_membership_ranking_by_tpr_at_one_percent_then_auc():
     cell = Cell("d", "a", "none", 0)
     rows = metric_rows(cell, "membership", "blackbox_shadow", "", {"tpr_at_fpr_0.01": 0.05, "auc": 0.70})
     rows += metric_rows(cell, "membership_metric", "blackbox_shadow", "entropy", {"tpr_at_fpr_0.01": 0.05, "auc": 0.72})
-    rows += metric_rows(cell, "membership_metric", "blackbox_shadow", "confidence", {"tpr_at_fpr_0.01": 0.02, "auc": 0.9})
+    rows += metric_rows(
+        cell, "membership_metric", "blackbox_shadow", "confidence", {"tpr_at_fpr_0.01": 0.02, "auc": 0.9}
+    )
     rows += metric_rows(cell, "membership_label_only", "blackbox_label_only", "boundary", {"auc": 0.99})
     rows += metric_rows(cell, "privacy_audit", "auditor", "confidence", {"tpr_at_fpr_0.01": 0.9, "auc": 0.99})
     rows += metric_rows(cell, "membership", "whitebox_shadow", "", {}, FAILED, "boom")
     rows += metric_rows(cell, "stealing", "blackbox_shadow", "", {"auc": 1.0})
     ranking = stats.membership_ranking(to_frame(rows, Provenance("r", "h", "c", "t"), 0.0))
     assert [(r.attack, r.variant) for r in ranking.itertuples()] == [
-        ("membership_metric", "entropy"), ("membership", ""), ("membership_metric", "confidence"),
-        ("membership_label_only", "boundary")]  # no TPR at 1% FPR: last
+        ("membership_metric", "entropy"),
+        ("membership", ""),
+        ("membership_metric", "confidence"),
+        ("membership_label_only", "boundary"),
+    ]  # no TPR at 1% FPR: last
 
 
 def exposed_cell(results: Path, name: str, series: dict, saved: list[tuple[str, str, str]]) -> Path:
@@ -290,21 +381,34 @@ def exposed_cell(results: Path, name: str, series: dict, saved: list[tuple[str, 
 def test_exposed_grid_of_the_strongest_attack_that_saved_them(tmp_path):
     import matplotlib.image
 
-    series = {("membership", "blackbox_shadow", ""): (0.02, 0.7),
-              ("membership_metric", "blackbox_shadow", "entropy"): (0.05, 0.68),
-              ("membership_label_only", "blackbox_label_only", "boundary"): (0.09, 0.6)}
+    series = {
+        ("membership", "blackbox_shadow", ""): (0.02, 0.7),
+        ("membership_metric", "blackbox_shadow", "entropy"): (0.05, 0.68),
+        ("membership_label_only", "blackbox_label_only", "boundary"): (0.09, 0.6),
+    }
     # "a": the label-only attack is strongest but saved nothing, metric entropy is next
-    exposed_cell(tmp_path, "a", series, [("membership", "blackbox_shadow", ""),
-                                         ("membership_metric", "blackbox_shadow", "confidence"),
-                                         ("membership_metric", "blackbox_shadow", "entropy")])
+    exposed_cell(
+        tmp_path,
+        "a",
+        series,
+        [
+            ("membership", "blackbox_shadow", ""),
+            ("membership_metric", "blackbox_shadow", "confidence"),
+            ("membership_metric", "blackbox_shadow", "entropy"),
+        ],
+    )
     exposed_cell(tmp_path, "b", series, [])  # saved by none
     text = build_report(tmp_path).read_text()
     assert "## Most exposed training examples" in text
     section = text.split("## Most exposed training examples")[1].split("\n## ")[0]
-    assert "![most exposed members, mnist/a/none seed0: membership_metric (B,S) entropy](figures/exposed_a.png)" in section
+    assert (
+        "![most exposed members, mnist/a/none seed0: membership_metric (B,S) entropy](figures/exposed_a.png)" in section
+    )
     assert "Stronger but without saved examples: membership_label_only (B-label,S) boundary." in section
-    assert "- most exposed members, mnist/b/none seed0: not drawn: no membership attack of this cell saved " \
-           "exposed.parquet." in section
+    assert (
+        "- most exposed members, mnist/b/none seed0: not drawn: no membership attack of this cell saved "
+        "exposed.parquet." in section
+    )
     grid = matplotlib.image.imread(tmp_path / "report" / "figures" / "exposed_a.png")
     assert grid.shape[0] > 200 and grid.shape[1] > 600 and grid[..., :3].std() > 0.05
     assert not (tmp_path / "report" / "figures" / "exposed_b.png").exists()
@@ -326,17 +430,27 @@ def overfitting_cell(results: Path, epochs: int, seed: int, rng: np.random.Gener
     from sklearn.metrics import roc_auc_score
 
     rows = metric_rows(cell, "target", "none", "", {"train_accuracy": 0.7 + gap, "test_accuracy": 0.7 - gap / 2})
-    rows += metric_rows(cell, "membership", "blackbox_shadow", "", {
-        "auc": roc_auc_score(labels, scores), "accuracy": 0.5 + gap / 2, "n_members": 200.0, "n_nonmembers": 200.0})
+    rows += metric_rows(
+        cell,
+        "membership",
+        "blackbox_shadow",
+        "",
+        {"auc": roc_auc_score(labels, scores), "accuracy": 0.5 + gap / 2, "n_members": 200.0, "n_nonmembers": 200.0},
+    )
     rows += metric_rows(cell, "model_inversion", "whitebox_shadow", "", {"eval_accuracy": 0.3, "reconstructions": 40.0})
     cell_dir = results / "cells" / f"mnist5k_simple_cnn_none_seed{seed}_{config_hash}"
-    write_table(to_frame(rows, Provenance(f"run{config_hash}", config_hash, "c", f"2026-01-01T00:0{seed}"), 1.0), cell_dir)
+    write_table(
+        to_frame(rows, Provenance(f"run{config_hash}", config_hash, "c", f"2026-01-01T00:0{seed}"), 1.0), cell_dir
+    )
     (cell_dir / "membership" / "blackbox_shadow").mkdir(parents=True)
-    pd.DataFrame({"score": scores, "label": labels}).to_parquet(cell_dir / "membership" / "blackbox_shadow" / "scores.parquet")
+    pd.DataFrame({"score": scores, "label": labels}).to_parquet(
+        cell_dir / "membership" / "blackbox_shadow" / "scores.parquet"
+    )
     (cell_dir / "config.yaml").write_text(
         f"seed: {seed}\nresults_dir: {results}\ndevice: auto\ndata:\n  root: data\n  quarter_size: 500\n"
         f"dataset:\n  name: mnist5k\narch:\n  name: simple_cnn\ndefense:\n  name: none\n"
-        f"train:\n  epochs: {epochs}\n  lr: 0.01\n  lr_milestones: [0.5, 0.75]\n")
+        f"train:\n  epochs: {epochs}\n  lr: 0.01\n  lr_milestones: [0.5, 0.75]\n"
+    )
     (cell_dir / "target.json").write_text(json.dumps({"dataset": "mnist5k", "num_classes": 10}))
     (cell_dir / "done.json").write_text("{}")
     return cell_dir
@@ -360,17 +474,28 @@ def test_varying_settings_compare_within_one_defense():
     from mldoctor_bench.report.settings import flatten, varying_settings
 
     def config(name, seed, defense=None, **extra):
-        return flatten({"seed": seed, "results_dir": f"/r{seed}", "dataset": {"name": "d"}, "arch": {"name": "a"},
-                        "defense": {"name": name, **(defense or {})}, **extra})
+        return flatten(
+            {
+                "seed": seed,
+                "results_dir": f"/r{seed}",
+                "dataset": {"name": "d"},
+                "arch": {"name": "a"},
+                "defense": {"name": name, **(defense or {})},
+                **extra,
+            }
+        )
 
-    configs = pd.DataFrame.from_dict({
-        "h1": config("none", 0, data={"quarter_size": None}),
-        "h2": config("none", 1, data={"quarter_size": 500}),
-        "h3": config("relaxloss", 0, defense={"alpha": 0.5}),
-        "h4": config("distillation", 0, defense={"alpha": 0.7}),  # another defense's alpha: not a sweep
-        "h5": config("dp_sgd", 0, defense={"max_grad_norm": 1.0}, attack={"membership": {"epochs": 3}}),
-        "h6": config("dp_sgd", 1, defense={"max_grad_norm": 2.0}),  # did not select membership
-    }, orient="index")
+    configs = pd.DataFrame.from_dict(
+        {
+            "h1": config("none", 0, data={"quarter_size": None}),
+            "h2": config("none", 1, data={"quarter_size": 500}),
+            "h3": config("relaxloss", 0, defense={"alpha": 0.5}),
+            "h4": config("distillation", 0, defense={"alpha": 0.7}),  # another defense's alpha: not a sweep
+            "h5": config("dp_sgd", 0, defense={"max_grad_norm": 1.0}, attack={"membership": {"epochs": 3}}),
+            "h6": config("dp_sgd", 1, defense={"max_grad_norm": 2.0}),  # did not select membership
+        },
+        orient="index",
+    )
     assert varying_settings(configs) == ["data.quarter_size", "defense.max_grad_norm"]
 
 
@@ -397,7 +522,7 @@ def test_figure8_plots_attacks_against_training_epochs(overfitting):
     assert "![attacks against training epochs (Figure 8)](figures/setting_train.epochs.png)" in text
     assert "![attack metrics vs train-test gap](figures/gap.png)" in text
     frame, varying = with_settings(collect_table(overfitting), cell_configs(sorted((overfitting / "cells").glob("*"))))
-    fig = figures.draw_setting(frame, "train.epochs")
+    fig = comparison_figures.draw_setting(frame, "train.epochs")
     utility, *attacks = fig.axes[:3]
     assert utility.get_xlabel() == "training epochs" and attacks[0].get_xlabel() == "training epochs"
     auc_axis = next(ax for ax in fig.axes if ax.get_title() == "membership: auc")
@@ -423,7 +548,9 @@ def test_intervals_stay_inside_the_metric_range(tmp_path):
     for seed, (auc, acc) in enumerate([(0.99, 0.97), (0.52, 0.51)]):
         cell = Cell("d", "a", "none", seed)
         rows += metric_rows(cell, "target", "none", "", {"train_accuracy": 1.0, "test_accuracy": 0.6 + 0.39 * seed})
-        rows += metric_rows(cell, "membership", "blackbox_shadow", "", {"auc": auc, "accuracy": acc, "advantage": auc - 0.5})
+        rows += metric_rows(
+            cell, "membership", "blackbox_shadow", "", {"auc": auc, "accuracy": acc, "advantage": auc - 0.5}
+        )
         rows += metric_rows(cell, "stealing", "blackbox_shadow", "", {"agreement": 0.995 - 0.5 * seed})
     write_table(to_frame(rows, Provenance("r", "h", "c", "t"), 0.0), tmp_path / "cells" / "c")
     (tmp_path / "cells" / "c" / "done.json").write_text("{}")
@@ -471,7 +598,9 @@ def test_one_run_gets_a_bootstrap_or_wilson_interval(overfitting, tmp_path):
     cell = sorted((overfitting / "cells").glob("*e100s0"))[0]
     shutil.copytree(cell, tmp_path / "cells" / cell.name)
     text = build_report(tmp_path).read_text()
-    assert re.search(r"\| 0\.\d{3}, 95% bootstrap CI \[0\.\d{3}, 0\.\d{3}\] \(n=1\) \|", section(text, "### membership: auc"))
+    assert re.search(
+        r"\| 0\.\d{3}, 95% bootstrap CI \[0\.\d{3}, 0\.\d{3}\] \(n=1\) \|", section(text, "### membership: auc")
+    )
     # 0.6 of 400: centre 0.5991, half 0.0478; 0.3 of 40 as in test_wilson_interval_by_hand
     assert "0.600, 95% Wilson CI [0.551, 0.647] (n=1)" in section(text, "### membership: accuracy")
     assert "0.300, 95% Wilson CI [0.181, 0.454] (n=1)" in section(text, "### inversion: eval_accuracy")
@@ -487,27 +616,41 @@ def test_one_run_gets_a_bootstrap_or_wilson_interval(overfitting, tmp_path):
 def test_bar_chart_colours_legend_and_chance():
     from matplotlib.lines import Line2D
 
-
-    assert len(set(figures.series_colours(25))) == 25 and len(set(figures.series_colours(13))) == 13
+    assert (
+        len(set(comparison_figures.series_colours(25))) == 25 and len(set(comparison_figures.series_colours(13))) == 13
+    )
     series = [f"membership_metric (B,S) v{i}" for i in range(13)]
-    summary = pd.DataFrame([{"cell": c, "dataset": d, "series": s, "mean": 0.6, "ci_low": 0.55, "ci_high": 0.65}
-                            for c, d in (("mnist5k/simple_cnn", "mnist5k"), ("cifar10/alexnet", "cifar10")) for s in series])
-    fig = figures.draw_bars(summary, "membership", "auc", {})
+    summary = pd.DataFrame(
+        [
+            {"cell": c, "dataset": d, "series": s, "mean": 0.6, "ci_low": 0.55, "ci_high": 0.65}
+            for c, d in (("mnist5k/simple_cnn", "mnist5k"), ("cifar10/alexnet", "cifar10"))
+            for s in series
+        ]
+    )
+    fig = comparison_figures.draw_bars(summary, "membership", "auc", {})
     ax = fig.axes[0]
     colours = {tuple(p.get_facecolor()) for p in ax.patches}
     assert len(colours) == 13  # every series its own colour, none repeated after 10
     fig.canvas.draw()
     legend = ax.get_legend().get_window_extent()
     assert legend.x0 >= ax.get_window_extent().x1  # beside the bars, not over them
-    assert any(isinstance(ln, Line2D) and ln.get_label() == "chance (0.5)" and set(ln.get_ydata()) == {0.5}
-               for ln in ax.get_lines())
+    assert any(
+        isinstance(ln, Line2D) and ln.get_label() == "chance (0.5)" and set(ln.get_ydata()) == {0.5}
+        for ln in ax.get_lines()
+    )
     one = summary.drop_duplicates("cell").assign(series="model_inversion (W,S)")
-    fig = figures.draw_bars(one, "inversion", "eval_accuracy", {"mnist5k": 10, "cifar10": 10})
+    fig = comparison_figures.draw_bars(one, "inversion", "eval_accuracy", {"mnist5k": 10, "cifar10": 10})
     assert any(ln.get_label() == "chance (0.1)" for ln in fig.axes[0].get_lines())
     # attribute inference: no constant chance; each bar is crossed at its own stronger baseline
     attribute = one.assign(series="attribute (W,S)")
-    fig = figures.draw_bars(attribute, "attribute", "accuracy", {}, attribute.assign(mean=[0.55, 0.62]),
-                            "the strongest baseline (no target)")
+    fig = comparison_figures.draw_bars(
+        attribute,
+        "attribute",
+        "accuracy",
+        {},
+        attribute.assign(mean=[0.55, 0.62]),
+        "the strongest baseline (no target)",
+    )
     marks = [c for c in fig.axes[0].collections if c.get_linewidth()[0] == 2]  # whiskers are 1.5 wide
     assert [c.get_label() for c in marks][0] == "compared with: the strongest baseline (no target)"
     assert len(marks) == 2
@@ -551,7 +694,9 @@ def test_repeated_measurements_of_the_same_settings_are_not_extra_seeds(overfitt
     table = table[table["attack"] == "target"].assign(config_hash="other", started_at="2026-02-01")
     write_table(table, tmp_path / "cells" / "b")
     config = (tmp_path / "cells" / "b" / "config.yaml").read_text()
-    (tmp_path / "cells" / "b" / "config.yaml").write_text(config + "attack:\n  membership_metric:\n    classwise: true\n")
+    (tmp_path / "cells" / "b" / "config.yaml").write_text(
+        config + "attack:\n  membership_metric:\n    classwise: true\n"
+    )
     text = build_report(tmp_path).read_text()
     assert "Runs differ" not in text and "row(s) repeat a measurement" in text
     assert "| mnist5k / simple_cnn / none | 0.700 (n=1) | 0.700 (n=1) |" in text
@@ -575,18 +720,39 @@ def test_one_run_proportions_get_wilson_intervals_over_their_counts():
     from mldoctor_bench.report.intervals import wilson_interval
 
     cell = Cell("mnist5k", "simple_cnn", "none", 0)
-    rows = metric_rows(cell, "target", "none", "", {"train_accuracy": 1.0, "test_accuracy": 0.3,
-                                                     "n_train": 500.0, "n_test": 40.0})
-    rows += metric_rows(cell, "stealing", "blackbox_shadow", "posteriors", {
-        "agreement": 0.6, "accuracy": 0.5, "baseline_agreement": 0.55, "agreement_over_baseline": 0.05, "n_test": 400.0})
-    rows += metric_rows(cell, "attribute", "whitebox_shadow", "", {
-        "accuracy": 0.3, "best_baseline_accuracy": 0.2, "advantage_over_baseline": 0.1, "n_test": 40.0})
+    rows = metric_rows(
+        cell, "target", "none", "", {"train_accuracy": 1.0, "test_accuracy": 0.3, "n_train": 500.0, "n_test": 40.0}
+    )
+    rows += metric_rows(
+        cell,
+        "stealing",
+        "blackbox_shadow",
+        "posteriors",
+        {
+            "agreement": 0.6,
+            "accuracy": 0.5,
+            "baseline_agreement": 0.55,
+            "agreement_over_baseline": 0.05,
+            "n_test": 400.0,
+        },
+    )
+    rows += metric_rows(
+        cell,
+        "attribute",
+        "whitebox_shadow",
+        "",
+        {"accuracy": 0.3, "best_baseline_accuracy": 0.2, "advantage_over_baseline": 0.1, "n_test": 40.0},
+    )
     frame = to_frame(rows, Provenance("r", "h", "v", "t"), 1.0)
     frame[stats.SETTINGS] = ""
     found = stats.single_run_intervals(frame).set_index(["attack", "metric"])
-    for attack, metric, p, n in (("stealing", "agreement", 0.6, 400), ("stealing", "baseline_agreement", 0.55, 400),
-                                 ("stealing", "accuracy", 0.5, 400), ("attribute", "accuracy", 0.3, 40),
-                                 ("attribute", "best_baseline_accuracy", 0.2, 40)):
+    for attack, metric, p, n in (
+        ("stealing", "agreement", 0.6, 400),
+        ("stealing", "baseline_agreement", 0.55, 400),
+        ("stealing", "accuracy", 0.5, 400),
+        ("attribute", "accuracy", 0.3, 40),
+        ("attribute", "best_baseline_accuracy", 0.2, 40),
+    ):
         row = found.loc[(attack, metric)]
         assert (row["ci_low"], row["ci_high"]) == pytest.approx(wilson_interval(p, n)) and row["method"] == "wilson"
     # a difference is not a proportion of a count: no interval
@@ -594,7 +760,10 @@ def test_one_run_proportions_get_wilson_intervals_over_their_counts():
     assert ("attribute", "advantage_over_baseline") not in found.index
     # the target's utility: test accuracy 0.3 of 40 as in test_wilson_interval_by_hand
     utility = tables.utility_table(stats.target_gap(frame))
-    assert "0.300, 95% Wilson CI [0.181, 0.454] (n=1)" in utility and "1.000, 95% Wilson CI [0.992, 1.000] (n=1)" in utility
+    assert (
+        "0.300, 95% Wilson CI [0.181, 0.454] (n=1)" in utility
+        and "1.000, 95% Wilson CI [0.992, 1.000] (n=1)" in utility
+    )
 
 
 def test_tied_scores_draw_a_straight_roc_segment():
@@ -626,5 +795,5 @@ def test_the_gap_figure_is_not_drawn_for_a_single_run(tmp_path):
     rows = metric_rows(Cell("d", "a", "none", 0), "target", "none", "", {"train_accuracy": 1.0, "test_accuracy": 0.9})
     rows += metric_rows(Cell("d", "a", "none", 0), "membership", "blackbox_shadow", "", {"auc": 0.6})
     frame = to_frame(rows, Provenance("r", "h", "c", "t"), 0.0)
-    drawn = figures.gap_figure(frame, tmp_path)
+    drawn = comparison_figures.gap_figure(frame, tmp_path)
     assert drawn.path is None and "at least two runs" in drawn.note

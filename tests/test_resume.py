@@ -62,9 +62,14 @@ def test_a_killed_multirun_resumes_to_the_table_of_an_uninterrupted_one(run_cli,
     sweep = ("-m", "seed=0,1,2", "threat_model=blackbox_shadow", *TINY)
     killed_dir = tmp_path / "killed"
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    proc = subprocess.Popen([cli_path(), *sweep, f"results_dir={killed_dir}"], cwd=run_cli.workdir,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [cli_path(), *sweep, f"results_dir={killed_dir}"],
+        cwd=run_cli.workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     try:
         while not list(killed_dir.glob("cells/*/done.json")):

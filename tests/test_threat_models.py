@@ -24,7 +24,7 @@ def images(n=5):
 def test_blackbox_refuses_weights(model):
     access = BlackBoxAccess(model, torch.device("cpu"))
     with pytest.raises(PermissionError, match="black-box"):
-        access.model
+        _ = access.model
     public = [n for n in dir(access) if not n.startswith("_")]
     assert all(not isinstance(getattr(access, n, None), torch.nn.Module) for n in public if n != "model")
 

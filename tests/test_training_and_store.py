@@ -67,11 +67,14 @@ def test_a_reloaded_model_answers_as_the_freshly_trained_one_bit_for_bit(tmp_pat
 
 def test_store_trains_only_the_missing_models_together_and_records_their_time(tmp_path):
     job, data, x, y, _ = job_and_data()
-    jobs = [TrainJob(role, "simple_cnn", RECIPE, seed, job.dataset_fingerprint, job.indices_digest)
-            for role, seed in [("a", 1), ("b", 2), ("c", 3)]]
+    jobs = [
+        TrainJob(role, "simple_cnn", RECIPE, seed, job.dataset_fingerprint, job.indices_digest)
+        for role, seed in [("a", 1), ("b", 2), ("c", 3)]
+    ]
     store = ModelStore(tmp_path)
-    store.get_or_train(jobs[1].cache_key_payload(), lambda: seeded_model(jobs[1], data),
-                       lambda m: {"train_accuracy": 0.0})
+    store.get_or_train(
+        jobs[1].cache_key_payload(), lambda: seeded_model(jobs[1], data), lambda m: {"train_accuracy": 0.0}
+    )
     batches = []
 
     def fit(models, which):
@@ -80,8 +83,12 @@ def test_store_trains_only_the_missing_models_together_and_records_their_time(tm
             train_classifier(m, x, y, RECIPE, seed=1)
         return [{"n": float(i)} for i in which]
 
-    stored = store.get_or_train_many([j.cache_key_payload() for j in jobs], lambda i: seeded_model(jobs[i], data),
-                                     fit, images_seen=[len(x) * RECIPE.epochs] * 3)
+    stored = store.get_or_train_many(
+        [j.cache_key_payload() for j in jobs],
+        lambda i: seeded_model(jobs[i], data),
+        fit,
+        images_seen=[len(x) * RECIPE.epochs] * 3,
+    )
     assert batches == [[0, 2]]  # the stored one is loaded, the other two trained in one call
     assert [s.reused for s in stored] == [False, True, False]
     for s in (stored[0], stored[2]):
@@ -130,8 +137,9 @@ def test_compiled_training_matches_eager_and_compiles_once_per_architecture():
     job, data, x, y, _ = job_and_data()
     recipe = replace(RECIPE, epochs=1, precision="fp32")
     eager = train_classifier(seeded_model(job, data), x, y, recipe, seed=1)
-    compiled = [train_classifier(seeded_model(job, data), x, y, replace(recipe, compile=True), seed=1)
-                for _ in range(2)]
+    compiled = [
+        train_classifier(seeded_model(job, data), x, y, replace(recipe, compile=True), seed=1) for _ in range(2)
+    ]
     signatures = [k for k in training._COMPILED if k[0] == "Classifier"]
     assert len(signatures) == 1  # the second model reused the first one's compiled function
     for model in compiled:

@@ -11,10 +11,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from mldoctor_bench.data import four_quarters
-from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.cell.models import ModelProvider
 from mldoctor_bench.cell.targets import TrainedTarget
+from mldoctor_bench.data import four_quarters
+from mldoctor_bench.knowledge import Labeled
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "tune_attacks.py"
 spec = importlib.util.spec_from_file_location("tune_attacks", SCRIPT)
@@ -43,8 +43,21 @@ def test_selection_uses_only_shadow_quarters_and_picks_from_the_grid(tmp_path, m
     monkeypatch.setattr(ModelProvider, "obtain", spy_obtain)
     monkeypatch.setattr(TrainedTarget, "obtain", no_target)
 
-    tune_attacks.main(["--seeds", "1", "--lrs", "1e-3,1e-2", "--epochs", "2", "data.quarter_size=32",
-                       "train.epochs=2", "device=cpu", "seed=3", f"results_dir={tmp_path}"])
+    tune_attacks.main(
+        [
+            "--seeds",
+            "1",
+            "--lrs",
+            "1e-3,1e-2",
+            "--epochs",
+            "2",
+            "data.quarter_size=32",
+            "train.epochs=2",
+            "device=cpu",
+            "seed=3",
+            f"results_dir={tmp_path}",
+        ]
+    )
 
     out = tmp_path / "tuning" / "membership"
     recipe = OmegaConf.load(out / "recipe.yaml").recipes.membership
@@ -65,6 +78,7 @@ def test_selection_uses_only_shadow_quarters_and_picks_from_the_grid(tmp_path, m
     assert used and used <= shadow and not used & target
     # the fit and validate halves are disjoint and together cover the shadow quarters
     from safetensors.torch import load_file
+
     halves = {k: set(v.tolist()) for k, v in load_file(str(out / "halves_seed3.safetensors")).items()}
     fit = halves["fit_members"] | halves["fit_nonmembers"]
     val = halves["val_members"] | halves["val_nonmembers"]
@@ -76,13 +90,16 @@ def summary(aucs: dict[tuple[float, int], float], se: float = 0.01) -> pd.DataFr
     return pd.DataFrame([{"lr": lr, "epochs": e, "mean_auc": a, "se": se} for (lr, e), a in aucs.items()])
 
 
-@pytest.mark.parametrize("aucs, tie, expected", [
-    ({(1e-3, 20): 0.700, (1e-3, 150): 0.704, (1e-2, 60): 0.60}, 0.005, Candidate(1e-3, 20)),  # near-tie: cheaper
-    ({(1e-3, 20): 0.690, (1e-3, 150): 0.704, (1e-2, 60): 0.60}, 0.005, Candidate(1e-3, 150)),  # clear win
-    ({(1e-4, 60): 0.702, (1e-3, 60): 0.704}, 0.005, Candidate(1e-3, 60)),  # same cost: higher AUC
-    ({(1e-3, 20): 0.695, (1e-3, 150): 0.704}, None, Candidate(1e-3, 20)),  # within one standard error (0.01)
-    ({(1e-3, 20): 0.690, (1e-3, 150): 0.704}, None, Candidate(1e-3, 150)),  # beyond it
-])
+@pytest.mark.parametrize(
+    "aucs, tie, expected",
+    [
+        ({(1e-3, 20): 0.700, (1e-3, 150): 0.704, (1e-2, 60): 0.60}, 0.005, Candidate(1e-3, 20)),  # near-tie: cheaper
+        ({(1e-3, 20): 0.690, (1e-3, 150): 0.704, (1e-2, 60): 0.60}, 0.005, Candidate(1e-3, 150)),  # clear win
+        ({(1e-4, 60): 0.702, (1e-3, 60): 0.704}, 0.005, Candidate(1e-3, 60)),  # same cost: higher AUC
+        ({(1e-3, 20): 0.695, (1e-3, 150): 0.704}, None, Candidate(1e-3, 20)),  # within one standard error (0.01)
+        ({(1e-3, 20): 0.690, (1e-3, 150): 0.704}, None, Candidate(1e-3, 150)),  # beyond it
+    ],
+)
 def test_choose_breaks_near_ties_toward_fewer_epochs(aucs, tie, expected):
     assert tune_attacks.choose(summary(aucs), tie) == expected
 

@@ -29,19 +29,21 @@ def test_line_progress_says_start_done_and_stopped_early():
 
 
 def test_the_summary_fits_100_columns_with_only_the_columns_each_family_has():
-    rows = [("target", "none", "", "test_accuracy", 0.9, "ok", ""),
-            ("membership", "blackbox_shadow", "", "auc", 0.5974, "ok", ""),
-            ("membership", "blackbox_shadow", "", "tpr_at_fpr_0.001", 0.002, "ok", ""),
-            ("membership", "blackbox_shadow", "", "tpr_at_fpr_0.01", 0.03, "ok", ""),
-            ("membership", "blackbox_shadow", "", "n_nonmembers", 500, "ok", ""),
-            ("membership_label_only", "blackbox_label_only", "noise_robustness", "auc", 0.503, "ok", ""),
-            ("stealing", "blackbox_shadow", "posteriors", "agreement", 0.966, "ok", ""),
-            ("stealing", "blackbox_partial", "", "", float("nan"), "failed", "RuntimeError: boom"),
-            ("inversion", "blackbox_shadow", "", "", float("nan"), "skipped", "inversion does not support it")]
+    rows = [
+        ("target", "none", "", "test_accuracy", 0.9, "ok", ""),
+        ("membership", "blackbox_shadow", "", "auc", 0.5974, "ok", ""),
+        ("membership", "blackbox_shadow", "", "tpr_at_fpr_0.001", 0.002, "ok", ""),
+        ("membership", "blackbox_shadow", "", "tpr_at_fpr_0.01", 0.03, "ok", ""),
+        ("membership", "blackbox_shadow", "", "n_nonmembers", 500, "ok", ""),
+        ("membership_label_only", "blackbox_label_only", "noise_robustness", "auc", 0.503, "ok", ""),
+        ("stealing", "blackbox_shadow", "posteriors", "agreement", 0.966, "ok", ""),
+        ("stealing", "blackbox_partial", "", "", float("nan"), "failed", "RuntimeError: boom"),
+        ("inversion", "blackbox_shadow", "", "", float("nan"), "skipped", "inversion does not support it"),
+    ]
     frame = pd.DataFrame(rows, columns=["attack", "threat_model", "variant", "metric", "value", "status", "reason"])
     lines = summary_lines(frame, "cell", ["membership moderate"])
     assert lines[0] == "cell" and max(len(line) for line in lines) <= 100
-    block = lines[lines.index(next(line for line in lines if line.startswith("membership "))):]
+    block = lines[lines.index(next(line for line in lines if line.startswith("membership "))) :]
     header = block[0].split()
     assert header == ["membership", "AUC", "TPR@1%", "TPR@0.1%"]  # no empty adv or acc column
     assert block[1].split() == ["membership", "(B,S)", "0.597", "0.030", "0.002*"]  # 500 < 1/0.001

@@ -11,16 +11,22 @@ import pytest
 
 from mldoctor_bench.report import significance as sig
 from mldoctor_bench.report.intervals import roc_statistics
-from mldoctor_bench.report.verdicts import (HIGH, LOW, MODERATE, decide, membership_evidence, verdict_lines,
-                                            verdicts)
+from mldoctor_bench.report.verdicts import HIGH, LOW, MODERATE, decide, membership_evidence, verdict_lines, verdicts
 from mldoctor_bench.results import FAILED, Cell, Provenance, metric_rows, to_frame
 
 # The membership series of the default run (mldoctor-bench with no override) and their members /
 # non-members: MemInf (B,S) (B,P) (W,S) (W,P), the four metric attacks under (B,S) and (B,P), the
 # three label-only attacks (two of them on 150 + 150) and RMIA offline. "discrete" series score on a
 # few levels (correctness is 0/1, augmentation counts agreeing translations): their ties are real.
-DEFAULT_SERIES = ([(500, False)] * 2 + [(250, False)] * 2 + [(500, True)] + [(500, False)] * 3 + [(250, True)]
-                  + [(250, False)] * 3 + [(500, True), (150, False), (150, False), (500, False)])
+DEFAULT_SERIES = (
+    [(500, False)] * 2
+    + [(250, False)] * 2
+    + [(500, True)]
+    + [(500, False)] * 3
+    + [(250, True)]
+    + [(250, False)] * 3
+    + [(500, True), (150, False), (150, False), (500, False)]
+)
 REPETITIONS = 1000
 
 
@@ -92,27 +98,31 @@ def test_holm_rejects_step_down():
 
 def test_paired_tests_by_hand():
     # 10 discordant examples all for the attack: 2^-10
-    assert sig.mcnemar_pvalue(10, 0) == pytest.approx(2 ** -10)
+    assert sig.mcnemar_pvalue(10, 0) == pytest.approx(2**-10)
     assert sig.mcnemar_pvalue(5, 5) == pytest.approx(0.623046875)  # P(Bin(10, 1/2) >= 5)
     low, high = sig.paired_difference_interval(10, 0, 100)
     assert low > 0 and high == pytest.approx(0.1)  # the interval excludes 0 where the test rejects
     low, high = sig.paired_difference_interval(6, 4, 100)
     assert low < 0 < high
-    assert sig.binomial_pvalue(3, 40, 0.1) == pytest.approx(1 - sum(math.comb(40, k) * 0.1 ** k * 0.9 ** (40 - k)
-                                                                     for k in range(3)))
+    assert sig.binomial_pvalue(3, 40, 0.1) == pytest.approx(
+        1 - sum(math.comb(40, k) * 0.1**k * 0.9 ** (40 - k) for k in range(3))
+    )
 
 
 def membership(tpr, auc, n=500):
     return {"tpr_at_fpr_0.01": tpr, "auc": auc, "n_members": n, "n_nonmembers": n}
 
 
-@pytest.mark.parametrize("tpr, auc, expected", [
-    (0.015, 0.57, LOW),       # 1.5 times the FPR: a guess reaches 0.012 with 500 non-members
-    (0.030, 0.55, MODERATE),  # 15 members above the 6th non-member: p = 0.0002; 3 times the FPR
-    (0.010, 0.60, MODERATE),  # by AUC alone (z = 5.5)
-    (0.100, 0.62, HIGH),      # one member in ten at one non-member in a hundred
-    (0.020, 0.80, HIGH),
-])
+@pytest.mark.parametrize(
+    "tpr, auc, expected",
+    [
+        (0.015, 0.57, LOW),  # 1.5 times the FPR: a guess reaches 0.012 with 500 non-members
+        (0.030, 0.55, MODERATE),  # 15 members above the 6th non-member: p = 0.0002; 3 times the FPR
+        (0.010, 0.60, MODERATE),  # by AUC alone (z = 5.5)
+        (0.100, 0.62, HIGH),  # one member in ten at one non-member in a hundred
+        (0.020, 0.80, HIGH),
+    ],
+)
 def test_membership_levels_need_the_test_and_the_effect(tpr, auc, expected):
     table = frame(("membership", "blackbox_shadow", "", membership(tpr, auc)))
     assert level(table, "membership").level == expected
@@ -120,8 +130,10 @@ def test_membership_levels_need_the_test_and_the_effect(tpr, auc, expected):
 
 def test_numbers_the_old_rule_called_moderate_are_not_evidence_on_few_examples():
     # TPR 0.04 and 0.03 at 1% FPR (the old rule: "moderate", 3 times the FPR or more) on 100 + 100
-    few = frame(("membership", "blackbox_shadow", "", membership(0.04, 0.58, n=100)),
-                ("membership", "blackbox_partial", "", membership(0.03, 0.57, n=100)))
+    few = frame(
+        ("membership", "blackbox_shadow", "", membership(0.04, 0.58, n=100)),
+        ("membership", "blackbox_partial", "", membership(0.03, 0.57, n=100)),
+    )
     v = level(few, "membership")
     p_values = sorted(e.p_value for e, _ in v.judged)
     assert p_values[0] > 0.05 / 4  # Holm's first step over 4 statistics
@@ -133,9 +145,11 @@ def test_numbers_the_old_rule_called_moderate_are_not_evidence_on_few_examples()
 
 
 def test_membership_rests_on_the_strongest_rejected_statistic_and_pools_seeds():
-    table = frame(("membership", "blackbox_shadow", "", membership(0.015, 0.57)),
-                  ("membership_rmia", "blackbox_shadow", "offline", membership(0.06, 0.61)),
-                  seeds=(0, 1))
+    table = frame(
+        ("membership", "blackbox_shadow", "", membership(0.015, 0.57)),
+        ("membership_rmia", "blackbox_shadow", "offline", membership(0.06, 0.61)),
+        seeds=(0, 1),
+    )
     v = level(table, "membership")
     assert v.level == MODERATE and v.series == "membership_rmia (B,S) offline" and v.significant
     assert v.statistic == "tpr_at_fpr_0.01" and v.tests == 4
@@ -146,38 +160,61 @@ def test_membership_rests_on_the_strongest_rejected_statistic_and_pools_seeds():
     assert verdicts(failed) == []
 
 
-def paired(value, baseline, only_attack, only_baseline, n=500, value_name="accuracy", baseline_name="best_baseline_accuracy"):
-    return {value_name: value, baseline_name: baseline, "only_attack_right": only_attack,
-            "only_baseline_right": only_baseline, "n_test": n}
+def paired(
+    value, baseline, only_attack, only_baseline, n=500, value_name="accuracy", baseline_name="best_baseline_accuracy"
+):
+    return {
+        value_name: value,
+        baseline_name: baseline,
+        "only_attack_right": only_attack,
+        "only_baseline_right": only_baseline,
+        "n_test": n,
+    }
 
 
 def test_attribute_and_stealing_against_what_needs_no_target():
     table = frame(
         ("attribute", "whitebox_shadow", "", {**paired(0.86, 0.58, 160, 20), "advantage_over_baseline": 0.28}),
         ("attribute", "whitebox_partial", "", paired(0.60, 0.59, 30, 25)),
-        ("stealing", "blackbox_shadow", "posteriors",
-         paired(0.97, 0.95, 14, 4, value_name="agreement", baseline_name="baseline_agreement")),
+        (
+            "stealing",
+            "blackbox_shadow",
+            "posteriors",
+            paired(0.97, 0.95, 14, 4, value_name="agreement", baseline_name="baseline_agreement"),
+        ),
     )
     attribute, stealing = level(table, "attribute"), level(table, "stealing")
     assert attribute.level == HIGH and attribute.series == "attribute (W,S)"
     assert attribute.interval[0] > 0 and attribute.test == "exact McNemar, one-sided"
     # 97% agreement sounds like a stolen model, but labelled data alone gives 95%; 14 against 4
     # discordant examples: p = 0.015, rejected (one statistic)
-    assert stealing.level == MODERATE and "0.970 against a model trained without queries 0.950 (+0.020)" in stealing.evidence
-    close = frame(("stealing", "blackbox_shadow", "posteriors",
-                   paired(0.97, 0.95, 12, 6, value_name="agreement", baseline_name="baseline_agreement")))
+    assert (
+        stealing.level == MODERATE
+        and "0.970 against a model trained without queries 0.950 (+0.020)" in stealing.evidence
+    )
+    close = frame(
+        (
+            "stealing",
+            "blackbox_shadow",
+            "posteriors",
+            paired(0.97, 0.95, 12, 6, value_name="agreement", baseline_name="baseline_agreement"),
+        )
+    )
     assert level(close, "stealing").level == LOW  # p = 0.12: the same margin is not evidence here
     untested = frame(("attribute", "whitebox_shadow", "", {"accuracy": 0.86, "best_baseline_accuracy": 0.58}))
     v = level(untested, "attribute")
     assert v.level == LOW and "not tested" in v.evidence
 
 
-@pytest.mark.parametrize("accuracy, chance, no_target, expected", [
-    (0.15, 0.10, None, LOW),       # 6 of 40 recognised: p = 0.24 against chance
-    (0.35, 0.10, None, MODERATE),  # recovers 28% of what chance misses
-    (0.55, 0.10, None, HIGH),      # 50%
-    (0.875, 0.10, 0.80, LOW),      # what the attacker's own GAN and shadow model already give
-])
+@pytest.mark.parametrize(
+    "accuracy, chance, no_target, expected",
+    [
+        (0.15, 0.10, None, LOW),  # 6 of 40 recognised: p = 0.24 against chance
+        (0.35, 0.10, None, MODERATE),  # recovers 28% of what chance misses
+        (0.55, 0.10, None, HIGH),  # 50%
+        (0.875, 0.10, 0.80, LOW),  # what the attacker's own GAN and shadow model already give
+    ],
+)
 def test_inversion_against_chance_or_the_search_without_the_target(accuracy, chance, no_target, expected):
     metrics = {"eval_accuracy": accuracy, "chance_accuracy": chance, "reconstructions": 40}
     if no_target is not None:
@@ -187,15 +224,20 @@ def test_inversion_against_chance_or_the_search_without_the_target(accuracy, cha
 
 
 def test_the_section_states_each_verdict_and_its_rule():
-    table = frame(("membership", "blackbox_shadow", "", membership(0.1, 0.7)),
-                  ("inversion", "whitebox_shadow", "gmi", {"eval_accuracy": 0.15, "chance_accuracy": 0.1,
-                                                           "reconstructions": 40}))
+    table = frame(
+        ("membership", "blackbox_shadow", "", membership(0.1, 0.7)),
+        ("inversion", "whitebox_shadow", "gmi", {"eval_accuracy": 0.15, "chance_accuracy": 0.1, "reconstructions": 40}),
+    )
     lines = verdict_lines(table)
     assert lines[0] == "## Verdicts" and lines[2] == "d/a/none:"
     assert any(line.startswith("- **membership: high** (membership (B,S): TPR 0.100 at 1.0% FPR") for line in lines)
     assert any(line.startswith("- **inversion: low**") for line in lines)
-    assert any(line.startswith("- membership: moderate or high only if a statistic rejects no leakage at 5% after "
-                               "Holm's correction") for line in lines)
+    assert any(
+        line.startswith(
+            "- membership: moderate or high only if a statistic rejects no leakage at 5% after Holm's correction"
+        )
+        for line in lines
+    )
     assert "attribute" not in " ".join(lines)  # no row, no verdict
     assert verdict_lines(frame())[2] == "No attack family has a usable row in these results."
 

@@ -41,8 +41,10 @@ def main() -> None:
         csv.writer(handle).writerows([header, *kept])
     fake = sorted(random.Random(args.seed).sample([name for name, _ in kept], args.members))
     (args.out / "members.txt").write_text("\n".join(fake) + "\n")
-    print(f"{len(kept)} images in {target} (the model's {len(trained)} training images left out); "
-          f"{len(fake)} of them, never trained on, listed in {args.out / 'members.txt'}")
+    print(
+        f"{len(kept)} images in {target} (the model's {len(trained)} training images left out); "
+        f"{len(fake)} of them, never trained on, listed in {args.out / 'members.txt'}"
+    )
 
 
 if __name__ == "__main__":

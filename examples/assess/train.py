@@ -12,10 +12,9 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from tiny_net import make_net
 from torch import nn
 from torchvision import datasets, transforms
-
-from tiny_net import make_net
 
 MEAN, STD = 0.1307, 0.3081  # this owner's normalisation (MNIST's usual one), not the benchmark's
 
@@ -53,8 +52,10 @@ def main() -> None:
     root = args.folder.resolve()
     members = [Path(folder.samples[i][0]).resolve().relative_to(root).as_posix() for i in chosen]
     (args.out / "members.txt").write_text("\n".join(members) + "\n")
-    print(f"saved {args.out / 'net.safetensors'}, {args.out / 'net.pt'} and {len(members)} members in "
-          f"{args.out / 'members.txt'}")
+    print(
+        f"saved {args.out / 'net.safetensors'}, {args.out / 'net.pt'} and {len(members)} members in "
+        f"{args.out / 'members.txt'}"
+    )
 
 
 if __name__ == "__main__":

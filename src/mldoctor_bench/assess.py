@@ -47,7 +47,9 @@ def checks(cfg: DictConfig) -> None:
 
 def refuse(argv: list[str]) -> Optional[str]:
     if any(o.split("=", 1)[0].lstrip("+~") == "arch" for o in entry.overrides_of(argv)):
-        return "the architecture is the owner's: use model.arch=NAME or model.factory=package.module:callable, not arch="
+        return (
+            "the architecture is the owner's: use model.arch=NAME or model.factory=package.module:callable, not arch="
+        )
     if any(a in entry.MULTIRUN_FLAGS for a in argv):
         return "one model is assessed per run: leave out -m (run the command once per model or seed)"
     return None
@@ -65,8 +67,11 @@ def after(cfg: DictConfig, outcome: Outcome) -> None:
     level, verdicts = gate_level(cfg), outcome.cell_dir / VERDICTS
     over = reaches(json.loads(verdicts.read_text()), level) if level and verdicts.exists() else []
     if over:
-        print(f"{PROG}: {', '.join(over)} at or above assess.fail_on={level} (see {verdicts}); exit code "
-              f"{entry.EXIT_GATE}", file=sys.stderr)
+        print(
+            f"{PROG}: {', '.join(over)} at or above assess.fail_on={level} (see {verdicts}); exit code "
+            f"{entry.EXIT_GATE}",
+            file=sys.stderr,
+        )
         sys.exit(entry.EXIT_GATE)
 
 

@@ -96,12 +96,19 @@ class AuditResult:
 def guesses_correct(order: np.ndarray, included: np.ndarray, k_plus: int, k_minus: int) -> int:
     """Correct guesses when the ``k_plus`` last of ``order`` (ascending scores) are guessed
     included and the ``k_minus`` first excluded."""
-    top = order[len(order) - k_plus:] if k_plus else order[:0]
+    top = order[len(order) - k_plus :] if k_plus else order[:0]
     return int(included[top].sum() + (~included[order[:k_minus]]).sum())
 
 
-def audit(scores: np.ndarray, included: np.ndarray, *, delta: float, beta: float = 0.05,
-          fractions: Sequence[float] = DEFAULT_GUESS_FRACTIONS, seed: int = 0) -> AuditResult:
+def audit(
+    scores: np.ndarray,
+    included: np.ndarray,
+    *,
+    delta: float,
+    beta: float = 0.05,
+    fractions: Sequence[float] = DEFAULT_GUESS_FRACTIONS,
+    seed: int = 0,
+) -> AuditResult:
     """The audited lower bound from per-canary ``scores`` (higher: more likely included) and the
     true inclusion mask, maximised over :func:`guess_grid` with the Bonferroni correction.
 
@@ -112,8 +119,9 @@ def audit(scores: np.ndarray, included: np.ndarray, *, delta: float, beta: float
     included = np.asarray(included, dtype=bool)
     m = len(scores)
     if m == 0 or len(included) != m:
-        raise ValueError(f"need one inclusion flag per score and at least one canary; got {m} scores, "
-                         f"{len(included)} flags")
+        raise ValueError(
+            f"need one inclusion flag per score and at least one canary; got {m} scores, {len(included)} flags"
+        )
     tiebreak = np.random.default_rng(seed).random(m)
     order = np.lexsort((tiebreak, scores))
     grid = guess_grid(m, fractions)

@@ -35,8 +35,9 @@ class CellFiles:
     dir: Path
 
     @classmethod
-    def under(cls, results_dir: Path, dataset: str, arch: str, defense: str, seed: int,
-              config_hash: str) -> "CellFiles":
+    def under(
+        cls, results_dir: Path, dataset: str, arch: str, defense: str, seed: int, config_hash: str
+    ) -> "CellFiles":
         """The cell of this key and configuration hash under ``results_dir``."""
         return cls(Path(results_dir) / CELLS / cell_name(dataset, arch, defense, seed, config_hash))
 
@@ -104,5 +105,6 @@ def pointer_payload(cell: CellFiles) -> str:
 
 def pointed_cells(sweep_dir: Path) -> list[CellFiles]:
     """The cells named by the ``*/cell.json`` pointers of a sweep folder, in job order."""
-    return [CellFiles(Path(json.loads(p.read_text())["cell_dir"]))
-            for p in sorted(Path(sweep_dir).glob(f"*/{POINTER}"))]
+    return [
+        CellFiles(Path(json.loads(p.read_text())["cell_dir"])) for p in sorted(Path(sweep_dir).glob(f"*/{POINTER}"))
+    ]

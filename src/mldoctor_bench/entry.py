@@ -88,9 +88,13 @@ def interrupted(prog: str, cfg: DictConfig) -> None:
 
     ui.console.file.flush()
     cache = f" and trained models in {cfg.cache.dir}" if cfg.cache.enabled else ""
-    print(f"{prog}: interrupted; finished cells are kept in {Path(str(cfg.results_dir)) / CELLS}{cache}; "
-          "run the same command again to resume (finished cells are skipped, stored models reused, the "
-          "interrupted cell redone)", file=sys.stderr, flush=True)
+    print(
+        f"{prog}: interrupted; finished cells are kept in {Path(str(cfg.results_dir)) / CELLS}{cache}; "
+        "run the same command again to resume (finished cells are skipped, stored models reused, the "
+        "interrupted cell redone)",
+        file=sys.stderr,
+        flush=True,
+    )
     # At once, without waiting for training threads to finish their models: stored models are written
     # atomically (a temporary file, then a rename), so nothing half-written is ever read back.
     os._exit(EXIT_INTERRUPTED)
@@ -125,7 +129,9 @@ def unknown_option(group: str, value: str) -> Optional[str]:
     options = group_options(group)
     if value in options:
         return None
-    close = [o for o in options if o.startswith(value)][:1] or difflib.get_close_matches(value, options, n=1, cutoff=0.5)
+    close = [o for o in options if o.startswith(value)][:1] or difflib.get_close_matches(
+        value, options, n=1, cutoff=0.5
+    )
     hint = f"did you mean {group}={close[0]}? " if close else ""
     return f"unknown {group} {value!r}; {hint}choose from: {', '.join(options)}"
 
@@ -136,8 +142,19 @@ def overrides_of(argv: list[str]) -> list[str]:
     for arg in argv:
         if skip:
             skip = False
-        elif arg in ("-cn", "-cp", "-cd", "--config-name", "--config-path", "--config-dir", "-c", "--cfg",
-                     "-p", "--package", "--info"):
+        elif arg in (
+            "-cn",
+            "-cp",
+            "-cd",
+            "--config-name",
+            "--config-path",
+            "--config-dir",
+            "-c",
+            "--cfg",
+            "-p",
+            "--package",
+            "--info",
+        ):
             skip = arg not in ("--info",)
         elif not arg.startswith("-") and "=" in arg:
             out.append(arg)
@@ -178,8 +195,9 @@ def expand_home(argv: list[str]) -> list[str]:
     out = []
     for arg in argv:
         key, eq, value = arg.partition("=")
-        out.append(f"{key}={os.path.expanduser(value)}" if eq and not arg.startswith("-") and value.startswith("~")
-                   else arg)
+        out.append(
+            f"{key}={os.path.expanduser(value)}" if eq and not arg.startswith("-") and value.startswith("~") else arg
+        )
     return out
 
 
@@ -238,6 +256,9 @@ def main(command: Command, app: Callable[[], None]) -> None:
     if any(a in MULTIRUN_FLAGS for a in argv):
         failed = failed_cells(results_dir_of(overrides_of(argv)), started)
         if failed:
-            print(f"{command.prog}: {len(failed)} cell(s) with failed attacks; rerun the same command to retry "
-                  f"them: {', '.join(failed)}", file=sys.stderr)
+            print(
+                f"{command.prog}: {len(failed)} cell(s) with failed attacks; rerun the same command to retry "
+                f"them: {', '.join(failed)}",
+                file=sys.stderr,
+            )
             sys.exit(EXIT_ATTACK_FAILED)

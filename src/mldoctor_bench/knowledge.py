@@ -1,4 +1,4 @@
-"""What the attacker holds under each threat model, and what the attack is scored on (spec section 2).
+"""What the attacker holds under each threat model, and what the attack is scored on (ML-Doctor, Liu et al. 2022).
 
 - shadow (S): the shadow quarters, with a shadow model the runner trained on shadow-train using the
   target's architecture and recipe (the attacker's own model, so full access to it).
@@ -47,8 +47,9 @@ class Labeled:
 
     def rows(self, selection) -> "Labeled":
         """The rows ``selection`` (a slice, indices or a mask) of every field."""
-        return Labeled(*(None if t is None else t[selection]
-                         for t in (self.images, self.labels, self.attribute, self.index)))
+        return Labeled(
+            *(None if t is None else t[selection] for t in (self.images, self.labels, self.attribute, self.index))
+        )
 
     def head(self, n: int) -> "Labeled":
         return self.rows(slice(None, n))

@@ -109,10 +109,13 @@ def train_many(
     if mode == STACKED:
         train_stacked(models, rows, recipe, on_epoch)
     elif mode == THREADS:
-        train_in_threads([
-            (lambda m=m, r=r: train_classifier(m, r.images, r.labels, recipe, r.seed, on_epoch=on_epoch))
-            for m, r in zip(models, rows)
-        ], sizes=[len(r.images) for r in rows])
+        train_in_threads(
+            [
+                (lambda m=m, r=r: train_classifier(m, r.images, r.labels, recipe, r.seed, on_epoch=on_epoch))
+                for m, r in zip(models, rows)
+            ],
+            sizes=[len(r.images) for r in rows],
+        )
     else:
         for m, r in zip(models, rows):
             train_classifier(m, r.images, r.labels, recipe, r.seed, on_epoch=on_epoch)

@@ -23,8 +23,10 @@ class MembersError(ValueError):
 def entries(path: Path) -> list[tuple[int, str]]:
     """``(line number, entry)`` of every line that names an example."""
     if not path.is_file():
-        raise MembersError(f"members={path} is not a file; give a text file with the model's training examples, one "
-                           "a line (or leave members out to skip membership inference)")
+        raise MembersError(
+            f"members={path} is not a file; give a text file with the model's training examples, one "
+            "a line (or leave members out to skip membership inference)"
+        )
     out = []
     for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         text = line.strip()
@@ -58,23 +60,31 @@ def member_rows(path: str | Path, count: int, files: Optional[Sequence[str]], na
         missing = [(number, text) for number, text in lines if as_posix(text) not in row]
         if missing:
             number, text = missing[0]
-            raise MembersError(f"members={path} line {number}: {text!r} is not an image of dataset {name} "
-                               f"({len(missing)} of {len(lines)} entries are not); give paths relative to data.root, "
-                               f"as in {files[0]!r}")
+            raise MembersError(
+                f"members={path} line {number}: {text!r} is not an image of dataset {name} "
+                f"({len(missing)} of {len(lines)} entries are not); give paths relative to data.root, "
+                f"as in {files[0]!r}"
+            )
         chosen = [row[as_posix(text)] for _, text in lines]
     else:
         chosen = []
         for number, text in lines:
             if not text.lstrip("-").isdigit():
-                raise MembersError(f"members={path} line {number}: {text!r} is not a row index; dataset {name} "
-                                   f"names its examples by index, 0 to {count - 1}")
+                raise MembersError(
+                    f"members={path} line {number}: {text!r} is not a row index; dataset {name} "
+                    f"names its examples by index, 0 to {count - 1}"
+                )
             index = int(text)
             if not 0 <= index < count:
-                raise MembersError(f"members={path} line {number}: index {index} is out of range; dataset "
-                                   f"{name} has {count} examples (0 to {count - 1})")
+                raise MembersError(
+                    f"members={path} line {number}: index {index} is out of range; dataset "
+                    f"{name} has {count} examples (0 to {count - 1})"
+                )
             chosen.append(index)
     members = torch.unique(torch.tensor(chosen, dtype=torch.int64))
     if len(members) == count:
-        raise MembersError(f"members={path} names every example of {name}: an assessment needs examples the "
-                           "model did not train on (evaluation non-members and the attacker's data)")
+        raise MembersError(
+            f"members={path} names every example of {name}: an assessment needs examples the "
+            "model did not train on (evaluation non-members and the attacker's data)"
+        )
     return members

@@ -24,9 +24,7 @@ def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr_limit: float) -> floa
     return threshold_at_fpr(labels, scores, fpr_limit)[1]
 
 
-def membership_metrics(
-    labels: Sequence[int], scores: Sequence[float], predictions: Sequence[int]
-) -> dict[str, float]:
+def membership_metrics(labels: Sequence[int], scores: Sequence[float], predictions: Sequence[int]) -> dict[str, float]:
     """Metrics of a membership attack.
 
     Args:

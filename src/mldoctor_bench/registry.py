@@ -24,7 +24,6 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
-        self._defined: set[str] = set()  # names entered at run time by define()
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator registering ``obj`` under ``name``; a duplicate name is a programming error.
@@ -41,22 +40,12 @@ class Registry(Generic[T]):
 
         return decorate
 
-    def define(self, name: str, obj: T) -> None:
-        """Enter ``obj`` under ``name`` at run time, replacing an earlier definition of that name: for
-        entries made from a person's input (an owner's own architecture). A built-in name is refused."""
-        if name in self._entries and name not in self._defined:
-            raise ValueError(f"{self.kind} {name!r} is built in and cannot be redefined")
-        self._defined.add(name)
-        self._entries[name] = obj
-
     def get(self, name: str) -> T:
         """Return the entry called ``name`` or raise :class:`UnknownEntryError` listing choices."""
         try:
             return self._entries[name]
         except KeyError:
-            raise UnknownEntryError(
-                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
-            ) from None
+            raise UnknownEntryError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}") from None
 
     def names(self) -> list[str]:
         """All registered names, sorted."""

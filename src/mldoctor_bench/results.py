@@ -14,8 +14,18 @@ from mldoctor_bench.files import atomic_write
 KEY = ["dataset", "arch", "defense", "attack", "threat_model", "variant", "seed"]
 # family: the attack's declared family (membership, inversion, attribute, stealing, privacy_audit),
 # "target" for the target's utility rows
-COLUMNS = KEY + ["family", "metric", "value", "status", "reason", "run_id", "config_hash", "code_version",
-                 "started_at", "wall_s"]
+COLUMNS = KEY + [
+    "family",
+    "metric",
+    "value",
+    "status",
+    "reason",
+    "run_id",
+    "config_hash",
+    "code_version",
+    "started_at",
+    "wall_s",
+]
 TARGET = "target"  # the attack and family of the target's utility rows
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 
@@ -87,7 +97,7 @@ def write_table(frame: pd.DataFrame, directory: Path, stem: str = TABLE_STEM) ->
     directory.mkdir(parents=True, exist_ok=True)
     paths = directory / f"{stem}.parquet", directory / f"{stem}.csv"
     for path, write in zip(paths, (frame.to_parquet, frame.to_csv)):
-        atomic_write(path, lambda tmp: write(tmp, index=False))
+        atomic_write(path, lambda tmp, write=write: write(tmp, index=False))
     return paths
 
 

@@ -22,8 +22,15 @@ class SettingsError(ValueError):
     """A setting with a value it cannot take; the message is one line with the fix."""
 
 
-def setting(default: Any = MISSING, *, min: Optional[float] = None, max: Optional[float] = None,
-            min_exclusive: bool = False, choices: Optional[tuple] = None, example: Any = None) -> Any:
+def setting(
+    default: Any = MISSING,
+    *,
+    min: Optional[float] = None,
+    max: Optional[float] = None,
+    min_exclusive: bool = False,
+    choices: Optional[tuple] = None,
+    example: Any = None,
+) -> Any:
     """A dataclass field with a range (``min``/``max``, inclusive unless ``min_exclusive``) or a set
     of ``choices`` (for a list: of each element) and an ``example`` for error messages."""
     meta = {"min": min, "max": max, "min_exclusive": min_exclusive, "choices": choices, "example": example}
@@ -93,8 +100,9 @@ def _check_range(key: str, value: Any, meta: dict, allowed: str, example: Any) -
             continue
         choices = meta.get("choices")
         if choices is not None and v not in choices:
-            raise SettingsError(f"{key}={v!r} is not allowed: choose from {', '.join(map(str, choices))}"
-                                f" (e.g. {key}={example})")
+            raise SettingsError(
+                f"{key}={v!r} is not allowed: choose from {', '.join(map(str, choices))} (e.g. {key}={example})"
+            )
         lo, hi = meta.get("min"), meta.get("max")
         low_bad = lo is not None and (v <= lo if meta.get("min_exclusive") else v < lo)
         if low_bad or (hi is not None and v > hi):
@@ -113,8 +121,9 @@ def parse(cls: type, node: Any, prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(plain) - names - {"name"})
     if unknown:
-        raise SettingsError(f"{prefix}.{unknown[0]} is not a setting; settings of {prefix}: "
-                            f"{', '.join(sorted(names)) or 'none'}")
+        raise SettingsError(
+            f"{prefix}.{unknown[0]} is not a setting; settings of {prefix}: {', '.join(sorted(names)) or 'none'}"
+        )
     kwargs = {}
     for f in dataclasses.fields(cls):
         key, tp = f"{prefix}.{f.name}" if prefix else f.name, hints[f.name]

@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from filelock import FileLock
 import torch
+from filelock import FileLock
 from safetensors.torch import load_file
 from torch import nn
 
@@ -65,7 +65,9 @@ class ModelStore:
         ``train`` trains the module in place and returns metrics to keep in the manifest;
         ``images_seen`` (images x epochs) gives the manifest's images per second."""
         return self.get_or_train_many(
-            [payload], lambda i: build(), lambda models, which: [train(models[0])],
+            [payload],
+            lambda i: build(),
+            lambda models, which: [train(models[0])],
             None if images_seen is None else [images_seen],
         )[0]
 
@@ -86,7 +88,7 @@ class ModelStore:
         with self._locked(keys):
             out: dict[int, StoredModel] = {}
             for i, key in enumerate(keys):
-                found = self._load(key, lambda: build(i))
+                found = self._load(key, lambda i=i: build(i))
                 if found is not None:
                     out[i] = found
             missing = {i: build(i) for i in range(len(payloads)) if i not in out}
@@ -127,8 +129,13 @@ class ModelStore:
             # the layout the weights are saved and loaded in: a model used just after training then
             # computes what its reload computes, bit for bit (training leaves conv weights channels-last)
             models[i].to(memory_format=torch.contiguous_format)
-            manifest = {"key": keys[i], "payload": payloads[i], "metrics": m, "train_seconds": round(share, 3),
-                        "trained_together": len(which)}
+            manifest = {
+                "key": keys[i],
+                "payload": payloads[i],
+                "metrics": m,
+                "train_seconds": round(share, 3),
+                "trained_together": len(which),
+            }
             if images_seen is not None and images_seen[i] and share > 0:
                 manifest["images_per_second"] = round(images_seen[i] / share, 1)
             path = None

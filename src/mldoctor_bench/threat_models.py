@@ -1,6 +1,6 @@
 """Threat models as objects: what the attacker may query, and which auxiliary data it holds.
 
-A threat model is (model access) x (auxiliary data), spec section 1. Access is enforced by the
+A threat model is (model access) x (auxiliary data) (ML-Doctor, Liu et al. 2022). Access is enforced by the
 object an attack receives: a :class:`BlackBoxAccess` answers queries with the released outputs and
 refuses to hand over the model; a :class:`LabelOnlyAccess` answers with labels alone; a
 :class:`WhiteBoxAccess` also exposes weights, embeddings and gradients.
@@ -15,9 +15,18 @@ import torch.nn.functional as F
 
 from mldoctor_bench.inference import predict_logits
 from mldoctor_bench.models import Classifier
+
 # The threat models themselves are plain data; they are re-exported here beside their access objects.
 from mldoctor_bench.threat_catalog import (  # noqa: F401
-    BLACKBOX, LABEL_ONLY, NONE, OWNER, PARTIAL, SHADOW, THREAT_MODELS, WHITEBOX, ThreatModel,
+    BLACKBOX,
+    LABEL_ONLY,
+    NONE,
+    OWNER,
+    PARTIAL,
+    SHADOW,
+    THREAT_MODELS,
+    WHITEBOX,
+    ThreatModel,
 )
 
 # Post-processing of released posteriors (output-time defenses): probabilities in, probabilities out.
@@ -56,7 +65,7 @@ class BlackBoxAccess(LabelOnlyAccess):
     """Query access returning the released posterior vector of each image.
 
     Posteriors are returned as float64 *log*-probabilities: a float32 softmax saturates to exactly 1
-    on confident predictions and erases the membership signal (spec section 7), so the API releases
+    on confident predictions and erases the membership signal (docs/attacks.md), so the API releases
     them at full precision in log space. An output transform (a defense) post-processes the
     probabilities before release.
     """
@@ -86,8 +95,13 @@ class BlackBoxAccess(LabelOnlyAccess):
 class WhiteBoxAccess(BlackBoxAccess):
     """Full access: the model itself, its embeddings, and gradients."""
 
-    def __init__(self, model: Classifier, device: torch.device, batch_size: int = 512,
-                 output_transform: Optional[OutputTransform] = None) -> None:
+    def __init__(
+        self,
+        model: Classifier,
+        device: torch.device,
+        batch_size: int = 512,
+        output_transform: Optional[OutputTransform] = None,
+    ) -> None:
         # A transform only where posteriors stand in for a defended black-box API (an informed
         # attacker's own shadow model); the target under a white-box threat model gets none.
         super().__init__(model, device, output_transform, batch_size)
@@ -98,8 +112,9 @@ class WhiteBoxAccess(BlackBoxAccess):
         return self._whitebox_model
 
 
-def access_for(tm: ThreatModel, model: Classifier, device: torch.device,
-               output_transform: Optional[OutputTransform] = None) -> LabelOnlyAccess:
+def access_for(
+    tm: ThreatModel, model: Classifier, device: torch.device, output_transform: Optional[OutputTransform] = None
+) -> LabelOnlyAccess:
     """The access object a threat model grants to ``model``."""
     if tm.access == WHITEBOX:
         return WhiteBoxAccess(model, device)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mldoctor_bench.data.base import ImageData
+
 # Re-exported: attacks and defenses query models through these names.
 from mldoctor_bench.inference import accuracy, iterate_batches, model_inputs, predict_logits  # noqa: F401
 from mldoctor_bench.models import Classifier, build_model
@@ -40,7 +41,8 @@ EXECUTION_ONLY = ("compile", "deterministic", "batch_models")
 
 @dataclass(frozen=True)
 class Recipe:
-    """SGD recipe of spec section 4 with a step decay at fractions of the epochs."""
+    """The SGD recipe of ML-Doctor (Liu et al., USENIX Security 2022) with a step decay at fractions of the
+    epochs."""
 
     epochs: int = setting(100, min=1)
     batch_size: int = setting(64, min=1)
@@ -177,7 +179,8 @@ def train_classifier(
     """Train ``model`` in place on ``uint8`` ``images`` and ``labels`` (already on its device).
 
     ``labels`` are class indices, or float class-probability rows (soft labels, e.g. a target's
-    answers for a surrogate), which cross-entropy accepts as they are. ``loss_fn(logits, labels, epoch)`` replaces cross-entropy (defenses use it); the batch order
+    answers for a surrogate), which cross-entropy accepts as they are. ``loss_fn(logits, labels, epoch)``
+    replaces cross-entropy (defenses use it); the batch order
     comes from a generator seeded by ``seed``, so the same job gives the same weights on one device.
     ``max_grad_norm`` clips the gradient's global norm before each step (off by default).
     """

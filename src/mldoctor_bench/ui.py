@@ -119,10 +119,19 @@ def progress_bars() -> Iterator[Bars]:
 # columns its rows have values in, so every number fits a 100-column terminal.
 FAMILY_COLUMNS = {
     "target": (("train_accuracy", "train acc"), ("test_accuracy", "test acc")),
-    "membership": (("auc", "AUC"), ("advantage", "adv"), ("tpr_at_fpr_0.01", "TPR@1%"),
-                   ("tpr_at_fpr_0.001", "TPR@0.1%"), ("accuracy", "acc")),
-    "inversion": (("eval_accuracy", "eval acc"), ("no_target_eval_accuracy", "no target"),
-                  ("chance_accuracy", "chance"), ("mse", "mse")),
+    "membership": (
+        ("auc", "AUC"),
+        ("advantage", "adv"),
+        ("tpr_at_fpr_0.01", "TPR@1%"),
+        ("tpr_at_fpr_0.001", "TPR@0.1%"),
+        ("accuracy", "acc"),
+    ),
+    "inversion": (
+        ("eval_accuracy", "eval acc"),
+        ("no_target_eval_accuracy", "no target"),
+        ("chance_accuracy", "chance"),
+        ("mse", "mse"),
+    ),
     "attribute": (("accuracy", "acc"), ("best_baseline_accuracy", "baseline"), ("advantage_over_baseline", "over")),
     "stealing": (("agreement", "agree"), ("baseline_agreement", "no query"), ("agreement_over_baseline", "over")),
     "privacy_audit": (("epsilon_lower_bound", "audited eps"), ("epsilon", "DP eps"), ("correct_guesses", "correct")),

@@ -8,7 +8,6 @@ Hydra only loads launchers from the ``hydra_plugins`` namespace, hence this pack
 ``sys.modules``, where dataclasses cannot resolve string annotations.)
 """
 
-
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -41,4 +40,6 @@ class BoundedLocalQueueConf(LocalQueueConf):
     max_parallel: int = 2
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="local", node=BoundedLocalQueueConf, provider="mldoctor_bench")
+ConfigStore.instance().store(
+    group="hydra/launcher", name="local", node=BoundedLocalQueueConf, provider="mldoctor_bench"
+)

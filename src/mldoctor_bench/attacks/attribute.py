@@ -1,4 +1,4 @@
-"""Attribute inference (ML-Doctor's AttrInf), spec section 5.
+"""Attribute inference (ML-Doctor's AttrInf, Liu et al. 2022).
 
 A white-box attacker reads the target's penultimate embedding (``model.embed``, no forward hooks)
 and trains a two-layer MLP to predict the *sensitive attribute* (not the task label, which the
@@ -51,8 +51,10 @@ class AttributeNet(nn.Module):
 def embeddings(model: Classifier, images: torch.Tensor, device: torch.device, batch_size: int = 512) -> torch.Tensor:
     """Penultimate embeddings ``(N, embedding_dim)`` of ``uint8`` images, float32 on the CPU."""
     model.eval()
-    outs = [model.embed(model_inputs(images[b].to(device))).float().cpu()
-            for b in iterate_batches(len(images), batch_size, None)]
+    outs = [
+        model.embed(model_inputs(images[b].to(device))).float().cpu()
+        for b in iterate_batches(len(images), batch_size, None)
+    ]
     return torch.cat(outs) if outs else torch.empty(0, model.embedding_dim)
 
 
@@ -66,13 +68,19 @@ class AttributeSettings:
     hidden: int = setting(128, min=1)
 
 
-def label_baseline(train_labels: torch.Tensor, train_attribute: torch.Tensor, test_labels: torch.Tensor,
-                   num_classes: int, num_attribute_classes: int) -> torch.Tensor:
+def label_baseline(
+    train_labels: torch.Tensor,
+    train_attribute: torch.Tensor,
+    test_labels: torch.Tensor,
+    num_classes: int,
+    num_attribute_classes: int,
+) -> torch.Tensor:
     """Predict each test example's attribute from its task label: the label's most frequent
     attribute in the training data (the overall most frequent one for a label never seen)."""
     counts = torch.zeros(num_classes, num_attribute_classes, dtype=torch.long)
-    counts.index_put_((train_labels.long(), train_attribute.long()), torch.ones(len(train_labels), dtype=torch.long),
-                      accumulate=True)
+    counts.index_put_(
+        (train_labels.long(), train_attribute.long()), torch.ones(len(train_labels), dtype=torch.long), accumulate=True
+    )
     overall = counts.sum(0).argmax()
     by_label = torch.where(counts.sum(1) > 0, counts.argmax(1), overall)
     return by_label[test_labels.long()]
@@ -112,10 +120,14 @@ class AttributeInference(Attack):
         no_target = self.infer(ctx, own, train, test)[0].argmax(1)
         metrics = classification_metrics(test.attribute.numpy(), predicted.numpy())
         majority = torch.full_like(test.attribute, int(torch.bincount(test.attribute.long()).argmax()))
-        from_label = label_baseline(train.labels, train.attribute, test.labels, ctx.num_classes,
-                                    ctx.num_attribute_classes)
-        baselines = {"baseline_accuracy": majority, "label_baseline_accuracy": from_label,
-                     "no_target_accuracy": no_target}
+        from_label = label_baseline(
+            train.labels, train.attribute, test.labels, ctx.num_classes, ctx.num_attribute_classes
+        )
+        baselines = {
+            "baseline_accuracy": majority,
+            "label_baseline_accuracy": from_label,
+            "no_target_accuracy": no_target,
+        }
         right = {name: guess == test.attribute for name, guess in baselines.items()}
         accuracies = {name: float(r.double().mean()) for name, r in right.items()}
         strongest = max(accuracies, key=accuracies.get)
@@ -124,12 +136,15 @@ class AttributeInference(Attack):
         metrics["advantage_over_baseline"] = metrics["accuracy"] - accuracies[strongest]
         metrics.update(paired_counts(predicted == test.attribute, right[strongest]))
         metrics.update(attack_train_loss=loss, n_train=float(len(train)), n_test=float(len(test)))
-        pd.DataFrame({"index": test.index.numpy() if test.index is not None else range(len(test)),
-                      "attribute": test.attribute.numpy(), "predicted": predicted.numpy(),
-                      "confidence": probs.max(1).values.numpy(),
-                      **{f"{name.removesuffix('_accuracy')}_predicted": guess.numpy()
-                         for name, guess in baselines.items()}}).to_parquet(ctx.out_dir / "predictions.parquet",
-                                                                             index=False)
+        pd.DataFrame(
+            {
+                "index": test.index.numpy() if test.index is not None else range(len(test)),
+                "attribute": test.attribute.numpy(),
+                "predicted": predicted.numpy(),
+                "confidence": probs.max(1).values.numpy(),
+                **{f"{name.removesuffix('_accuracy')}_predicted": guess.numpy() for name, guess in baselines.items()},
+            }
+        ).to_parquet(ctx.out_dir / "predictions.parquet", index=False)
         return {"": metrics}
 
     @staticmethod
@@ -139,7 +154,11 @@ class AttributeInference(Attack):
         s = ctx.settings
         fitted = fit_network(
             lambda: AttributeNet(model.embedding_dim, s.hidden, ctx.num_attribute_classes),
-            [embeddings(model, train.images, ctx.device)], train.attribute,
-            s.epochs, s.lr, s.batch_size, ctx.seed,
+            [embeddings(model, train.images, ctx.device)],
+            train.attribute,
+            s.epochs,
+            s.lr,
+            s.batch_size,
+            ctx.seed,
         )
         return fitted.probabilities([embeddings(model, test.images, ctx.device)]), fitted.losses[-1]

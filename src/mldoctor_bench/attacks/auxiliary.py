@@ -2,7 +2,7 @@
 
 Under (.,S) that is all the shadow quarters. Under (.,P) it is only the known part of target-train:
 the attacker's known non-members are rows of target-test, the very rows attribute inference and
-model stealing are scored on (spec section 2).
+model stealing are scored on (ML-Doctor, Liu et al. 2022).
 """
 
 from __future__ import annotations
@@ -26,5 +26,7 @@ def training_data(ctx: AttackContext) -> Labeled:
 def paired_counts(attack_right: torch.Tensor, baseline_right: torch.Tensor) -> dict[str, float]:
     """Examples on which only the attack, or only its baseline, is right: McNemar's discordant counts,
     for a paired test of the attack against the baseline on the same examples."""
-    return {"only_attack_right": float((attack_right & ~baseline_right).sum()),
-            "only_baseline_right": float((~attack_right & baseline_right).sum())}
+    return {
+        "only_attack_right": float((attack_right & ~baseline_right).sum()),
+        "only_baseline_right": float((~attack_right & baseline_right).sum()),
+    }

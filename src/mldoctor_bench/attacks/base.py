@@ -66,16 +66,21 @@ class ModelService:
     evaluation classifier, GAN) is cached under a key that includes the cell's identity.
     """
 
-    def classifier(self, role: str, images: torch.Tensor, targets: torch.Tensor,
-                   epochs: int | None = None, arch: str | None = None) -> Classifier:
+    def classifier(
+        self, role: str, images: torch.Tensor, targets: torch.Tensor, epochs: int | None = None, arch: str | None = None
+    ) -> Classifier:
         """A classifier of the target's architecture and recipe (or ``arch``/``epochs``) trained on
         ``uint8`` ``images`` with class-index or soft-probability ``targets``."""
         raise NotImplementedError
 
     def prepare(self, requests: list[ModelRequest | CachedRequest]) -> list[torch.nn.Module]:
         """The models of ``requests`` of either kind, trained together where they can be."""
-        return [self.cached(r.role, r.payload, r.build, r.train).model if isinstance(r, CachedRequest)
-                else self.classifier(r.role, r.images, r.targets, r.epochs, r.arch) for r in requests]
+        return [
+            self.cached(r.role, r.payload, r.build, r.train).model
+            if isinstance(r, CachedRequest)
+            else self.classifier(r.role, r.images, r.targets, r.epochs, r.arch)
+            for r in requests
+        ]
 
     def released(self, model: Classifier) -> BlackBoxAccess:
         """The attacker's black-box view of its own ``model``, released as its shadow model's
@@ -88,8 +93,9 @@ class ModelService:
         output-time defense (for the model owner, who trains its own models)."""
         raise NotImplementedError
 
-    def cached(self, role: str, payload: dict, build: Callable[[], torch.nn.Module],
-               train: Callable[[torch.nn.Module], dict]) -> StoredModel:
+    def cached(
+        self, role: str, payload: dict, build: Callable[[], torch.nn.Module], train: Callable[[torch.nn.Module], dict]
+    ) -> StoredModel:
         """Any other model (e.g. a GAN): ``train(build())`` once per ``payload`` and cell."""
         raise NotImplementedError
 
@@ -117,7 +123,7 @@ class AttackContext:
     heldout: Labeled | None = None  # data in no quarter: for evaluators that neither side trained on
     training_size: int = 0  # examples the target trained on (0: as many as the evaluation members)
     models: ModelService | None = None
-    progress: Callable[[str, int], Callable[[int], None]] = lambda label, total: (lambda n=1: None)
+    progress: Callable[[str, int], Callable[[int], None]] = lambda label, total: lambda n=1: None
 
     @property
     def reference(self) -> LabelOnlyAccess:

@@ -1,4 +1,4 @@
-"""A small DCGAN sized for the dataset's images: the image prior of GMI (spec section 5).
+"""A small DCGAN sized for the dataset's images: the image prior of GMI (ML-Doctor, Liu et al. 2022).
 
 The generator maps a latent vector to an image in the classifiers' input space ``[-1, 1]`` (tanh);
 the discriminator maps an image to one real-vs-fake logit. Both mirror each other: an image side
@@ -54,11 +54,16 @@ class Generator(nn.Module):
         self.base, self.first = base, widths[0]
         self.project = nn.Sequential(
             nn.Linear(latent_dim, widths[0] * base * base, bias=False),
-            nn.BatchNorm1d(widths[0] * base * base), nn.ReLU(inplace=True),
+            nn.BatchNorm1d(widths[0] * base * base),
+            nn.ReLU(inplace=True),
         )
         layers: list[nn.Module] = []
         for w_in, w_out in zip(widths, widths[1:]):
-            layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False), nn.BatchNorm2d(w_out), nn.ReLU(inplace=True)]
+            layers += [
+                nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(w_out),
+                nn.ReLU(inplace=True),
+            ]
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]
         self.upsample = nn.Sequential(*layers)
 
@@ -147,8 +152,9 @@ def train_gan(
             z = torch.randn(len(batch), recipe.latent_dim, generator=generator).to(device)
             fake = g(z)
             ones, zeros = torch.ones(len(batch), device=device), torch.zeros(len(batch), device=device)
-            d_loss = F.binary_cross_entropy_with_logits(d(real), ones) + \
-                F.binary_cross_entropy_with_logits(d(fake.detach()), zeros)
+            d_loss = F.binary_cross_entropy_with_logits(d(real), ones) + F.binary_cross_entropy_with_logits(
+                d(fake.detach()), zeros
+            )
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()

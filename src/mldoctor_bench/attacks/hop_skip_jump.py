@@ -52,7 +52,8 @@ class HopSkipJump:
                 f"hsj_queries={self.budget} leaves fewer than 2 gradient queries at the first of "
                 f"hsj_iterations={self.iterations} iterations (binary searches and step searches take "
                 f"{self.fixed_queries()}); raise hsj_queries to at least {math.ceil(need)} or lower "
-                "hsj_iterations")
+                "hsj_iterations"
+            )
 
     def bisections(self) -> int:
         """Label queries of one binary search."""
@@ -70,8 +71,7 @@ class HopSkipJump:
         return [int(left * w / sum(weights)) for w in weights]
 
 
-def nearest_other(x: torch.Tensor, labels: torch.Tensor,
-                  block: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest_other(x: torch.Tensor, labels: torch.Tensor, block: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """For each row, the index of the nearest (L2) row with a different label, and whether one exists."""
     sq = (x * x).sum(1)
     index = torch.zeros(len(x), dtype=torch.long)
@@ -104,8 +104,7 @@ def hop_skip_jump(
     x = x.float()
     n, d = x.shape
     queries = torch.zeros(n, dtype=torch.long)
-    distances = torch.full((n,), math.inf if box is None else (box[1] - box[0]) * math.sqrt(d),
-                           dtype=torch.float64)
+    distances = torch.full((n,), math.inf if box is None else (box[1] - box[0]) * math.sqrt(d), dtype=torch.float64)
     start_index, found = nearest_other(x, labels)
     start = x[start_index]
     for _ in range(search.init_tries):
@@ -122,8 +121,9 @@ def hop_skip_jump(
     chunk = max(1, CHUNK_ELEMENTS // d)
     for s in range(0, len(rows), chunk):
         idx = rows[s : s + chunk]
-        distances[idx], used = _search_chunk(labels_of, x[idx], labels[idx], start[idx], search, generator,
-                                             project, box, min_delta)
+        distances[idx], used = _search_chunk(
+            labels_of, x[idx], labels[idx], start[idx], search, generator, project, box, min_delta
+        )
         queries[idx] += used
         advance(len(idx))
     return distances, queries

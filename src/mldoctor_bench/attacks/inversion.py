@@ -1,4 +1,4 @@
-"""Model inversion (ML-Doctor's ModInv), spec section 5: images of each class from the target's weights.
+"""Model inversion (ML-Doctor's ModInv, Liu et al. 2022): images of each class from the target's weights.
 
 ``per_class`` reconstructions per class, each from its own start:
 
@@ -46,6 +46,7 @@ from safetensors.torch import save_file
 from mldoctor_bench.attacks.auxiliary import paired_counts
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, CachedRequest, ModelRequest, VariantMetrics
 from mldoctor_bench.attacks.dcgan import DCGAN, GanRecipe, seeded_dcgan, train_gan
+from mldoctor_bench.attacks.inversion_search import Inversion, gmi, miface, miface_starts
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.settings import setting
 from mldoctor_bench.training import accuracy
@@ -53,108 +54,15 @@ from mldoctor_bench.training import accuracy
 MIN_TILE = 56  # grid tiles are upscaled (nearest) to at least this many pixels a side
 
 
-@dataclass
-class Inversion:
-    """Reconstructions in the classifiers' input space ``[-1, 1]`` and the images they started from."""
-
-    images: torch.Tensor
-    starts: torch.Tensor
-    extra: dict[str, torch.Tensor]  # saved beside the images (steps taken, latents, losses)
-
-
-def class_cost(logits: torch.Tensor, classes: torch.Tensor, loss: str) -> torch.Tensor:
-    """Per-row MIFace cost of the softmax: ``1 - p_c`` (``one_minus_p``) or ``-log p_c`` (``nll``)."""
-    log_p = F.log_softmax(logits, dim=1).gather(1, classes.view(-1, 1)).squeeze(1)
-    if loss == "nll":
-        return -log_p
-    if loss == "one_minus_p":
-        return 1.0 - log_p.exp()
-    raise ValueError(f"unknown MIFace loss {loss!r}; choose nll or one_minus_p")
-
-
-def miface(model: torch.nn.Module, starts: torch.Tensor, classes: torch.Tensor, steps: int, lr: float,
-           window: int, threshold: float, loss: str = "nll", advance=lambda n=1: None) -> Inversion:
-    """Invert every row at once from its start image (the rows' costs are independent, so one batch
-    serves all); row ``i`` is meant to show class ``classes[i]``."""
-    device = next(model.parameters()).device
-    classes, x = classes.to(device), starts.to(device).clone()
-    n, shape = len(classes), tuple(starts.shape[1:])
-    best_x, best_cost = x.clone(), torch.full((n,), math.inf, device=device)
-    last_gain = torch.zeros(n, dtype=torch.long, device=device)
-    taken = torch.zeros(n, dtype=torch.long, device=device)
-    active = torch.ones(n, dtype=torch.bool, device=device)
-    model.eval()
-    for step in range(steps):
-        x.requires_grad_(True)
-        cost = class_cost(model(x), classes, loss)
-        (grad,) = torch.autograd.grad(cost[active].sum(), x)
-        with torch.no_grad():
-            improved = active & (cost < best_cost)
-            best_cost = torch.where(improved, cost, best_cost)
-            best_x[improved] = x[improved]
-            last_gain[improved] = step
-            taken[active] = step + 1
-            active &= (cost >= threshold) & (step - last_gain < window)
-            x = torch.where(active.view(-1, *[1] * len(shape)), x - lr * grad, x).clamp(-1.0, 1.0)
-        advance(1)
-        if not active.any():
-            break
-    return Inversion(best_x.detach(), starts.cpu(), {"steps": taken.cpu(), "cost": best_cost.detach().cpu()})
-
-
-def miface_starts(num_classes: int, per_class: int, shape: tuple[int, ...], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Start images and their classes: for each class the zero of the normalised input space (mid
-    grey, Fredrikson et al.'s start), then ``per_class - 1`` starts with uniform noise in
-    ``[-0.5, 0.5]`` added, so that reconstructions of one class are not copies of each other."""
-    generator = torch.Generator().manual_seed(seed)
-    starts = (torch.rand(num_classes, per_class, *shape, generator=generator) - 0.5)
-    starts[:, 0] = 0.0
-    return starts.flatten(0, 1), torch.arange(num_classes).repeat_interleave(per_class)
-
-
-def gmi(gan: DCGAN, model: torch.nn.Module, classes: torch.Tensor, steps: int, lr: float, momentum: float,
-        restarts: int, weight: float, seed: int, advance=lambda n=1: None) -> Inversion:
-    """Latent search of GMI for every requested reconstruction and restart in one batch; for each
-    reconstruction (row ``i`` meant to show ``classes[i]``) the best of its restarts."""
-    device = next(model.parameters()).device
-    g, d = gan.generator.eval(), gan.discriminator.eval()
-    n = len(classes)
-    wanted = classes.to(device).repeat_interleave(restarts)
-    generator = torch.Generator().manual_seed(seed)
-    z = torch.randn(len(wanted), g.latent_dim, generator=generator).clamp(-1, 1).to(device).requires_grad_(True)
-    with torch.no_grad():
-        start_images = g(z.detach())
-    optimiser = torch.optim.SGD([z], lr=lr, momentum=momentum)
-    model.eval()
-
-    def losses(latent: torch.Tensor) -> torch.Tensor:
-        images = g(latent)
-        return -d(images) + weight * F.cross_entropy(model(images), wanted, reduction="none")
-
-    for _ in range(steps):
-        (z.grad,) = torch.autograd.grad(losses(z).sum(), z)  # leaves the models' own gradients alone
-        optimiser.step()
-        with torch.no_grad():
-            z.clamp_(-1.0, 1.0)
-        advance(1)
-    with torch.no_grad():
-        final = losses(z).view(n, restarts)
-        best = final.argmin(1)
-        rows = torch.arange(n, device=device)
-        chosen = z.detach().view(n, restarts, -1)[rows, best]
-        images = g(chosen)
-        starts = start_images.view(n, restarts, *start_images.shape[1:])[rows, best]
-    return Inversion(images, starts.cpu(), {"latent": chosen.cpu(), "loss": final.min(1).values.cpu(),
-                                            "restart": best.cpu()})
-
-
 def class_means(data: Labeled, num_classes: int) -> torch.Tensor:
     """Mean image of each class in ``[0, 1]``; NaN for a class absent from ``data``."""
     images = data.images.float() / 255.0
-    return torch.stack([
-        images[data.labels == c].mean(0) if (data.labels == c).any() else torch.full(images.shape[1:], math.nan)
-        for c in range(num_classes)
-    ])
+    return torch.stack(
+        [
+            images[data.labels == c].mean(0) if (data.labels == c).any() else torch.full(images.shape[1:], math.nan)
+            for c in range(num_classes)
+        ]
+    )
 
 
 def mse_to_class_means(images: torch.Tensor, classes: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
@@ -169,8 +77,13 @@ def class_average(values: torch.Tensor, classes: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def score(inversion: Inversion, classes: torch.Tensor, target: torch.nn.Module, evaluator: torch.nn.Module,
-          means: torch.Tensor) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+def score(
+    inversion: Inversion,
+    classes: torch.Tensor,
+    target: torch.nn.Module,
+    evaluator: torch.nn.Module,
+    means: torch.Tensor,
+) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Metrics of reconstructions (row ``i`` meant to show ``classes[i]``, in ``[-1, 1]``).
 
     ``eval_accuracy`` is a proportion over all reconstructions, with its binomial standard error;
@@ -194,9 +107,13 @@ def score(inversion: Inversion, classes: torch.Tensor, target: torch.nn.Module, 
         "target_confidence": float(probability.mean()),
         "target_accuracy": float((logits.argmax(1) == wanted).double().mean()),
     }
-    return metrics, {"classes": classes.cpu(), "target_probability": probability.float().cpu(),
-                     "evaluator_prediction": predicted, "mse_per_image": errors.float(),
-                     "mse_start_per_image": start_errors.float()}
+    return metrics, {
+        "classes": classes.cpu(),
+        "target_probability": probability.float().cpu(),
+        "evaluator_prediction": predicted,
+        "mse_per_image": errors.float(),
+        "mse_start_per_image": start_errors.float(),
+    }
 
 
 def save_grid(rows: list[torch.Tensor], path: Path) -> None:
@@ -256,8 +173,10 @@ class ModelInversion(Attack):
 
         unknown = [a for a in s.evaluator_archs if a not in ARCHS]
         if unknown or len(set(s.evaluator_archs)) < 2:
-            raise ValueError(f"evaluator_archs={s.evaluator_archs} must name two or more different "
-                             f"architectures ({', '.join(ARCHS.names())}), e.g. [resnet18,vgg19]")
+            raise ValueError(
+                f"evaluator_archs={s.evaluator_archs} must name two or more different "
+                f"architectures ({', '.join(ARCHS.names())}), e.g. [resnet18,vgg19]"
+            )
 
     def run(self, ctx: AttackContext) -> VariantMetrics:
         target, s = ctx.target.model, ctx.settings
@@ -277,9 +196,15 @@ class ModelInversion(Attack):
             metrics["mean_steps"] = float(inversion.extra["steps"].float().mean())
         first = inversion.images.view(ctx.num_classes, s.per_class, *inversion.images.shape[1:])
         save_grid([first[:, r] for r in range(s.per_class)], ctx.out_dir / f"inversion_{variant}.png")
-        tensors = {"images": ((inversion.images.cpu() + 1) / 2), "starts": ((inversion.starts.cpu() + 1) / 2),
-                   **per_image, **inversion.extra}
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(ctx.out_dir / f"inversion_{variant}.safetensors"))
+        tensors = {
+            "images": ((inversion.images.cpu() + 1) / 2),
+            "starts": ((inversion.starts.cpu() + 1) / 2),
+            **per_image,
+            **inversion.extra,
+        }
+        save_file(
+            {k: v.contiguous() for k, v in tensors.items()}, str(ctx.out_dir / f"inversion_{variant}.safetensors")
+        )
         return {variant: metrics}
 
     def models_wanted(self, ctx: AttackContext) -> list:
@@ -299,8 +224,9 @@ class ModelInversion(Attack):
         n_test = min(n - 1, max(1, round(n * s.evaluator_test_share)))
         order = torch.randperm(n, generator=torch.Generator().manual_seed(ctx.cell_seed))
         fit, held = order[n_test:], order[:n_test]
-        request = ModelRequest("evaluator", ctx.heldout.images[fit], ctx.heldout.labels[fit],
-                               epochs=s.evaluator_epochs, arch=arch)
+        request = ModelRequest(
+            "evaluator", ctx.heldout.images[fit], ctx.heldout.labels[fit], epochs=s.evaluator_epochs, arch=arch
+        )
         return request, held
 
     @staticmethod
@@ -309,15 +235,23 @@ class ModelInversion(Attack):
         part of the partition's heldout pool (rows no other model sees) and tested on the rest. One
         evaluator per cell: every threat model's reconstructions are judged by the same one."""
         request, held = ModelInversion.evaluator_split(ctx)
-        model = ctx.models.classifier(request.role, request.images, request.targets, epochs=request.epochs,
-                                      arch=request.arch)
+        model = ctx.models.classifier(
+            request.role, request.images, request.targets, epochs=request.epochs, arch=request.arch
+        )
         fit, arch = request.images, request.arch
         acc = accuracy(model, ctx.heldout.images[held].to(ctx.device), ctx.heldout.labels[held])
-        info = {"evaluator_arch": arch, "evaluator_train_size": len(fit), "evaluator_test_size": len(held),
-                "evaluator_accuracy": acc}
+        info = {
+            "evaluator_arch": arch,
+            "evaluator_train_size": len(fit),
+            "evaluator_test_size": len(held),
+            "evaluator_accuracy": acc,
+        }
         (ctx.out_dir / "evaluator.json").write_text(json.dumps(info, indent=2))
-        return model, {"evaluator_accuracy": acc, "evaluator_train_size": float(len(fit)),
-                       "evaluator_test_size": float(len(held))}
+        return model, {
+            "evaluator_accuracy": acc,
+            "evaluator_train_size": float(len(fit)),
+            "evaluator_test_size": float(len(held)),
+        }
 
     @staticmethod
     def miface(ctx: AttackContext, target: torch.nn.Module) -> tuple[Inversion, torch.Tensor]:
@@ -325,13 +259,15 @@ class ModelInversion(Attack):
         s = ctx.settings.miface
         shape = tuple(ctx.evaluation.members.images.shape[1:])  # only the shape, which the weights imply
         starts, classes = miface_starts(ctx.num_classes, ctx.settings.per_class, shape, ctx.seed)
-        inversion = miface(target, starts, classes, s.steps, s.lr, s.window, s.threshold, s.loss,
-                           ctx.progress("MIFace (W,N)", s.steps))
+        inversion = miface(
+            target, starts, classes, s.steps, s.lr, s.window, s.threshold, s.loss, ctx.progress("MIFace (W,N)", s.steps)
+        )
         return inversion, classes
 
     @staticmethod
-    def no_target(ctx: AttackContext, classes: torch.Tensor, evaluator: torch.nn.Module,
-                  with_target: torch.Tensor) -> dict[str, float]:
+    def no_target(
+        ctx: AttackContext, classes: torch.Tensor, evaluator: torch.nn.Module, with_target: torch.Tensor
+    ) -> dict[str, float]:
         """GMI guided by the attacker's own shadow classifier instead of the target, from the same
         latents, judged by the same evaluator: what the attacker's GAN and data give without the target."""
         inversion = ModelInversion.gmi(ctx, ctx.knowledge.reference.model, "GMI without the target (W,S)")[0]
@@ -341,18 +277,31 @@ class ModelInversion(Attack):
         with torch.no_grad():
             predicted = evaluator.eval()(inversion.images.to(next(evaluator.parameters()).device)).argmax(1).cpu()
         wanted = classes.cpu()
-        return {"no_target_eval_accuracy": float((predicted == wanted).double().mean()),
-                **paired_counts(with_target == wanted, predicted == wanted)}
+        return {
+            "no_target_eval_accuracy": float((predicted == wanted).double().mean()),
+            **paired_counts(with_target == wanted, predicted == wanted),
+        }
 
     @staticmethod
-    def gmi(ctx: AttackContext, target: torch.nn.Module, label: str = "GMI latent search (W,S)"
-            ) -> tuple[Inversion, torch.Tensor]:
+    def gmi(
+        ctx: AttackContext, target: torch.nn.Module, label: str = "GMI latent search (W,S)"
+    ) -> tuple[Inversion, torch.Tensor]:
         """GMI with the run's settings, on the (cached) GAN prior learnt from the shadow images."""
         s = ctx.settings.gmi
         gan = ModelInversion.train_or_load_gan(ctx)
         classes = torch.arange(ctx.num_classes).repeat_interleave(ctx.settings.per_class)
-        inversion = gmi(gan.to(ctx.device), target, classes, s.steps, s.lr, s.momentum, s.restarts, s.weight,
-                        ctx.seed, ctx.progress(label, s.steps))
+        inversion = gmi(
+            gan.to(ctx.device),
+            target,
+            classes,
+            s.steps,
+            s.lr,
+            s.momentum,
+            s.restarts,
+            s.weight,
+            ctx.seed,
+            ctx.progress(label, s.steps),
+        )
         return inversion, classes
 
     @staticmethod
@@ -369,13 +318,25 @@ class ModelInversion(Attack):
             raise ValueError("GMI needs the attacker's shadow images")
         recipe = ctx.settings.gan
         channels, size = int(data.images.shape[1]), int(data.images.shape[-1])
-        payload = {"recipe": vars(recipe), "channels": channels, "size": size, "seed": ctx.seed,
-                   "images": len(data), "threat_model": ctx.threat_model.name}
+        payload = {
+            "recipe": vars(recipe),
+            "channels": channels,
+            "size": size,
+            "seed": ctx.seed,
+            "images": len(data),
+            "threat_model": ctx.threat_model.name,
+        }
         images = data.images.to(ctx.device)
 
         def train(gan: DCGAN) -> dict:
             advance = ctx.progress("train GAN (GMI prior)", recipe.epochs)
             return train_gan(gan, images, recipe, ctx.seed, on_epoch=lambda *_: advance(1))
 
-        return CachedRequest("gan", payload, lambda: seeded_dcgan(recipe, channels, size, ctx.seed), train,
-                             thread_safe=True, images_seen=len(images) * recipe.epochs)
+        return CachedRequest(
+            "gan",
+            payload,
+            lambda: seeded_dcgan(recipe, channels, size, ctx.seed),
+            train,
+            thread_safe=True,
+            images_seen=len(images) * recipe.epochs,
+        )

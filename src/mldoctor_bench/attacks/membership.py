@@ -1,7 +1,7 @@
-"""Membership inference with a learned attack model (ML-Doctor's MemInf), spec section 5.
+"""Membership inference with a learned attack model (ML-Doctor's MemInf, Liu et al. 2022).
 
 Black-box features come from the released posteriors, built in log space so that they survive
-confident predictions (spec section 7): the sorted log-posterior vector in one branch, and the
+confident predictions (docs/attacks.md): the sorted log-posterior vector in one branch, and the
 prediction's correctness, the per-example loss and the logit-scaled confidence
 ``log p_y - log(1 - p_y)`` in another. The attack model learns on the attacker's own data (shadow
 model under S, known parts of the target's data under P) and is scored on held-back target data.
@@ -31,9 +31,9 @@ from mldoctor_bench.attacks.attack_model import fit_attack_model
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, VariantMetrics
 from mldoctor_bench.attacks.scoring import save_exposed, save_scores
 from mldoctor_bench.attacks.signals import LOG_FLOOR, loss_and_confidence
+from mldoctor_bench.inference import model_inputs
 from mldoctor_bench.knowledge import Labeled, balanced
 from mldoctor_bench.metrics import membership_metrics
-from mldoctor_bench.inference import model_inputs
 from mldoctor_bench.models import Classifier
 from mldoctor_bench.settings import setting
 from mldoctor_bench.threat_models import BlackBoxAccess, WhiteBoxAccess
@@ -55,8 +55,9 @@ def blackbox_features(access: BlackBoxAccess, data: Labeled) -> list[torch.Tenso
     return posterior_features(access.log_posteriors(data.images), data.labels)
 
 
-def head_gradients(model: Classifier, images: torch.Tensor, labels: torch.Tensor,
-                   batch_size: int = 256) -> torch.Tensor:
+def head_gradients(
+    model: Classifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256
+) -> torch.Tensor:
     """Per-example gradients of the cross-entropy loss w.r.t. the last layer's weight,
     ``(N, classes, embedding)``; each row is exactly what a backward pass on that example alone gives."""
     device = next(model.parameters()).device
@@ -77,8 +78,9 @@ def head_gradients(model: Classifier, images: torch.Tensor, labels: torch.Tensor
     return torch.cat(out)
 
 
-def whitebox_features(access: WhiteBoxAccess, data: Labeled, num_classes: int,
-                      order_free: bool = True) -> list[torch.Tensor]:
+def whitebox_features(
+    access: WhiteBoxAccess, data: Labeled, num_classes: int, order_free: bool = True
+) -> list[torch.Tensor]:
     """Black-box groups, with the gradient norm added to the second, plus one-hot label and gradient
     (``order_free``: each row's ``TOP_UNITS`` largest magnitudes, sorted; else the raw matrix)."""
     posterior, extra = blackbox_features(access, data)
@@ -103,8 +105,11 @@ class GradientBranch(nn.Module):
         self.shape = (1, classes, embedding)
         stride = max(1, embedding // 32)
         self.net = nn.Sequential(
-            nn.Conv2d(1, width, kernel_size=(classes, stride), stride=(1, stride)), nn.ReLU(),
-            nn.Flatten(), nn.LazyLinear(64), nn.ReLU(),
+            nn.Conv2d(1, width, kernel_size=(classes, stride), stride=(1, stride)),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.LazyLinear(64),
+            nn.ReLU(),
         )
         self.net(torch.zeros(1, *self.shape))  # materialise the lazy layer
 
@@ -148,14 +153,11 @@ class MembershipInference(Attack):
             model = ctx.target.model
             units = min(TOP_UNITS, model.embedding_dim) if gradient_order_free(ctx) else model.embedding_dim
             custom = {3: lambda: GradientBranch(model.num_classes, units)}
-        fitted = fit_attack_model(
-            train_groups, train_labels, s.epochs, s.lr, s.batch_size, ctx.seed, custom
-        )
+        fitted = fit_attack_model(train_groups, train_labels, s.epochs, s.lr, s.batch_size, ctx.seed, custom)
         e_in, e_out = balanced(ctx.evaluation.members, ctx.evaluation.nonmembers)
         m = len(e_in)
         eval_groups = [
-            torch.cat(pair)
-            for pair in zip(self.features(ctx.target, e_in, ctx), self.features(ctx.target, e_out, ctx))
+            torch.cat(pair) for pair in zip(self.features(ctx.target, e_in, ctx), self.features(ctx.target, e_out, ctx))
         ]
         labels = torch.cat([torch.ones(m), torch.zeros(m)]).numpy()
         scores = fitted.member_scores(eval_groups).numpy()

@@ -1,5 +1,5 @@
 """Label-only membership inference (Choquette-Choo et al., "Label-Only Membership Inference
-Attacks", ICML 2021), spec section 9.
+Attacks", ICML 2021).
 
 The target answers with predicted labels only (:class:`LabelOnlyAccess`). Under
 ``blackbox_label_only`` the attacker holds shadow data and its own shadow model, which it also
@@ -68,15 +68,18 @@ class Augmentation:
         out = torch.zeros_like(images)
         h, w = images.shape[-2:]
         dy, dx = self.dy, self.dx
-        out[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = \
-            images[..., max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
+        out[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = images[
+            ..., max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+        ]
         return out.flip(-1) if self.flip else out
 
 
 def augmentation_set(shift: int, flip: bool) -> list[Augmentation]:
     """The identity and every translation with ``|dy| + |dx| = shift`` (each also flipped if ``flip``)."""
     moves = [(0, 0)] + [
-        (dy, dx) for dy in range(-shift, shift + 1) for dx in range(-shift, shift + 1)
+        (dy, dx)
+        for dy in range(-shift, shift + 1)
+        for dx in range(-shift, shift + 1)
         if shift > 0 and abs(dy) + abs(dx) == shift
     ]
     return [Augmentation(dy, dx, f) for f in ((False, True) if flip else (False,)) for dy, dx in moves]
@@ -102,7 +105,8 @@ class NoiseSearch:
         if self.budget < need:
             raise ValueError(
                 f"queries_per_example={self.budget} is below the worst case of the direction search, "
-                f"1 + directions * levels = {need}; raise it or lower directions/levels")
+                f"1 + directions * levels = {need}; raise it or lower directions/levels"
+            )
 
     def radii(self, dim: int) -> torch.Tensor:
         steps = torch.arange(-(self.levels - 1), 1, dtype=torch.float64)
@@ -114,8 +118,9 @@ def _perturb(x: torch.Tensor, u: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return (x + (r * PIXEL_SCALE).unsqueeze(1).float() * u).round_().clamp_(0, 255)
 
 
-def _noise_chunk(access: LabelOnlyAccess, images: torch.Tensor, labels: torch.Tensor, s: NoiseSearch,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _noise_chunk(
+    access: LabelOnlyAccess, images: torch.Tensor, labels: torch.Tensor, s: NoiseSearch, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Distances and label queries used for correctly classified ``images`` (clean query not counted)."""
     b, shape = len(images), images.shape[1:]
     x = images.reshape(b, -1).float()
@@ -136,8 +141,9 @@ def _noise_chunk(access: LabelOnlyAccess, images: torch.Tensor, labels: torch.Te
         if len(rows) == 0:
             break
         k = s.directions
-        hit = flips(rows.repeat_interleave(k), torch.arange(k).repeat(len(rows)),
-                    radii[lv].expand(len(rows) * k)).view(len(rows), k)
+        hit = flips(rows.repeat_interleave(k), torch.arange(k).repeat(len(rows)), radii[lv].expand(len(rows) * k)).view(
+            len(rows), k
+        )
         found = hit.any(1)
         level[rows[found]] = lv
         best[rows[found]] = hit[found].long().argmax(1)  # the first direction that flips
@@ -170,8 +176,9 @@ def to_images(points: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 CorrectSearch = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def flip_distances(access: LabelOnlyAccess, data: Labeled, search: CorrectSearch,
-                   advance: Callable[..., None]) -> tuple[torch.Tensor, torch.Tensor]:
+def flip_distances(
+    access: LabelOnlyAccess, data: Labeled, search: CorrectSearch, advance: Callable[..., None]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``search`` on the examples ``access`` labels correctly; misclassified ones get distance 0.
 
     Returns distances and label queries per example, the clean query included.
@@ -188,7 +195,10 @@ def flip_distances(access: LabelOnlyAccess, data: Labeled, search: CorrectSearch
 
 
 def noise_robustness_distances(
-    access: LabelOnlyAccess, data: Labeled, search: NoiseSearch, generator: torch.Generator,
+    access: LabelOnlyAccess,
+    data: Labeled,
+    search: NoiseSearch,
+    generator: torch.Generator,
     advance: Callable[..., None] = lambda n=1, info="": None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Distance to the first label change along random directions of each example, and label queries
@@ -199,8 +209,9 @@ def noise_robustness_distances(
         chunk = max(1, CHUNK_ELEMENTS // (search.directions * dim))
         parts = []
         for start in range(0, len(images), chunk):
-            parts.append(_noise_chunk(access, images[start : start + chunk], labels[start : start + chunk],
-                                      search, generator))
+            parts.append(
+                _noise_chunk(access, images[start : start + chunk], labels[start : start + chunk], search, generator)
+            )
             advance(len(parts[-1][0]))
         return torch.cat([d for d, _ in parts]), torch.cat([q for _, q in parts])
 
@@ -208,7 +219,10 @@ def noise_robustness_distances(
 
 
 def boundary_distances(
-    access: LabelOnlyAccess, data: Labeled, search: HopSkipJump, generator: torch.Generator,
+    access: LabelOnlyAccess,
+    data: Labeled,
+    search: HopSkipJump,
+    generator: torch.Generator,
     advance: Callable[..., None] = lambda n=1, info="": None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """HopSkipJump's estimate of each example's minimal distance to the decision boundary, and label
@@ -221,8 +235,16 @@ def boundary_distances(
     def run(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shape = images.shape[1:]
         x = normalise(images).flatten(1)
-        return hop_skip_jump(lambda p: access.labels(to_images(p, shape)), x, labels, search, generator,
-                             project=quantise, min_delta=math.sqrt(x.shape[1]) / PIXEL_SCALE, advance=advance)
+        return hop_skip_jump(
+            lambda p: access.labels(to_images(p, shape)),
+            x,
+            labels,
+            search,
+            generator,
+            project=quantise,
+            min_delta=math.sqrt(x.shape[1]) / PIXEL_SCALE,
+            advance=advance,
+        )
 
     return flip_distances(access, data, run, advance)
 
@@ -279,7 +301,8 @@ class LabelOnlyMembershipInference(Attack):
         if "augmentation" in variants:
             augs = augmentation_set(s.shift, s.flip)
             results["augmentation"], saved["augmentation"], scored["augmentation"] = self.augmentation(
-                ctx, shadow, augs)
+                ctx, shadow, augs
+            )
         searches = {
             "noise_robustness": (self.noise_search(s), noise_robustness_distances),
             "boundary": (self.hop_skip_jump(s), boundary_distances),
@@ -287,8 +310,8 @@ class LabelOnlyMembershipInference(Attack):
         for variant, (search, distances) in searches.items():
             if variant in variants:
                 results[variant], saved[variant], scored[variant] = self.distance_attack(
-                    ctx, shadow, variant, partial(distances, search=search), search.budget,
-                    s.boundary_examples)
+                    ctx, shadow, variant, partial(distances, search=search), search.budget, s.boundary_examples
+                )
         save_scores(ctx.out_dir / "scores.parquet", saved, scored)
         save_exposed(ctx.out_dir, saved, scored)
         return results
@@ -310,8 +333,15 @@ class LabelOnlyMembershipInference(Attack):
         metrics["augmentations"] = float(len(augs))
         return metrics, (y_ev, score), Labeled.concat([e_in, e_out])
 
-    def distance_attack(self, ctx: AttackContext, shadow: LabelOnlyAccess, variant: str, distances: Callable,
-                        budget: int, cap: int | None):
+    def distance_attack(
+        self,
+        ctx: AttackContext,
+        shadow: LabelOnlyAccess,
+        variant: str,
+        distances: Callable,
+        budget: int,
+        cap: int | None,
+    ):
         """Threshold attack on a distance to a label change: the threshold is fitted on the shadow
         model's distances, then applied to the target's. Returns the metrics, (is_member, score) and
         the examples scored (the first ``cap`` evaluation members, then as many non-members)."""
@@ -323,8 +353,7 @@ class LabelOnlyMembershipInference(Attack):
         # HopSkipJump's starts, taken from the batch) can depend on which is which.
         d_att, _ = distances(shadow, Labeled.concat([a_in, a_out]), generator=generator, advance=advance)
         threshold, train_accuracy = best_threshold(d_att[: len(a_in)].numpy(), d_att[len(a_in) :].numpy())
-        score, queries = distances(ctx.target, Labeled.concat([e_in, e_out]), generator=generator,
-                                   advance=advance)
+        score, queries = distances(ctx.target, Labeled.concat([e_in, e_out]), generator=generator, advance=advance)
         score, queries = score.numpy(), queries.double()
         y_ev = np.r_[np.ones(len(e_in)), np.zeros(len(e_out))].astype(int)
         metrics = membership_metrics(y_ev, score, (score >= threshold).astype(int))

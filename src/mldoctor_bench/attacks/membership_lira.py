@@ -3,8 +3,9 @@ First Principles", S&P 2022), under (B,S).
 
 The signal is the logit-scaled confidence ``phi = log p_y - log(1 - p_y)`` of the true class,
 computed stably in log space from released float64 log-posteriors (the target's, and the reference
-models' read as the attacker reads its shadow model's). For each candidate, Gaussians are fitted to ``phi`` under the reference
-models that trained on it (IN) and those that did not (OUT) (:mod:`reference_models`):
+models' read as the attacker reads its shadow model's). For each candidate, Gaussians are fitted to
+``phi`` under the reference models that trained on it (IN) and those that did not (OUT)
+(:mod:`reference_models`):
 
 - ``online``: the log-likelihood ratio ``log N(phi; mu_in, s_in) - log N(phi; mu_out, s_out)``;
 - ``offline``: OUT references only (trained on the attacker's shadow data), one-sided: the score is
@@ -34,8 +35,16 @@ import numpy as np
 import torch
 
 from mldoctor_bench.attacks.base import ATTACKS, AttackContext, VariantMetrics
-from mldoctor_bench.attacks.reference_models import (ONLINE, ReferenceModelAttack, Signals, candidates, query_views,
-                                                     reference_set, reference_signals, signals)
+from mldoctor_bench.attacks.reference_models import (
+    ONLINE,
+    ReferenceModelAttack,
+    Signals,
+    candidates,
+    query_views,
+    reference_set,
+    reference_signals,
+    signals,
+)
 from mldoctor_bench.metrics import membership_metrics
 from mldoctor_bench.settings import setting
 
@@ -61,13 +70,15 @@ def normal_logpdf(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> tor
     return -0.5 * ((x - mean) / std) ** 2 - std.log() - 0.5 * np.log(2 * np.pi)
 
 
-def published_scores(target: np.ndarray, references: np.ndarray, in_mask: np.ndarray | None,
-                     fixed_var: bool) -> np.ndarray:
+def published_scores(
+    target: np.ndarray, references: np.ndarray, in_mask: np.ndarray | None, fixed_var: bool
+) -> np.ndarray:
     """LiRA's score under the choices of the authors' released ``plot.py`` (Carlini et al.), for one
     query: Gaussians centred on the *median* of each side; with ``fixed_var`` one standard deviation,
     that of every IN value together (the spread between candidates included), for both sides
     (offline: of every OUT value); offline *two-sided*: a candidate far from its OUT Gaussian on
     either side scores high. ``target`` ``(candidates,)``, ``references`` ``(references, candidates)``."""
+
     def side(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         values = np.where(mask, references, np.nan)
         return values, np.nanmedian(values, 0), np.nanstd(values, 0)
@@ -88,8 +99,13 @@ def published_scores(target: np.ndarray, references: np.ndarray, in_mask: np.nda
     return logpdf(target, mean_in, std_in) - logpdf(target, mean_out, std_out)
 
 
-def lira_scores(target: torch.Tensor, references: torch.Tensor, in_mask: torch.Tensor | None,
-                fixed_var: bool, published: bool = False) -> torch.Tensor:
+def lira_scores(
+    target: torch.Tensor,
+    references: torch.Tensor,
+    in_mask: torch.Tensor | None,
+    fixed_var: bool,
+    published: bool = False,
+) -> torch.Tensor:
     """LiRA's score of each candidate, averaged over queries.
 
     ``target``: ``(queries, candidates)`` confidences of the target; ``references``:
@@ -98,8 +114,15 @@ def lira_scores(target: torch.Tensor, references: torch.Tensor, in_mask: torch.T
     of the authors' released code (:func:`published_scores`) instead of ours."""
     if published:
         mask = None if in_mask is None else in_mask.numpy()
-        return torch.from_numpy(np.mean([published_scores(target[q].numpy(), references[q].numpy(), mask, fixed_var)
-                                         for q in range(target.shape[0])], axis=0))
+        return torch.from_numpy(
+            np.mean(
+                [
+                    published_scores(target[q].numpy(), references[q].numpy(), mask, fixed_var)
+                    for q in range(target.shape[0])
+                ],
+                axis=0,
+            )
+        )
     scores = []
     for q in range(target.shape[0]):
         if in_mask is None:
@@ -150,11 +173,16 @@ class LiraMembershipInference(ReferenceModelAttack):
                 score = lira_scores(target, observed, mask, fixed, s.conventions == "published").numpy()
                 # hard decisions, under either conventions: online a likelihood ratio above 1, offline
                 # phi above the OUT mean
-                ours = score if s.conventions == "ours" or kind == ONLINE else lira_scores(target, observed, mask,
-                                                                                            fixed).numpy()
-                results[variant] = {**membership_metrics(y, score, (ours > 0).astype(int)),
-                                    "num_references": float(s.num_references), "queries": float(len(views))}
+                ours = (
+                    score
+                    if s.conventions == "ours" or kind == ONLINE
+                    else lira_scores(target, observed, mask, fixed).numpy()
+                )
+                results[variant] = {
+                    **membership_metrics(y, score, (ours > 0).astype(int)),
+                    "num_references": float(s.num_references),
+                    "queries": float(len(views)),
+                }
                 saved[variant] = (y, score)
         self.save(ctx, saved, pool, list(masks.values()))
         return results
-

@@ -1,5 +1,5 @@
 """Metric-based membership inference (Song & Mittal, "Systematic Evaluation of Privacy Risks of
-Machine Learning Models", USENIX Security 2021), spec section 9.
+Machine Learning Models", USENIX Security 2021).
 
 Four variants, each a threshold on one signal of the released posterior, oriented so that higher
 means "member":
@@ -7,7 +7,7 @@ means "member":
 - ``correctness``: the prediction is right (no threshold; Yeom et al.'s gap attack);
 - ``confidence``: the true class's confidence, thresholded as the logit-scaled confidence
   ``log p_y - log(1 - p_y)``; a monotone map of ``p_y``, so the same attack, but it keeps its
-  resolution where float64 ``p_y`` rounds to 1 (spec section 7);
+  resolution where float64 ``p_y`` rounds to 1 (docs/attacks.md);
 - ``entropy``: minus the posterior's entropy;
 - ``modified_entropy``: minus Song & Mittal's label-aware entropy.
 
@@ -61,9 +61,13 @@ def signals_of(access: BlackBoxAccess, data: Labeled) -> dict[str, np.ndarray]:
 
 
 def fit_thresholds(
-    members: dict[str, np.ndarray], member_labels: np.ndarray,
-    nonmembers: dict[str, np.ndarray], nonmember_labels: np.ndarray,
-    variants: list[str], num_classes: int, classwise: bool,
+    members: dict[str, np.ndarray],
+    member_labels: np.ndarray,
+    nonmembers: dict[str, np.ndarray],
+    nonmember_labels: np.ndarray,
+    variants: list[str],
+    num_classes: int,
+    classwise: bool,
 ) -> dict[str, np.ndarray]:
     """Per-class thresholds of each thresholded variant, from the attacker's signals alone.
 
@@ -106,8 +110,15 @@ class MetricMembershipInference(Attack):
         a_in, a_out = balanced(ctx.knowledge.members, ctx.knowledge.nonmembers)
         n = len(a_in)
         att_in, att_out = signals_of(ctx.reference, a_in), signals_of(ctx.reference, a_out)
-        thresholds = fit_thresholds(att_in, a_in.labels.numpy(), att_out, a_out.labels.numpy(),
-                                    variants, ctx.num_classes, ctx.settings.classwise)
+        thresholds = fit_thresholds(
+            att_in,
+            a_in.labels.numpy(),
+            att_out,
+            a_out.labels.numpy(),
+            variants,
+            ctx.num_classes,
+            ctx.settings.classwise,
+        )
 
         e_in, e_out = balanced(ctx.evaluation.members, ctx.evaluation.nonmembers)
         m = len(e_in)
@@ -133,5 +144,6 @@ class MetricMembershipInference(Attack):
         save_scores(ctx.out_dir / "scores.parquet", saved, scored)
         save_exposed(ctx.out_dir, saved, scored)
         (ctx.out_dir / "thresholds.json").write_text(
-            json.dumps({v: t.tolist() for v, t in thresholds.items()}, indent=2))
+            json.dumps({v: t.tolist() for v, t in thresholds.items()}, indent=2)
+        )
         return results

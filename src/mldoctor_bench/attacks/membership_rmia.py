@@ -30,8 +30,15 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from mldoctor_bench.attacks.base import ATTACKS, AttackContext, VariantMetrics
-from mldoctor_bench.attacks.reference_models import (OFFLINE, ONLINE, ReferenceModelAttack, candidates, reference_set,
-                                                     reference_signals, signals)
+from mldoctor_bench.attacks.reference_models import (
+    OFFLINE,
+    ONLINE,
+    ReferenceModelAttack,
+    candidates,
+    reference_set,
+    reference_signals,
+    signals,
+)
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.metrics import membership_metrics
 from mldoctor_bench.settings import setting
@@ -85,8 +92,9 @@ def rmia_scores(ratio_x: np.ndarray, ratio_z: np.ndarray, gamma: float) -> np.nd
     return (beaten + within) / (len(ordered) + 1)
 
 
-def choose_offline_a(stand_in: np.ndarray, others: np.ndarray, others_in: np.ndarray,
-                     stand_in_members: np.ndarray, trim: float = 0.0) -> tuple[float, float]:
+def choose_offline_a(
+    stand_in: np.ndarray, others: np.ndarray, others_in: np.ndarray, stand_in_members: np.ndarray, trim: float = 0.0
+) -> tuple[float, float]:
     """The ``a`` (and its AUC) that best separates a stand-in target's members from its non-members.
 
     ``stand_in``: ``Pr(x|stand-in)`` of the pool rows; ``others``/``others_in``: the other references'
@@ -97,8 +105,9 @@ def choose_offline_a(stand_in: np.ndarray, others: np.ndarray, others_in: np.nda
     usable = ~np.isnan(mean_out)
     y = stand_in_members[usable]
     if len(set(y.tolist())) < 2:
-        raise ValueError("the stand-in reference has only members or only non-members with an OUT estimate; "
-                         "use more references")
+        raise ValueError(
+            "the stand-in reference has only members or only non-members with an OUT estimate; use more references"
+        )
     aucs = [roc_auc_score(y, stand_in[usable] / offline_pr(mean_out[usable], a)) for a in A_GRID]
     best = int(np.argmax(aucs))
     return float(A_GRID[best]), float(aucs[best])
@@ -133,13 +142,13 @@ class RmiaMembershipInference(ReferenceModelAttack):
         # candidates x then population samples z, queried together
         queries = Labeled.concat([pool, population])
         target_xz = signals(ctx.target, queries.images, queries.labels).log_p.exp().numpy()
-        target_x, target_z = target_xz[: len(pool)], target_xz[len(pool):]
+        target_x, target_z = target_xz[: len(pool)], target_xz[len(pool) :]
         y, results, saved, masks = is_member.numpy(), {}, {}, {}
         for kind in self.kinds(s):
             refs = reference_set(ctx, kind, s.num_references)
             masks[kind] = refs
             xz_probs = reference_signals(ctx, refs, [queries.images], queries.labels).log_p[0].exp().numpy()
-            x_probs, z_probs = xz_probs[:, : len(pool)], xz_probs[:, len(pool):]
+            x_probs, z_probs = xz_probs[:, : len(pool)], xz_probs[:, len(pool) :]
             extra = {}
             every = np.ones_like(x_probs, dtype=bool)
             if kind == ONLINE:  # z: OUT for every online reference ...
@@ -155,8 +164,12 @@ class RmiaMembershipInference(ReferenceModelAttack):
             ratio_x, ratio_z = target_x / pr_x, target_z[z] / pr_z[z]
             score = rmia_scores(ratio_x, ratio_z, s.gamma)
             member = (rmia_fractions(ratio_x, ratio_z, s.gamma) > 0.5).astype(int)
-            results[kind] = {**membership_metrics(y, score, member), **extra,
-                             "num_references": float(s.num_references), "num_z": float(len(z))}
+            results[kind] = {
+                **membership_metrics(y, score, member),
+                **extra,
+                "num_references": float(s.num_references),
+                "num_z": float(len(z)),
+            }
             saved[kind] = (y, score)
         self.save(ctx, saved, pool, list(masks.values()))
         return results

@@ -1,4 +1,4 @@
-"""The one-run privacy audit (Steinke, Nasr, Jagielski, NeurIPS 2023), spec section 10: an empirical
+"""The one-run privacy audit (Steinke, Nasr, Jagielski, NeurIPS 2023): an empirical
 lower bound on the epsilon of the target's training, beside the DP accountant's epsilon.
 
 The model owner (threat model ``auditor``) trains an audited copy of the target (its architecture,
@@ -75,8 +75,10 @@ class PrivacyAudit(Attack):
     def check_settings(self, settings: AuditSettings) -> None:
         bad = [f for f in settings.guess_fractions if not 0 < f <= 1]
         if bad or not settings.guess_fractions:
-            raise ValueError(f"guess_fractions={list(settings.guess_fractions)}: give shares of the canaries "
-                             "in (0, 1], e.g. [0.01,0.1,0.5]")
+            raise ValueError(
+                f"guess_fractions={list(settings.guess_fractions)}: give shares of the canaries "
+                "in (0, 1], e.g. [0.01,0.1,0.5]"
+            )
         if settings.beta >= 1:
             raise ValueError(f"beta={settings.beta}: the confidence is 1 - beta, so beta must be below 1, e.g. 0.05")
 
@@ -85,8 +87,9 @@ class PrivacyAudit(Attack):
         pool = k.canaries
         if pool is None or len(pool) < s.canaries:
             held = 0 if pool is None else len(pool)
-            raise AttackSkipped(f"the cell's canary pool holds {held} rows, fewer than "
-                                f"attack.privacy_audit.canaries={s.canaries}")
+            raise AttackSkipped(
+                f"the cell's canary pool holds {held} rows, fewer than attack.privacy_audit.canaries={s.canaries}"
+            )
         canaries = pool.head(s.canaries)
         generator = torch.Generator().manual_seed(ctx.seed)
         included = torch.rand(s.canaries, generator=generator) < 0.5
@@ -99,24 +102,39 @@ class PrivacyAudit(Attack):
         loss, confidence = loss_and_confidence(log_probs, labels)
         scores = {"loss": (-loss).numpy(), "confidence": confidence.numpy()}
 
-        save_file({"included": included.to(torch.uint8), "training_labels": labels.contiguous(),
-                   "true_labels": canaries.labels.contiguous()}, str(ctx.out_dir / "canaries.safetensors"))
+        save_file(
+            {
+                "included": included.to(torch.uint8),
+                "training_labels": labels.contiguous(),
+                "true_labels": canaries.labels.contiguous(),
+            },
+            str(ctx.out_dir / "canaries.safetensors"),
+        )
         save_scores(ctx.out_dir / "scores.parquet", {v: (included.numpy(), scores[v]) for v in s.variants}, canaries)
 
         delta = s.delta if s.delta is not None else float(released.metrics.get("delta", DELTA_WITHOUT_DP))
-        common = {"canaries": float(s.canaries), "canaries_included": float(included.sum()),
-                  "beta": float(s.beta), "delta": delta}
+        common = {
+            "canaries": float(s.canaries),
+            "canaries_included": float(included.sum()),
+            "beta": float(s.beta),
+            "delta": delta,
+        }
         if "train_accuracy" in released.metrics:
             common["audited_train_accuracy"] = float(released.metrics["train_accuracy"])
         if "epsilon" in released.metrics:  # the accountant's epsilon of this very training run
             common["epsilon"] = float(released.metrics["epsilon"])
         results = {}
         for variant in s.variants:
-            r = audit(scores[variant], included.numpy(), delta=delta, beta=s.beta,
-                      fractions=s.guess_fractions, seed=ctx.seed)
+            r = audit(
+                scores[variant], included.numpy(), delta=delta, beta=s.beta, fractions=s.guess_fractions, seed=ctx.seed
+            )
             results[variant] = {
-                "epsilon_lower_bound": r.epsilon_lower_bound, "correct_guesses": float(r.correct_guesses),
-                "guesses": float(r.guesses), "k_plus": float(r.k_plus), "k_minus": float(r.k_minus),
-                "grid_tests": float(r.tests), **common,
+                "epsilon_lower_bound": r.epsilon_lower_bound,
+                "correct_guesses": float(r.correct_guesses),
+                "guesses": float(r.guesses),
+                "k_plus": float(r.k_plus),
+                "k_minus": float(r.k_minus),
+                "grid_tests": float(r.tests),
+                **common,
             }
         return results

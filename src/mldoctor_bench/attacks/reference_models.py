@@ -55,8 +55,10 @@ def paired_masks(n: int, k: int, seed: int) -> torch.Tensor:
 def check_pairs(num_references: int, online: bool) -> None:
     """Raise the settings error of an odd ``num_references`` when online references are needed."""
     if online and num_references % 2:
-        raise ValueError(f"num_references={num_references} must be even for the online variants: online references "
-                         f"come in pairs (a random half of the candidates and its complement), e.g. {num_references + 1}")
+        raise ValueError(
+            f"num_references={num_references} must be even for the online variants: online references "
+            f"come in pairs (a random half of the candidates and its complement), e.g. {num_references + 1}"
+        )
 
 
 def half_masks(n: int, k: int, seed: int) -> torch.Tensor:
@@ -113,11 +115,18 @@ def reference_set(ctx: AttackContext, kind: str, k: int) -> ReferenceSet:
             raise ValueError("offline references need the attacker's shadow data")
         masks = half_masks(len(pool), k, seed)
     extra = ctx.knowledge.data.rows(fill) if len(fill) else None
-    requests = [ModelRequest(f"reference-{kind}-{i}-of-{k}",
-                             *((pool.images[m], pool.labels[m]) if extra is None else
-                               (torch.cat([pool.images[m], extra.images]), torch.cat([pool.labels[m], extra.labels]))),
-                             defended=True)
-                for i, m in enumerate(masks)]
+    requests = [
+        ModelRequest(
+            f"reference-{kind}-{i}-of-{k}",
+            *(
+                (pool.images[m], pool.labels[m])
+                if extra is None
+                else (torch.cat([pool.images[m], extra.images]), torch.cat([pool.labels[m], extra.labels]))
+            ),
+            defended=True,
+        )
+        for i, m in enumerate(masks)
+    ]
     return ReferenceSet(kind, pool, masks, requests, fill)
 
 
@@ -157,8 +166,9 @@ def query_views(images: torch.Tensor, flip: bool, shift: int) -> list[torch.Tens
     return views
 
 
-def reference_signals(ctx: AttackContext, refs: ReferenceSet, views: list[torch.Tensor],
-                      labels: torch.Tensor) -> Signals:
+def reference_signals(
+    ctx: AttackContext, refs: ReferenceSet, views: list[torch.Tensor], labels: torch.Tensor
+) -> Signals:
     """The signals of every query view under every reference of ``refs``: ``(views, references,
     examples)``; the references are trained (or loaded) together first."""
     released = [ctx.models.released(m) for m in ctx.models.prepare(refs.requests)]

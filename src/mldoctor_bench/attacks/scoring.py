@@ -81,8 +81,9 @@ def save_scores(path: Path, scores: Scores, scored: Labeled | Mapping[str, Label
     redrawn, and every score named by the example it is about."""
     frames = []
     for variant, (y, s) in scores.items():
-        frame = pd.DataFrame({"score": np.asarray(s, dtype=np.float64), "label": np.asarray(y).astype(np.int8),
-                              "variant": variant})
+        frame = pd.DataFrame(
+            {"score": np.asarray(s, dtype=np.float64), "label": np.asarray(y).astype(np.int8), "variant": variant}
+        )
         examples = _scored_for(scored, variant)
         if examples is not None and examples.index is not None:
             if len(examples) != len(frame):
@@ -113,9 +114,11 @@ def save_exposed(out_dir: Path, scores: Scores, scored: Labeled | Mapping[str, L
         examples = _scored_for(scored, variant)
         is_member = np.asarray(is_member) == 1
         if examples is None or len(examples) != len(is_member):
-            raise ValueError(f"variant {variant!r} scores {len(is_member)} rows but "
-                             f"{0 if examples is None else len(examples)} examples were given; pass the examples it "
-                             "scored, in its order")
+            raise ValueError(
+                f"variant {variant!r} scores {len(is_member)} rows but "
+                f"{0 if examples is None else len(examples)} examples were given; pass the examples it "
+                "scored, in its order"
+            )
         mine = examples.rows(torch.as_tensor(is_member))
         member_scores = np.asarray(score, dtype=np.float64)[is_member]
         top = np.argsort(-member_scores, kind="stable")[:count]
@@ -123,6 +126,11 @@ def save_exposed(out_dir: Path, scores: Scores, scored: Labeled | Mapping[str, L
         frame = pd.DataFrame({"variant": variant, "member_position": top.astype(np.int64)})
         if mine.index is not None:
             frame["index"] = mine.index[top].numpy().astype(np.int64)
-        frames.append(frame.assign(label=mine.labels[top].numpy().astype(np.int64), score=member_scores[top],
-                                   image=[png_bytes(x) for x in images]))
+        frames.append(
+            frame.assign(
+                label=mine.labels[top].numpy().astype(np.int64),
+                score=member_scores[top],
+                image=[png_bytes(x) for x in images],
+            )
+        )
     pd.concat(frames, ignore_index=True).to_parquet(Path(out_dir) / EXPOSED, index=False)

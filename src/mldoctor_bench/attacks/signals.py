@@ -3,7 +3,7 @@
 Every function takes log-probabilities ``(N, classes)`` (``-inf`` allowed where a release says 0)
 and clamps them at :data:`LOG_FLOOR`. Quantities near 1 are never formed as ``1 - p``: the
 probability of "anything but class i" is ``log(1 - p_i) = logsumexp_{j != i} log p_j``, which keeps
-its resolution where ``p_i`` rounds to 1 (spec section 7).
+its resolution where ``p_i`` rounds to 1 (docs/attacks.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Model stealing (ML-Doctor's ModSteal), spec section 5.
+"""Model stealing (ML-Doctor's ModSteal, Liu et al. 2022).
 
 The attacker queries the target with its own images (the shadow quarters under (B,S), its known
 part of target-train under (B,P)) and trains a surrogate of the target's architecture and recipe on
@@ -24,11 +24,11 @@ from torch import nn
 
 from mldoctor_bench.attacks.auxiliary import paired_counts, training_data
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, ModelRequest, VariantMetrics
+from mldoctor_bench.inference import predict_logits
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.metrics import agreement
-from mldoctor_bench.threat_models import BlackBoxAccess, LabelOnlyAccess
-from mldoctor_bench.inference import predict_logits
 from mldoctor_bench.settings import setting
+from mldoctor_bench.threat_models import BlackBoxAccess, LabelOnlyAccess
 
 
 def query_answers(access: LabelOnlyAccess, images: torch.Tensor) -> tuple[str, torch.Tensor]:
@@ -39,8 +39,9 @@ def query_answers(access: LabelOnlyAccess, images: torch.Tensor) -> tuple[str, t
     return "labels", access.labels(images)
 
 
-def score_surrogate(surrogate: nn.Module, target_labels: torch.Tensor, test: Labeled
-                    ) -> tuple[dict[str, float], torch.Tensor]:
+def score_surrogate(
+    surrogate: nn.Module, target_labels: torch.Tensor, test: Labeled
+) -> tuple[dict[str, float], torch.Tensor]:
     """Surrogate accuracy on ``test`` and its agreement with the target's predicted ``target_labels``,
     and per test example whether it agrees."""
     predicted = predict_logits(surrogate, test.images).argmax(1).cpu()
@@ -73,16 +74,18 @@ class ModelStealing(Attack):
         if ctx.settings.budget is not None:
             images = images[: ctx.settings.budget]
         variant, answers = query_answers(ctx.target, images)
-        return variant, ModelRequest(f"surrogate-{variant}-{ctx.threat_model.name}", images, answers,
-                                     epochs=ctx.settings.epochs)
+        return variant, ModelRequest(
+            f"surrogate-{variant}-{ctx.threat_model.name}", images, answers, epochs=ctx.settings.epochs
+        )
 
     @staticmethod
     def baseline(ctx: AttackContext, request: ModelRequest) -> ModelRequest:
         """The model the attacker trains on the surrogate's images with their true labels, no query
         made (the same images give the same model under every threat model: trained once)."""
         data = training_data(ctx)
-        return ModelRequest("stealing-baseline", request.images, data.labels[: len(request.images)],
-                            epochs=request.epochs)
+        return ModelRequest(
+            "stealing-baseline", request.images, data.labels[: len(request.images)], epochs=request.epochs
+        )
 
     def models_wanted(self, ctx: AttackContext) -> list[ModelRequest]:
         request = self.surrogate(ctx)[1]
@@ -95,8 +98,12 @@ class ModelStealing(Attack):
         target_labels = ctx.target.labels(test.images)
         metrics, agrees = score_surrogate(surrogate, target_labels, test)
         base, base_agrees = score_surrogate(baseline, target_labels, test)
-        metrics.update(baseline_agreement=base["agreement"], baseline_accuracy=base["accuracy"],
-                       agreement_over_baseline=metrics["agreement"] - base["agreement"],
-                       **paired_counts(agrees, base_agrees),
-                       queries=float(len(request.images)), n_test=float(len(test)))
+        metrics.update(
+            baseline_agreement=base["agreement"],
+            baseline_accuracy=base["accuracy"],
+            agreement_over_baseline=metrics["agreement"] - base["agreement"],
+            **paired_counts(agrees, base_agrees),
+            queries=float(len(request.images)),
+            n_test=float(len(test)),
+        )
         return {variant: metrics}

@@ -9,8 +9,20 @@ from mldoctor_bench.cell.plan import ConfigError, Plan, plan
 from mldoctor_bench.cell.run import CellRun, prepare
 from mldoctor_bench.cell.targets import Target, TrainedTarget
 
-__all__ = ["CellRun", "ConfigError", "Outcome", "Plan", "Target", "TrainedTarget", "load_target", "plan",
-           "predict", "prepare", "prepared", "run_cell"]
+__all__ = [
+    "CellRun",
+    "ConfigError",
+    "Outcome",
+    "Plan",
+    "Target",
+    "TrainedTarget",
+    "load_target",
+    "plan",
+    "predict",
+    "prepare",
+    "prepared",
+    "run_cell",
+]
 
 
 def prepared(cfg, target: "Target | None" = None) -> CellRun:

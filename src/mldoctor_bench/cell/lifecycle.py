@@ -57,19 +57,25 @@ def run_cell(cfg: DictConfig, target: Optional[Target] = None) -> Outcome:
     with ui.progress_bars() as bars:
         run, utility = prepare(p, data, splits, target, bars, timings)
         rows = utility + run.attacks(only=retry)
-    prov = Provenance(f"{started:%Y%m%dT%H%M%S}-{p.config_hash[:8]}", p.config_hash, code_version(), started.isoformat())
+    prov = Provenance(
+        f"{started:%Y%m%dT%H%M%S}-{p.config_hash[:8]}", p.config_hash, code_version(), started.isoformat()
+    )
     frame = kept(to_frame(rows, prov, time.perf_counter() - t0), earlier, retry)
     write_table(frame, p.cell_dir)
     timings.write(p.files.timings)
     write_cell_verdicts(p.cell_dir, run.training_size, data.files)
     failed = failed_pairs(frame)
     if not failed:
-        atomic_write_text(p.files.done, json.dumps({"config_hash": p.config_hash,
-                                                    "finished_at": datetime.now(timezone.utc).isoformat()}))
+        atomic_write_text(
+            p.files.done,
+            json.dumps({"config_hash": p.config_hash, "finished_at": datetime.now(timezone.utc).isoformat()}),
+        )
     print_outcome(p, frame, timings.headline())
     if failed:
-        ui.console.print(f"[red]{len(failed)} attack(s) failed[/]; the cell is not marked done: run the same "
-                         "command again to retry only what failed (tracebacks in each attack's error.txt)")
+        ui.console.print(
+            f"[red]{len(failed)} attack(s) failed[/]; the cell is not marked done: run the same "
+            "command again to retry only what failed (tracebacks in each attack's error.txt)"
+        )
     return Outcome(p.cell_dir, p.files.table, False, len(failed))
 
 
@@ -134,8 +140,18 @@ def print_outcome(p: Plan, frame: pd.DataFrame, headline: str = "") -> None:
     if verdicts_file.exists():
         levels = [f"{f} {v['level']}" for f, v in json.loads(verdicts_file.read_text())["families"].items()]
     cfg = p.cfg
-    ui.print_summary(frame, f"{cfg.dataset.name} / {cfg.arch.name} / defense={cfg.defense.name} / seed={cfg.seed}",
-                     levels)
-    print("\n".join(([headline] if headline else []) + [
-        f"results: {p.files.table}", f"         {p.files.csv}", f"cell:    {p.cell_dir}",
-        f"verdicts: {verdicts_file} (rules and evidence: mldoctor-report {p.cell_dir.parent.parent})"]), flush=True)
+    ui.print_summary(
+        frame, f"{cfg.dataset.name} / {cfg.arch.name} / defense={cfg.defense.name} / seed={cfg.seed}", levels
+    )
+    print(
+        "\n".join(
+            ([headline] if headline else [])
+            + [
+                f"results: {p.files.table}",
+                f"         {p.files.csv}",
+                f"cell:    {p.cell_dir}",
+                f"verdicts: {verdicts_file} (rules and evidence: mldoctor-report {p.cell_dir.parent.parent})",
+            ]
+        ),
+        flush=True,
+    )

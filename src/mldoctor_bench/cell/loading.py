@@ -37,7 +37,9 @@ def predict(cell_dir: Path | str, images: torch.Tensor) -> torch.Tensor:
     model, _, manifest = load_target(cell_dir)
     expected = (manifest["in_channels"], manifest["image_size"], manifest["image_size"])
     if images.dtype != torch.uint8 or tuple(images.shape[1:]) != expected:
-        raise ValueError(f"predict takes uint8 images of shape (N, {', '.join(map(str, expected))}), got "
-                         f"{images.dtype} {tuple(images.shape)}; pass the dataset's images (0-255), not normalised ones")
+        raise ValueError(
+            f"predict takes uint8 images of shape (N, {', '.join(map(str, expected))}), got "
+            f"{images.dtype} {tuple(images.shape)}; pass the dataset's images (0-255), not normalised ones"
+        )
     with torch.no_grad():
         return torch.softmax(predict_logits(model, images), dim=1)

@@ -22,8 +22,16 @@ from mldoctor_bench.data import ImageData, Splits
 from mldoctor_bench.defenses import DEFENSES, Defense, TrainingSet
 from mldoctor_bench.inference import accuracy
 from mldoctor_bench.knowledge import Labeled
-from mldoctor_bench.many_models import (SEQUENTIAL, STACKED, THREADS, TrainingRows, choose_mode, device_rule,
-                                        train_in_threads, train_many)
+from mldoctor_bench.many_models import (
+    SEQUENTIAL,
+    STACKED,
+    THREADS,
+    TrainingRows,
+    choose_mode,
+    device_rule,
+    train_in_threads,
+    train_many,
+)
 from mldoctor_bench.models import build_model
 from mldoctor_bench.provenance import source_hash, stable_hash
 from mldoctor_bench.store import ModelStore, StoredModel
@@ -69,8 +77,9 @@ class ModelSpec:
     def key(self, dataset_fingerprint: str) -> dict:
         """Everything that determines the trained weights: the store's key."""
         extra = self.defense.cache_payload() if self.defense is not None else {}
-        return TrainJob(self.role, self.arch, self.recipe, self.seed, dataset_fingerprint, self.rows,
-                        extra).cache_key_payload()
+        return TrainJob(
+            self.role, self.arch, self.recipe, self.seed, dataset_fingerprint, self.rows, extra
+        ).cache_key_payload()
 
     @property
     def plain(self) -> bool:
@@ -88,9 +97,22 @@ Wanted = Union[ModelSpec, CachedRequest]
 class ModelProvider(ModelService):
     """Builds, trains and stores a cell's models (see the module docstring)."""
 
-    def __init__(self, *, data: ImageData, splits: Splits, seed: int, arch: str, recipe: Recipe, defense: Defense,
-                 knows_defense: bool, device: torch.device, store: ModelStore, timings: Timings, bars: ui.Bars,
-                 architectures: Optional[Mapping[str, Builder]] = None) -> None:
+    def __init__(
+        self,
+        *,
+        data: ImageData,
+        splits: Splits,
+        seed: int,
+        arch: str,
+        recipe: Recipe,
+        defense: Defense,
+        knows_defense: bool,
+        device: torch.device,
+        store: ModelStore,
+        timings: Timings,
+        bars: ui.Bars,
+        architectures: Optional[Mapping[str, Builder]] = None,
+    ) -> None:
         self.data, self.splits, self.seed, self.arch = data, splits, seed, arch
         self.recipe, self.defense, self.knows_defense = recipe, defense, knows_defense
         self.device, self.store, self.timings, self.bars = device, store, timings, bars
@@ -102,25 +124,49 @@ class ModelProvider(ModelService):
 
     # --- specifications ------------------------------------------------------------------------
 
-    def spec(self, role: str, images: torch.Tensor, targets: torch.Tensor, *, epochs: Optional[int] = None,
-             arch: Optional[str] = None, defended: bool = False, rows: Optional[str] = None) -> ModelSpec:
+    def spec(
+        self,
+        role: str,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        epochs: Optional[int] = None,
+        arch: Optional[str] = None,
+        defended: bool = False,
+        rows: Optional[str] = None,
+    ) -> ModelSpec:
         """A classifier of the cell's architecture and recipe (or ``arch``, ``epochs``) on these rows;
         ``defended``: with the cell's training-time defense, where the attacker knows it."""
         recipe = replace(self.recipe, epochs=int(epochs)) if epochs else self.recipe
         defense = self.defense if defended else None
-        return ModelSpec(role, arch or self.arch, recipe, derive_seed(self.seed, role),
-                         rows or rows_digest(images, targets), images, targets, defense)
+        return ModelSpec(
+            role,
+            arch or self.arch,
+            recipe,
+            derive_seed(self.seed, role),
+            rows or rows_digest(images, targets),
+            images,
+            targets,
+            defense,
+        )
 
     def pool_spec(self, role: str, pool: str, defended: bool) -> ModelSpec:
         """A classifier on one of the partition's pools (the target on ``target_train``, the shadow
         on ``shadow_train``), keyed by the pool's digest."""
         idx = self.splits.pool(pool)
-        return self.spec(role, self.data.images[idx], self.data.labels[idx], defended=defended,
-                         rows=self.splits.digest(pool))
+        return self.spec(
+            role, self.data.images[idx], self.data.labels[idx], defended=defended, rows=self.splits.digest(pool)
+        )
 
     def request_spec(self, request: ModelRequest) -> ModelSpec:
-        return self.spec(request.role, request.images, request.targets, epochs=request.epochs, arch=request.arch,
-                         defended=request.defended and self.knows_defense)
+        return self.spec(
+            request.role,
+            request.images,
+            request.targets,
+            epochs=request.epochs,
+            arch=request.arch,
+            defended=request.defended and self.knows_defense,
+        )
 
     # --- the attacks' model service ------------------------------------------------------------
 
@@ -163,8 +209,18 @@ class ModelProvider(ModelService):
         images, targets = item.images.to(self.device), item.targets.to(self.device)
         advance = self.bars(f"train {item.role} ({item.arch})", item.epochs)
         defense = item.defense or DEFENSES.get("none")()
-        extra = defense.fit(model, TrainingSet(images, targets, item.recipe, item.seed, lambda: self.build(item),
-                                               self.transfer, on_epoch=lambda e, n, loss: advance(1, f"loss {loss:.3f}")))
+        extra = defense.fit(
+            model,
+            TrainingSet(
+                images,
+                targets,
+                item.recipe,
+                item.seed,
+                lambda: self.build(item),
+                self.transfer,
+                on_epoch=lambda e, n, loss: advance(1, f"loss {loss:.3f}"),
+            ),
+        )
         return {**self.measure(item, model), **extra}
 
     def measure(self, spec: ModelSpec, model: nn.Module) -> dict:
@@ -173,7 +229,12 @@ class ModelProvider(ModelService):
 
     def key(self, item: Wanted) -> dict:
         if isinstance(item, CachedRequest):
-            return {"role": item.role, "cell": self.identity, "payload": item.payload, "code": source_hash(("attacks",))}
+            return {
+                "role": item.role,
+                "cell": self.identity,
+                "payload": item.payload,
+                "code": source_hash(("attacks",)),
+            }
         return item.key(self.fingerprint)
 
     @staticmethod
@@ -224,21 +285,37 @@ class ModelProvider(ModelService):
                     spec = chosen[0]
                     advance = self.bars(f"train {names} stacked ({spec.arch})", spec.recipe.epochs * len(models))
                     rows = [TrainingRows(s.images.to(self.device), s.targets.to(self.device), s.seed) for s in chosen]
-                    train_many(models, rows, spec.recipe, STACKED, on_epoch=lambda e, n, loss: advance(1, f"loss {loss:.3f}"))
+                    train_many(
+                        models, rows, spec.recipe, STACKED, on_epoch=lambda e, n, loss: advance(1, f"loss {loss:.3f}")
+                    )
                     return [self.measure(s, m) for s, m in zip(chosen, models)]
                 if mode == THREADS:
-                    return train_in_threads([lambda s=s, m=m: self.fit(s, m) for s, m in zip(chosen, models)],
-                                            sizes=[self.images_seen(s) or 0 for s in chosen])
+                    return train_in_threads(
+                        [lambda s=s, m=m: self.fit(s, m) for s, m in zip(chosen, models)],
+                        sizes=[self.images_seen(s) or 0 for s in chosen],
+                    )
                 return [self.fit(s, m) for s, m in zip(chosen, models)]
 
-            stored = self.store.get_or_train_many([self.key(i) for i in items], lambda i: self.build(items[i]), train,
-                                                  images_seen=[self.images_seen(i) for i in items])
+            stored = self.store.get_or_train_many(
+                [self.key(i) for i in items],
+                lambda i: self.build(items[i]),
+                train,
+                images_seen=[self.images_seen(i) for i in items],
+            )
             if all(s.reused for s in stored):
                 phase.name = f"load {names}"
             phase.info["models"] = [
-                {"role": i.role, "reused": s.reused,
-                 **{k: s.manifest[k] for k in ("train_seconds", "images_per_second", "trained_together") if k in s.manifest}}
-                for i, s in zip(items, stored)]
+                {
+                    "role": i.role,
+                    "reused": s.reused,
+                    **{
+                        k: s.manifest[k]
+                        for k in ("train_seconds", "images_per_second", "trained_together")
+                        if k in s.manifest
+                    },
+                }
+                for i, s in zip(items, stored)
+            ]
         for item, s in zip(items, stored):
             s.model.to(self.device)
             if s.reused and s.path is not None:
@@ -250,8 +327,9 @@ class ModelProvider(ModelService):
         by one plain recipe on one architecture and data size, threads only when none draws from
         the global random generator, else one after another."""
         signatures = {self.stack_signature(c) for c in chosen}
-        mode = choose_mode(self.recipe.batch_models, self.device, models,
-                           same_size=None not in signatures and len(signatures) == 1)
+        mode = choose_mode(
+            self.recipe.batch_models, self.device, models, same_size=None not in signatures and len(signatures) == 1
+        )
         if mode == THREADS and not all(self.thread_safe(c) for c in chosen):
             return SEQUENTIAL
         return mode

@@ -138,7 +138,9 @@ def plan(cfg: DictConfig, architectures: Iterable[str] = ()) -> Plan:
         raise ConfigError(f"unknown defense {cfg.defense.name!r}; choose one of: {', '.join(DEFENSES.names())}")
     attacks, tms = selected(cfg, "attack"), selected(cfg, "threat_model")
     if not attacks or not tms:
-        raise ConfigError("select at least one attack and one threat model, e.g. attack=membership threat_model=blackbox_shadow")
+        raise ConfigError(
+            "select at least one attack and one threat model, e.g. attack=membership threat_model=blackbox_shadow"
+        )
     settings = {}
     for name in attacks:
         if name not in ATTACKS:
@@ -163,8 +165,10 @@ def plan(cfg: DictConfig, architectures: Iterable[str] = ()) -> Plan:
     if not any(t in supported[a] for a in attacks for t in tms):
         options = "; ".join(f"{a} supports {', '.join(supported[a])}" for a in attacks)
         example = f"attack={attacks[0]} threat_model={supported[attacks[0]][0]}"
-        raise ConfigError(f"no selected attack supports a selected threat model ({', '.join(tms)}), so nothing would "
-                          f"run: {options}; e.g. {example}")
+        raise ConfigError(
+            f"no selected attack supports a selected threat model ({', '.join(tms)}), so nothing would "
+            f"run: {options}; e.g. {example}"
+        )
     try:
         device = resolve_device(str(cfg.device))
     except (RuntimeError, ValueError) as exc:
@@ -184,9 +188,14 @@ def cell_partition(p: Plan, n: int, num_classes: int) -> Splits:
     canaries = max([ATTACKS.get(a)().pool_sizes(p.settings[a]).get("canary", 0) for a in p.attacks], default=0)
     try:
         return partition(
-            n, int(p.cfg.seed), p.data.quarter_size, reserve=p.data.reserve,
-            transfer_size=p.defense.transfer_size() if p.defense.uses_transfer_data else 0, canary_size=canaries,
-            heldout_size=p.data.heldout_size, min_heldout=num_classes if needs_heldout else 0,
+            n,
+            int(p.cfg.seed),
+            p.data.quarter_size,
+            reserve=p.data.reserve,
+            transfer_size=p.defense.transfer_size() if p.defense.uses_transfer_data else 0,
+            canary_size=canaries,
+            heldout_size=p.data.heldout_size,
+            min_heldout=num_classes if needs_heldout else 0,
             dataset=str(p.cfg.dataset.name),
         )
     except PartitionError as exc:

@@ -70,8 +70,10 @@ class CellRun:
             try:
                 self.models.prepare(requests)
             except Exception as exc:  # noqa: BLE001 - one attack's model must not stop the others
-                ui.console.print(f"[yellow]training the attacks' models ahead failed ({exc!r}); each attack "
-                                 "trains its own when it runs[/]")
+                ui.console.print(
+                    f"[yellow]training the attacks' models ahead failed ({exc!r}); each attack "
+                    "trains its own when it runs[/]"
+                )
 
     def context(self, attack_name: str, tm_name: str) -> AttackContext:
         """What attack ``attack_name`` receives under threat model ``tm_name``."""
@@ -81,18 +83,27 @@ class CellRun:
         transform = p.defense.output_transform()
         # An informed attacker passes its shadow's posteriors through the same release transform.
         shadow_transform = transform if self.models.knows_defense and tm.access == BLACKBOX else None
-        shadow = (WhiteBoxAccess(self.shadow.model, p.device, output_transform=shadow_transform)
-                  if self.shadow else None)
+        shadow = WhiteBoxAccess(self.shadow.model, p.device, output_transform=shadow_transform) if self.shadow else None
         knowledge, evaluation = attacker_knowledge(tm, self.data, self.splits, shadow)
         heldout = self.splits.pool("heldout")
         seed = int(p.cfg.seed)
         return AttackContext(
-            threat_model=tm, target=access_for(tm, self.target.model, p.device, transform), knowledge=knowledge,
-            evaluation=evaluation, settings=p.settings[attack_name], out_dir=out_dir, device=p.device,
-            seed=derive_seed(seed, f"{attack_name}/{tm_name}"), cell_seed=seed, num_classes=self.data.num_classes,
-            num_attribute_classes=self.data.num_attribute_classes, target_arch=str(p.cfg.arch.name),
-            heldout=Labeled.take(self.data, heldout) if len(heldout) else None, models=self.models,
-            progress=self.bars, training_size=self.training_size,
+            threat_model=tm,
+            target=access_for(tm, self.target.model, p.device, transform),
+            knowledge=knowledge,
+            evaluation=evaluation,
+            settings=p.settings[attack_name],
+            out_dir=out_dir,
+            device=p.device,
+            seed=derive_seed(seed, f"{attack_name}/{tm_name}"),
+            cell_seed=seed,
+            num_classes=self.data.num_classes,
+            num_attribute_classes=self.data.num_attribute_classes,
+            target_arch=str(p.cfg.arch.name),
+            heldout=Labeled.take(self.data, heldout) if len(heldout) else None,
+            models=self.models,
+            progress=self.bars,
+            training_size=self.training_size,
         )
 
     def run_attack(self, attack_name: str, tm_name: str) -> list[dict]:
@@ -103,8 +114,12 @@ class CellRun:
             return metric_rows(cell, attack_name, tm_name, variant, metrics, status, reason, family=attack.family)
 
         if tm_name not in attack.threat_models:
-            return rows("", {}, SKIPPED, f"{attack_name} does not support {tm_name}; supported: "
-                                         f"{', '.join(attack.threat_models)}")
+            return rows(
+                "",
+                {},
+                SKIPPED,
+                f"{attack_name} does not support {tm_name}; supported: {', '.join(attack.threat_models)}",
+            )
         reason = self.unavailable(attack_name, tm_name)
         if reason:
             return rows("", {}, SKIPPED, reason)
@@ -129,24 +144,46 @@ class CellRun:
         return [row for variant, metrics in results.items() for row in rows(variant, metrics, reason=note)]
 
 
-def prepare(plan: Plan, data: ImageData, splits: Splits, target: Target, bars: ui.Bars,
-            timings: Timings) -> tuple[CellRun, list[dict]]:
+def prepare(
+    plan: Plan, data: ImageData, splits: Splits, target: Target, bars: ui.Bars, timings: Timings
+) -> tuple[CellRun, list[dict]]:
     """Save the partition, obtain the target and the shadow model; the prepared cell and the
     target's utility rows."""
     splits.save(plan.files.splits)
     models = provider(plan, data, splits, bars, timings, target.architectures())
     obtained: Obtained = target.obtain(plan, data, splits, models)
-    run = CellRun(plan, data, splits, obtained.target, obtained.shadow, models, target.unavailable,
-                  target.training_size(splits), bars, timings)
+    run = CellRun(
+        plan,
+        data,
+        splits,
+        obtained.target,
+        obtained.shadow,
+        models,
+        target.unavailable,
+        target.training_size(splits),
+        bars,
+        timings,
+    )
     return run, metric_rows(run.key, TARGET, "none", "", obtained.utility, family=TARGET)
 
 
-def provider(plan: Plan, data: ImageData, splits: Splits, bars: ui.Bars, timings: Timings,
-             architectures: Optional[dict] = None) -> ModelProvider:
+def provider(
+    plan: Plan, data: ImageData, splits: Splits, bars: ui.Bars, timings: Timings, architectures: Optional[dict] = None
+) -> ModelProvider:
     """The cell's model provider: its recipe (made concrete for the device), defense and store."""
     recipe = Recipe.from_config(plan.cfg.train).resolved(plan.device)
     configure_backends(recipe, plan.device)
-    return ModelProvider(data=data, splits=splits, seed=int(plan.cfg.seed), arch=str(plan.cfg.arch.name),
-                         recipe=recipe, defense=plan.defense,
-                         knows_defense=bool(OmegaConf.select(plan.cfg, "attacker.knows_defense", default=True)),
-                         device=plan.device, store=plan.store, timings=timings, bars=bars, architectures=architectures)
+    return ModelProvider(
+        data=data,
+        splits=splits,
+        seed=int(plan.cfg.seed),
+        arch=str(plan.cfg.arch.name),
+        recipe=recipe,
+        defense=plan.defense,
+        knows_defense=bool(OmegaConf.select(plan.cfg, "attacker.knows_defense", default=True)),
+        device=plan.device,
+        store=plan.store,
+        timings=timings,
+        bars=bars,
+        architectures=architectures,
+    )

@@ -92,7 +92,8 @@ class TrainedTarget:
         utility = {
             **trained.manifest["metrics"],
             "test_accuracy": accuracy(trained.model, data.images[test].to(plan.device), data.labels[test]),
-            "n_train": float(len(splits.target_train)), "n_test": float(len(test)),  # for intervals
+            "n_train": float(len(splits.target_train)),
+            "n_test": float(len(test)),  # for intervals
         }
         if defense.kind == OUTPUT:
             utility["output_defense_applies_to_whitebox"] = 0.0
@@ -100,7 +101,9 @@ class TrainedTarget:
             transfer = set(splits.pool("transfer").tolist())
             utility["transfer_size"] = float(len(transfer))
             # measured on the saved indices, not assumed: no row of the student's data is a member
-            utility["student_data_disjoint"] = float(bool(transfer) and transfer.isdisjoint(splits.target_train.tolist()))
+            utility["student_data_disjoint"] = float(
+                bool(transfer) and transfer.isdisjoint(splits.target_train.tolist())
+            )
         self.save(plan, trained, data)
         return Obtained(trained, shadow_model, utility)
 
@@ -114,10 +117,17 @@ class TrainedTarget:
             save_weights(target.model, weights)
         cfg = plan.cfg
         manifest = {
-            "dataset": data.name, "arch": cfg.arch.name, "in_channels": data.channels,
-            "num_classes": data.num_classes, "image_size": data.image_size, "weights": weights.name,
-            "splits": plan.files.splits.name, "trained_on": "target_train", "seed": int(cfg.seed),
-            "recipe": OmegaConf.to_container(cfg.train, resolve=True), "store_key": target.manifest.get("key"),
+            "dataset": data.name,
+            "arch": cfg.arch.name,
+            "in_channels": data.channels,
+            "num_classes": data.num_classes,
+            "image_size": data.image_size,
+            "weights": weights.name,
+            "splits": plan.files.splits.name,
+            "trained_on": "target_train",
+            "seed": int(cfg.seed),
+            "recipe": OmegaConf.to_container(cfg.train, resolve=True),
+            "store_key": target.manifest.get("key"),
             "defense": OmegaConf.to_container(cfg.defense, resolve=True),
         }
         atomic_write_text(plan.files.target_manifest, json.dumps(manifest, indent=2))

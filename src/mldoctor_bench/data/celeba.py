@@ -1,4 +1,5 @@
-"""CelebA (spec section 2): aligned faces; task an 8-class code of three attributes, attribute a 4-class one.
+"""CelebA (ML-Doctor, Liu et al. 2022): aligned faces; task an 8-class code of three attributes,
+attribute a 4-class one.
 
 Read from torchvision's layout, ``data.root/celeba/``: ``img_align_celeba/*.jpg``,
 ``list_attr_celeba.txt`` (first line the image count, second the 40 attribute names, then one row
@@ -81,7 +82,9 @@ def build(paths: list[Path], size: int, feedback: Feedback = SILENT) -> ImageDat
     present = {e.name for e in os.scandir(folder)}
     absent = [n for n in names if n not in present]
     if absent:
-        raise MalformedFile(f"{len(absent)} of the {len(names)} listed images are missing from {folder}, e.g. {absent[:3]}")
+        raise MalformedFile(
+            f"{len(absent)} of the {len(names)} listed images are missing from {folder}, e.g. {absent[:3]}"
+        )
     return ImageData(
         name="celeba",
         images=images.decode_files([folder / n for n in names], size, "celeba", feedback.progress),

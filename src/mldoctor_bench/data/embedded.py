@@ -33,9 +33,9 @@ def stroke_thickness(images: np.ndarray, threshold: int = 128) -> np.ndarray:
     ink = images >= threshold
     area = ink.sum(axis=(1, 2)).astype(np.float64)
     padded = np.pad(ink, ((0, 0), (1, 1), (1, 1)))
-    edges = (padded[:, 1:, :] != padded[:, :-1, :]).sum(axis=(1, 2)) + (
-        padded[:, :, 1:] != padded[:, :, :-1]
-    ).sum(axis=(1, 2))
+    edges = (padded[:, 1:, :] != padded[:, :-1, :]).sum(axis=(1, 2)) + (padded[:, :, 1:] != padded[:, :, :-1]).sum(
+        axis=(1, 2)
+    )
     return 2.0 * area / np.maximum(edges, 1)
 
 

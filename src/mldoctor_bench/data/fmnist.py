@@ -1,4 +1,4 @@
-"""Fashion-MNIST (spec section 2): train + test = 70,000 grey 28x28 garments, 10 classes.
+"""Fashion-MNIST (ML-Doctor, Liu et al. 2022): train + test = 70,000 grey 28x28 garments, 10 classes.
 
 Read from torchvision's layout, ``data.root/FashionMNIST/raw/``, in the idx format of the official
 release, gzipped (as downloaded) or not (as torchvision extracts them). No sensitive attribute.

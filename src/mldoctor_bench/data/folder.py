@@ -67,12 +67,16 @@ def find_classes(root: Path) -> list[str]:
     """The class folders of ``root`` in sorted order (class ``i`` is the ``i``-th); raise
     :class:`FolderError` when ``root`` is not a folder or holds fewer than two class folders."""
     if not root.is_dir():
-        raise FolderError(f"dataset 'folder': data.root={root} is not a folder; point data.root at a folder with {LAYOUT}")
+        raise FolderError(
+            f"dataset 'folder': data.root={root} is not a folder; point data.root at a folder with {LAYOUT}"
+        )
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
     if len(classes) < 2:
         found = f"only {classes[0]!r}" if classes else "none"
-        raise FolderError(f"dataset 'folder': {root} has {len(classes)} class folder(s) ({found}); "
-                          f"a classifier needs at least 2: {LAYOUT}")
+        raise FolderError(
+            f"dataset 'folder': {root} has {len(classes)} class folder(s) ({found}); "
+            f"a classifier needs at least 2: {LAYOUT}"
+        )
     return classes
 
 
@@ -88,8 +92,10 @@ def list_images(root: Path, classes: list[str]) -> list[tuple[str, int]]:
                     samples.append(((Path(folder) / fname).relative_to(root).as_posix(), index))
                     found += 1
         if not found:
-            raise FolderError(f"dataset 'folder': class folder {root / name} holds no image "
-                              f"({', '.join(IMG_EXTENSIONS)}); add images or remove the folder")
+            raise FolderError(
+                f"dataset 'folder': class folder {root / name} holds no image "
+                f"({', '.join(IMG_EXTENSIONS)}); add images or remove the folder"
+            )
     return samples
 
 
@@ -119,26 +125,38 @@ def read_attributes(path: Path, files: list[str]) -> tuple[torch.Tensor, int, st
         values[name] = value
     missing = [f for f in files if f not in values]
     if missing:
-        raise FolderError(f"data.attributes={path} has no row for {missing[0]} ({len(missing)} of {len(files)} images "
-                          f"missing); give every image a row: file relative to data.root,value")
+        raise FolderError(
+            f"data.attributes={path} has no row for {missing[0]} ({len(missing)} of {len(files)} images "
+            f"missing); give every image a row: file relative to data.root,value"
+        )
     used = {values[f] for f in files}
     if len(used) < 2:
-        raise FolderError(f"data.attributes={path}: every image has the value {used.pop()!r}; an attribute needs 2 or more values")
+        raise FolderError(
+            f"data.attributes={path}: every image has the value {used.pop()!r}; an attribute needs 2 or more values"
+        )
     order = sorted(used, key=_sort_key(used))
     code = {v: i for i, v in enumerate(order)}
     meaning = ", ".join(f"{i} {v}" for i, v in enumerate(order))
     return torch.tensor([code[values[f]] for f in files], dtype=torch.int64), len(order), f"{header} ({meaning})"
 
 
-def build(root: Path, samples: list[tuple[str, int]], classes: list[str], s: FolderSettings, size: int,
-          feedback: Feedback = SILENT) -> ImageData:
+def build(
+    root: Path,
+    samples: list[tuple[str, int]],
+    classes: list[str],
+    s: FolderSettings,
+    size: int,
+    feedback: Feedback = SILENT,
+) -> ImageData:
     """Decode ``samples`` to ``s.in_channels`` x ``size`` x ``size``, with the attribute when asked."""
     files = [f for f, _ in samples]
     attribute, num_values, attribute_name = (None, 0, "")
     if s.attributes is not None:
         attribute, num_values, attribute_name = read_attributes(s.attributes, files)
     try:
-        pixels = images.decode_files([root / f for f in files], size, "folder", feedback.progress, mode=MODES[s.in_channels])
+        pixels = images.decode_files(
+            [root / f for f in files], size, "folder", feedback.progress, mode=MODES[s.in_channels]
+        )
     except images.UnreadableImage as exc:
         raise FolderError(f"dataset 'folder': {exc}; remove or replace the file") from None
     return ImageData(
@@ -161,17 +179,31 @@ def load_folder(data_cfg: Any, feedback: Feedback = SILENT) -> ImageData:
     root, size = s.common.root, s.common.size(DEFAULT_IMAGE_SIZE)
     classes = find_classes(root)
     samples = list_images(root, classes)
-    key_settings = {"image_size": size, "in_channels": s.in_channels, "classes": classes,
-                    "code": code_digest(__file__, images.__file__)}
+    key_settings = {
+        "image_size": size,
+        "in_channels": s.in_channels,
+        "classes": classes,
+        "code": code_digest(__file__, images.__file__),
+    }
     key_settings["attributes"] = None
     if s.attributes is not None:  # the CSV may live outside data.root: its stamp goes in the key
         if not s.attributes.is_file():
-            raise FolderError(f"data.attributes={s.attributes} is not a file; give a CSV of "
-                              "(file relative to data.root, value) rows")
+            raise FolderError(
+                f"data.attributes={s.attributes} is not a file; give a CSV of (file relative to data.root, value) rows"
+            )
         st = s.attributes.stat()
         key_settings["attributes"] = (str(s.attributes), st.st_size, st.st_mtime_ns)
-    data = cached_dataset("folder", [root / f for f, _ in samples], root, key_settings, s.common.cache_dir,
-                          lambda: build(root, samples, classes, s, size, feedback), feedback.note)
-    feedback.note(f"folder: {len(data)} images in {len(classes)} classes from {root} "
-                  f"({', '.join(f'{i} {c}' for i, c in enumerate(classes[:10]))}{', ...' if len(classes) > 10 else ''})")
+    data = cached_dataset(
+        "folder",
+        [root / f for f, _ in samples],
+        root,
+        key_settings,
+        s.common.cache_dir,
+        lambda: build(root, samples, classes, s, size, feedback),
+        feedback.note,
+    )
+    feedback.note(
+        f"folder: {len(data)} images in {len(classes)} classes from {root} "
+        f"({', '.join(f'{i} {c}' for i, c in enumerate(classes[:10]))}{', ...' if len(classes) > 10 else ''})"
+    )
     return data

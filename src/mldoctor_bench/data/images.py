@@ -28,8 +28,9 @@ class UnreadableImage(OSError):
     """An image file Pillow cannot decode; the message names the file."""
 
 
-def decode_files(paths: Sequence[Path], size: int, label: str, progress: Optional[Progress] = None,
-                 mode: str = "RGB") -> torch.Tensor:
+def decode_files(
+    paths: Sequence[Path], size: int, label: str, progress: Optional[Progress] = None, mode: str = "RGB"
+) -> torch.Tensor:
     """Decode image files to ``mode`` (``RGB``, or ``L`` for grey), resize each to ``size x size``;
     ``uint8 (N, C, size, size)``. A file that cannot be decoded raises :class:`UnreadableImage`.
 

@@ -19,7 +19,7 @@ from mldoctor_bench.data import images
 from mldoctor_bench.data.base import SILENT, DataUnavailableError, Feedback, ImageData, Note
 from mldoctor_bench.data.cache import cached_dataset, code_digest
 
-DEFAULT_IMAGE_SIZE = 64  # the paper's datasets are all resized to 64x64 (spec section 2)
+DEFAULT_IMAGE_SIZE = 64  # the paper's datasets are all resized to 64x64 (ML-Doctor, Liu et al. 2022)
 
 
 class MalformedFile(ValueError):
@@ -97,7 +97,9 @@ class Source:
             self.fetch(root, note)
             missing = [name for name in self.files if self.find(root, name) is None]
         if missing:
-            variants = f" (also accepted with {', '.join(s for s in self.suffixes if s)})" if len(self.suffixes) > 1 else ""
+            variants = (
+                f" (also accepted with {', '.join(s for s in self.suffixes if s)})" if len(self.suffixes) > 1 else ""
+            )
             raise DataUnavailableError(
                 f"dataset {self.dataset!r} not found in {root / self.folder}\n"
                 f"  missing:  {', '.join(missing)}\n"
@@ -111,8 +113,7 @@ class Source:
         """Download with torchvision into ``root`` (``data.download=true``)."""
         if self.download is None:
             raise DataUnavailableError(
-                f"dataset {self.dataset!r} cannot be downloaded automatically (data.download=true); "
-                f"{self.how_to_get}"
+                f"dataset {self.dataset!r} cannot be downloaded automatically (data.download=true); {self.how_to_get}"
             )
         root.mkdir(parents=True, exist_ok=True)
         note(f"downloading {self.dataset} into {root} with torchvision")
@@ -135,8 +136,9 @@ class Source:
 Builder = Callable[[list[Path], int, Feedback], ImageData]
 
 
-def prepare(source: Source, data_cfg: Any, build: Builder, default_size: int = DEFAULT_IMAGE_SIZE,
-            feedback: Feedback = SILENT) -> ImageData:
+def prepare(
+    source: Source, data_cfg: Any, build: Builder, default_size: int = DEFAULT_IMAGE_SIZE, feedback: Feedback = SILENT
+) -> ImageData:
     """Locate ``source``'s files and return their preprocessing, from the cache when it is there.
 
     ``build(paths, size, feedback)`` decodes the files (``paths`` in the order of ``source.files``) into
@@ -154,5 +156,12 @@ def prepare(source: Source, data_cfg: Any, build: Builder, default_size: int = D
         except (MalformedFile, OSError, EOFError) as exc:
             raise source.incomplete(settings.root, str(exc)) from exc
 
-    return cached_dataset(source.dataset, paths, settings.root / source.folder, key_settings,
-                          settings.cache_dir, build_checked, feedback.note)
+    return cached_dataset(
+        source.dataset,
+        paths,
+        settings.root / source.folder,
+        key_settings,
+        settings.cache_dir,
+        build_checked,
+        feedback.note,
+    )

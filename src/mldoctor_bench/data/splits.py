@@ -1,5 +1,5 @@
-"""One partition per cell: the four equal, disjoint quarters every assessment is built on (spec
-section 2), and every other pool of rows a cell uses, each named.
+"""One partition per cell: the four equal, disjoint quarters every assessment is built on
+(ML-Doctor, Liu et al. 2022), and every other pool of rows a cell uses, each named.
 
 The rules live here and nowhere else:
 
@@ -102,9 +102,18 @@ def quarter_size_for(n: int, quarter_size: Optional[int], reserve: float) -> int
     return int(n * (1.0 - reserve)) // 4
 
 
-def partition(n: int, seed: int, quarter_size: Optional[int] = None, *, reserve: float = DEFAULT_RESERVE,
-              transfer_size: Optional[int] = 0, canary_size: int = 0, heldout_size: Optional[int] = None,
-              min_heldout: int = 0, dataset: str = "the dataset") -> Splits:
+def partition(
+    n: int,
+    seed: int,
+    quarter_size: Optional[int] = None,
+    *,
+    reserve: float = DEFAULT_RESERVE,
+    transfer_size: Optional[int] = 0,
+    canary_size: int = 0,
+    heldout_size: Optional[int] = None,
+    min_heldout: int = 0,
+    dataset: str = "the dataset",
+) -> Splits:
     """The cell's partition of ``range(n)``.
 
     ``transfer_size``: rows for the ``transfer`` pool (0: none; ``None``: as many as a quarter).
@@ -115,46 +124,57 @@ def partition(n: int, seed: int, quarter_size: Optional[int] = None, *, reserve:
     """
     size = quarter_size_for(n, quarter_size, reserve)
     if size < 1 or 4 * size > n:
-        fix = ("data.quarter_size=null (sized from the data)" if quarter_size is not None
-               else "a larger dataset or a smaller data.reserve")
-        raise PartitionError(f"{dataset} has {n} examples: cannot cut 4 quarters of {size}; use {fix}"
-                             + (f" or data.quarter_size={max(1, n // 4)}" if quarter_size is not None and n >= 4 else ""))
+        fix = (
+            "data.quarter_size=null (sized from the data)"
+            if quarter_size is not None
+            else "a larger dataset or a smaller data.reserve"
+        )
+        raise PartitionError(
+            f"{dataset} has {n} examples: cannot cut 4 quarters of {size}; use {fix}"
+            + (f" or data.quarter_size={max(1, n // 4)}" if quarter_size is not None and n >= 4 else "")
+        )
     transfer = size if transfer_size is None else int(transfer_size)
     left = n - 4 * size
     if transfer > left:
         raise PartitionError(
             f"{dataset} has {n} examples: 4 quarters of {size} leave {left} rows, fewer than the {transfer} the "
             f"defense's transfer pool needs; set defense.transfer_size={left} or a smaller data.quarter_size"
-            + (f" or a larger data.reserve (now {reserve:.3g})" if quarter_size is None else ""))
+            + (f" or a larger data.reserve (now {reserve:.3g})" if quarter_size is None else "")
+        )
     canary = int(canary_size)
     if canary > left - transfer:
         raise PartitionError(
             f"{dataset} has {n} examples: 4 quarters of {size} and a transfer pool of {transfer} leave "
             f"{left - transfer} rows, fewer than the {canary} the audit's canary pool needs; set "
-            f"attack.privacy_audit.canaries={left - transfer} or a smaller data.quarter_size")
+            f"attack.privacy_audit.canaries={left - transfer} or a smaller data.quarter_size"
+        )
     free = left - transfer - canary
     heldout = free if heldout_size is None else min(int(heldout_size), free)
     if heldout < min_heldout:
         raise PartitionError(
             f"{dataset} has {n} examples: after 4 quarters of {size}, a transfer pool of {transfer} and a "
-            f"canary pool of {canary}, {free} rows are left for the heldout pool, fewer than the {min_heldout} the evaluator "
-            f"needs; use a smaller data.quarter_size"
-            + (" or a larger data.heldout_size" if heldout_size is not None else ""))
+            f"canary pool of {canary}, {free} rows are left for the heldout pool, fewer than the {min_heldout} the "
+            f"evaluator needs; use a smaller data.quarter_size"
+            + (" or a larger data.heldout_size" if heldout_size is not None else "")
+        )
+    return cut(n, seed, size, {"transfer": transfer, "canary": canary, "heldout": heldout})
+
+
+def cut(n: int, seed: int, size: int, pools: dict[str, int]) -> Splits:
+    """Four quarters of ``size`` rows, then ``pools`` (name -> rows, in order; empty ones left out),
+    from one permutation of ``range(n)`` seeded by ``seed``."""
     generator = torch.Generator().manual_seed(int(seed))
     perm = torch.randperm(n, generator=generator)
     # Each pool keeps the permutation's random order (not sorted): the (.,P) threat models cut
     # quarters into head and tail halves, which on a class-ordered file (the embedded MNIST is sorted
     # by digit) would otherwise give the attacker and the evaluation different classes.
     quarters = [perm[i * size : (i + 1) * size] for i in range(4)]
-    rest = perm[4 * size :]
-    pools = {}
-    if transfer:
-        pools["transfer"] = rest[:transfer]
-    if canary:
-        pools["canary"] = rest[transfer : transfer + canary]
-    if heldout:
-        pools["heldout"] = rest[transfer + canary : transfer + canary + heldout]
-    return Splits(*quarters, pools)
+    rest, start, out = perm[4 * size :], 0, {}
+    for name, count in pools.items():
+        if count:
+            out[name] = rest[start : start + count]
+            start += count
+    return Splits(*quarters, out)
 
 
 # The fewest rows per pool an owner's assessment is run with (below them it is refused): enough
@@ -164,9 +184,16 @@ OWNER_MIN_SHADOW = 50
 OWNER_HELDOUT_PER_CLASS = 10  # an evaluator of the reconstructions needs some rows of every class
 
 
-def owner_partition(n: int, members: torch.Tensor, seed: int, quarter_size: Optional[int] = None, *,
-                    heldout_size: Optional[int] = None, min_heldout: int = 0,
-                    dataset: str = "the dataset") -> Splits:
+def owner_partition(
+    n: int,
+    members: torch.Tensor,
+    seed: int,
+    quarter_size: Optional[int] = None,
+    *,
+    heldout_size: Optional[int] = None,
+    min_heldout: int = 0,
+    dataset: str = "the dataset",
+) -> Splits:
     """The partition of an owner's data around a model trained elsewhere on rows ``members``, sized
     to the data.
 
@@ -194,10 +221,11 @@ def owner_partition(n: int, members: torch.Tensor, seed: int, quarter_size: Opti
     if evaluation < min(OWNER_MIN_EVALUATION, m) or shadow < min(OWNER_MIN_SHADOW, m):
         raise PartitionError(
             f"{dataset} has {n} examples, {m} of them members: its {k} non-members cannot hold the assessment's "
-            f"pools (at least {min(OWNER_MIN_EVALUATION, m)} evaluation non-members, {min(OWNER_MIN_SHADOW, m)} in each of "
-            f"the attacker's two shadow pools, {min_heldout} for the evaluators; shrunk to fit they would get "
+            f"pools (at least {min(OWNER_MIN_EVALUATION, m)} evaluation non-members, {min(OWNER_MIN_SHADOW, m)} in "
+            f"each of the attacker's two shadow pools, {min_heldout} for the evaluators; shrunk to fit they would get "
             f"{evaluation}, {shadow} and {k - evaluation - 2 * shadow}); add non-member images to the data, or list "
-            "only the model's training examples in the members file")
+            "only the model's training examples in the members file"
+        )
     left = k - evaluation - 2 * shadow
     heldout = left if heldout_size is None else min(int(heldout_size), left)
     generator = torch.Generator().manual_seed(int(seed))
@@ -205,5 +233,5 @@ def owner_partition(n: int, members: torch.Tensor, seed: int, quarter_size: Opti
     outside = outsiders[torch.randperm(k, generator=generator)]
     cuts = [0, evaluation, evaluation + shadow, evaluation + 2 * shadow]
     quarters = [inside[:evaluation]] + [outside[a:b] for a, b in zip(cuts, cuts[1:])]
-    pools = {"heldout": outside[cuts[-1]:cuts[-1] + heldout]} if heldout else {}
+    pools = {"heldout": outside[cuts[-1] : cuts[-1] + heldout]} if heldout else {}
     return Splits(*quarters, pools)

@@ -1,4 +1,4 @@
-"""STL-10 (spec section 2): train (5,000) + test (8,000) colour 96x96 images, 10 classes.
+"""STL-10 (ML-Doctor, Liu et al. 2022): train (5,000) + test (8,000) colour 96x96 images, 10 classes.
 
 Read from torchvision's layout, ``data.root/stl10_binary/``: the official binaries, where each
 image is 3 x 96 x 96 bytes stored column-major and labels are bytes 1..10. The unlabelled split

@@ -1,4 +1,4 @@
-"""UTKFace (spec section 2): aligned and cropped faces; task race (4 classes), attribute gender.
+"""UTKFace (ML-Doctor, Liu et al. 2022): aligned and cropped faces; task race (4 classes), attribute gender.
 
 Read from ``data.root/UTKFace/``, the folder the official "Aligned&Cropped Faces" archive unpacks
 to. Labels come from the file names, ``age_gender_race_date.jpg.chip.jpg`` (plain ``.jpg`` is also

@@ -1,4 +1,4 @@
-"""Knowledge distillation (spec section 6): the released model is a student of a teacher.
+"""Knowledge distillation (ML-Doctor, Liu et al. 2022): the released model is a student of a teacher.
 
 The teacher (same architecture) is trained on the model's own training data; the student learns
 from the teacher's temperature-softened posteriors with ML-Doctor's loss
@@ -31,8 +31,12 @@ def distillation_loss(temperature: float, alpha: float):
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
         teacher, labels = targets[:, :-1], targets[:, -1].long()
-        kl = F.kl_div(F.log_softmax(logits / temperature, 1), F.log_softmax(teacher / temperature, 1),
-                      reduction="batchmean", log_target=True)
+        kl = F.kl_div(
+            F.log_softmax(logits / temperature, 1),
+            F.log_softmax(teacher / temperature, 1),
+            reduction="batchmean",
+            log_target=True,
+        )
         return kl * temperature**2 * 2 * alpha + F.cross_entropy(logits, labels) * (1 - alpha)
 
     return loss
@@ -70,7 +74,15 @@ class Distillation(Defense):
         targets = torch.cat([predict_logits(teacher, images).to(images.device), labels.view(-1, 1).float()], 1)
         # The T^2-scaled soft loss has gradients up to T times those of cross-entropy: at the
         # recipe's SGD step the student diverges (NaN) unless its gradient norm is clipped.
-        train_classifier(model, images, targets, data.recipe, data.seed, on_epoch=data.on_epoch,
-                         loss_fn=distillation_loss(s.temperature, s.alpha), max_grad_norm=s.max_grad_norm)
+        train_classifier(
+            model,
+            images,
+            targets,
+            data.recipe,
+            data.seed,
+            on_epoch=data.on_epoch,
+            loss_fn=distillation_loss(s.temperature, s.alpha),
+            max_grad_norm=s.max_grad_norm,
+        )
         agreement = (predict_logits(model, images).argmax(1) == targets[:, :-1].argmax(1)).float().mean()
         return {"student_teacher_agreement": float(agreement), "student_train_size": float(len(images))}

@@ -1,4 +1,4 @@
-"""DP-SGD through Opacus (spec section 6): per-example clipping, Gaussian noise, Poisson batches.
+"""DP-SGD through Opacus (ML-Doctor, Liu et al. 2022): per-example clipping, Gaussian noise, Poisson batches.
 
 The recipe's SGD and step decay are kept; batches are Poisson-sampled with the recipe's batch size
 as the expected size. Layers Opacus cannot handle (BatchNorm) are replaced with
@@ -60,25 +60,36 @@ def train_classifier_dp(
         # that backward hooks fire on module outputs (the images do not require gradients).
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        return _train_dp(model, images, labels, recipe, seed, max_grad_norm, delta, noise_multiplier,
-                         target_epsilon, on_epoch)
+        return _train_dp(
+            model, images, labels, recipe, seed, max_grad_norm, delta, noise_multiplier, target_epsilon, on_epoch
+        )
 
 
-def _train_dp(model, images, labels, recipe, seed, max_grad_norm, delta, noise_multiplier, target_epsilon,
-              on_epoch) -> dict:
+def _train_dp(
+    model, images, labels, recipe, seed, max_grad_norm, delta, noise_multiplier, target_epsilon, on_epoch
+) -> dict:
     device = images.device
     model.to(device).train()
     optimiser, schedule = sgd_with_schedule(model, recipe)
-    loader = DataLoader(TensorDataset(torch.arange(len(images))), batch_size=recipe.batch_size,
-                        generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(
+        TensorDataset(torch.arange(len(images))),
+        batch_size=recipe.batch_size,
+        generator=torch.Generator().manual_seed(seed),
+    )
     from opacus import PrivacyEngine
 
     engine = PrivacyEngine(accountant="rdp")
-    common = dict(module=model, optimizer=optimiser, data_loader=loader, max_grad_norm=max_grad_norm,
-                  noise_generator=torch.Generator(device=device).manual_seed(seed + 1))
+    common = dict(
+        module=model,
+        optimizer=optimiser,
+        data_loader=loader,
+        max_grad_norm=max_grad_norm,
+        noise_generator=torch.Generator(device=device).manual_seed(seed + 1),
+    )
     if target_epsilon is not None:
         dp_model, dp_optimiser, dp_loader = engine.make_private_with_epsilon(
-            **common, target_epsilon=target_epsilon, target_delta=delta, epochs=recipe.epochs)
+            **common, target_epsilon=target_epsilon, target_delta=delta, epochs=recipe.epochs
+        )
     else:
         dp_model, dp_optimiser, dp_loader = engine.make_private(**common, noise_multiplier=noise_multiplier)
     for epoch in range(recipe.epochs):
@@ -120,7 +131,8 @@ class DPSettings:
         if (self.noise_multiplier is None) == (self.target_epsilon is None):
             raise SettingsError(
                 f"defense.noise_multiplier={self.noise_multiplier} and defense.target_epsilon={self.target_epsilon}: "
-                "give exactly one, e.g. defense.noise_multiplier=2.0 defense.target_epsilon=null")
+                "give exactly one, e.g. defense.noise_multiplier=2.0 defense.target_epsilon=null"
+            )
 
 
 @DEFENSES.register("dp_sgd")
@@ -142,8 +154,15 @@ class DPSGD(Defense):
     def fit(self, model: nn.Module, data: TrainingSet) -> dict:
         s = self.settings
         metrics = train_classifier_dp(
-            model, data.images, data.labels, self.training_recipe(data.recipe), data.seed, max_grad_norm=s.max_grad_norm,
-            delta=s.delta, noise_multiplier=s.noise_multiplier, target_epsilon=s.target_epsilon,
+            model,
+            data.images,
+            data.labels,
+            self.training_recipe(data.recipe),
+            data.seed,
+            max_grad_norm=s.max_grad_norm,
+            delta=s.delta,
+            noise_multiplier=s.noise_multiplier,
+            target_epsilon=s.target_epsilon,
             on_epoch=data.on_epoch,
         )
         return {**metrics, "architecture_changed": float(getattr(self, "architecture_changed", False))}

@@ -1,4 +1,4 @@
-"""Output-time defenses: the black-box API releases post-processed posteriors (spec section 9).
+"""Output-time defenses: the black-box API releases post-processed posteriors.
 
 Each keeps the model as it is and transforms the released probability rows into probability rows
 (non-negative, summing to one). White-box access is not affected.

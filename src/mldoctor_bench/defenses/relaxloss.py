@@ -85,6 +85,13 @@ class RelaxLoss(Defense):
 
     def fit(self, model: nn.Module, data: TrainingSet) -> dict:
         alpha, upper = self.settings.alpha, self.settings.upper
-        train_classifier(model, data.images, data.labels, data.recipe, data.seed, on_epoch=data.on_epoch,
-                         loss_fn=relaxloss(alpha, upper))
+        train_classifier(
+            model,
+            data.images,
+            data.labels,
+            data.recipe,
+            data.seed,
+            on_epoch=data.on_epoch,
+            loss_fn=relaxloss(alpha, upper),
+        )
         return {"train_loss": float(F.cross_entropy(predict_logits(model, data.images), data.labels))}

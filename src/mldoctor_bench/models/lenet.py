@@ -17,9 +17,19 @@ def lenet(in_channels: int, num_classes: int, image_size: int) -> Classifier:
     if image_size < 8:
         raise ValueError(f"lenet needs images of at least 8x8, got {image_size}x{image_size}")
     features = nn.Sequential(
-        nn.Conv2d(in_channels, 6, 5, padding=2), nn.BatchNorm2d(6), nn.MaxPool2d(2), nn.ReLU(inplace=True),
-        nn.Conv2d(6, 16, 5, padding=2), nn.BatchNorm2d(16), nn.MaxPool2d(2), nn.ReLU(inplace=True),
-        nn.AdaptiveAvgPool2d(5), nn.Flatten(),
-        nn.Linear(16 * 5 * 5, 120), nn.ReLU(inplace=True), nn.Linear(120, 84), nn.ReLU(inplace=True),
+        nn.Conv2d(in_channels, 6, 5, padding=2),
+        nn.BatchNorm2d(6),
+        nn.MaxPool2d(2),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(6, 16, 5, padding=2),
+        nn.BatchNorm2d(16),
+        nn.MaxPool2d(2),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(5),
+        nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120),
+        nn.ReLU(inplace=True),
+        nn.Linear(120, 84),
+        nn.ReLU(inplace=True),
     )
     return Classifier(features, nn.Linear(84, num_classes))

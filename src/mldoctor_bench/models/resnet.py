@@ -1,4 +1,4 @@
-"""ResNet-18 (spec section 3): torchvision's ``resnet18`` (untrained) with a stem for small images.
+"""ResNet-18 (ML-Doctor, Liu et al. 2022): torchvision's ``resnet18`` (untrained) with a stem for small images.
 
 torchvision's stem (7x7 stride-2 conv, then a stride-2 max-pool) divides the side by 4 before the
 first residual stage, leaving 28x28 inputs at 1x1 in the last stage. Here the stem is a 3x3
@@ -26,7 +26,15 @@ def resnet18(in_channels: int, num_classes: int, image_size: int) -> Classifier:
     nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision does
     pool = net.maxpool if image_size > POOL_ABOVE else nn.Identity()
     features = nn.Sequential(
-        net.conv1, net.bn1, net.relu, pool, net.layer1, net.layer2, net.layer3, net.layer4,
-        net.avgpool, nn.Flatten(),
+        net.conv1,
+        net.bn1,
+        net.relu,
+        pool,
+        net.layer1,
+        net.layer2,
+        net.layer3,
+        net.layer4,
+        net.avgpool,
+        nn.Flatten(),
     )
     return Classifier(features, net.fc)

@@ -1,4 +1,4 @@
-"""SimpleCNN (spec section 3): three conv3x3-ReLU-maxpool blocks (32/64/128), FC 512, FC classes.
+"""SimpleCNN (ML-Doctor, Liu et al. 2022): three conv3x3-ReLU-maxpool blocks (32/64/128), FC 512, FC classes.
 
 Each block pools before its ReLU: ``relu(maxpool(x)) == maxpool(relu(x))`` exactly (both are
 monotone and exact), gradients included, and the ReLU then touches a quarter of the values (a
@@ -24,7 +24,5 @@ def simple_cnn(in_channels: int, num_classes: int, image_size: int) -> Classifie
         side //= 2
     if side < 1:
         raise ValueError(f"simple_cnn needs images of at least 8x8, got {image_size}x{image_size}")
-    features = nn.Sequential(
-        *blocks, nn.Flatten(), nn.Linear(channels * side * side, 512), nn.ReLU(inplace=True)
-    )
+    features = nn.Sequential(*blocks, nn.Flatten(), nn.Linear(channels * side * side, 512), nn.ReLU(inplace=True))
     return Classifier(features, nn.Linear(512, num_classes))

@@ -1,4 +1,4 @@
-"""VGG-19 with BatchNorm (spec section 3), written for small images.
+"""VGG-19 with BatchNorm (ML-Doctor, Liu et al. 2022), written for small images.
 
 The 16 conv layers of configuration "E" (64, 64 | 128, 128 | 256 x 4 | 512 x 4 | 512 x 4, each
 3x3 conv, BatchNorm, ReLU) with a 2x2 max-pool after each group. A pool is left out when it would
@@ -30,7 +30,11 @@ def vgg19(in_channels: int, num_classes: int, image_size: int) -> Classifier:
             layers.append(nn.MaxPool2d(2))
             side //= 2
     features = nn.Sequential(
-        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Dropout(0.5), nn.Linear(channels, 512), nn.ReLU(inplace=True),
+        *layers,
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Linear(channels, 512),
+        nn.ReLU(inplace=True),
     )
     return Classifier(features, nn.Linear(512, num_classes))

@@ -1,4 +1,4 @@
-"""Xception (Chollet, CVPR 2017) sized for 28..96-pixel inputs (spec section 3; in neither original code base).
+"""Xception (Chollet, CVPR 2017) sized for 28..96-pixel inputs (in neither of ML-Doctor's code bases).
 
 The design of the paper: a stem of two 3x3 convs, an entry flow of three residual blocks that
 halve the map, a middle flow of residual blocks of three depthwise-separable convs, an exit flow
@@ -40,7 +40,9 @@ class Block(nn.Module):
     ``relu_first=False`` drops the leading ReLU (the first entry block follows the stem's ReLU).
     """
 
-    def __init__(self, cin: int, cout: int, reps: int, stride: int, relu_first: bool = True, grow_first: bool = True) -> None:
+    def __init__(
+        self, cin: int, cout: int, reps: int, stride: int, relu_first: bool = True, grow_first: bool = True
+    ) -> None:
         super().__init__()
         widths = [cout] * reps if grow_first else [cin] * (reps - 1) + [cout]
         layers: list[nn.Module] = []
@@ -78,8 +80,12 @@ def xception(in_channels: int, num_classes: int, image_size: int) -> Classifier:
     middle = [Block(channels, channels, reps=3, stride=1) for _ in range(MIDDLE_BLOCKS)]
     exit_flow = [
         Block(channels, EXIT[0], reps=2, stride=2, grow_first=False),
-        separable(EXIT[0], EXIT[1]), nn.BatchNorm2d(EXIT[1]), nn.ReLU(inplace=True),
-        separable(EXIT[1], EXIT[2]), nn.BatchNorm2d(EXIT[2]), nn.ReLU(inplace=True),
+        separable(EXIT[0], EXIT[1]),
+        nn.BatchNorm2d(EXIT[1]),
+        nn.ReLU(inplace=True),
+        separable(EXIT[1], EXIT[2]),
+        nn.BatchNorm2d(EXIT[2]),
+        nn.ReLU(inplace=True),
     ]
     features = nn.Sequential(*stem, *entry, *middle, *exit_flow, nn.AdaptiveAvgPool2d(1), nn.Flatten())
     return Classifier(features, nn.Linear(EXIT[2], num_classes))

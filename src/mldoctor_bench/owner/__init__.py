@@ -6,5 +6,14 @@ from mldoctor_bench.owner.model import NoEmbedding, OwnerClassifier, OwnerModelE
 from mldoctor_bench.owner.settings import Owner, gate_level, owner_config, read_owner
 from mldoctor_bench.owner.target import OwnerTarget, with_channels
 
-__all__ = ["NoEmbedding", "Owner", "OwnerClassifier", "OwnerModelError", "OwnerTarget", "gate_level", "owner_config",
-           "read_owner", "with_channels"]
+__all__ = [
+    "NoEmbedding",
+    "Owner",
+    "OwnerClassifier",
+    "OwnerModelError",
+    "OwnerTarget",
+    "gate_level",
+    "owner_config",
+    "read_owner",
+    "with_channels",
+]

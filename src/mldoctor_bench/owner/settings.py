@@ -24,8 +24,7 @@ from mldoctor_bench.defenses import DEFENSES
 from mldoctor_bench.defenses.base import OUTPUT
 from mldoctor_bench.members import as_posix, entries, member_rows
 from mldoctor_bench.models import ARCHS
-from mldoctor_bench.owner.model import (OwnerClassifier, build_owner_model, check_state_dict, load_checked,
-                                        load_weights)
+from mldoctor_bench.owner.model import OwnerClassifier, build_owner_model, check_state_dict, load_checked, load_weights
 from mldoctor_bench.provenance import stable_hash
 from mldoctor_bench.settings import SettingsError, parse, setting
 
@@ -88,10 +87,17 @@ class Owner:
     def members_listed(self) -> int:
         """How many examples the members file names (the model's training set size), 0 without one."""
         return len({as_posix(text) for _, text in entries(self.members)}) if self.members else 0
+
     def build(self, in_channels: int, num_classes: int, image_size: int) -> OwnerClassifier:
         """The owner's architecture, untrained, as the benchmark queries its models."""
-        inner = build_owner_model(self.model.arch, self.model.factory, self.kwargs, num_classes=num_classes,
-                                  image_size=image_size, in_channels=in_channels)
+        inner = build_owner_model(
+            self.model.arch,
+            self.model.factory,
+            self.kwargs,
+            num_classes=num_classes,
+            image_size=image_size,
+            in_channels=in_channels,
+        )
         return OwnerClassifier(inner, num_classes, in_channels, self.model.normalize.mean, self.model.normalize.std)
 
     def trained(self, in_channels: int, num_classes: int, image_size: int) -> OwnerClassifier:
@@ -145,32 +151,47 @@ def read_owner(cfg: DictConfig) -> Owner:
     except SettingsError as exc:
         raise ConfigError(str(exc)) from None
     if not section.weights:
-        raise ConfigError("model.weights is missing: give the trained model's weights, e.g. "
-                          "model.weights=model.safetensors (a safetensors file or a saved state dict)")
+        raise ConfigError(
+            "model.weights is missing: give the trained model's weights, e.g. "
+            "model.weights=model.safetensors (a safetensors file or a saved state dict)"
+        )
     built_in = ", ".join(ARCHS.names())
     if (section.arch is None) == (section.factory is None):
-        raise ConfigError(f"name the model's architecture once: model.arch=NAME (one of {built_in}) "
-                          "or model.factory=package.module:callable")
+        raise ConfigError(
+            f"name the model's architecture once: model.arch=NAME (one of {built_in}) "
+            "or model.factory=package.module:callable"
+        )
     if section.arch is not None and (section.arch not in ARCHS or section.arch.startswith(OWNER_ARCH)):
-        raise ConfigError(f"unknown model.arch {section.arch!r}; choose one of: {built_in}, "
-                          "or give your own with model.factory=package.module:callable")
+        raise ConfigError(
+            f"unknown model.arch {section.arch!r}; choose one of: {built_in}, "
+            "or give your own with model.factory=package.module:callable"
+        )
     defense = DEFENSES.get(str(cfg.defense.name))
     if defense.name != "none" and defense.kind != OUTPUT:
-        raise ConfigError(f"defense={defense.name} changes training, and the owner's model is trained already; "
-                          "assess it as released (defense=none) or with an output-time defense (output_topk, "
-                          "output_rounding, output_labels_only)")
+        raise ConfigError(
+            f"defense={defense.name} changes training, and the owner's model is trained already; "
+            "assess it as released (defense=none) or with an output-time defense (output_topk, "
+            "output_rounding, output_labels_only)"
+        )
     audits = [a for a in cfg.attack.keys() if "auditor" in ATTACKS.get(a).threat_models]
     if audits:
-        raise ConfigError(f"attack={audits[0]} retrains the target with canaries, which the owner's trained model "
-                          "cannot be; leave it out of attack=")
+        raise ConfigError(
+            f"attack={audits[0]} retrains the target with canaries, which the owner's trained model "
+            "cannot be; leave it out of attack="
+        )
     weights = Path(section.weights).expanduser().resolve()
     state = load_weights(weights)
     members = None
     if cfg.get("members") is not None:
         members = Path(str(cfg.members)).expanduser().resolve()
         entries(members)  # a missing or empty file is refused here, before the data is read
-    identity = {"arch": section.arch, "factory": section.factory, "kwargs": kwargs,
-                "source": factory_source(section.factory), "normalize": [section.normalize.mean, section.normalize.std]}
+    identity = {
+        "arch": section.arch,
+        "factory": section.factory,
+        "kwargs": kwargs,
+        "source": factory_source(section.factory),
+        "normalize": [section.normalize.mean, section.normalize.std],
+    }
     return Owner(section, kwargs, weights, state, members, f"{OWNER_ARCH}{stable_hash(identity, length=8)}")
 
 
@@ -185,8 +206,10 @@ def owner_config(cfg: DictConfig, owner: Owner) -> DictConfig:
             cfg.data.image_size = m.image_size
         if m.in_channels is not None and "in_channels" in cfg.data:
             cfg.data.in_channels = m.in_channels
-        cfg.owner = {"weights_sha256": file_digest(owner.weights),
-                     "members_sha256": file_digest(owner.members) if owner.members else None}
+        cfg.owner = {
+            "weights_sha256": file_digest(owner.weights),
+            "members_sha256": file_digest(owner.members) if owner.members else None,
+        }
     return cfg
 
 

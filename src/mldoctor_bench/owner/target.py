@@ -45,18 +45,24 @@ def with_channels(data: ImageData, channels: int) -> ImageData:
 def check_classes(model: OwnerClassifier, data: ImageData, expected: Optional[int]) -> None:
     """Refuse a model whose outputs are not one per class of ``data`` (or of ``model.num_classes``)."""
     if expected is not None and expected != data.num_classes:
-        raise ConfigError(f"model.num_classes={expected} but dataset {data.name} has {data.num_classes} classes; "
-                          "assess the model on data with its classes")
+        raise ConfigError(
+            f"model.num_classes={expected} but dataset {data.name} has {data.num_classes} classes; "
+            "assess the model on data with its classes"
+        )
     try:
         logits = predict_logits(model, data.images[:2])
     except Exception as exc:  # the owner's forward pass: any error is the owner's to fix
-        raise ConfigError(f"the model fails on a batch of images of shape {tuple(data.images[:2].shape)} "
-                          f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); set model.image_size and "
-                          "model.in_channels to what it takes") from None
+        raise ConfigError(
+            f"the model fails on a batch of images of shape {tuple(data.images[:2].shape)} "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); set model.image_size and "
+            "model.in_channels to what it takes"
+        ) from None
     if logits.dim() != 2 or logits.shape[1] != data.num_classes:
-        raise ConfigError(f"the model gives outputs of shape {tuple(logits.shape[1:])} per image but dataset {data.name} "
-                          f"has {data.num_classes} classes; assess it on data with one class per output "
-                          "(for dataset=folder, one subfolder per class)")
+        raise ConfigError(
+            f"the model gives outputs of shape {tuple(logits.shape[1:])} per image but dataset {data.name} "
+            f"has {data.num_classes} classes; assess it on data with one class per output "
+            "(for dataset=folder, one subfolder per class)"
+        )
 
 
 class OwnerTarget:
@@ -65,10 +71,15 @@ class OwnerTarget:
     def __init__(self, owner: Owner, cfg: DictConfig) -> None:
         self.owner = owner
         self.members_listed = owner.members_listed
-        self.manifest = {"dataset": str(cfg.dataset.name), "arch": owner.arch_name, "weights": str(owner.weights),
-                         "model": OmegaConf.to_container(cfg.model, resolve=True),
-                         "members": str(owner.members) if owner.members else None,
-                         "members_listed": self.members_listed, "trained_on": "elsewhere (the owner's model)"}
+        self.manifest = {
+            "dataset": str(cfg.dataset.name),
+            "arch": owner.arch_name,
+            "weights": str(owner.weights),
+            "model": OmegaConf.to_container(cfg.model, resolve=True),
+            "members": str(owner.members) if owner.members else None,
+            "members_listed": self.members_listed,
+            "trained_on": "elsewhere (the owner's model)",
+        }
 
     def architectures(self) -> dict:
         return {self.owner.arch_name: self.owner.build}
@@ -90,11 +101,23 @@ class OwnerTarget:
         seed, quarter = int(plan.cfg.seed), plan.data.quarter_size
         try:
             if self.owner.members is None:
-                return partition(len(data), seed, quarter, reserve=plan.data.reserve,
-                                 min_heldout=data.num_classes if needs_heldout else 0, **sizes)
+                return partition(
+                    len(data),
+                    seed,
+                    quarter,
+                    reserve=plan.data.reserve,
+                    min_heldout=data.num_classes if needs_heldout else 0,
+                    **sizes,
+                )
             members = read_members(self.owner.members, data)
-            return owner_partition(len(data), members, seed, quarter, **sizes,
-                                   min_heldout=OWNER_HELDOUT_PER_CLASS * data.num_classes if needs_heldout else 0)
+            return owner_partition(
+                len(data),
+                members,
+                seed,
+                quarter,
+                **sizes,
+                min_heldout=OWNER_HELDOUT_PER_CLASS * data.num_classes if needs_heldout else 0,
+            )
         except (MembersError, PartitionError) as exc:
             raise ConfigError(str(exc)) from None
 
@@ -107,8 +130,7 @@ class OwnerTarget:
         if ATTACKS.get(attack).family == "membership":
             return "no members file: membership inference needs the model's training examples (members=FILE)"
         if THREAT_MODELS.get(threat_model).knowledge == PARTIAL:
-            return ("no members file: the partial threat model's attacker holds known training examples "
-                    "(members=FILE)")
+            return "no members file: the partial threat model's attacker holds known training examples (members=FILE)"
         return None
 
     def obtain(self, plan: Plan, data: ImageData, splits: Splits, provider: ModelProvider) -> Obtained:
@@ -117,14 +139,23 @@ class OwnerTarget:
         shadow_model = provider.obtain([shadow])[0] if needs_shadow(plan) else None
         model, device = self.model(data).to(plan.device).eval(), plan.device
         test = splits.target_test
-        utility = {"test_accuracy": accuracy(model, data.images[test].to(device), data.labels[test]),
-                   "n_test": float(len(test))}
+        utility = {
+            "test_accuracy": accuracy(model, data.images[test].to(device), data.labels[test]),
+            "n_test": float(len(test)),
+        }
         if self.owner.members is not None:
             idx = splits.target_train
             utility["train_accuracy"] = accuracy(model, data.images[idx].to(device), data.labels[idx])
             utility["n_train"] = float(len(idx))
-        manifest = {**self.manifest, "splits": plan.files.splits.name, "sizes": splits.sizes(), "examples": len(data),
-                    "num_classes": data.num_classes, "in_channels": data.channels, "image_size": data.image_size}
+        manifest = {
+            **self.manifest,
+            "splits": plan.files.splits.name,
+            "sizes": splits.sizes(),
+            "examples": len(data),
+            "num_classes": data.num_classes,
+            "in_channels": data.channels,
+            "image_size": data.image_size,
+        }
         if data.files is not None and self.owner.members is not None:  # so that a report can name exposed files
             manifest["evaluation_member_files"] = [data.files[i] for i in splits.target_train.tolist()]
         atomic_write_text(plan.files.target_manifest, json.dumps(manifest, indent=2))

@@ -38,8 +38,11 @@ def bootstrap_lookup(cell_dir: Path, frame: pd.DataFrame) -> Intervals:
     reproduce the table's number: ``(attack, threat model, variant, metric) -> (low, high)``."""
     boot = score_intervals(score_files([cell_dir]))
     values = dict(zip(zip(frame["attack"], frame["threat_model"], frame["variant"], frame["metric"]), frame["value"]))
-    return {(r.attack, r.threat_model, r.variant, r.metric): (r.ci_low, r.ci_high) for r in boot.itertuples(index=False)
-            if abs(values.get((r.attack, r.threat_model, r.variant, r.metric), math.nan) - r.estimate) <= 1e-6}
+    return {
+        (r.attack, r.threat_model, r.variant, r.metric): (r.ci_low, r.ci_high)
+        for r in boot.itertuples(index=False)
+        if abs(values.get((r.attack, r.threat_model, r.variant, r.metric), math.nan) - r.estimate) <= 1e-6
+    }
 
 
 def precision(prior: float, tpr: float, fpr: float) -> float:
@@ -48,27 +51,45 @@ def precision(prior: float, tpr: float, fpr: float) -> float:
     return prior * tpr / called if called > 0 else math.nan
 
 
-def risk_statement(flagged: int, members: int, false_positives: int, nonmembers: int, fpr: float,
-                   training_examples: Optional[int]) -> dict:
+def risk_statement(
+    flagged: int, members: int, false_positives: int, nonmembers: int, fpr: float, training_examples: Optional[int]
+) -> dict:
     """The numbers of one series at one FPR (see the module's docstring)."""
     tpr, observed_fpr = flagged / members, false_positives / nonmembers
     tpr_low, tpr_high = sig.clopper_pearson(flagged, members)
     fpr_low, fpr_high = sig.clopper_pearson(false_positives, nonmembers)
-    out = {"fpr": fpr, "false_positives": false_positives, "nonmembers": nonmembers, "observed_fpr": observed_fpr,
-           "members_flagged": flagged, "members_scored": members, "tpr": tpr, "tpr_interval": [tpr_low, tpr_high]}
+    out = {
+        "fpr": fpr,
+        "false_positives": false_positives,
+        "nonmembers": nonmembers,
+        "observed_fpr": observed_fpr,
+        "members_flagged": flagged,
+        "members_scored": members,
+        "tpr": tpr,
+        "tpr_interval": [tpr_low, tpr_high],
+    }
     if training_examples:
-        out.update(training_examples=training_examples, training_examples_flagged=training_examples * tpr,
-                   training_examples_flagged_interval=[training_examples * tpr_low, training_examples * tpr_high],
-                   flagged_without_leakage=training_examples * observed_fpr)
+        out.update(
+            training_examples=training_examples,
+            training_examples_flagged=training_examples * tpr,
+            training_examples_flagged_interval=[training_examples * tpr_low, training_examples * tpr_high],
+            flagged_without_leakage=training_examples * observed_fpr,
+        )
     share = members / (members + nonmembers)
-    out["precision"] = [{"prior": prior, "value": precision(prior, tpr, observed_fpr),
-                         "interval": [precision(prior, tpr_low, fpr_high), precision(prior, tpr_high, fpr_low)]}
-                        for prior in (share, *PRIORS)]
+    out["precision"] = [
+        {
+            "prior": prior,
+            "value": precision(prior, tpr, observed_fpr),
+            "interval": [precision(prior, tpr_low, fpr_high), precision(prior, tpr_high, fpr_low)],
+        }
+        for prior in (share, *PRIORS)
+    ]
     return out
 
 
-def risk_and_exposed(cell_dir: Path, verdict: Optional[Verdict], training_examples: Optional[int],
-                     files: Optional[Sequence[str]]) -> tuple[list[dict], pd.DataFrame]:
+def risk_and_exposed(
+    cell_dir: Path, verdict: Optional[Verdict], training_examples: Optional[int], files: Optional[Sequence[str]]
+) -> tuple[list[dict], pd.DataFrame]:
     """A risk statement per judged TPR statistic of the membership family, and the flagged members."""
     statements, exposed = [], []
     judged = [(e, r) for e, r in (verdict.judged if verdict else []) if e.statistic.startswith("tpr_at_fpr_")]
@@ -83,15 +104,36 @@ def risk_and_exposed(cell_dir: Path, verdict: Optional[Verdict], training_exampl
         threshold, _, _ = threshold_at_fpr(labels, values, fpr)
         hit = values >= threshold
         members = labels == 1
-        statement = risk_statement(int((hit & members).sum()), int(members.sum()), int((hit & ~members).sum()),
-                                   int((~members).sum()), fpr, training_examples)
-        statements.append({"series": evidence.series, "attack": evidence.attack, "threat_model": evidence.threat_model,
-                           "variant": evidence.variant, "rejects_no_leakage": bool(rejected),
-                           "threshold": threshold, **statement})
+        statement = risk_statement(
+            int((hit & members).sum()),
+            int(members.sum()),
+            int((hit & ~members).sum()),
+            int((~members).sum()),
+            fpr,
+            training_examples,
+        )
+        statements.append(
+            {
+                "series": evidence.series,
+                "attack": evidence.attack,
+                "threat_model": evidence.threat_model,
+                "variant": evidence.variant,
+                "rejects_no_leakage": bool(rejected),
+                "threshold": threshold,
+                **statement,
+            }
+        )
         flagged = scores[hit & members].sort_values("score", ascending=False)
         if "index" in flagged:
-            rows = pd.DataFrame({"series": evidence.series, "fpr": fpr, "rejects_no_leakage": bool(rejected),
-                                 "index": flagged["index"].astype("int64"), "score": flagged["score"]})
+            rows = pd.DataFrame(
+                {
+                    "series": evidence.series,
+                    "fpr": fpr,
+                    "rejects_no_leakage": bool(rejected),
+                    "index": flagged["index"].astype("int64"),
+                    "score": flagged["score"],
+                }
+            )
             if files is not None:
                 rows.insert(4, "file", [files[i] for i in rows["index"]])
             exposed.append(rows)
@@ -100,8 +142,9 @@ def risk_and_exposed(cell_dir: Path, verdict: Optional[Verdict], training_exampl
     return statements, table
 
 
-def write_cell_verdicts(cell_dir: Path, training_examples: Optional[int] = None,
-                        files: Optional[Sequence[str]] = None) -> dict:
+def write_cell_verdicts(
+    cell_dir: Path, training_examples: Optional[int] = None, files: Optional[Sequence[str]] = None
+) -> dict:
     """Write ``verdicts.json`` and ``exposed.csv`` into ``cell_dir``; return what was written.
     ``training_examples``: the size of the target's whole training set (the risk statement scales its
     evaluation members to it); ``files``: the dataset's file names by index (folder data)."""
@@ -112,9 +155,13 @@ def write_cell_verdicts(cell_dir: Path, training_examples: Optional[int] = None,
     statements, exposed = risk_and_exposed(cell_dir, by_family.get("membership"), training_examples, files)
     key = frame.iloc[0] if len(frame) else {}
     data = {
-        "cell": {k: (int(key[k]) if k == "seed" else str(key[k])) for k in ("dataset", "arch", "defense", "seed",
-                                                                           "config_hash") if k in key},
-        "alpha": sig.ALPHA, "correction": "Holm",
+        "cell": {
+            k: (int(key[k]) if k == "seed" else str(key[k]))
+            for k in ("dataset", "arch", "defense", "seed", "config_hash")
+            if k in key
+        },
+        "alpha": sig.ALPHA,
+        "correction": "Holm",
         "families": {v.family: v.as_dict() for v in found},
         "membership_risk": statements,
         "exposed": EXPOSED_CSV,

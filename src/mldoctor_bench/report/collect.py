@@ -83,8 +83,19 @@ def score_files(cell_dirs: list[Path]) -> list[ScoreFile]:
         key, family_of = table.iloc[0], dict(zip(table["attack"], families(table)))
         for path in sorted(cell.glob("*/*/scores*.parquet")):
             attack = path.parent.parent.name
-            out.append(ScoreFile(str(key["dataset"]), str(key["arch"]), str(key["defense"]), int(key["seed"]),
-                                 attack, path.parent.name, path, str(key["config_hash"]), family_of.get(attack, "")))
+            out.append(
+                ScoreFile(
+                    str(key["dataset"]),
+                    str(key["arch"]),
+                    str(key["defense"]),
+                    int(key["seed"]),
+                    attack,
+                    path.parent.name,
+                    path,
+                    str(key["config_hash"]),
+                    family_of.get(attack, ""),
+                )
+            )
     return out
 
 
@@ -110,11 +121,21 @@ def score_intervals(files: list[ScoreFile], runs: set[tuple[str, str, str]] | No
         for variant, frame in read_scores(f.path).items():
             boot = bootstrap_membership(frame["label"].to_numpy(), frame["score"].to_numpy())
             for metric, (estimate, low, high) in boot.items():
-                records.append({"config_hash": f.config_hash, "attack": f.attack, "threat_model": f.threat_model,
-                                "variant": variant, "metric": metric, "estimate": estimate,
-                                "ci_low": low, "ci_high": high})
-    return pd.DataFrame(records, columns=["config_hash", "attack", "threat_model", "variant", "metric",
-                                          "estimate", "ci_low", "ci_high"])
+                records.append(
+                    {
+                        "config_hash": f.config_hash,
+                        "attack": f.attack,
+                        "threat_model": f.threat_model,
+                        "variant": variant,
+                        "metric": metric,
+                        "estimate": estimate,
+                        "ci_low": low,
+                        "ci_high": high,
+                    }
+                )
+    return pd.DataFrame(
+        records, columns=["config_hash", "attack", "threat_model", "variant", "metric", "estimate", "ci_low", "ci_high"]
+    )
 
 
 def cell_configs(cell_dirs: list[Path]) -> pd.DataFrame:
@@ -177,12 +198,24 @@ def exposed_sets(cell_dirs: list[Path]) -> list[ExposedSet]:
                 break
             passed.append(series_label(row["attack"], row["threat_model"], row["variant"]))
         if found is None:
-            why = (f"no membership attack of this cell saved {EXPOSED}" if len(ranking)
-                   else "no ok membership row with TPR at 1% FPR or AUC")
+            why = (
+                f"no membership attack of this cell saved {EXPOSED}"
+                if len(ranking)
+                else "no ok membership row with TPR at 1% FPR or AUC"
+            )
             out.append(ExposedSet(cell.name, name, "", float("nan"), float("nan"), None, why))
             continue
         row, examples = found
         note = f"Stronger but without saved examples: {', '.join(passed)}." if passed else ""
-        out.append(ExposedSet(cell.name, name, series_label(row["attack"], row["threat_model"], row["variant"]),
-                              float(row[STRENGTH[0]]), float(row[STRENGTH[1]]), examples, note))
+        out.append(
+            ExposedSet(
+                cell.name,
+                name,
+                series_label(row["attack"], row["threat_model"], row["variant"]),
+                float(row[STRENGTH[0]]),
+                float(row[STRENGTH[1]]),
+                examples,
+                note,
+            )
+        )
     return out

@@ -14,18 +14,47 @@ from scipy import stats as scipy_stats
 from mldoctor_bench.metrics import LOW_FPRS
 
 # Metrics that are proportions or rates, or averages of values in [0, 1] (pixel MSE on [0, 1] images).
-UNIT_METRICS = frozenset({
-    "accuracy", "precision", "recall", "f1", "auc", "advantage", "agreement", "eval_accuracy",
-    "baseline_accuracy", "label_baseline_accuracy", "best_baseline_accuracy", "train_accuracy",
-    "test_accuracy", "target_confidence", "target_accuracy", "mse", "mse_start", "no_target_accuracy",
-    "no_target_eval_accuracy",
-    *(f"tpr_at_fpr_{x:g}" for x in LOW_FPRS),
-})
+UNIT_METRICS = frozenset(
+    {
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "auc",
+        "advantage",
+        "agreement",
+        "eval_accuracy",
+        "baseline_accuracy",
+        "label_baseline_accuracy",
+        "best_baseline_accuracy",
+        "train_accuracy",
+        "test_accuracy",
+        "target_confidence",
+        "target_accuracy",
+        "mse",
+        "mse_start",
+        "no_target_accuracy",
+        "no_target_eval_accuracy",
+        *(f"tpr_at_fpr_{x:g}" for x in LOW_FPRS),
+    }
+)
 # Differences of two [0, 1] quantities.
-DIFFERENCE_METRICS = frozenset({"gap", "advantage_over_baseline", "agreement_over_baseline",
-                                "eval_accuracy_over_baseline"})
-NON_NEGATIVE_METRICS = frozenset({"epsilon", "epsilon_lower_bound", "n_members", "n_nonmembers", "reconstructions",
-                                  "guesses", "correct_guesses", "canaries", "delta"})
+DIFFERENCE_METRICS = frozenset(
+    {"gap", "advantage_over_baseline", "agreement_over_baseline", "eval_accuracy_over_baseline"}
+)
+NON_NEGATIVE_METRICS = frozenset(
+    {
+        "epsilon",
+        "epsilon_lower_bound",
+        "n_members",
+        "n_nonmembers",
+        "reconstructions",
+        "guesses",
+        "correct_guesses",
+        "canaries",
+        "delta",
+    }
+)
 # The membership metrics a bootstrap over (score, label) pairs recomputes exactly as the attack did.
 BOOTSTRAP_METRICS = ("auc", "advantage", *(f"tpr_at_fpr_{x:g}" for x in LOW_FPRS))
 BOOTSTRAP_RESAMPLES = 1000
@@ -96,9 +125,14 @@ def roc_statistics(labels: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarr
     return out
 
 
-def bootstrap_membership(labels: np.ndarray, scores: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
-                         level: float = 0.95, seed: int = BOOTSTRAP_SEED, chunk: int = 100
-                         ) -> dict[str, tuple[float, float, float]]:
+def bootstrap_membership(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    level: float = 0.95,
+    seed: int = BOOTSTRAP_SEED,
+    chunk: int = 100,
+) -> dict[str, tuple[float, float, float]]:
     """``{metric: (estimate, low, high)}`` for :data:`BOOTSTRAP_METRICS`: the percentile interval of
     ``resamples`` stratified resamples of the evaluation examples (members and non-members each
     drawn with replacement to their own count), with a fixed ``seed``."""
@@ -112,8 +146,9 @@ def bootstrap_membership(labels: np.ndarray, scores: np.ndarray, resamples: int 
     parts: dict[str, list[np.ndarray]] = {m: [] for m in BOOTSTRAP_METRICS}
     for start in range(0, resamples, chunk):
         b = min(chunk, resamples - start)
-        draws = np.concatenate([pos[rng.integers(0, len(pos), (b, len(pos)))],
-                                neg[rng.integers(0, len(neg), (b, len(neg)))]], axis=1)
+        draws = np.concatenate(
+            [pos[rng.integers(0, len(pos), (b, len(pos)))], neg[rng.integers(0, len(neg), (b, len(neg)))]], axis=1
+        )
         for metric, values in roc_statistics(resampled_labels, draws).items():
             parts[metric].append(values)
     estimate = roc_statistics(resampled_labels, np.concatenate([pos, neg])[None])

@@ -21,8 +21,18 @@ import pandas as pd
 
 from mldoctor_bench.cellfiles import CellFiles
 from mldoctor_bench.report import tradeoffs
-from mldoctor_bench.report.build import (Material, exposed_section, family_tables, grouping_notes, header, material,
-                                         method_notes, problems_section, roc_section, verdict_section)
+from mldoctor_bench.report.build import (
+    Material,
+    exposed_section,
+    family_tables,
+    grouping_notes,
+    header,
+    material,
+    method_notes,
+    problems_section,
+    roc_section,
+    verdict_section,
+)
 from mldoctor_bench.report.cell_verdicts import VERDICTS
 from mldoctor_bench.report.collect import Source, exposed_sets
 from mldoctor_bench.report.verdicts import LOW
@@ -37,8 +47,10 @@ POOLS = {
 }
 # Without a members file no pool's membership is known.
 UNKNOWN_POOLS = {
-    "target_train": "a random part of the data, its membership unknown: utility is measured on it, no attack is scored on it",
-    "target_test": "a random part of the data, its membership unknown: what stealing and attribute inference are scored on",
+    "target_train": "a random part of the data, its membership unknown: utility is measured on it, no attack is "
+    "scored on it",
+    "target_test": "a random part of the data, its membership unknown: what stealing and attribute inference are "
+    "scored on",
     "shadow_train": "attacker's data: trains the attacker's shadow model",
     "shadow_test": "attacker's data: the shadow model's non-members",
     "heldout": POOLS["heldout"],
@@ -50,14 +62,19 @@ def pool_lines(manifest: dict) -> list[str]:
     """What was assessed, and the partition's pools with their sizes."""
     model = manifest.get("model", {})
     arch = model.get("arch") or f"factory {model.get('factory')}"
-    lines = ["## What was assessed", "",
-             f"- Model: {arch}, weights `{manifest.get('weights')}`, {manifest.get('num_classes', '?')} classes, "
-             f"{manifest.get('in_channels', '?')}-channel {manifest.get('image_size', '?')}x{manifest.get('image_size', '?')} "
-             "images. It was not retrained: only the attacker's models were trained.",
-             f"- Data: dataset `{manifest.get('dataset')}`, {manifest.get('examples', '?')} examples; members file: "
-             f"`{manifest.get('members') or 'none (membership inference skipped)'}` "
-             f"({manifest.get('members_listed', 0)} examples listed).", "",
-             "| pool | examples | what it is |", "| --- | ---: | --- |"]
+    lines = [
+        "## What was assessed",
+        "",
+        f"- Model: {arch}, weights `{manifest.get('weights')}`, {manifest.get('num_classes', '?')} classes, "
+        f"{manifest.get('in_channels', '?')}-channel {manifest.get('image_size', '?')}x"
+        f"{manifest.get('image_size', '?')} images. It was not retrained: only the attacker's models were trained.",
+        f"- Data: dataset `{manifest.get('dataset')}`, {manifest.get('examples', '?')} examples; members file: "
+        f"`{manifest.get('members') or 'none (membership inference skipped)'}` "
+        f"({manifest.get('members_listed', 0)} examples listed).",
+        "",
+        "| pool | examples | what it is |",
+        "| --- | ---: | --- |",
+    ]
     sizes = manifest.get("sizes", {})
     for name, what in (POOLS if manifest.get("members") else UNKNOWN_POOLS).items():
         if sizes.get(name):
@@ -65,16 +82,25 @@ def pool_lines(manifest: dict) -> list[str]:
     lines += ["", "The pools are disjoint."]
     trained, shadow = manifest.get("members_listed"), sizes.get("shadow_train")
     if manifest.get("members") and trained and shadow:
-        lines[-1] += (f" The attacker's models are trained like the model: the shadow model on {shadow} rows, the "
-                      f"offline reference models on as many, against the model's {trained} training examples "
-                      f"(ratio {shadow / trained:.2f}"
-                      + ("" if shadow >= trained else ": the non-members could not fill more; an attacker trained on "
-                         "less data than the target tends to understate the risk") + ").")
+        lines[-1] += (
+            f" The attacker's models are trained like the model: the shadow model on {shadow} rows, the "
+            f"offline reference models on as many, against the model's {trained} training examples "
+            f"(ratio {shadow / trained:.2f}"
+            + (
+                ""
+                if shadow >= trained
+                else ": the non-members could not fill more; an attacker trained on "
+                "less data than the target tends to understate the risk"
+            )
+            + ")."
+        )
     if not manifest.get("members"):
-        lines[-1] += (" Without a members file no example is known to be a training example: the pools are "
-                      "random parts of the data, membership inference and the partial threat models, whose attacker "
-                      "holds known training examples, are skipped, and utility is measured on examples that may "
-                      "include training ones.")
+        lines[-1] += (
+            " Without a members file no example is known to be a training example: the pools are "
+            "random parts of the data, membership inference and the partial threat models, whose attacker "
+            "holds known training examples, are skipped, and utility is measured on examples that may "
+            "include training ones."
+        )
     return lines + [""]
 
 
@@ -95,27 +121,46 @@ def risk_lines(data: dict) -> list[str]:
     if lead is not None and "training_examples" in lead:
         low, high = lead["training_examples_flagged_interval"]
         share, rare = lead["precision"][0], lead["precision"][-1]
-        lines += [f"At the threshold that wrongly flags {lead['false_positives']} of {lead['nonmembers']} non-members "
-                  f"({lead['observed_fpr']:.1%}), {lead['series']} flags {lead['members_flagged']} of the "
-                  f"{lead['members_scored']} evaluation members: about {lead['training_examples_flagged']:.0f} of the "
-                  f"model's {lead['training_examples']} training examples (95% interval {low:.0f} to {high:.0f}), where "
-                  f"a model that leaks nothing would have about {lead['flagged_without_leakage']:.0f} flagged by chance. "
-                  f"A \"member\" call is right {_share(share['value'])} of the time when {share['prior']:.0%} of those "
-                  f"tested are members, and {_share(rare['value'])} when {rare['prior']:.0%} are"
-                  + ("." if lead["rejects_no_leakage"] else "; this series does not reject no leakage, so these "
-                     "calls are no better than chance by the verdict's test."), ""]
-    lines += ["| series | FPR | flagged members | of the training set (95% interval) | by chance | "
-              "precision at the run's share | at 1% members | rejects no leakage |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        lines += [
+            f"At the threshold that wrongly flags {lead['false_positives']} of {lead['nonmembers']} non-members "
+            f"({lead['observed_fpr']:.1%}), {lead['series']} flags {lead['members_flagged']} of the "
+            f"{lead['members_scored']} evaluation members: about {lead['training_examples_flagged']:.0f} of the "
+            f"model's {lead['training_examples']} training examples (95% interval {low:.0f} to {high:.0f}), where "
+            f"a model that leaks nothing would have about {lead['flagged_without_leakage']:.0f} flagged by chance. "
+            f'A "member" call is right {_share(share["value"])} of the time when {share["prior"]:.0%} of those '
+            f"tested are members, and {_share(rare['value'])} when {rare['prior']:.0%} are"
+            + (
+                "."
+                if lead["rejects_no_leakage"]
+                else "; this series does not reject no leakage, so these "
+                "calls are no better than chance by the verdict's test."
+            ),
+            "",
+        ]
+    lines += [
+        "| series | FPR | flagged members | of the training set (95% interval) | by chance | "
+        "precision at the run's share | at 1% members | rejects no leakage |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     for r in statements:
-        total = (f"{r['training_examples_flagged']:.0f} [{r['training_examples_flagged_interval'][0]:.0f}, "
-                 f"{r['training_examples_flagged_interval'][1]:.0f}]" if "training_examples" in r else "")
+        total = (
+            f"{r['training_examples_flagged']:.0f} [{r['training_examples_flagged_interval'][0]:.0f}, "
+            f"{r['training_examples_flagged_interval'][1]:.0f}]"
+            if "training_examples" in r
+            else ""
+        )
         chance = f"{r['flagged_without_leakage']:.0f}" if "training_examples" in r else ""
-        lines.append(f"| {r['series']} | {r['fpr']:.1%} | {r['members_flagged']} / {r['members_scored']} | {total} | "
-                     f"{chance} | {_share(r['precision'][0]['value'])} | {_share(r['precision'][-1]['value'])} | "
-                     f"{'yes' if r['rejects_no_leakage'] else 'no'} |")
-    lines += ["", f"The flagged training examples of every series are listed in `{data.get('exposed', 'exposed.csv')}` "
-              "beside the report's cell (dataset index, and file name for an image folder).", ""]
+        lines.append(
+            f"| {r['series']} | {r['fpr']:.1%} | {r['members_flagged']} / {r['members_scored']} | {total} | "
+            f"{chance} | {_share(r['precision'][0]['value'])} | {_share(r['precision'][-1]['value'])} | "
+            f"{'yes' if r['rejects_no_leakage'] else 'no'} |"
+        )
+    lines += [
+        "",
+        f"The flagged training examples of every series are listed in `{data.get('exposed', 'exposed.csv')}` "
+        "beside the report's cell (dataset index, and file name for an image folder).",
+        "",
+    ]
     return lines
 
 
@@ -130,13 +175,22 @@ def exposed_file_lines(cell_dir: Path, manifest: dict) -> list[str]:
             continue
         top = s.examples.head(EXPOSED_FILES)
         top = s.examples[s.examples["score"] >= top["score"].min()]  # members tied with the last are listed too
-        tied = (f" ({len(top) - EXPOSED_FILES} more tie with the {EXPOSED_FILES}th; all listed"
-                + (", and maybe more: the attack saved its 32 highest" if len(top) == len(s.examples) else "") + ")"
-                if len(top) > EXPOSED_FILES else "")
-        lines += ["## Most exposed training files", "",
-                  f"The {len(top)} members that {s.series} scores highest{tied} (TPR at 1% FPR {s.tpr:.3f}): "
-                  "candidates to remove, deduplicate or relabel, or whose class needs more examples.", "",
-                  "| rank | file | label | score |", "| ---: | --- | ---: | ---: |"]
+        tied = (
+            f" ({len(top) - EXPOSED_FILES} more tie with the {EXPOSED_FILES}th; all listed"
+            + (", and maybe more: the attack saved its 32 highest" if len(top) == len(s.examples) else "")
+            + ")"
+            if len(top) > EXPOSED_FILES
+            else ""
+        )
+        lines += [
+            "## Most exposed training files",
+            "",
+            f"The {len(top)} members that {s.series} scores highest{tied} (TPR at 1% FPR {s.tpr:.3f}): "
+            "candidates to remove, deduplicate or relabel, or whose class needs more examples.",
+            "",
+            "| rank | file | label | score |",
+            "| ---: | --- | ---: | ---: |",
+        ]
         for rank, (_, ex) in enumerate(top.iterrows(), start=1):
             lines.append(f"| {rank} | `{files[int(ex['member_position'])]}` | {ex['label']} | {ex['score']:.4g} |")
         lines.append("")
@@ -162,21 +216,33 @@ def remedy_lines(table: pd.DataFrame, levels: dict[str, str]) -> list[str]:
         column = tradeoffs.FAMILY_COLUMN[family]
         lowered, _ = tradeoffs.effects(table, family)
         if lowered.empty:
-            lines.append(f"- **{family}** ({level} here): no defense measured lowered {column} beyond the noise "
-                         "(the interval of every defense's difference from no defense includes zero).")
+            lines.append(
+                f"- **{family}** ({level} here): no defense measured lowered {column} beyond the noise "
+                "(the interval of every defense's difference from no defense includes zero)."
+            )
             continue
         parts = []
         for _, row in lowered.iterrows():
-            worse = [f for f in tradeoffs.FAMILY_COLUMN if f != family
-                     and row["defense"] in set(tradeoffs.effects(table, f)[1]["defense"])]
-            note = [f"test accuracy {row['utility']:.3f}"] + ([CAVEATS[row["defense"]]] if row["defense"] in CAVEATS else [])
+            worse = [
+                f
+                for f in tradeoffs.FAMILY_COLUMN
+                if f != family and row["defense"] in set(tradeoffs.effects(table, f)[1]["defense"])
+            ]
+            note = [f"test accuracy {row['utility']:.3f}"] + (
+                [CAVEATS[row["defense"]]] if row["defense"] in CAVEATS else []
+            )
             note += [f"raises {', '.join(worse)}"] if worse else []
             parts.append(f"`{row['defense']}` {_difference(row)} ({'; '.join(note)})")
         lines.append(f"- **{family}** ({level} here): {column} changed by " + "; ".join(parts) + ".")
     if lines:
-        lines = ["What would help with the families judged moderate or high here (cheapest in accuracy first; "
-                 "each difference from no defense with its 95% interval, over the seeds of the benchmark's "
-                 "measurements):", "", *lines, ""]
+        lines = [
+            "What would help with the families judged moderate or high here (cheapest in accuracy first; "
+            "each difference from no defense with its 95% interval, over the seeds of the benchmark's "
+            "measurements):",
+            "",
+            *lines,
+            "",
+        ]
     else:
         lines = ["No family is judged moderate or high here: nothing needs a defense on this evidence.", ""]
     return lines
@@ -188,11 +254,16 @@ def todo_lines(levels: dict[str, str]) -> list[str]:
         table, _ = tradeoffs.shipped()
     except (FileNotFoundError, ValueError) as exc:
         return ["## What to do", "", f"The defense trade-off table is not installed ({exc}).", ""]
-    return ["## What to do", "", *remedy_lines(table, levels),
-            "How to apply them: output-time defenses (`output_topk`, `output_rounding`, `output_labels_only`) change "
-            "only what the deployed model releases, and `mldoctor-assess defense=<name>` assesses the model behind "
-            "that release; the others (`dp_sgd`, `distillation`, `relaxloss`) change training and need the model "
-            "retrained. The measurements behind this are in \"Defense measurements\" below.", ""]
+    return [
+        "## What to do",
+        "",
+        *remedy_lines(table, levels),
+        "How to apply them: output-time defenses (`output_topk`, `output_rounding`, `output_labels_only`) change "
+        "only what the deployed model releases, and `mldoctor-assess defense=<name>` assesses the model behind "
+        "that release; the others (`dp_sgd`, `distillation`, `relaxloss`) change training and need the model "
+        'retrained. The measurements behind this are in "Defense measurements" below.',
+        "",
+    ]
 
 
 def defense_lines() -> list[str]:
@@ -202,16 +273,25 @@ def defense_lines() -> list[str]:
     except (FileNotFoundError, ValueError) as exc:
         return ["## Defense measurements", "", f"The defense trade-off table is not installed ({exc}).", ""]
     headers, rows = tradeoffs.wide(table)
-    lines = ["## Defense measurements", "",
-             "Measured by this benchmark, not estimated: one target per defense on the embedded digits "
-             f"({meta.get('cell', '')}), every other setting the same; seed means with 95% intervals. Lower attack "
-             "numbers are better for the owner; compare each row's utility cost with what it removes. The numbers "
-             "are for that model and data: rerun the sweep on data like yours before choosing.", "",
-             "| " + " | ".join(headers) + " |", "| --- |" + " ---: |" * (len(headers) - 1),
-             *("| " + " | ".join(r) + " |" for r in rows)]
-    lines += ["", *[f"- {note}" for note in meta.get("notes", [])],
-              f"- Made with: `{meta.get('command', '?')}` then `{meta.get('summary', '?')}` "
-              f"(code {meta.get('code_version', '?')}, {meta.get('date', '?')}).", ""]
+    lines = [
+        "## Defense measurements",
+        "",
+        "Measured by this benchmark, not estimated: one target per defense on the embedded digits "
+        f"({meta.get('cell', '')}), every other setting the same; seed means with 95% intervals. Lower attack "
+        "numbers are better for the owner; compare each row's utility cost with what it removes. The numbers "
+        "are for that model and data: rerun the sweep on data like yours before choosing.",
+        "",
+        "| " + " | ".join(headers) + " |",
+        "| --- |" + " ---: |" * (len(headers) - 1),
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+    lines += [
+        "",
+        *[f"- {note}" for note in meta.get("notes", [])],
+        f"- Made with: `{meta.get('command', '?')}` then `{meta.get('summary', '?')}` "
+        f"(code {meta.get('code_version', '?')}, {meta.get('date', '?')}).",
+        "",
+    ]
     return lines
 
 
@@ -220,10 +300,14 @@ def inversion_lines(m: Material) -> list[str]:
     found = sorted(g for d in m.source.cell_dirs for g in Path(d).glob("inversion/*/inversion_*.png"))
     if not found:
         return []
-    lines = ["## Model inversion: the reconstructions", "",
-             "One row per reconstruction, one column per class; an independent evaluator judged each. "
-             "`gmi_no_target`: the same search guided by the attacker's own shadow model, what it gets without "
-             "the target.", ""]
+    lines = [
+        "## Model inversion: the reconstructions",
+        "",
+        "One row per reconstruction, one column per class; an independent evaluator judged each. "
+        "`gmi_no_target`: the same search guided by the attacker's own shadow model, what it gets without "
+        "the target.",
+        "",
+    ]
     for grid in found:
         copy = m.fig_dir / f"{grid.parent.name}_{grid.name}"
         copy.parent.mkdir(parents=True, exist_ok=True)
@@ -247,11 +331,15 @@ def to_html(markdown_text: str, report_dir: Path, title: str) -> str:
         return f'{match.group(1)}data:image/png;base64,{data}"'
 
     body = re.sub(r'(<img[^>]*?src=")([^"]+\.png)"', embed, body)
-    style = ("body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;line-height:1.45}"
-             "table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #ccc;padding:.25rem .5rem}"
-             "th{background:#f3f3f3}img{max-width:100%}code{background:#f6f6f6;padding:0 .2rem}")
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>\n{body}\n</body></html>\n")
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;line-height:1.45}"
+        "table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #ccc;padding:.25rem .5rem}"
+        "th{background:#f3f3f3}img{max-width:100%}code{background:#f6f6f6;padding:0 .2rem}"
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{style}</style></head><body>\n{body}\n</body></html>\n"
+    )
 
 
 def write_owner_report(cell_dir: Path) -> tuple[Path, Path]:
@@ -267,10 +355,22 @@ def write_owner_report(cell_dir: Path) -> tuple[Path, Path]:
     data = json.loads((cell_dir / VERDICTS).read_text()) if (cell_dir / VERDICTS).exists() else {}
     m = material(frame, Source([files.table], [cell_dir], report_dir), report_dir)
     levels = {f: v["level"] for f, v in data.get("families", {}).items()}
-    sections = [header(m, title), verdict_section(m), risk_lines(data), todo_lines(levels),
-                pool_lines(manifest), family_tables(m), inversion_lines(m),
-                exposed_file_lines(cell_dir, manifest), exposed_section(m), roc_section(m),
-                defense_lines(), grouping_notes(m), problems_section(m), method_notes(m)]
+    sections = [
+        header(m, title),
+        verdict_section(m),
+        risk_lines(data),
+        todo_lines(levels),
+        pool_lines(manifest),
+        family_tables(m),
+        inversion_lines(m),
+        exposed_file_lines(cell_dir, manifest),
+        exposed_section(m),
+        roc_section(m),
+        defense_lines(),
+        grouping_notes(m),
+        problems_section(m),
+        method_notes(m),
+    ]
     text = "\n".join(line for section in sections for line in section)
     md = report_dir / "report.md"
     md.write_text(text)

@@ -18,8 +18,15 @@ from mldoctor_bench.results import KEY
 
 # Keys of a cell's config.yaml that say where things are, are columns of the table already, or
 # only describe the selected threat models.
-IGNORED = (*LOCATION_KEYS, *(f"data.{k}" for k in LOCATION_DATA_KEYS), "seed", "dataset.name", "arch.name",
-           "defense.name", "threat_model")
+IGNORED = (
+    *LOCATION_KEYS,
+    *(f"data.{k}" for k in LOCATION_DATA_KEYS),
+    "seed",
+    "dataset.name",
+    "arch.name",
+    "defense.name",
+    "threat_model",
+)
 SETTING_PREFIX = "setting:"  # a grouping column holding one varying setting's value
 LABEL = "settings"  # the column naming a run's varying settings, e.g. "train.epochs=10" ("" if none vary)
 
@@ -66,8 +73,7 @@ def latest_per_setting(frame: pd.DataFrame, known: set[str]) -> tuple[pd.DataFra
     the settings label is added by :func:`with_settings`), and say how many rows were dropped. Rows
     of runs whose configuration is not ``known`` are kept: their settings cannot be compared."""
     mine = frame["config_hash"].isin(known)
-    kept = (frame[mine].sort_values("started_at", kind="stable")
-            .drop_duplicates(KEY + ["metric", LABEL], keep="last"))
+    kept = frame[mine].sort_values("started_at", kind="stable").drop_duplicates(KEY + ["metric", LABEL], keep="last")
     out = pd.concat([kept, frame[~mine]]).sort_index()
     return out, len(frame) - len(out)
 

@@ -79,7 +79,8 @@ def auc_interval(auc: float, members: int, nonmembers: int, level: float = 0.95)
     """Hanley and McNeil's (1982) normal interval of one AUC, cut to [0, 1]."""
     q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
     var = (auc * (1 - auc) + (members - 1) * (q1 - auc * auc) + (nonmembers - 1) * (q2 - auc * auc)) / (
-        members * nonmembers)
+        members * nonmembers
+    )
     half = NormalDist().inv_cdf((1 + level) / 2) * math.sqrt(max(var, 0.0))
     return max(0.0, auc - half), min(1.0, auc + half)
 
@@ -103,8 +104,9 @@ def mcnemar_pvalue(attack_only: int, baseline_only: int) -> float:
     return float(stats.binom.sf(b - 1, b + c, 0.5))
 
 
-def paired_difference_interval(attack_only: int, baseline_only: int, n: int,
-                               level: float = 0.95) -> tuple[float, float]:
+def paired_difference_interval(
+    attack_only: int, baseline_only: int, n: int, level: float = 0.95
+) -> tuple[float, float]:
     """Interval of the difference of two accuracies on the same ``n`` examples, ``(b - c) / n``,
     from the Clopper-Pearson interval of ``b / (b + c)`` (conditional on the discordant count)."""
     b, c = int(attack_only), int(baseline_only)

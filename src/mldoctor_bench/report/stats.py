@@ -31,9 +31,15 @@ FAMILY_METRICS: dict[str, tuple[str, ...]] = {
     "privacy_audit": ("epsilon_lower_bound",),
 }
 # Substrings of attack names that place an attack in a family.
-FAMILY_PATTERNS = (("membership", "membership"), ("inversion", "inversion"), ("modinv", "inversion"),
-                   ("attribute", "attribute"), ("attrinf", "attribute"), ("steal", "stealing"),
-                   ("audit", "privacy_audit"))
+FAMILY_PATTERNS = (
+    ("membership", "membership"),
+    ("inversion", "inversion"),
+    ("modinv", "inversion"),
+    ("attribute", "attribute"),
+    ("attrinf", "attribute"),
+    ("steal", "stealing"),
+    ("audit", "privacy_audit"),
+)
 GENERIC_METRICS = ("auc", "accuracy", "agreement", "eval_accuracy", "mse")
 # A group of runs that differ only in their seed: the settings label keeps swept settings apart.
 CELL = ["dataset", "arch", "defense", SETTINGS]
@@ -209,14 +215,17 @@ def single_run_intervals(frame: pd.DataFrame, boot: pd.DataFrame | None = None) 
         present_auc = "auc" in present and {"n_members", "n_nonmembers"} <= set(present.index)
         if present_auc and family_of[key[1]] == "membership":
             low, high = significance.auc_interval(float(r["auc"]), int(r["n_members"]), int(r["n_nonmembers"]))
-            records.append(dict(zip(SINGLE_RUN_KEY, (*key[:4], "auc")), ci_low=low, ci_high=high, method="hanley-mcneil"))
+            records.append(
+                dict(zip(SINGLE_RUN_KEY, (*key[:4], "auc")), ci_low=low, ci_high=high, method="hanley-mcneil")
+            )
     pieces.append(pd.DataFrame(records, columns=SINGLE_RUN_KEY + ["ci_low", "ci_high", "method"]))
     out = pd.concat(pieces, ignore_index=True)
     return out.drop_duplicates(SINGLE_RUN_KEY, keep="first")  # a bootstrap, where there is one, first
 
 
-def combined_summary(values: Sequence[float], errors: Sequence[float], level: float = 0.95,
-                     metric: str = "") -> Summary:
+def combined_summary(
+    values: Sequence[float], errors: Sequence[float], level: float = 0.95, metric: str = ""
+) -> Summary:
     """The mean of several runs' values with an interval that combines each run's own uncertainty
     (standard errors ``errors``) with the spread between runs: ``SE^2 = max(s^2, mean(e^2)) / n``,
     i.e. the between-run variance estimated as ``max(0, s^2 - mean(e^2))`` (method of moments) plus
@@ -230,8 +239,9 @@ def combined_summary(values: Sequence[float], errors: Sequence[float], level: fl
     return Summary(mean, sd, n, low, high, "seeds+within")
 
 
-def summarise(rows: pd.DataFrame, by: list[str], level: float = 0.95,
-              single: pd.DataFrame | None = None) -> pd.DataFrame:
+def summarise(
+    rows: pd.DataFrame, by: list[str], level: float = 0.95, single: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One line per ``by`` group: mean, sd, n, ci_low, ci_high and method of ``value`` over the
     group (the seeds). A group of one run takes its interval from ``single`` (see
     :func:`single_run_intervals`) where it has one; a group of several runs that all have one
@@ -239,16 +249,21 @@ def summarise(rows: pd.DataFrame, by: list[str], level: float = 0.95,
     t-interval over the runs. Intervals are cut to the metric's range."""
     lookup = {}
     if single is not None and not single.empty:
-        lookup = {tuple(k[:-3]): k[-3:] for k in single[SINGLE_RUN_KEY + ["ci_low", "ci_high", "method"]]
-                  .itertuples(index=False)}
+        lookup = {
+            tuple(k[:-3]): k[-3:]
+            for k in single[SINGLE_RUN_KEY + ["ci_low", "ci_high", "method"]].itertuples(index=False)
+        }
     z = float(scipy_stats.norm.ppf((1 + level) / 2))
     records = []
     for keys, group in rows.groupby(by, sort=True, dropna=False):
         metrics = group["metric"].unique() if "metric" in group else []
         metric = metrics[0] if len(metrics) == 1 else ""
         s = t_summary(group["value"].tolist(), level, metric)
-        found = ([lookup.get(tuple(k)) for k in group[SINGLE_RUN_KEY].itertuples(index=False)]
-                 if lookup and set(SINGLE_RUN_KEY) <= set(group.columns) else [None])
+        found = (
+            [lookup.get(tuple(k)) for k in group[SINGLE_RUN_KEY].itertuples(index=False)]
+            if lookup and set(SINGLE_RUN_KEY) <= set(group.columns)
+            else [None]
+        )
         if s.n == 1 and found[0] is not None:
             s = Summary(s.mean, s.sd, 1, *found[0])
         elif s.n > 1 and all(f is not None and not pd.isna(f[0]) for f in found):
@@ -260,7 +275,9 @@ def summarise(rows: pd.DataFrame, by: list[str], level: float = 0.95,
 def target_gap(frame: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, arch, defense, seed): train_accuracy, test_accuracy and gap = train - test."""
     rows = ok_rows(frame)
-    rows = rows[(rows["attack"] == "target") & rows["metric"].isin(["train_accuracy", "test_accuracy", "n_train", "n_test"])]
+    rows = rows[
+        (rows["attack"] == "target") & rows["metric"].isin(["train_accuracy", "test_accuracy", "n_train", "n_test"])
+    ]
     if rows.empty:
         return pd.DataFrame(columns=CELL + ["seed", "train_accuracy", "test_accuracy", "gap"])
     wide = rows.pivot_table(index=CELL + ["seed"], columns="metric", values="value", aggfunc="mean").reset_index()
@@ -281,8 +298,11 @@ def cell_matrix(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows: (dataset, arch, defense) cells; columns: every attack series' main metric, mean over seeds."""
     pieces = []
     for (_, metric), rows in main_metric_rows(frame).items():
-        rows = rows.assign(series=[series_label(a, t, v, metric) for a, t, v in
-                                   zip(rows["attack"], rows["threat_model"], rows["variant"])])
+        rows = rows.assign(
+            series=[
+                series_label(a, t, v, metric) for a, t, v in zip(rows["attack"], rows["threat_model"], rows["variant"])
+            ]
+        )
         pieces.append(rows)
     if not pieces:
         return pd.DataFrame()
@@ -296,8 +316,7 @@ def pearson_matrix(matrix: pd.DataFrame, min_cells: int = 3) -> tuple[pd.DataFra
     """Pearson r between the columns of ``matrix`` over its rows (pairwise complete, at least
     ``min_cells`` rows per pair). Columns that are constant or have fewer than ``min_cells`` values
     are dropped and returned by name, since r is undefined for them."""
-    dropped = [c for c in matrix.columns
-               if matrix[c].notna().sum() < min_cells or matrix[c].nunique(dropna=True) < 2]
+    dropped = [c for c in matrix.columns if matrix[c].notna().sum() < min_cells or matrix[c].nunique(dropna=True) < 2]
     kept = matrix.drop(columns=dropped)
     return kept.corr(method="pearson", min_periods=min_cells), dropped
 
@@ -328,8 +347,9 @@ def audit_rows(frame: pd.DataFrame) -> pd.DataFrame:
     for metric in AUDIT_METRICS:
         if metric not in wide.columns:
             wide[metric] = math.nan
-    wide["sound"] = np.where(wide["epsilon"].isna(), math.nan,
-                             (wide["epsilon_lower_bound"] <= wide["epsilon"]).astype(float))
+    wide["sound"] = np.where(
+        wide["epsilon"].isna(), math.nan, (wide["epsilon_lower_bound"] <= wide["epsilon"]).astype(float)
+    )
     return wide[index + list(AUDIT_METRICS) + ["sound"]]
 
 
@@ -346,6 +366,5 @@ def membership_ranking(frame: pd.DataFrame) -> pd.DataFrame:
     for metric in STRENGTH:
         if metric not in wide.columns:
             wide[metric] = math.nan
-    wide = wide[SERIES + list(STRENGTH)].sort_values(list(STRENGTH), ascending=False, kind="stable",
-                                                      na_position="last")
+    wide = wide[SERIES + list(STRENGTH)].sort_values(list(STRENGTH), ascending=False, kind="stable", na_position="last")
     return wide.reset_index(drop=True)

@@ -13,12 +13,14 @@ from mldoctor_bench.report import intervals, settings, stats
 from mldoctor_bench.results import OK, SKIPPED
 from mldoctor_bench.threat_catalog import short_name
 
-LOW_FPR_NOTE = ("`*` TPR at FPR x measured on fewer than 1/x non-members in at least one seed: "
-                "it rests on a handful of examples.")
+LOW_FPR_NOTE = (
+    "`*` TPR at FPR x measured on fewer than 1/x non-members in at least one seed: it rests on a handful of examples."
+)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A GitHub-flavoured Markdown table (``|`` in cells escaped)."""
+
     def line(cells):
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
@@ -26,8 +28,13 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 MAX_COLUMNS = 8  # a table wider than this is split into several with the same first column
-METHOD_NAMES = {"t": "95% CI", "seeds+within": "95% CI", "bootstrap": "95% bootstrap CI",
-                "wilson": "95% Wilson CI", "hanley-mcneil": "95% Hanley-McNeil CI"}
+METHOD_NAMES = {
+    "t": "95% CI",
+    "seeds+within": "95% CI",
+    "bootstrap": "95% bootstrap CI",
+    "wilson": "95% Wilson CI",
+    "hanley-mcneil": "95% Hanley-McNeil CI",
+}
 
 
 def format_summary(s: stats.Summary | pd.Series, digits: int = 3) -> str:
@@ -35,8 +42,14 @@ def format_summary(s: stats.Summary | pd.Series, digits: int = 3) -> str:
     (n=1)`` (or Wilson) where it has an interval, else ``mean (n=1)``."""
     if isinstance(s, pd.Series):  # a line of stats.summarise
         method = s.get("method", "")
-        s = stats.Summary(float(s["mean"]), float(s["sd"]), int(s["n"]), float(s["ci_low"]), float(s["ci_high"]),
-                          "" if pd.isna(method) else str(method))
+        s = stats.Summary(
+            float(s["mean"]),
+            float(s["sd"]),
+            int(s["n"]),
+            float(s["ci_low"]),
+            float(s["ci_high"]),
+            "" if pd.isna(method) else str(method),
+        )
     if s.n == 0 or math.isnan(s.mean):
         return ""
     interval = f"[{s.ci_low:.{digits}f}, {s.ci_high:.{digits}f}]"
@@ -83,7 +96,8 @@ def summary_table(rows: pd.DataFrame, flags: pd.DataFrame | None = None, single:
     with_defense = summary["defense"].nunique() > 1
     columns = sorted({(a, t, v, m) for a, t, v, m in summary[stats.SERIES + ["metric"]].itertuples(index=False)})
     header = ["dataset / arch" + (" / defense" if with_defense else "")] + [
-        stats.series_label(a, t, v, m if several_metrics else "") for a, t, v, m in columns]
+        stats.series_label(a, t, v, m if several_metrics else "") for a, t, v, m in columns
+    ]
     groups = {cell: group for cell, group in summary.groupby(stats.CELL, sort=False)}
     lines = []
     for cell in _cell_order(summary):
@@ -123,8 +137,12 @@ def series_table(rows: pd.DataFrame, flags: pd.DataFrame | None = None, single: 
 def utility_table(gap: pd.DataFrame) -> str:
     """Target train/test accuracy and their gap, mean (sd, CI) over seeds, per dataset/arch/defense
     and varying settings."""
-    long = gap.melt(id_vars=stats.CELL + ["seed"], value_vars=["train_accuracy", "test_accuracy", "gap"],
-                    var_name="metric", value_name="value")
+    long = gap.melt(
+        id_vars=stats.CELL + ["seed"],
+        value_vars=["train_accuracy", "test_accuracy", "gap"],
+        var_name="metric",
+        value_name="value",
+    )
     summary = stats.summarise(long, stats.CELL + ["metric"])
     for i, row in summary[summary["n"] == 1].iterrows():  # one run: a Wilson interval over its examples
         count = {"train_accuracy": "n_train", "test_accuracy": "n_test"}.get(row["metric"])
@@ -137,7 +155,10 @@ def utility_table(gap: pd.DataFrame) -> str:
     lines = []
     for cell in _cell_order(summary):
         by_metric = {r["metric"]: r for _, r in groups[cell].iterrows()}
-        lines.append([cell_label(cell, True)] + [format_summary(by_metric[m]) for m in ("train_accuracy", "test_accuracy", "gap")])
+        lines.append(
+            [cell_label(cell, True)]
+            + [format_summary(by_metric[m]) for m in ("train_accuracy", "test_accuracy", "gap")]
+        )
     return markdown_table(["dataset / arch / defense", "train accuracy", "test accuracy", "train - test gap"], lines)
 
 
@@ -164,23 +185,30 @@ def unsupported_lines(frame: pd.DataFrame) -> list[str]:
 def problems_table(frame: pd.DataFrame) -> str:
     """Failed rows and skipped rows with another reason, one line per (attack, threat model, status,
     reason), with where; threat models an attack does not support are :func:`unsupported_lines`."""
-    bad = frame[(frame["status"] != OK)
-                & ~((frame["status"] == SKIPPED) & frame["reason"].str.contains(UNSUPPORTED, regex=False))]
+    bad = frame[
+        (frame["status"] != OK)
+        & ~((frame["status"] == SKIPPED) & frame["reason"].str.contains(UNSUPPORTED, regex=False))
+    ]
     if bad.empty:
         return ""
-    lines = [[attack, tm, status, reason, _where(g)]
-             for (attack, tm, status, reason), g in bad.groupby(["attack", "threat_model", "status", "reason"], sort=True)]
+    lines = [
+        [attack, tm, status, reason, _where(g)]
+        for (attack, tm, status, reason), g in bad.groupby(["attack", "threat_model", "status", "reason"], sort=True)
+    ]
     return markdown_table(["attack", "threat model", "status", "reason", "where"], lines)
 
 
-AUDIT_NOTE = ("The audited bound holds with confidence 1 - beta for the audited copy's training run: an "
-              "accountant epsilon below it means the DP implementation or its accounting is broken. A bound "
-              "far below the accountant's epsilon does not show that less privacy was spent; it is only what "
-              "these canaries and this black-box score could prove.")
+AUDIT_NOTE = (
+    "The audited bound holds with confidence 1 - beta for the audited copy's training run: an "
+    "accountant epsilon below it means the DP implementation or its accounting is broken. A bound "
+    "far below the accountant's epsilon does not show that less privacy was spent; it is only what "
+    "these canaries and this black-box score could prove."
+)
 
 
 def audit_table(audit: pd.DataFrame) -> str:
     """Accountant epsilon beside the audited lower bound, one line per cell, score variant and seed."""
+
     def num(v, digits=3):
         return "" if pd.isna(v) else f"{v:.{digits}f}"
 
@@ -188,9 +216,26 @@ def audit_table(audit: pd.DataFrame) -> str:
     for _, r in audit.sort_values(stats.CELL + ["variant", "seed", "config_hash"]).iterrows():
         verdict = "" if pd.isna(r["sound"]) else ("yes" if r["sound"] else "NO: bound above the accountant")
         cell = cell_label(tuple(r[c] for c in stats.CELL), True)
-        lines.append([cell, f"{r['variant']}, seed {r['seed']}, config {str(r['config_hash'])[:8]}", num(r["epsilon"]),
-                      num(r["epsilon_lower_bound"]), f"{num(r['correct_guesses'], 0)} / {num(r['guesses'], 0)}",
-                      num(r["canaries"], 0), num(r["delta"], 6).rstrip("0"), verdict])
-    header = ["dataset / arch / defense", "score, seed, config", "accountant epsilon", "audited lower bound",
-              "correct / guesses", "canaries", "delta", "bound <= epsilon"]
+        lines.append(
+            [
+                cell,
+                f"{r['variant']}, seed {r['seed']}, config {str(r['config_hash'])[:8]}",
+                num(r["epsilon"]),
+                num(r["epsilon_lower_bound"]),
+                f"{num(r['correct_guesses'], 0)} / {num(r['guesses'], 0)}",
+                num(r["canaries"], 0),
+                num(r["delta"], 6).rstrip("0"),
+                verdict,
+            ]
+        )
+    header = [
+        "dataset / arch / defense",
+        "score, seed, config",
+        "accountant epsilon",
+        "audited lower bound",
+        "correct / guesses",
+        "canaries",
+        "delta",
+        "bound <= epsilon",
+    ]
     return "\n\n".join(split_columns(header, lines))

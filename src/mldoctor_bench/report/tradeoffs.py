@@ -36,8 +36,12 @@ COLUMNS = [
 COLUMN_OF = {metric: column for column, _, _, metric in COLUMNS}
 UTILITY = COLUMN_OF["test_accuracy"]
 # Per family, the column that measures what its verdict judges.
-FAMILY_COLUMN = {"membership": COLUMN_OF["tpr_at_fpr_0.01"], "inversion": COLUMN_OF["eval_accuracy_over_baseline"],
-                 "attribute": COLUMN_OF["advantage_over_baseline"], "stealing": COLUMN_OF["agreement_over_baseline"]}
+FAMILY_COLUMN = {
+    "membership": COLUMN_OF["tpr_at_fpr_0.01"],
+    "inversion": COLUMN_OF["eval_accuracy_over_baseline"],
+    "attribute": COLUMN_OF["advantage_over_baseline"],
+    "stealing": COLUMN_OF["agreement_over_baseline"],
+}
 ORDER = ["none", "output_rounding", "output_topk", "output_labels_only", "relaxloss", "distillation", "dp_sgd"]
 FIELDS = ["defense", "column", "mean", "low", "high", "seeds", "difference", "difference_low", "difference_high"]
 
@@ -48,18 +52,25 @@ def per_seed(frame: pd.DataFrame, single: Optional[pd.DataFrame] = None) -> pd.D
     ok = stats.ok_rows(frame)
     half = {}
     if single is not None and not single.empty:
-        half = {tuple(k): (hi - lo) / 2 for *k, lo, hi in
-                single[stats.SINGLE_RUN_KEY + ["ci_low", "ci_high"]].itertuples(index=False, name=None)}
+        half = {
+            tuple(k): (hi - lo) / 2
+            for *k, lo, hi in single[stats.SINGLE_RUN_KEY + ["ci_low", "ci_high"]].itertuples(index=False, name=None)
+        }
     records = []
     for (defense, seed), rows in ok.groupby(["defense", "seed"]):
         for column, attacks, tm, metric in COLUMNS:
             if metric == "gap":
                 target = rows[rows["attack"] == "target"].set_index("metric")["value"]
                 if {"train_accuracy", "test_accuracy"} <= set(target.index):
-                    records.append((defense, seed, column, target["train_accuracy"] - target["test_accuracy"], math.nan))
+                    records.append(
+                        (defense, seed, column, target["train_accuracy"] - target["test_accuracy"], math.nan)
+                    )
                 continue
-            mine = rows[rows["attack"].isin([attacks] if isinstance(attacks, str) else attacks)
-                        & (rows["threat_model"] == tm) & (rows["metric"] == metric)]
+            mine = rows[
+                rows["attack"].isin([attacks] if isinstance(attacks, str) else attacks)
+                & (rows["threat_model"] == tm)
+                & (rows["metric"] == metric)
+            ]
             if not mine.empty:
                 best = mine.loc[mine["value"].idxmax()]
                 key = tuple(best[c] for c in stats.SINGLE_RUN_KEY)
@@ -103,7 +114,7 @@ def difference(rows: pd.DataFrame, none: pd.DataFrame, column: str, level: float
     if len(deltas) > 1:
         low, high = intervals.t_interval(deltas, level)
         return mean, low, high
-    (d, n), = pairs
+    ((d, n),) = pairs
     half = math.hypot(d["half_width"], n["half_width"])
     return (mean, mean - half, mean + half) if not math.isnan(half) else (mean, math.nan, math.nan)
 

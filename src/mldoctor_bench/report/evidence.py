@@ -1,0 +1,268 @@
+"""The evidence behind a verdict: one :class:`Evidence` per statistic of an attack series (means over
+seeds), with its one-sided p-value against "no leakage", its interval and the level its size alone
+would give. The tests are :mod:`~mldoctor_bench.report.significance`'s; which statistics each family
+judges, and against what, is said in :mod:`~mldoctor_bench.report.verdicts` and docs/verdicts.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+from mldoctor_bench.metrics import LOW_FPRS
+from mldoctor_bench.report import significance as sig
+from mldoctor_bench.report.stats import series_label
+
+LOW, MODERATE, HIGH = "low", "moderate", "high"
+Intervals = Mapping[tuple[str, str, str, str], tuple[float, float]]  # (attack, tm, variant, metric) -> interval
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One statistic of one attack series (means over seeds), tested against no leakage."""
+
+    family: str
+    attack: str
+    threat_model: str
+    variant: str
+    statistic: str  # the metric judged, e.g. tpr_at_fpr_0.01
+    value: float
+    baseline_name: str  # what it is compared with
+    baseline: float
+    interval: tuple[float, float]  # 95% interval of ``value``
+    p_value: float  # one-sided, before the correction; NaN: not testable from these rows
+    test: str
+    effect: str  # the level the effect-size rule gives, before the test
+    text: str  # the numbers in words
+    strength: tuple = ()  # ranks series of one level: the strongest first
+    seeds: int = 1
+
+    @property
+    def series(self) -> str:
+        return series_label(self.attack, self.threat_model, self.variant)
+
+
+Values = Mapping[str, list[float]]  # metric -> one value per seed, of one attack series
+
+
+def _counts(values: Values, *metrics: str) -> Optional[list[list[float]]]:
+    """Per seed, the values of ``metrics`` (all present in every seed), else ``None``."""
+    found = [values.get(m) for m in metrics]
+    if any(v is None or any(math.isnan(x) for x in v) for v in found):
+        return None
+    return [list(v) for v in found]
+
+
+def _mean(values: Values, metric: str) -> float:
+    found = values.get(metric)
+    return math.nan if not found else sum(found) / len(found)
+
+
+def _interval(intervals: Optional[Intervals], key: tuple, metric: str) -> tuple[float, float]:
+    found = (intervals or {}).get((*key, metric))
+    return (float(found[0]), float(found[1])) if found is not None else (math.nan, math.nan)
+
+
+def membership_effect(statistic: str, value: float) -> str:
+    """The effect-size level of a membership statistic (TPR at FPR x as a multiple of x, or AUC)."""
+    if statistic == "auc":
+        return HIGH if value >= 0.80 else MODERATE if value >= 0.60 else LOW
+    ratio = value / float(statistic.removeprefix("tpr_at_fpr_"))
+    return HIGH if ratio >= 10 else MODERATE if ratio >= 3 else LOW
+
+
+def margin_effect(margin: float) -> str:
+    """Attribute inference and stealing: an advantage over what needs no leakage."""
+    return HIGH if margin >= 0.10 else MODERATE if margin >= 0.02 else LOW
+
+
+def gain_effect(gain: float) -> str:
+    """Inversion: the share of what the baseline misses that the attack recovers."""
+    return HIGH if gain >= 0.40 else MODERATE if gain >= 0.10 else LOW
+
+
+def membership_evidence(key: tuple, values: Values, intervals: Optional[Intervals] = None) -> list[Evidence]:
+    """The AUC of one membership series and its TPR at each low FPR its non-members can measure."""
+    counts = _counts(values, "n_members", "n_nonmembers")
+    if counts is None:
+        return []
+    members, nonmembers = [[int(v) for v in c] for c in counts]
+    out, seeds = [], len(members)
+    aucs = _counts(values, "auc")
+    if aucs is not None:
+        value = sum(aucs[0]) / seeds
+        interval = _interval(intervals, key, "auc")
+        if math.isnan(interval[0]) and seeds == 1:
+            interval = sig.auc_interval(value, members[0], nonmembers[0])
+        out.append(
+            Evidence(
+                "membership",
+                *key,
+                "auc",
+                value,
+                "no leakage",
+                0.5,
+                interval,
+                sig.auc_pvalue(aucs[0], members, nonmembers),
+                "Mann-Whitney U, one-sided, normal",
+                membership_effect("auc", value),
+                f"AUC {value:.3f}",
+                (0, value),
+                seeds,
+            )
+        )
+    tpr_1 = _mean(values, "tpr_at_fpr_0.01")
+    for x in sorted(LOW_FPRS, reverse=True):
+        metric = f"tpr_at_fpr_{x:g}"
+        tprs = _counts(values, metric)
+        if tprs is None or not all(sig.measurable(n, x) for n in nonmembers):
+            continue
+        value, floor = sum(tprs[0]) / seeds, sum(sig.tpr_floor(n, x) for n in nonmembers) / seeds
+        out.append(
+            Evidence(
+                "membership",
+                *key,
+                metric,
+                value,
+                f"null floor at {x:.1%} FPR",
+                floor,
+                _interval(intervals, key, metric),
+                sig.tpr_pvalue(tprs[0], members, nonmembers, x),
+                "exact negative hypergeometric, one-sided",
+                membership_effect(metric, value),
+                f"TPR {value:.3f} at {x:.1%} FPR ({value / x:.1f} times the FPR; a guess reaches {floor:.3f})",
+                (value / x, 0 if math.isnan(tpr_1) else tpr_1),
+                seeds,
+            )
+        )
+    return out
+
+
+def _paired(
+    fam: str,
+    key: tuple,
+    values: Values,
+    value_metric: str,
+    baseline_metric: str,
+    what: str,
+    baseline_what: str,
+    statistic: str,
+) -> list[Evidence]:
+    """An accuracy against a baseline on the same examples, by McNemar's test on the discordant ones."""
+    value, baseline = _mean(values, value_metric), _mean(values, baseline_metric)
+    if math.isnan(value) or math.isnan(baseline):
+        return []
+    counts = _counts(values, "only_attack_right", "only_baseline_right", "n_test")
+    margin, seeds = value - baseline, len(values[value_metric])
+    text = f"{what} {value:.3f} against {baseline_what} {baseline:.3f} ({margin:+.3f})"
+    if counts is None:  # a table written before the paired counts: the margin alone, untested
+        return [
+            Evidence(
+                fam,
+                *key,
+                statistic,
+                margin,
+                baseline_what,
+                baseline,
+                (math.nan, math.nan),
+                math.nan,
+                "none: no paired counts in this table (rerun the cell)",
+                LOW,
+                text,
+                (margin,),
+                seeds,
+            )
+        ]
+    b, c, n = (int(sum(v)) for v in counts)
+    return [
+        Evidence(
+            fam,
+            *key,
+            statistic,
+            margin,
+            baseline_what,
+            baseline,
+            sig.paired_difference_interval(b, c, n),
+            sig.mcnemar_pvalue(b, c),
+            "exact McNemar, one-sided",
+            margin_effect(margin),
+            f"{text}; {b} examples right only with the target, {c} only without",
+            (margin,),
+            seeds,
+        )
+    ]
+
+
+def attribute_evidence(key: tuple, values: Values, intervals: Optional[Intervals] = None) -> list[Evidence]:
+    """Attribute inference's accuracy against its strongest baseline, paired."""
+    return _paired(
+        "attribute",
+        key,
+        values,
+        "accuracy",
+        "best_baseline_accuracy",
+        "accuracy",
+        "the strongest baseline",
+        "advantage_over_baseline",
+    )
+
+
+def stealing_evidence(key: tuple, values: Values, intervals: Optional[Intervals] = None) -> list[Evidence]:
+    """The surrogate's agreement with the target against the no-query model's, paired."""
+    return _paired(
+        "stealing",
+        key,
+        values,
+        "agreement",
+        "baseline_agreement",
+        "agreement",
+        "a model trained without queries",
+        "agreement_over_baseline",
+    )
+
+
+def inversion_evidence(key: tuple, values: Values, intervals: Optional[Intervals] = None) -> list[Evidence]:
+    """The evaluator's accuracy on the reconstructions against chance or, where stronger, against the
+    same search without the target (paired)."""
+    counts = _counts(values, "eval_accuracy", "chance_accuracy", "reconstructions")
+    if counts is None:
+        return []
+    seeds = len(counts[0])
+    accuracy, chance = sum(counts[0]) / seeds, sum(counts[1]) / seeds
+    n = int(sum(counts[2]))
+    no_target = _mean(values, "no_target_eval_accuracy")
+    paired = _counts(values, "only_attack_right", "only_baseline_right")
+    if not math.isnan(no_target) and no_target > chance and paired is not None:
+        baseline, what = no_target, "the same search without the target"
+        b, c = (int(sum(v)) for v in paired)
+        p_value, test = sig.mcnemar_pvalue(b, c), "exact McNemar, one-sided"
+        low, high = sig.paired_difference_interval(b, c, n)
+        interval = (low + baseline, high + baseline)
+    else:
+        baseline, what = chance, "chance"
+        hits = int(round(sum(a * r for a, r in zip(counts[0], counts[2]))))
+        p_value, test = sig.binomial_pvalue(hits, n, chance), "exact binomial, one-sided"
+        interval = sig.clopper_pearson(hits, n)
+    gain = (accuracy - baseline) / (1 - baseline) if baseline < 1 else 0.0
+    text = (
+        f"evaluator accuracy {accuracy:.3f} against {what} {baseline:.3f} (recovers {gain:.0%} of what it "
+        f"misses; chance {chance:.3f})"
+    )
+    return [
+        Evidence(
+            "inversion",
+            *key,
+            "eval_accuracy",
+            accuracy,
+            what,
+            baseline,
+            interval,
+            p_value,
+            test,
+            gain_effect(gain),
+            text,
+            (gain,),
+            seeds,
+        )
+    ]
