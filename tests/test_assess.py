@@ -426,7 +426,7 @@ def test_suggested_defenses_name_only_differences_whose_interval_excludes_zero()
     import pandas as pd
 
     from mldoctor_bench.report import tradeoffs
-    from mldoctor_bench.report.owner import remedy_lines
+    from mldoctor_bench.report.remedies import remedy_lines
 
     def row(defense, column, mean, diff=None):
         low, high = (None, None) if diff is None else diff[1:]

@@ -89,10 +89,16 @@ def test_what_any_model_reveals_is_the_no_target_baseline(tmp_path):
         other["advantage_over_baseline"]
     )
     predictions = pd.read_parquet(tmp_path / "predictions.parquet")
-    assert len(predictions) == other["n_test"] and {"index", "attribute", "predicted", "no_target_predicted"} <= set(
-        predictions.columns
-    )
-    assert (predictions["predicted"] == predictions["attribute"]).mean() == pytest.approx(other["accuracy"])
+    test = predictions[predictions["role"] == "target_test"]
+    assert len(test) == other["n_test"]
+    assert {"index", "attribute", "predicted", "no_target_predicted", "leaked"} <= set(predictions.columns)
+    assert (test["predicted"] == test["attribute"]).mean() == pytest.approx(other["accuracy"])
+    # the evaluation members are predicted too (never trained on by the attack model); "leaked" is
+    # right where the strongest baseline is wrong
+    members = predictions[predictions["role"] == "target_train"]
+    assert len(members) == 100 and not set(members["index"]) & set(test["index"])
+    leaked = (members["predicted"] == members["attribute"]) & (members["baseline_predicted"] != members["attribute"])
+    assert (members["leaked"] == leaked).all() and members["leaked"].any()
 
 
 def test_skips_a_dataset_without_a_sensitive_attribute(tmp_path):

@@ -115,19 +115,25 @@ class AttributeInference(Attack):
         if own is None:
             r = own_model_request(ctx)
             own = ctx.models.classifier(r.role, r.images, r.targets)
-        probs, loss = self.infer(ctx, ctx.target.model, train, test)
+        # scored on target-test; the evaluation members are predicted too, to link attribute leakage
+        # to membership exposure example by example (they are not in the attacker's training data)
+        members = ctx.evaluation.members
+        (probs, member_probs), loss = self.infer(ctx, ctx.target.model, train, [test, members])
+        no_target = [p.argmax(1) for p in self.infer(ctx, own, train, [test, members])[0]]
+        majority = int(torch.bincount(test.attribute.long()).argmax())
+
+        def guesses(data: Labeled, own_guess: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {
+                "baseline_accuracy": torch.full_like(data.attribute, majority),
+                "label_baseline_accuracy": label_baseline(
+                    train.labels, train.attribute, data.labels, ctx.num_classes, ctx.num_attribute_classes
+                ),
+                "no_target_accuracy": own_guess,
+            }
+
+        baselines = guesses(test, no_target[0])
         predicted = probs.argmax(1)
-        no_target = self.infer(ctx, own, train, test)[0].argmax(1)
         metrics = classification_metrics(test.attribute.numpy(), predicted.numpy())
-        majority = torch.full_like(test.attribute, int(torch.bincount(test.attribute.long()).argmax()))
-        from_label = label_baseline(
-            train.labels, train.attribute, test.labels, ctx.num_classes, ctx.num_attribute_classes
-        )
-        baselines = {
-            "baseline_accuracy": majority,
-            "label_baseline_accuracy": from_label,
-            "no_target_accuracy": no_target,
-        }
         right = {name: guess == test.attribute for name, guess in baselines.items()}
         accuracies = {name: float(r.double().mean()) for name, r in right.items()}
         strongest = max(accuracies, key=accuracies.get)
@@ -136,21 +142,22 @@ class AttributeInference(Attack):
         metrics["advantage_over_baseline"] = metrics["accuracy"] - accuracies[strongest]
         metrics.update(paired_counts(predicted == test.attribute, right[strongest]))
         metrics.update(attack_train_loss=loss, n_train=float(len(train)), n_test=float(len(test)))
-        pd.DataFrame(
-            {
-                "index": test.index.numpy() if test.index is not None else range(len(test)),
-                "attribute": test.attribute.numpy(),
-                "predicted": predicted.numpy(),
-                "confidence": probs.max(1).values.numpy(),
-                **{f"{name.removesuffix('_accuracy')}_predicted": guess.numpy() for name, guess in baselines.items()},
-            }
-        ).to_parquet(ctx.out_dir / "predictions.parquet", index=False)
+        frames = [
+            predictions_frame(data, p, guesses(data, own_guess), strongest, role)
+            for data, p, own_guess, role in (
+                (test, probs, no_target[0], "target_test"),
+                (members, member_probs, no_target[1], "target_train"),
+            )
+        ]
+        pd.concat(frames, ignore_index=True).to_parquet(ctx.out_dir / "predictions.parquet", index=False)
         return {"": metrics}
 
     @staticmethod
-    def infer(ctx: AttackContext, model: Classifier, train: Labeled, test: Labeled) -> tuple[torch.Tensor, float]:
-        """The attack on ``model``'s embeddings: an MLP fitted on ``train``; its probabilities on
-        ``test`` and its last training loss."""
+    def infer(
+        ctx: AttackContext, model: Classifier, train: Labeled, sets: list[Labeled]
+    ) -> tuple[list[torch.Tensor], float]:
+        """The attack on ``model``'s embeddings: an MLP fitted on ``train``; its probabilities on each
+        of ``sets`` and its last training loss."""
         s = ctx.settings
         fitted = fit_network(
             lambda: AttributeNet(model.embedding_dim, s.hidden, ctx.num_attribute_classes),
@@ -161,4 +168,24 @@ class AttributeInference(Attack):
             s.batch_size,
             ctx.seed,
         )
-        return fitted.probabilities([embeddings(model, test.images, ctx.device)]), fitted.losses[-1]
+        return [fitted.probabilities([embeddings(model, d.images, ctx.device)]) for d in sets], fitted.losses[-1]
+
+
+def predictions_frame(
+    data: Labeled, probs: torch.Tensor, baselines: dict[str, torch.Tensor], strongest: str, role: str
+) -> pd.DataFrame:
+    """One row per example: its dataset ``index`` and ``role`` in the partition, the attribute, the
+    attack's prediction and confidence, each baseline's prediction, and ``leaked``: the attack is right
+    where the strongest baseline (on target-test) is wrong."""
+    predicted = probs.argmax(1)
+    return pd.DataFrame(
+        {
+            "index": data.index.numpy() if data.index is not None else range(len(data)),
+            "role": role,
+            "attribute": data.attribute.numpy(),
+            "predicted": predicted.numpy(),
+            "confidence": probs.max(1).values.numpy(),
+            **{f"{name.removesuffix('_accuracy')}_predicted": guess.numpy() for name, guess in baselines.items()},
+            "leaked": ((predicted == data.attribute) & (baselines[strongest] != data.attribute)).numpy(),
+        }
+    )

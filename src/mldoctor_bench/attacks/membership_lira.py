@@ -34,17 +34,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mldoctor_bench.attacks.base import ATTACKS, AttackContext, VariantMetrics
+from mldoctor_bench.attacks.base import ATTACKS, AttackContext
 from mldoctor_bench.attacks.reference_models import (
     ONLINE,
     ReferenceModelAttack,
+    Scored,
     Signals,
-    candidates,
     query_views,
     reference_set,
     reference_signals,
     signals,
 )
+from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.metrics import membership_metrics
 from mldoctor_bench.settings import setting
 
@@ -149,6 +150,8 @@ class LiraSettings:
     # ours: mean and pooled within-candidate variance per side, offline one-sided (as the paper
     # says); published: the authors' released code's median, global IN spread and two-sided offline
     conventions: str = setting("ours", choices=("ours", "published"), example="published")
+    # independent sets of references: is a flagged member flagged again with other references?
+    repeats: int = setting(1, min=1, example=2)
 
 
 @ATTACKS.register("membership_lira")
@@ -158,16 +161,16 @@ class LiraMembershipInference(ReferenceModelAttack):
     variants = VARIANTS
     Settings = LiraSettings
 
-    def run(self, ctx: AttackContext) -> VariantMetrics:
+    def score(self, ctx: AttackContext, pool: Labeled, is_member: torch.Tensor, repeat: int) -> Scored:
         s = ctx.settings
-        pool, is_member = candidates(ctx)
         views = query_views(pool.images, s.flip, s.shift) if s.augment else [pool.images]
         target = Signals.stack([signals(ctx.target, v, pool.labels) for v in views]).phi
-        y, results, saved, masks = is_member.numpy(), {}, {}, {}
+        y, results, saved, refs_used, saved_signals = is_member.numpy(), {}, {}, [], {"target_phi": target}
         for kind in self.kinds(s):
-            refs = reference_set(ctx, kind, s.num_references)
+            refs = reference_set(ctx, kind, s.num_references, repeat)
             observed = reference_signals(ctx, refs, views, pool.labels).phi
-            masks[kind] = refs
+            refs_used.append(refs)
+            saved_signals[f"{kind}_phi"] = observed
             for variant in (v for v in s.variants if v.startswith(kind)):
                 mask, fixed = (refs.masks if kind == ONLINE else None), variant.endswith("fixed_var")
                 score = lira_scores(target, observed, mask, fixed, s.conventions == "published").numpy()
@@ -184,5 +187,4 @@ class LiraMembershipInference(ReferenceModelAttack):
                     "queries": float(len(views)),
                 }
                 saved[variant] = (y, score)
-        self.save(ctx, saved, pool, list(masks.values()))
-        return results
+        return Scored(results, saved, refs_used, saved_signals)

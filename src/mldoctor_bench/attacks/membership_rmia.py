@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from mldoctor_bench.attacks.base import ATTACKS, AttackContext, VariantMetrics
+from mldoctor_bench.attacks.base import ATTACKS, AttackContext
 from mldoctor_bench.attacks.reference_models import (
     OFFLINE,
     ONLINE,
     ReferenceModelAttack,
-    candidates,
+    Scored,
     reference_set,
     reference_signals,
     signals,
@@ -124,6 +124,8 @@ class RmiaSettings:
     # share of the reference models' probabilities cut from each end before averaging Pr(x) (the
     # authors' configs: 0.2; 0 is the paper's plain mean)
     trim: float = setting(0.0, min=0, max=0.45, example=0.2)
+    # independent sets of references: is a flagged member flagged again with other references?
+    repeats: int = setting(1, min=1, example=2)
     num_z: int = setting(1000, min=1, example=500)
     exposed: int = setting(32, min=0)
 
@@ -135,32 +137,23 @@ class RmiaMembershipInference(ReferenceModelAttack):
     variants = VARIANTS
     Settings = RmiaSettings
 
-    def run(self, ctx: AttackContext) -> VariantMetrics:
+    def score(self, ctx: AttackContext, pool: Labeled, is_member: torch.Tensor, repeat: int) -> Scored:
         s = ctx.settings
-        pool, is_member = candidates(ctx)
         population = ctx.knowledge.data
         # candidates x then population samples z, queried together
         queries = Labeled.concat([pool, population])
         target_xz = signals(ctx.target, queries.images, queries.labels).log_p.exp().numpy()
         target_x, target_z = target_xz[: len(pool)], target_xz[len(pool) :]
-        y, results, saved, masks = is_member.numpy(), {}, {}, {}
+        y, results, saved, refs_used = is_member.numpy(), {}, {}, []
+        saved_signals = {"target_probability": torch.from_numpy(target_xz), "population_index": population.index}
         for kind in self.kinds(s):
-            refs = reference_set(ctx, kind, s.num_references)
-            masks[kind] = refs
+            refs = reference_set(ctx, kind, s.num_references, repeat)
+            refs_used.append(refs)
             xz_probs = reference_signals(ctx, refs, [queries.images], queries.labels).log_p[0].exp().numpy()
-            x_probs, z_probs = xz_probs[:, : len(pool)], xz_probs[:, len(pool) :]
-            extra = {}
-            every = np.ones_like(x_probs, dtype=bool)
-            if kind == ONLINE:  # z: OUT for every online reference ...
-                pr_x, pr_z = trimmed_means(x_probs, every, s.trim), trimmed_means(z_probs, every[:, :1], s.trim)
-                pr_z[refs.fill.numpy()] = np.nan  # ... but the rows they all train on to match the target's size
-            else:
-                in_pool = refs.masks.numpy()
-                a, auc = choose_offline_a(z_probs[0], z_probs[1:], in_pool[1:], in_pool[0], s.trim)
-                extra = {"offline_a": a, "offline_a_auc": auc}
-                pr_x = offline_pr(trimmed_means(x_probs, every, s.trim), a)  # candidates: OUT for every one
-                pr_z = offline_pr(out_means(z_probs, in_pool, s.trim), a)
+            saved_signals[f"{kind}_probability"] = torch.from_numpy(xz_probs)
+            pr_x, pr_z, extra = self.pr(s, refs, xz_probs[:, : len(pool)], xz_probs[:, len(pool) :])
             z = self.population_rows(ctx, pr_z, s.num_z)
+            saved_signals[f"{kind}_population_rows"] = torch.from_numpy(z)
             ratio_x, ratio_z = target_x / pr_x, target_z[z] / pr_z[z]
             score = rmia_scores(ratio_x, ratio_z, s.gamma)
             member = (rmia_fractions(ratio_x, ratio_z, s.gamma) > 0.5).astype(int)
@@ -171,8 +164,21 @@ class RmiaMembershipInference(ReferenceModelAttack):
                 "num_z": float(len(z)),
             }
             saved[kind] = (y, score)
-        self.save(ctx, saved, pool, list(masks.values()))
-        return results
+        return Scored(results, saved, refs_used, saved_signals)
+
+    @staticmethod
+    def pr(s: RmiaSettings, refs, x_probs: np.ndarray, z_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+        """``Pr(x)`` of the candidates and ``Pr(z)`` of the population rows from the references'
+        probabilities (see the module docstring), and the offline ``a`` chosen."""
+        every = np.ones_like(x_probs, dtype=bool)
+        if refs.kind == ONLINE:  # z: OUT for every online reference ...
+            pr_x, pr_z = trimmed_means(x_probs, every, s.trim), trimmed_means(z_probs, every[:, :1], s.trim)
+            pr_z[refs.fill.numpy()] = np.nan  # ... but the rows they all train on to match the target's size
+            return pr_x, pr_z, {}
+        in_pool = refs.masks.numpy()
+        a, auc = choose_offline_a(z_probs[0], z_probs[1:], in_pool[1:], in_pool[0], s.trim)
+        pr_x = offline_pr(trimmed_means(x_probs, every, s.trim), a)  # candidates: OUT for every one
+        return pr_x, offline_pr(out_means(z_probs, in_pool, s.trim), a), {"offline_a": a, "offline_a_auc": auc}
 
     @staticmethod
     def population_rows(ctx: AttackContext, pr_z: np.ndarray, num_z: int) -> np.ndarray:

@@ -110,7 +110,12 @@ class PrivacyAudit(Attack):
             },
             str(ctx.out_dir / "canaries.safetensors"),
         )
-        save_scores(ctx.out_dir / "scores.parquet", {v: (included.numpy(), scores[v]) for v in s.variants}, canaries)
+        save_scores(
+            ctx.out_dir / "scores.parquet",
+            {v: (included.numpy(), scores[v]) for v in s.variants},
+            canaries,
+            roles=("canary", "canary"),
+        )
 
         delta = s.delta if s.delta is not None else float(released.metrics.get("delta", DELTA_WITHOUT_DP))
         common = {

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -32,6 +33,7 @@ from mldoctor_bench.attacks.base import Attack, AttackContext, ModelRequest
 from mldoctor_bench.attacks.scoring import Scores, save_exposed, save_scores
 from mldoctor_bench.attacks.signals import loss_and_confidence
 from mldoctor_bench.knowledge import Labeled, balanced
+from mldoctor_bench.metrics import threshold_at_fpr
 from mldoctor_bench.threat_models import BlackBoxAccess
 
 ONLINE, OFFLINE = "online", "offline"
@@ -101,9 +103,11 @@ def fill_rows(ctx: AttackContext, half: int, seed: int) -> torch.Tensor:
     return torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:wanted].sort().values
 
 
-def reference_set(ctx: AttackContext, kind: str, k: int) -> ReferenceSet:
-    """The ``k`` references of ``kind`` (online: on candidates; offline: on the shadow data)."""
-    seed = ctx.cell_seed * 7919 + k
+def reference_set(ctx: AttackContext, kind: str, k: int, repeat: int = 0) -> ReferenceSet:
+    """The ``k`` references of ``kind`` (online: on candidates; offline: on the shadow data);
+    ``repeat`` > 0: another independent set of them (other halves, other seeds)."""
+    seed = ctx.cell_seed * 7919 + k + 104729 * repeat
+    suffix = f"-r{repeat}" if repeat else ""
     fill = torch.empty(0, dtype=torch.long)
     if kind == ONLINE:
         pool, _ = candidates(ctx)
@@ -117,7 +121,7 @@ def reference_set(ctx: AttackContext, kind: str, k: int) -> ReferenceSet:
     extra = ctx.knowledge.data.rows(fill) if len(fill) else None
     requests = [
         ModelRequest(
-            f"reference-{kind}-{i}-of-{k}",
+            f"reference-{kind}-{i}-of-{k}{suffix}",
             *(
                 (pool.images[m], pool.labels[m])
                 if extra is None
@@ -183,11 +187,26 @@ def save_masks(ctx: AttackContext, refs: list[ReferenceSet]) -> None:
     save_file(tensors, str(ctx.out_dir / "masks.safetensors"))
 
 
+@dataclass(frozen=True)
+class Scored:
+    """One set of references' verdict on the candidates: metrics and scores per variant, the
+    references used, and the signals the scores were computed from (saved, so the cell folder
+    alone can re-score them)."""
+
+    results: dict[str, dict[str, float]]
+    saved: Scores
+    refs: list[ReferenceSet]
+    signals: dict[str, torch.Tensor]
+
+
 class ReferenceModelAttack(Attack):
     """What the reference-model membership attacks (LiRA, RMIA) share: (B,S), variants named by the
     kind of references they use (``online*``, ``offline*``), references asked for ahead, pairs checked,
-    and the same files saved (scores, most exposed members, which reference trained on which row).
-    Subclasses set ``variants`` and a ``Settings`` with ``num_references``, ``variants`` and ``exposed``."""
+    repeats with independent references (``repeats``: is a flagged example flagged again by the same
+    attack with other references?), and the same files saved: scores, most exposed members, which
+    reference trained on which row, the signals behind the scores and, with repeats, every repeat's
+    scores. Subclasses set ``variants``, a ``Settings`` with ``num_references``, ``variants``,
+    ``exposed`` and ``repeats``, and implement :meth:`score`."""
 
     family = "membership"
     threat_models = ("blackbox_shadow",)
@@ -205,11 +224,58 @@ class ReferenceModelAttack(Attack):
 
     def models_wanted(self, ctx: AttackContext) -> list[ModelRequest]:
         s = ctx.settings
-        return [r for kind in self.kinds(s) for r in reference_set(ctx, kind, s.num_references).requests]
+        return [
+            r
+            for repeat in range(s.repeats)
+            for kind in self.kinds(s)
+            for r in reference_set(ctx, kind, s.num_references, repeat).requests
+        ]
 
-    @staticmethod
-    def save(ctx: AttackContext, saved: Scores, pool: Labeled, refs: list[ReferenceSet]) -> None:
-        """``scores.parquet``, ``exposed.parquet`` and ``masks.safetensors`` in the attack's folder."""
-        save_scores(ctx.out_dir / "scores.parquet", saved, pool)
-        save_exposed(ctx.out_dir, saved, pool, ctx.settings.exposed)
-        save_masks(ctx, refs)
+    def score(self, ctx: AttackContext, pool: Labeled, is_member: torch.Tensor, repeat: int) -> Scored:
+        raise NotImplementedError
+
+    def run(self, ctx: AttackContext) -> dict[str, dict[str, float]]:
+        s = ctx.settings
+        pool, is_member = candidates(ctx)
+        first = self.score(ctx, pool, is_member, 0)
+        if s.repeats > 1:
+            others = [self.score(ctx, pool, is_member, r) for r in range(1, s.repeats)]
+            runs = [first, *others]
+            for variant, metrics in first.results.items():
+                metrics.update(repeat_agreement([run.saved[variant] for run in runs]))
+            save_repeats(ctx.out_dir / "repeats.parquet", [run.saved for run in runs], pool)
+        save_scores(ctx.out_dir / "scores.parquet", first.saved, pool)
+        save_exposed(ctx.out_dir, first.saved, pool, s.exposed)
+        save_masks(ctx, first.refs)
+        save_file({k: v.contiguous() for k, v in first.signals.items()}, str(ctx.out_dir / "signals.safetensors"))
+        return first.results
+
+
+def repeat_agreement(runs: list[tuple[np.ndarray, np.ndarray]], fpr: float = 0.01) -> dict[str, float]:
+    """Whether the members one set of references flags at ``fpr`` are flagged again by the others:
+    ``repeat_jaccard``, the mean Jaccard index of the flagged members over pairs of repeats, and
+    ``repeat_stable_share``, the share of the first repeat's flagged members that every repeat flags."""
+    flagged = []
+    for labels, score in runs:
+        threshold, _, _ = threshold_at_fpr(labels, score, fpr)
+        flagged.append(set(np.flatnonzero((score >= threshold) & (labels == 1)).tolist()))
+    pairs = [(a, b) for i, a in enumerate(flagged) for b in flagged[i + 1 :]]
+    jaccard = [len(a & b) / len(a | b) if a | b else np.nan for a, b in pairs]
+    stable = set.intersection(*flagged)
+    return {
+        "repeats": float(len(runs)),
+        "repeat_jaccard": float(np.nanmean(jaccard)) if not all(np.isnan(jaccard)) else float("nan"),
+        "repeat_stable_share": len(stable) / len(flagged[0]) if flagged[0] else float("nan"),
+    }
+
+
+def save_repeats(path, runs: list[Scores], pool: Labeled) -> None:
+    """Every repeat's scores (``repeat`` column) beside the first's ``scores.parquet``."""
+    import pandas as pd
+
+    frames = [
+        pd.DataFrame({"repeat": r, "variant": v, "index": pool.index.numpy(), "label": y, "score": score})
+        for r, saved in enumerate(runs)
+        for v, (y, score) in saved.items()
+    ]
+    pd.concat(frames, ignore_index=True).to_parquet(path, index=False)

@@ -74,21 +74,33 @@ def _scored_for(scored: Labeled | Mapping[str, Labeled] | None, variant: str) ->
     return scored.get(variant) if isinstance(scored, Mapping) else scored
 
 
-def save_scores(path: Path, scores: Scores, scored: Labeled | Mapping[str, Labeled] | None = None) -> None:
-    """Write ``{variant: (labels, scores)}`` as Parquet with columns ``score, label, variant`` and, where
+MEMBERSHIP_ROLES = ("target_test", "target_train")  # pools of a label-0 and a label-1 evaluation example
+
+
+def save_scores(
+    path: Path,
+    scores: Scores,
+    scored: Labeled | Mapping[str, Labeled] | None = None,
+    roles: tuple[str, str] = MEMBERSHIP_ROLES,
+) -> None:
+    """Write ``{variant: (labels, scores)}`` as Parquet with columns ``score, label, variant``,
+    ``role`` (the pool of the partition each example comes from: ``roles[label]``) and, where
     ``scored`` (the examples scored, in the same row order; one per variant for an attack whose
-    variants score different examples) knows their dataset indices, ``index``: so ROC curves can be
-    redrawn, and every score named by the example it is about."""
+    variants score different examples) is given, ``class`` (the task label) and, where it knows their
+    dataset indices, ``index``: so ROC curves can be redrawn, and every score named by the example it
+    is about."""
     frames = []
     for variant, (y, s) in scores.items():
-        frame = pd.DataFrame(
-            {"score": np.asarray(s, dtype=np.float64), "label": np.asarray(y).astype(np.int8), "variant": variant}
-        )
+        labels = np.asarray(y).astype(np.int8)
+        frame = pd.DataFrame({"score": np.asarray(s, dtype=np.float64), "label": labels, "variant": variant})
+        frame["role"] = np.where(labels == 1, roles[1], roles[0])
         examples = _scored_for(scored, variant)
         if examples is not None and examples.index is not None:
             if len(examples) != len(frame):
                 raise ValueError(f"variant {variant!r} has {len(frame)} scores but {len(examples)} examples")
             frame["index"] = examples.index.numpy().astype(np.int64)
+        if examples is not None and len(examples) == len(frame):
+            frame["class"] = examples.labels.numpy().astype(np.int64)
         frames.append(frame)
     pd.concat(frames, ignore_index=True).to_parquet(path, index=False)
 

@@ -20,6 +20,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from mldoctor_bench import ui
+from mldoctor_bench.attacks.scoring import png_bytes
 from mldoctor_bench.cell.plan import Plan, plan
 from mldoctor_bench.cell.run import prepare
 from mldoctor_bench.cell.targets import Target, TrainedTarget
@@ -28,11 +29,22 @@ from mldoctor_bench.data.base import Feedback
 from mldoctor_bench.files import atomic_write_text
 from mldoctor_bench.provenance import code_version
 from mldoctor_bench.report.cell_verdicts import VERDICTS, write_cell_verdicts
-from mldoctor_bench.results import FAILED, Provenance, to_frame, write_table
+from mldoctor_bench.report.exposure import (
+    EXPOSURE,
+    cross_attack,
+    exposure_table,
+    flagged_by_every_family,
+    strongest_measurable,
+)
+from mldoctor_bench.report.stats import membership_ranking
+from mldoctor_bench.results import FAILED, TARGET, Cell, Provenance, metric_rows, to_frame, write_table
 from mldoctor_bench.threat_catalog import short_name
 from mldoctor_bench.timings import DATA, Timings
 
 Pairs = set[tuple[str, str]]
+EXPOSURE_ATTACK = "exposure"  # the attack and family of the cross-attack rows
+FLAGGED_BY_EVERY_FAMILY = "flagged_by_every_family.parquet"
+FLAGGED_IMAGES = 64  # at most this many images of the members every family exposes
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,10 @@ def run_cell(cfg: DictConfig, target: Optional[Target] = None) -> Outcome:
     prov = Provenance(
         f"{started:%Y%m%dT%H%M%S}-{p.config_hash[:8]}", p.config_hash, code_version(), started.isoformat()
     )
-    frame = kept(to_frame(rows, prov, time.perf_counter() - t0), earlier, retry)
+    wall = time.perf_counter() - t0
+    frame = kept(to_frame(rows, prov, wall), earlier, retry)
+    write_table(frame, p.cell_dir)  # the attacks' rows first: the exposure step reads them back
+    frame = pd.concat([frame, to_frame(exposure(p, run.key, data, frame), prov, wall)], ignore_index=True)
     write_table(frame, p.cell_dir)
     timings.write(p.files.timings)
     write_cell_verdicts(p.cell_dir, run.training_size, data.files)
@@ -130,7 +145,32 @@ def kept(frame: pd.DataFrame, earlier: Optional[pd.DataFrame], retry: Optional[P
     if earlier is None:
         return frame
     pairs = pd.Series(list(zip(earlier["attack"], earlier["threat_model"])), index=earlier.index)
-    return pd.concat([frame, earlier[(earlier["attack"] != "target") & ~pairs.isin(retry)]], ignore_index=True)
+    redone = earlier["attack"].isin([TARGET, EXPOSURE_ATTACK]) | pairs.isin(retry)
+    return pd.concat([frame, earlier[~redone]], ignore_index=True)
+
+
+def exposure(p: Plan, cell: Cell, data: ImageData, frame: pd.DataFrame) -> list[dict]:
+    """Write ``exposure.parquet`` (which examples leak, to which attacks) and the images of the
+    members every family exposes; the cross-attack rows of the results table."""
+    table = exposure_table(p.cell_dir, data.files)
+    table.to_parquet(p.cell_dir / EXPOSURE, index=False)
+    strongest = strongest_measurable(table, membership_ranking(frame))
+    every = flagged_by_every_family(table, strongest) if not table.empty else pd.DataFrame()
+    if len(every):
+        chosen = every.head(FLAGGED_IMAGES)
+        pd.DataFrame(
+            {
+                "series": strongest,
+                **{c: chosen[c] for c in chosen.columns},
+                "label": data.labels[chosen["index"].to_numpy()].numpy(),
+                "image": [png_bytes(data.images[i].numpy()) for i in chosen["index"]],
+            }
+        ).to_parquet(p.cell_dir / FLAGGED_BY_EVERY_FAMILY, index=False)
+    return [
+        row
+        for variant, metrics in cross_attack(table, strongest)
+        for row in metric_rows(cell, EXPOSURE_ATTACK, "none", variant, metrics, family=EXPOSURE_ATTACK)
+    ]
 
 
 def print_outcome(p: Plan, frame: pd.DataFrame, headline: str = "") -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mldoctor_bench.report import comparison_figures, figures, intervals, stats, tables, verdicts
+from mldoctor_bench.report import comparison_figures, exposure_section, figures, intervals, stats, tables, verdicts
 from mldoctor_bench.report.collect import (
     Source,
     cell_configs,
@@ -236,6 +236,11 @@ def exposed_section(m: Material) -> list[str]:
     ]
 
 
+def exposure_report(m: Material) -> list[str]:
+    """Which examples leak, and to which attacks (per cell; see :mod:`.exposure_section`)."""
+    return exposure_section.section(m.source.cell_dirs, m.frame, m.report_dir)
+
+
 def problems_section(m: Material) -> list[str]:
     lines = ["## Skipped and failed", ""]
     unsupported = tables.unsupported_lines(m.frame)
@@ -285,6 +290,7 @@ def render(frame: pd.DataFrame, source: Source, report_dir: Path, title: str = "
         audit_section(m),
         roc_section(m),
         exposed_section(m),
+        exposure_report(m),
         paper_figure_sections(m),
         problems_section(m),
         method_notes(m),

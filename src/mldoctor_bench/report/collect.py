@@ -105,7 +105,7 @@ def read_scores(path: Path, with_index: bool = False) -> dict[str, pd.DataFrame]
     frame = pd.read_parquet(path)
     if "variant" not in frame:
         frame["variant"] = ""
-    columns = ["score", "label"] + (["index"] if with_index and "index" in frame else [])
+    columns = ["score", "label"] + ([c for c in ("index", "class") if c in frame] if with_index else [])
     return {str(v): g[columns].reset_index(drop=True) for v, g in frame.groupby("variant", sort=True)}
 
 

@@ -117,7 +117,7 @@ def attack_rows(frame: pd.DataFrame) -> pd.DataFrame:
     rows = ok_rows(frame)
     rows = rows[rows["attack"] != "target"].copy()
     rows["family"] = families(rows)
-    return rows
+    return rows[rows["family"] != "exposure"]  # how attacks agree, not an attack: its own report section
 
 
 def family_metrics(rows: pd.DataFrame, fam: str) -> list[str]:

@@ -1,0 +1,108 @@
+"""What to do about the families at risk, from the defense trade-off table this benchmark measured
+(:mod:`.tradeoffs`): per family judged moderate or high, the defenses whose effect on it lies beyond
+the noise of a difference, with their utility cost and the families they make worse; and the table
+itself, with how it was made."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from mldoctor_bench.report import tradeoffs
+from mldoctor_bench.report.evidence import LOW
+
+# What a row's number leaves out, said beside it wherever the row is suggested.
+CAVEATS = {"output_labels_only": "posterior attacks only: label-only attacks, not in the table, still apply"}
+
+
+def _difference(row: pd.Series) -> str:
+    return f"{row['difference']:+.3f} [{row['difference_low']:+.3f}, {row['difference_high']:+.3f}]"
+
+
+def remedy_lines(table: pd.DataFrame, levels: dict[str, str]) -> list[str]:
+    """For each family judged moderate or high here, the defenses whose measured effect on it lies
+    beyond the noise of a difference (its interval excludes zero), each with its utility and the
+    families it measurably worsens: what would help, from the table alone."""
+    lines = []
+    for family, level in levels.items():
+        if level == LOW or family not in tradeoffs.FAMILY_COLUMN:
+            continue
+        column = tradeoffs.FAMILY_COLUMN[family]
+        lowered, _ = tradeoffs.effects(table, family)
+        if lowered.empty:
+            lines.append(
+                f"- **{family}** ({level} here): no defense measured lowered {column} beyond the noise "
+                "(the interval of every defense's difference from no defense includes zero)."
+            )
+            continue
+        parts = []
+        for _, row in lowered.iterrows():
+            worse = [
+                f
+                for f in tradeoffs.FAMILY_COLUMN
+                if f != family and row["defense"] in set(tradeoffs.effects(table, f)[1]["defense"])
+            ]
+            note = [f"test accuracy {row['utility']:.3f}"] + (
+                [CAVEATS[row["defense"]]] if row["defense"] in CAVEATS else []
+            )
+            note += [f"raises {', '.join(worse)}"] if worse else []
+            parts.append(f"`{row['defense']}` {_difference(row)} ({'; '.join(note)})")
+        lines.append(f"- **{family}** ({level} here): {column} changed by " + "; ".join(parts) + ".")
+    if lines:
+        lines = [
+            "What would help with the families judged moderate or high here (cheapest in accuracy first; "
+            "each difference from no defense with its 95% interval, over the seeds of the benchmark's "
+            "measurements):",
+            "",
+            *lines,
+            "",
+        ]
+    else:
+        lines = ["No family is judged moderate or high here: nothing needs a defense on this evidence.", ""]
+    return lines
+
+
+def todo_lines(levels: dict[str, str]) -> list[str]:
+    """What to do: per family at risk, the defenses that measurably lower it and what they cost."""
+    try:
+        table, _ = tradeoffs.shipped()
+    except (FileNotFoundError, ValueError) as exc:
+        return ["## What to do", "", f"The defense trade-off table is not installed ({exc}).", ""]
+    return [
+        "## What to do",
+        "",
+        *remedy_lines(table, levels),
+        "How to apply them: output-time defenses (`output_topk`, `output_rounding`, `output_labels_only`) change "
+        "only what the deployed model releases, and `mldoctor-assess defense=<name>` assesses the model behind "
+        "that release; the others (`dp_sgd`, `distillation`, `relaxloss`) change training and need the model "
+        'retrained. The measurements behind this are in "Defense measurements" below.',
+        "",
+    ]
+
+
+def defense_lines() -> list[str]:
+    """The benchmark's own measurements of each defense's cost and effect, with how they were made."""
+    try:
+        table, meta = tradeoffs.shipped()
+    except (FileNotFoundError, ValueError) as exc:
+        return ["## Defense measurements", "", f"The defense trade-off table is not installed ({exc}).", ""]
+    headers, rows = tradeoffs.wide(table)
+    lines = [
+        "## Defense measurements",
+        "",
+        "Measured by this benchmark, not estimated: one target per defense on the embedded digits "
+        f"({meta.get('cell', '')}), every other setting the same; seed means with 95% intervals. Lower attack "
+        "numbers are better for the owner; compare each row's utility cost with what it removes. The numbers "
+        "are for that model and data: rerun the sweep on data like yours before choosing.",
+        "",
+        "| " + " | ".join(headers) + " |",
+        "| --- |" + " ---: |" * (len(headers) - 1),
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+    lines += [
+        "",
+        *[f"- {note}" for note in meta.get("notes", [])],
+        f"- Made with: `{meta.get('command', '?')}` then `{meta.get('summary', '?')}` "
+        f"(code {meta.get('code_version', '?')}, {meta.get('date', '?')}).",
+        "",
+    ]
+    return lines
