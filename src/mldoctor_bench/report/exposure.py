@@ -27,7 +27,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
-from safetensors.numpy import load_file
 from scipy import stats as scipy_stats
 
 from mldoctor_bench.metrics import threshold_at_fpr
@@ -116,6 +115,8 @@ def attribute_exposure(cell_dir: Path) -> pd.DataFrame:
 
 def inversion_exposure(cell_dir: Path) -> pd.DataFrame:
     """Inversion's rows: per class, the evaluator's accuracy on that class's reconstructions."""
+    from safetensors.numpy import load_file  # here: the report reads exposure.parquet, not these files
+
     frames = []
     for path in sorted(Path(cell_dir).glob("inversion/*/inversion_*.safetensors")):
         saved = load_file(str(path))
@@ -262,7 +263,7 @@ def flagged_by_every_family(table: pd.DataFrame, strongest: Optional[str]) -> pd
     if not attribute.empty:
         leaked = attribute[attribute["leaked"] == 1][JOIN].drop_duplicates()
         chosen = chosen.merge(leaked, on=JOIN)
-    return chosen.drop_duplicates(JOIN).reset_index(drop=True)
+    return chosen.drop_duplicates(JOIN).astype({"index": int}).reset_index(drop=True)
 
 
 def strongest_measurable(table: pd.DataFrame, ranking: pd.DataFrame) -> Optional[str]:

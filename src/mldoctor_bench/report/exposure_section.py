@@ -150,16 +150,9 @@ def words(cross: pd.DataFrame) -> list[str]:
 
 
 def exposure_lines(cell_dir: Path, frame: pd.DataFrame, report_dir: Path, name: str) -> list[str]:
-    """The section for one cell (``frame``: its rows of the results table)."""
-    path = Path(cell_dir) / EXPOSURE
+    """The section for one cell that :func:`has_exposure` (``frame``: its rows of the results table)."""
     cross = frame[(frame["attack"] == "exposure") & (frame["status"] == "ok")]
-    if not path.exists() or cross.empty:
-        return [
-            f"- {name}: not drawn: the cell has no {EXPOSURE} (it ran before examples were named, or ran "
-            "fewer than two membership series)",
-            "",
-        ]
-    table = pd.read_parquet(path)
+    table = pd.read_parquet(Path(cell_dir) / EXPOSURE)
     fig_dir = report_dir / "figures"
     slug = _slug(Path(cell_dir).name)
     drawn = [
@@ -200,9 +193,26 @@ def section(cells: list[Path], frame: pd.DataFrame, report_dir: Path, limit: int
         "(family `exposure` in the results table; docs/reports.md says how each is computed).",
         "",
     ]
-    for cell in cells[:limit]:
-        rows = frame[frame["config_hash"] == cell.name.rsplit("_", 1)[-1]]  # a cell's name ends with its hash
-        lines += [f"### {cell.name}", "", *exposure_lines(cell, rows, report_dir, cell.name)]
-    if len(cells) > limit:
-        lines += [f"{len(cells) - limit} more cell(s) left out; each holds its own {EXPOSURE}.", ""]
+    measured = [c for c in cells if has_exposure(c, frame)]
+    for cell in measured[:limit]:
+        lines += [f"### {cell.name}", "", *exposure_lines(cell, rows_of(cell, frame), report_dir, cell.name)]
+    if len(measured) > limit:
+        lines += [f"{len(measured) - limit} more cell(s) left out; each holds its own {EXPOSURE}.", ""]
+    if len(measured) < len(cells):
+        lines += [
+            f"- {len(cells) - len(measured)} cell(s) not drawn: no {EXPOSURE} with cross-attack rows (they ran "
+            "before examples were named, or ran fewer than two membership series).",
+            "",
+        ]
     return lines
+
+
+def rows_of(cell: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the results table that ``cell`` wrote (a cell's folder name ends with its hash)."""
+    return frame[frame["config_hash"] == cell.name.rsplit("_", 1)[-1]]
+
+
+def has_exposure(cell: Path, frame: pd.DataFrame) -> bool:
+    """Whether ``cell`` has an exposure table and cross-attack rows to draw."""
+    rows = rows_of(cell, frame)
+    return (Path(cell) / EXPOSURE).exists() and bool(((rows["attack"] == "exposure") & (rows["status"] == "ok")).any())

@@ -123,6 +123,11 @@ def shipped() -> tuple[pd.DataFrame, dict]:
     """The shipped trade-off table and how it was made."""
     folder = resources.files("mldoctor_bench.report")
     table = pd.read_csv(folder.joinpath(f"{NAME}.csv").open())
+    if set(FIELDS) - set(table.columns):
+        raise ValueError(
+            f"{NAME}.csv lacks {', '.join(sorted(set(FIELDS) - set(table.columns)))}: rerun "
+            "scripts/defense_tradeoffs.py on the defense_tradeoffs sweep"
+        )
     return table, json.loads(folder.joinpath(f"{NAME}.json").read_text())
 
 
