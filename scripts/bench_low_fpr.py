@@ -6,7 +6,10 @@ number are trained once and shared between LiRA and RMIA:
 
 1. MemInf, LiRA (all four variants, ``--references``) and RMIA (online and offline, ``--few``);
 2. LiRA offline with ``--few`` references (RMIA's offline ones, already trained);
-3. RMIA online and offline with ``--references`` (LiRA's, already trained).
+3. RMIA online and offline with ``--references`` (LiRA's, already trained);
+4. with ``--published``, LiRA and RMIA with ``--references`` again (the same references, no training)
+   under the choices of the authors' released code: LiRA ``conventions=published``, RMIA gamma 2 and
+   a trimmed mean (trim 0.2). Column ``estimator`` says which choices a row rests on.
 
 It prints one row per attack, variant and number of references: AUC, TPR at 1% and 0.1% FPR (mean
 and standard deviation over seeds), the ratio of TPR at 1% to MemInf's in the same seed, and
@@ -15,7 +18,7 @@ and standard deviation over seeds), the ratio of TPR at 1% to MemInf's in the sa
 time), mean over seeds.
 
 Usage: ``python scripts/bench_low_fpr.py [--seeds 0 1 2] [--references 16] [--few 2]
-[--results-dir DIR] [--device cpu]``. On 2 CPU cores: about 8 minutes per seed.
+[--published] [--results-dir DIR] [--device cpu]``. On 2 CPU cores: about 8 minutes per seed.
 """
 
 from __future__ import annotations
@@ -28,12 +31,29 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 BASE = ["threat_model=blackbox_shadow"]
 
 
-def runs(references: int, few: int) -> list[list[str]]:
+PUBLISHED = [
+    "attack.membership_lira.conventions=published",
+    "attack.membership_rmia.gamma=2",
+    "attack.membership_rmia.trim=0.2",
+]
+
+
+def runs(references: int, few: int, published: bool = False) -> list[list[str]]:
     both = "attack.membership_rmia.variants=[online,offline]"
+    extra = [
+        [
+            "attack=[membership_lira,membership_rmia]",
+            f"attack.membership_lira.num_references={references}",
+            f"attack.membership_rmia.num_references={references}",
+            both,
+            *PUBLISHED,
+        ]
+    ]
     return [
         [
             "attack=[membership,membership_lira,membership_rmia]",
@@ -47,7 +67,17 @@ def runs(references: int, few: int) -> list[list[str]]:
             "attack.membership_lira.variants=[offline,offline_fixed_var]",
         ],
         ["attack=membership_rmia", both, f"attack.membership_rmia.num_references={references}"],
-    ]
+    ] + (extra if published else [])
+
+
+def estimator(cell: Path, attack: str) -> str:
+    """The estimator choices a cell's ``attack`` used, from its saved config."""
+    settings = OmegaConf.load(cell / "config.yaml").attack.get(attack, {})
+    if attack == "membership_lira":
+        return str(settings.get("conventions", "ours"))
+    if attack == "membership_rmia":
+        return f"gamma {settings.get('gamma', 1.0):g}, trim {settings.get('trim', 0.0):g}"
+    return ""
 
 
 def cli() -> str:
@@ -77,6 +107,7 @@ def collect(results_dir: Path) -> pd.DataFrame:
             seconds[(seed, kind, k)] = seconds.get((seed, kind, k), 0.0) + s
         ok = table[(table.status == "ok") & table.attack.str.startswith("membership")]
         wide = ok.pivot_table(index=["seed", "attack", "variant"], columns="metric", values="value").reset_index()
+        wide["estimator"] = [estimator(cell, a) for a in wide["attack"]]
         rows.append(wide)
     frame = pd.concat(rows, ignore_index=True)
     frame["num_references"] = frame.get("num_references", pd.Series(0, index=frame.index)).fillna(0).astype(int)
@@ -85,13 +116,14 @@ def collect(results_dir: Path) -> pd.DataFrame:
         seconds.get((r.seed, r.kind, r.num_references), float("nan")) if r.num_references else float("nan")
         for r in frame.itertuples()
     ]
-    base = frame[frame.attack == "membership"].set_index("seed")["tpr_at_fpr_0.01"]
+    base = frame[frame.attack == "membership"].groupby("seed")["tpr_at_fpr_0.01"].first()
     frame["x_meminf"] = frame["tpr_at_fpr_0.01"] / frame.seed.map(base)
     return frame
 
 
 def table(frame: pd.DataFrame) -> str:
-    keys = ["attack", "variant", "num_references"]
+    frame = frame.drop_duplicates(["seed", "attack", "variant", "num_references", "estimator"])
+    keys = ["attack", "estimator", "variant", "num_references"]
     g = frame.groupby(keys, sort=False)
     out = g.agg(
         seeds=("seed", "nunique"),
@@ -104,14 +136,15 @@ def table(frame: pd.DataFrame) -> str:
         references_s=("references_s", "mean"),
     ).reset_index()
     lines = [
-        "| attack | variant | refs | seeds | AUC | TPR@1% FPR | TPR@0.1% FPR | TPR@1% / MemInf's | references_s |",
-        "| --- | --- | ---: | ---: | --- | --- | ---: | ---: | ---: |",
+        "| attack | estimator | variant | refs | seeds | AUC | TPR@1% FPR | TPR@0.1% FPR | TPR@1% / MemInf's "
+        "| references_s |",
+        "| --- | --- | --- | ---: | ---: | --- | --- | ---: | ---: | ---: |",
     ]
     for r in out.itertuples():
         refs = str(r.num_references) if r.num_references else ""
         secs = "" if pd.isna(r.references_s) else f"{r.references_s:.0f}"
         lines.append(
-            f"| {r.attack} | {r.variant} | {refs} | {r.seeds} | {r.auc:.3f} ± {r.auc_sd:.3f} | "
+            f"| {r.attack} | {r.estimator} | {r.variant} | {refs} | {r.seeds} | {r.auc:.3f} ± {r.auc_sd:.3f} | "
             f"{r.tpr_1:.3f} ± {r.tpr_1_sd:.3f} | {r.tpr_01:.3f} | {r.x_meminf:.1f} | {secs} |"
         )
     return "\n".join(lines)
@@ -125,12 +158,13 @@ def main() -> None:
     parser.add_argument(
         "--results-dir", type=Path, default=None, help="keep everything here (default: a temporary folder)"
     )
+    parser.add_argument("--published", action="store_true", help="also score under the published code's choices")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mldoctor-lowfpr-") as tmp:
         results_dir = args.results_dir or Path(tmp)
         for seed in args.seeds:
-            for overrides in runs(args.references, args.few):
+            for overrides in runs(args.references, args.few, args.published):
                 cmd = [cli(), *BASE, *overrides, f"seed={seed}", f"device={args.device}", f"results_dir={results_dir}"]
                 print("$", " ".join(cmd), flush=True)
                 proc = subprocess.run(cmd, capture_output=True, text=True)

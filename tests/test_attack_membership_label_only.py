@@ -223,7 +223,9 @@ def test_label_only_attack_uses_labels_alone(small_cell, monkeypatch):
         5 * n_aug + noise["queries_per_example"] * n_noise + bnd["queries_per_example"] * n_bnd
     )
     scores = pd.read_parquet(ctx.out_dir / "scores.parquet")
-    assert list(scores.columns) == ["score", "label", "variant"]
+    # each score names its example: its pool of the partition, dataset index and class
+    assert list(scores.columns) == ["score", "label", "variant", "role", "index", "class"]
+    assert ((scores.role == "target_train") == (scores.label == 1)).all()
     assert scores.groupby("variant").size().to_dict() == {
         "augmentation": n_aug,
         "noise_robustness": n_noise,

@@ -105,7 +105,9 @@ def test_metric_attacks_beat_chance_and_save_their_scores(small_cell, tm):
     assert results["correctness"]["accuracy"] == pytest.approx(results["correctness"]["auc"])
     assert results["correctness"]["signal_auc"] == results["correctness"]["auc"]
     scores = pd.read_parquet(ctx.out_dir / "scores.parquet")
-    assert list(scores.columns) == ["score", "label", "variant"]
+    # each score names its example: its pool of the partition, dataset index and class
+    assert list(scores.columns) == ["score", "label", "variant", "role", "index", "class"]
+    assert ((scores.role == "target_train") == (scores.label == 1)).all()
     for v, rows in scores.groupby("variant"):
         m = results[v]
         assert (rows.label == 1).sum() == m["n_members"] == (rows.label == 0).sum()

@@ -136,12 +136,19 @@ def test_bad_input_fails_fast_with_choices_and_no_traceback(run_cli, tmp_path, o
 
 def test_unsupported_combination_is_a_skipped_row_not_a_crash(run_cli, tmp_path):
     out = tmp_path / "res"
-    proc = run_cli("threat_model=whitebox_none", f"results_dir={out}", *TINY)
+    # nothing selected can run: refused before any training, naming what would
+    alone = run_cli("threat_model=whitebox_none", f"results_dir={out}", *TINY, timeout=60)
+    assert alone.returncode == 2 and "Traceback" not in alone.stderr
+    assert "nothing would run" in alone.stderr and "attack=membership threat_model=blackbox_shadow" in alone.stderr
+    assert not (out / "cells").exists()
+    # beside a pair that runs, the unsupported one is a skipped row with its reason
+    proc = run_cli("threat_model=[blackbox_shadow,whitebox_none]", f"results_dir={out}", *TINY)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     table = pd.read_parquet(next((out / "cells").iterdir()) / "results.parquet")
-    row = table[table.attack == "membership"]
+    row = table[(table.attack == "membership") & (table.threat_model == "whitebox_none")]
     assert len(row) == 1 and row.status.item() == "skipped"
+    assert (table[table.threat_model == "blackbox_shadow"].status == "ok").all()
     assert "does not support whitebox_none" in row.reason.item()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -80,13 +81,9 @@ def test_labels_only_output_gives_posterior_attacks_one_hot_vectors(small_cell):
 @pytest.mark.slow
 def test_runner_applies_output_defense_to_blackbox_target_only(small_cell):
     cell = small_cell
-    saved = cell.defense
-    try:
-        cell.defense = build_defense({"name": "output_labels_only"})
-        black = cell.context("membership", "blackbox_shadow")
-        white = cell.context("membership", "whitebox_shadow")
-    finally:
-        cell.defense = saved
+    cell = replace(cell, plan=replace(cell.plan, defense=build_defense({"name": "output_labels_only"})))
+    black = cell.context("membership", "blackbox_shadow")
+    white = cell.context("membership", "whitebox_shadow")
     images = cell.data.images[cell.splits.target_train[:50]]
     assert set(black.target.posteriors(images).unique().tolist()) == {0.0, 1.0}
     assert set(black.knowledge.reference.posteriors(images).unique().tolist()) == {0.0, 1.0}  # informed attacker
@@ -264,7 +261,7 @@ def test_dp_sgd_at_large_noise_brings_meminf_auc_towards_chance(small_cell, tmp_
     def loss_threshold_auc(cell):
         """AUC of the loss-threshold attack on all of target-train vs target-test (200 + 200):
         no attack model to fit, so the number reflects the target's leakage alone."""
-        access = BlackBoxAccess(cell.target.model, cell.p.device)
+        access = BlackBoxAccess(cell.target.model, cell.plan.device)
         scores, labels = [], []
         for quarter, member in (("target_train", 1), ("target_test", 0)):
             idx = getattr(cell.splits, quarter)

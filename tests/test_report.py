@@ -256,7 +256,7 @@ def test_report_figures_are_real_pictures(report):
     # every figure is drawn but Figure 8, which needs a swept setting (none varies here), and the
     # exposure plots, whose tables these hand-written cells lack; each says so once
     assert text.count("not drawn") == 2
-    assert "- 9 cell(s) not drawn: no exposure.parquet with cross-attack rows" in text
+    assert "- 9 cell(s) not drawn: no exposure.parquet with cross-attack rows (written by runs" in text
     assert "- attacks against a swept setting (Figure 8): not drawn: no setting but the seed varies" in text
 
 

@@ -257,6 +257,8 @@ def flagged_by_every_family(table: pd.DataFrame, strongest: Optional[str]) -> pd
     """The members that every per-example family that ran exposes: flagged at 1% FPR by the strongest
     membership series and, where attribute inference ran, with their attribute leaked under some
     threat model (``index``, ``role``; ``file`` where the table has it)."""
+    if strongest is None or "member" not in table:
+        return pd.DataFrame(columns=JOIN)
     membership = table[(table["family"] == "membership") & (table["series"] == strongest) & (table["member"] == 1)]
     chosen = membership[membership["flagged_1pct"] == 1][JOIN + (["file"] if "file" in table else [])]
     attribute = table[(table["family"] == "attribute") & (table["member"] == 1)]

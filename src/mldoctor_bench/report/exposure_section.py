@@ -22,6 +22,10 @@ from mldoctor_bench.report.figures import Drawn, _save, _slug  # noqa: E402
 FLAGGED_BY_EVERY_FAMILY = "flagged_by_every_family.parquet"
 MAX_SETS = 8  # an UpSet plot of more sets than this becomes unreadable: the largest are kept
 MAX_COMBINATIONS = 15
+NOT_MEASURED = (
+    f"no {EXPOSURE} with cross-attack rows (written by runs that name their examples and score with at least "
+    "two membership series)."
+)
 
 
 def flagged_sets(table: pd.DataFrame) -> dict[str, set]:
@@ -199,11 +203,7 @@ def section(cells: list[Path], frame: pd.DataFrame, report_dir: Path, limit: int
     if len(measured) > limit:
         lines += [f"{len(measured) - limit} more cell(s) left out; each holds its own {EXPOSURE}.", ""]
     if len(measured) < len(cells):
-        lines += [
-            f"- {len(cells) - len(measured)} cell(s) not drawn: no {EXPOSURE} with cross-attack rows (they ran "
-            "before examples were named, or ran fewer than two membership series).",
-            "",
-        ]
+        lines += [f"- {len(cells) - len(measured)} cell(s) not drawn: {NOT_MEASURED}", ""]
     return lines
 
 

@@ -113,9 +113,17 @@ def risk_lines(data: dict) -> list[str]:
     flags 1% (0.1%) of the evaluation non-members, how many training examples it flags and how often
     a "member" call is right; the verdict's own series in words first."""
     statements = data.get("membership_risk") or []
-    if not statements:
-        return []
     verdict = data.get("families", {}).get("membership", {})
+    if not statements:
+        if not verdict:
+            return []
+        return [
+            "## Membership risk",
+            "",
+            "No risk statement: no membership series was judged at a fixed false-positive rate, which needs "
+            "at least 1/FPR evaluation non-members (100 at 1% FPR) with saved scores.",
+            "",
+        ]
     lines = ["## Membership risk", ""]
     lead = next((r for r in statements if r["series"] == verdict.get("series")), None)
     if lead is not None and "training_examples" in lead:
@@ -203,11 +211,11 @@ FLAGGED_LISTED = 20
 def leak_lines(m: Material, cell_dir: Path) -> list[str]:
     """Which examples leak, and to which attacks: the section of :mod:`.exposure_section`, then the
     training examples of ``exposed.csv`` with every attack series that flags each, most flagged first."""
-    lines = [
-        "## Which examples leak, and to which attacks",
-        "",
-        *exposure_section.exposure_lines(cell_dir, m.frame, m.report_dir, "this model"),
-    ]
+    lines = ["## Which examples leak, and to which attacks", ""]
+    if exposure_section.has_exposure(cell_dir, m.frame):
+        lines += exposure_section.exposure_lines(cell_dir, m.frame, m.report_dir, "this model")
+    else:
+        lines += [exposure_section.NOT_MEASURED, ""]
     path = cell_dir / EXPOSED_CSV
     flagged = pd.read_csv(path) if path.exists() else pd.DataFrame()
     flagged = flagged[flagged["fpr"] == 0.01] if not flagged.empty else flagged
