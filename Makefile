@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 RESULTS ?= results
 EXAMPLE = $(abspath $(RESULTS))/assess-example
 
-.PHONY: install demo test test-fast test-slurm lint report bench bench-low-fpr defense-tradeoffs assess-example assess-null clean-results
+.PHONY: install demo test test-fast test-slurm lint report bench bench-low-fpr exposure defense-tradeoffs assess-example assess-null clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,13 @@ bench-low-fpr: install
 defense-tradeoffs: install
 	$(BIN)/mldoctor-bench -m +experiment=defense_tradeoffs results_dir=$(RESULTS)/defense-tradeoffs
 	$(BIN)/python scripts/defense_tradeoffs.py $(RESULTS)/defense-tradeoffs
+
+# Which examples leak, to which attacks (docs/results.md): the default attacks plus LiRA (16
+# references) and RMIA, each repeated with other references, on the quick cell over 3 seeds and 2
+# architectures, then the summary of what they agree on.
+exposure: install
+	$(BIN)/mldoctor-bench -m +experiment=exposure results_dir=$(RESULTS)/exposure
+	$(BIN)/python scripts/exposure_summary.py $(RESULTS)/exposure
 
 # mldoctor-assess on a model trained outside the benchmark (docs/assess.md): the
 # embedded digits written as an image folder, a small CNN trained on 1,000 of them by its owner's
