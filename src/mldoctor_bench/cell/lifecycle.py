@@ -162,7 +162,7 @@ def exposure(p: Plan, cell: Cell, data: ImageData, frame: pd.DataFrame) -> list[
             {
                 "series": strongest,
                 **{c: chosen[c] for c in chosen.columns},
-                "label": data.labels[chosen["index"].to_numpy()].numpy(),
+                "label": data.labels[chosen["index"].tolist()].numpy(),
                 "image": [png_bytes(data.images[i].numpy()) for i in chosen["index"]],
             }
         ).to_parquet(p.cell_dir / FLAGGED_BY_EVERY_FAMILY, index=False)
