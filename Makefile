@@ -55,8 +55,9 @@ bench: install
 bench-low-fpr: install
 	$(BIN)/python scripts/bench_low_fpr.py --results-dir $(RESULTS)/low-fpr
 
-# The "Suggested defenses" table of mldoctor-assess's report: one target per defense on the quick
-# cell (about 40 minutes on 2 CPU cores), summarised into src/mldoctor_bench/report/defense_tradeoffs.csv.
+# The defense table behind "What to do" in mldoctor-assess's report: one target per defense on the quick
+# cell over seeds 0-2: 21 cells, hours on 2 CPU cores (an undefended cell took 8-13 minutes and a
+# DP-SGD cell 57, on a shared machine). Summarised into src/mldoctor_bench/report/defense_tradeoffs.csv.
 defense-tradeoffs: install
 	$(BIN)/mldoctor-bench -m +experiment=defense_tradeoffs results_dir=$(RESULTS)/defense-tradeoffs
 	$(BIN)/python scripts/defense_tradeoffs.py $(RESULTS)/defense-tradeoffs

@@ -1,4 +1,5 @@
-"""Summarise the `defense_tradeoffs` sweep into the table mldoctor-assess shows as "Suggested defenses".
+"""Summarise the `defense_tradeoffs` sweep into the table behind mldoctor-assess's "What to do" and
+"Defense measurements".
 
     mldoctor-bench -m +experiment=defense_tradeoffs results_dir=results/defense-tradeoffs
     python scripts/defense_tradeoffs.py results/defense-tradeoffs

@@ -470,7 +470,15 @@ def test_suggested_defenses_name_only_differences_whose_interval_excludes_zero()
     # the shipped table, made by the documented sweep, has a row without defense and every family's column
     shipped, meta = tradeoffs.shipped()
     assert "none" in set(shipped["defense"]) and set(tradeoffs.FAMILY_COLUMN.values()) <= set(shipped["column"])
-    assert "+experiment=defense_tradeoffs" in meta["command"] and shipped["seeds"].min() >= 3
+    assert "+experiment=defense_tradeoffs" in meta["command"]
+    # its notes say how many seeds each defense's row rests on, and no defense is compared with an
+    # undefended row of fewer than 3 seeds
+    seeds = shipped.groupby("defense")["seeds"].max()
+    assert seeds["none"] >= 3 and (seeds >= 1).all()
+    counts = ", ".join(f"{d} {seeds[d]}" for d in tradeoffs.ORDER if d in seeds)
+    assert f"Seeds per defense: {counts}." in " ".join(meta["notes"])
+    headers, rows = tradeoffs.wide(shipped)
+    assert headers[:2] == ["defense", "seeds"] and {r[0]: int(r[1]) for r in rows} == seeds.to_dict()
 
 
 def test_tradeoff_differences_are_paired_over_seeds_or_combine_two_runs():

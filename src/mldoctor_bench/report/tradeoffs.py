@@ -141,13 +141,15 @@ def effects(table: pd.DataFrame, family: str) -> tuple[pd.DataFrame, pd.DataFram
 
 
 def wide(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows of the table as a reader sees it: per defense, each column's mean [interval]."""
+    """Headers and rows of the table as a reader sees it: per defense, the seeds its row rests on and
+    each column's mean [interval]."""
     columns = [c for c, *_ in COLUMNS if c in set(table["column"])]
     rows = []
     for defense, group in table.groupby("defense", sort=False):
         cells = group.set_index("column")
-        rows.append([defense] + [_cell(cells.loc[c]) if c in cells.index else "" for c in columns])
-    return ["defense", *columns], rows
+        seeds = str(int(group["seeds"].max()))
+        rows.append([defense, seeds] + [_cell(cells.loc[c]) if c in cells.index else "" for c in columns])
+    return ["defense", "seeds", *columns], rows
 
 
 def _cell(row: pd.Series) -> str:
