@@ -64,8 +64,11 @@ def test_default_style_run_writes_tidy_tables_and_nothing_else(run_cli, tmp_path
     assert all(m["train_seconds"] > 0 and m["images_per_second"] > 0 for m in trained)
     stored = [json.loads(f.read_text()) for f in (out / "cache").glob("*.json")]
     assert stored and all(m["train_seconds"] > 0 and m["images_per_second"] > 0 for m in stored)
-    shown = proc.stdout + proc.stderr
-    assert "time: " in shown and "largest: " in shown
+    # the summary names the largest phases, one per line, within 100 columns
+    lines = proc.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("time: ") and line.endswith("; largest:"))
+    assert lines[at + 1].startswith("  ") and "s (" in lines[at + 1]
+    assert all(len(line) <= 100 for line in lines[at : at + 4])
 
 
 def test_saved_target_and_splits_reproduce_the_reported_accuracy(run_cli, tmp_path):

@@ -71,7 +71,8 @@ class Timings:
         atomic_write_text(path, json.dumps(self.as_dict(), indent=2, default=str))
 
     def headline(self, n: int = 3) -> str:
-        """One line: the total and the largest phases with their share of it."""
+        """The total, then the largest phases with their share of it, one per line (a terminal of
+        100 columns shows each whole)."""
         total = self.total()
-        parts = [f"{p.name} {p.self_s:.0f} s ({100 * p.self_s / total:.0f}%)" for p in self.largest(n) if total > 0]
-        return f"time: {total:.0f} s; largest: " + ", ".join(parts)
+        parts = [f"  {p.name} {p.self_s:.0f} s ({100 * p.self_s / total:.0f}%)" for p in self.largest(n) if total > 0]
+        return "\n".join([f"time: {total:.0f} s; largest:", *parts])

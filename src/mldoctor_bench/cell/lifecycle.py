@@ -190,7 +190,8 @@ def print_outcome(p: Plan, frame: pd.DataFrame, headline: str = "") -> None:
                 f"results: {p.files.table}",
                 f"         {p.files.csv}",
                 f"cell:    {p.cell_dir}",
-                f"verdicts: {verdicts_file} (rules and evidence: mldoctor-report {p.cell_dir.parent.parent})",
+                f"verdicts: {verdicts_file}",
+                f"          rules and evidence: mldoctor-report {p.cell_dir.parent.parent}",
             ]
         ),
         flush=True,
