@@ -459,6 +459,7 @@ def test_suggested_defenses_name_only_differences_whose_interval_excludes_zero()
             row("b", acc, 0.60, (-0.3, -0.32, -0.28)),
             row("b", tpr, 0.02, (-0.08, -0.10, -0.06)),
             row("b", steal, 0.12, (0.10, 0.08, 0.12)),  # and it makes stealing worse
+            row("c", steal, 0.01),  # measured, but its difference has no interval
         ]
     )
     text = "\n".join(remedy_lines(table, {"membership": "high", "stealing": "low"}))
@@ -466,7 +467,7 @@ def test_suggested_defenses_name_only_differences_whose_interval_excludes_zero()
     assert "`a`" not in text  # its interval of the difference includes zero
     assert "stealing** (" not in text  # judged low: nothing to suggest
     text = "\n".join(remedy_lines(table, {"stealing": "high"}))
-    assert "no defense measured lowered" in text
+    assert "no defense measured lowered" in text and "without an interval of the difference (too few seeds): c." in text
     # the shipped table, made by the documented sweep, has a row without defense and every family's column
     shipped, meta = tradeoffs.shipped()
     assert "none" in set(shipped["defense"]) and set(tradeoffs.FAMILY_COLUMN.values()) <= set(shipped["column"])

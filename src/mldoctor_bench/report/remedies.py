@@ -18,6 +18,19 @@ def _difference(row: pd.Series) -> str:
     return f"{row['difference']:+.3f} [{row['difference_low']:+.3f}, {row['difference_high']:+.3f}]"
 
 
+def nothing_lowered(table: pd.DataFrame, column: str) -> str:
+    """Why no defense is named for ``column``: every interval of a difference includes zero, and
+    the defenses whose difference has no interval (one seed, no single-run interval) are named."""
+    rows = table[(table["column"] == column) & (table["defense"] != "none")]
+    unmeasured = sorted(rows.loc[rows["difference_low"].isna(), "defense"])
+    text = f"no defense measured lowered {column} beyond the noise"
+    if len(unmeasured) < len(rows):
+        text += " (the interval of every measured difference from no defense includes zero)"
+    if unmeasured:
+        text += f"; without an interval of the difference (too few seeds): {', '.join(unmeasured)}"
+    return text + "."
+
+
 def remedy_lines(table: pd.DataFrame, levels: dict[str, str]) -> list[str]:
     """For each family judged moderate or high here, the defenses whose measured effect on it lies
     beyond the noise of a difference (its interval excludes zero), each with its utility and the
@@ -29,10 +42,7 @@ def remedy_lines(table: pd.DataFrame, levels: dict[str, str]) -> list[str]:
         column = tradeoffs.FAMILY_COLUMN[family]
         lowered, _ = tradeoffs.effects(table, family)
         if lowered.empty:
-            lines.append(
-                f"- **{family}** ({level} here): no defense measured lowered {column} beyond the noise "
-                "(the interval of every defense's difference from no defense includes zero)."
-            )
+            lines.append(f"- **{family}** ({level} here): {nothing_lowered(table, column)}")
             continue
         parts = []
         for _, row in lowered.iterrows():
