@@ -102,20 +102,7 @@ class PrivacyAudit(Attack):
         loss, confidence = loss_and_confidence(log_probs, labels)
         scores = {"loss": (-loss).numpy(), "confidence": confidence.numpy()}
 
-        save_file(
-            {
-                "included": included.to(torch.uint8),
-                "training_labels": labels.contiguous(),
-                "true_labels": canaries.labels.contiguous(),
-            },
-            str(ctx.out_dir / "canaries.safetensors"),
-        )
-        save_scores(
-            ctx.out_dir / "scores.parquet",
-            {v: (included.numpy(), scores[v]) for v in s.variants},
-            canaries,
-            roles=("canary", "canary"),
-        )
+        save_canaries(ctx, canaries, included, labels, {v: scores[v] for v in s.variants})
 
         delta = s.delta if s.delta is not None else float(released.metrics.get("delta", DELTA_WITHOUT_DP))
         common = {
@@ -143,3 +130,21 @@ class PrivacyAudit(Attack):
                 **common,
             }
         return results
+
+
+def save_canaries(ctx: AttackContext, canaries, included: torch.Tensor, labels: torch.Tensor, scores: dict) -> None:
+    """Which canaries trained the audited model, with which labels, and each variant's scores."""
+    save_file(
+        {
+            "included": included.to(torch.uint8),
+            "training_labels": labels.contiguous(),
+            "true_labels": canaries.labels.contiguous(),
+        },
+        str(ctx.out_dir / "canaries.safetensors"),
+    )
+    save_scores(
+        ctx.out_dir / "scores.parquet",
+        {v: (included.numpy(), x) for v, x in scores.items()},
+        canaries,
+        roles=("canary", "canary"),
+    )

@@ -108,6 +108,30 @@ def _share(value: float) -> str:
     return "n/a" if value != value else f"{value:.0%}"
 
 
+def lead_lines(lead: "dict | None") -> list[str]:
+    """The verdict's own series' risk statement in words (nothing without a training-set size)."""
+    if lead is None or "training_examples" not in lead:
+        return []
+    low, high = lead["training_examples_flagged_interval"]
+    share, rare = lead["precision"][0], lead["precision"][-1]
+    return [
+        f"At the threshold that wrongly flags {lead['false_positives']} of {lead['nonmembers']} non-members "
+        f"({lead['observed_fpr']:.1%}), {lead['series']} flags {lead['members_flagged']} of the "
+        f"{lead['members_scored']} evaluation members: about {lead['training_examples_flagged']:.0f} of the "
+        f"model's {lead['training_examples']} training examples (95% interval {low:.0f} to {high:.0f}), where "
+        f"a model that leaks nothing would have about {lead['flagged_without_leakage']:.0f} flagged by chance. "
+        f'A "member" call is right {_share(share["value"])} of the time when {share["prior"]:.0%} of those '
+        f"tested are members, and {_share(rare['value'])} when {rare['prior']:.0%} are"
+        + (
+            "."
+            if lead["rejects_no_leakage"]
+            else "; this series does not reject no leakage, so these "
+            "calls are no better than chance by the verdict's test."
+        ),
+        "",
+    ]
+
+
 def risk_lines(data: dict) -> list[str]:
     """The membership risk statement of ``verdicts.json``: per judged series, at the threshold that
     flags 1% (0.1%) of the evaluation non-members, how many training examples it flags and how often
@@ -124,27 +148,11 @@ def risk_lines(data: dict) -> list[str]:
             "at least 1/FPR evaluation non-members (100 at 1% FPR) with saved scores.",
             "",
         ]
-    lines = ["## Membership risk", ""]
-    lead = next((r for r in statements if r["series"] == verdict.get("series")), None)
-    if lead is not None and "training_examples" in lead:
-        low, high = lead["training_examples_flagged_interval"]
-        share, rare = lead["precision"][0], lead["precision"][-1]
-        lines += [
-            f"At the threshold that wrongly flags {lead['false_positives']} of {lead['nonmembers']} non-members "
-            f"({lead['observed_fpr']:.1%}), {lead['series']} flags {lead['members_flagged']} of the "
-            f"{lead['members_scored']} evaluation members: about {lead['training_examples_flagged']:.0f} of the "
-            f"model's {lead['training_examples']} training examples (95% interval {low:.0f} to {high:.0f}), where "
-            f"a model that leaks nothing would have about {lead['flagged_without_leakage']:.0f} flagged by chance. "
-            f'A "member" call is right {_share(share["value"])} of the time when {share["prior"]:.0%} of those '
-            f"tested are members, and {_share(rare['value'])} when {rare['prior']:.0%} are"
-            + (
-                "."
-                if lead["rejects_no_leakage"]
-                else "; this series does not reject no leakage, so these "
-                "calls are no better than chance by the verdict's test."
-            ),
-            "",
-        ]
+    lines = [
+        "## Membership risk",
+        "",
+        *lead_lines(next((r for r in statements if r["series"] == verdict.get("series")), None)),
+    ]
     lines += [
         "| series | FPR | flagged members | of the training set (95% interval) | by chance | "
         "precision at the run's share | at 1% members | rejects no leakage |",
