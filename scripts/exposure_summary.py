@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from mldoctor_bench.report.collect import locate
-from mldoctor_bench.report.exposure import EXPOSURE, JOIN
+from mldoctor_bench.report.exposure import EXPOSURE
+from mldoctor_bench.report.exposure_section import flagged_sets, rows_of
 from mldoctor_bench.results import merge_tables
 
 
@@ -30,12 +31,8 @@ def agreement(table: pd.DataFrame) -> dict[str, float]:
     flags, how many all of them flag, and that share."""
     members = table[(table["family"] == "membership") & (table["member"] == 1)]
     widest = members.groupby("series").size()
-    full = [s for s, n in widest.items() if n == widest.max()]
-    sets = [
-        set(map(tuple, rows.loc[rows["flagged_1pct"] == 1, JOIN].to_numpy()))
-        for s, rows in members[members["series"].isin(full)].groupby("series")
-        if rows["flagged_1pct"].notna().all()
-    ]
+    full = set(widest[widest == widest.max()].index)
+    sets = [flagged for series, flagged in flagged_sets(table).items() if series in full]
     if len(sets) < 2:
         return {"series": float(len(sets)), "any": np.nan, "all": np.nan, "share_all": np.nan}
     union, common = set().union(*sets), set.intersection(*sets)
@@ -96,8 +93,7 @@ def main() -> None:
     for cell in source.cell_dirs:
         if not (cell / EXPOSURE).exists():
             continue
-        rows = frame[frame["config_hash"] == cell.name.rsplit("_", 1)[-1]]
-        lines.append(cell_summary(cell, rows))
+        lines.append(cell_summary(cell, rows_of(cell, frame)))
     if not lines:
         raise SystemExit(f"no finished cell under {args.results_dir} has {EXPOSURE}")
     cells = pd.DataFrame(lines).sort_values(["arch", "seed"])
