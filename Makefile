@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RESULTS ?= results
+# Test workers for make test (pytest-xdist): one per core by default; TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= auto
 EXAMPLE = $(abspath $(RESULTS))/assess-example
 
 .PHONY: install demo test test-fast test-slurm lint report bench bench-low-fpr exposure defense-tradeoffs assess-example assess-null clean-results
@@ -24,10 +26,10 @@ demo: install
 	$(BIN)/mldoctor-report $(RESULTS)
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 # ruff: lint rules and formatting (line length 120, import order), as configured in pyproject.toml.
 lint: install

@@ -9,6 +9,12 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist (make test: one worker per core), each worker, and every command it starts,
+# takes an equal share of the cores rather than all of them; set before torch is first imported.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(share))
+
 # An end-to-end run in seconds on a CPU: one attack, the tiny profile (conf/profile/tiny.yaml).
 TINY = [
     "attack=membership",  # the default run selects every attack; these tests need one
