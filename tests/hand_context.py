@@ -62,8 +62,10 @@ def hand_context(
     out_dir: Path,
     models: Optional[ModelService] = None,
     seed: int = 0,
+    target_arch: str = "simple_cnn",
 ) -> AttackContext:
-    """The context of ``tm_name`` on ``data`` with ``model`` as target (and as the shadow model)."""
+    """The context of ``tm_name`` on ``data`` with ``model`` (of architecture ``target_arch``) as
+    target (and as the shadow model)."""
     tm = THREAT_MODELS.get(tm_name)
     splits = four_quarters(len(data), seed)
     knowledge, evaluation = attacker_knowledge(tm, data, splits, WhiteBoxAccess(model, CPU))
@@ -79,4 +81,5 @@ def hand_context(
         num_classes=data.num_classes,
         num_attribute_classes=data.num_attribute_classes,
         models=models,
+        target_arch=target_arch,
     )

@@ -1,4 +1,5 @@
-"""LiRA and RMIA: reference masks, Gaussian fits, both scores by hand, and a planted case both must find."""
+"""LiRA and RMIA: reference masks, Gaussian fits, both scores by hand, and a planted case both must find;
+QMIA on the same planted case, and on a target that never saw the candidates."""
 
 from dataclasses import replace
 
@@ -33,6 +34,8 @@ from mldoctor_bench.data import load_dataset
 from mldoctor_bench.data.base import ImageData
 from mldoctor_bench.metrics import membership_metrics
 from mldoctor_bench.models import build_model
+from mldoctor_bench.report.significance import auc_interval
+from mldoctor_bench.store import StoredModel
 from mldoctor_bench.threat_models import BlackBoxAccess
 from mldoctor_bench.training import Recipe, train_classifier
 
@@ -213,7 +216,8 @@ def test_offline_a_is_the_one_that_best_separates_a_stand_in_targets_members():
 
 
 class TrainingService(ModelService):
-    """Trains each classifier asked for once (by role) with the test recipe; records what each saw."""
+    """Trains each classifier asked for once (by role) with the test recipe; records what each saw.
+    Other models (QMIA's regressors) are trained as their request says, once per role."""
 
     def __init__(self):
         self.seen, self.models = {}, {}
@@ -225,6 +229,20 @@ class TrainingService(ModelService):
             self.models[role] = train_classifier(model, images, targets, RECIPE, seed=len(self.seen))
         return self.models[role]
 
+    def cached(self, role, payload, build, train):
+        if role not in self.models:
+            model = build()
+            train(model)
+            self.models[role] = model
+        return StoredModel(self.models[role], {}, None, False)
+
+
+def cell_digits() -> ImageData:
+    """The planted cell's 600 digits (4 quarters of 150) and the rows of the embedded set they are."""
+    digits = load_dataset("mnist5k", None)
+    rows = torch.randperm(len(digits), generator=torch.Generator().manual_seed(0))[:600]
+    return ImageData("digits", digits.images[rows], digits.labels[rows].clone(), 10)
+
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
@@ -233,9 +251,7 @@ def planted(tmp_path_factory):
     The six are the members a model trained on the attacker's shadow data finds most typical of
     their class (most confidently right), so that a wrong label is far from what a model that did
     not train on it predicts: further than any digit that is merely odd."""
-    digits = load_dataset("mnist5k", None)
-    rows = torch.randperm(len(digits), generator=torch.Generator().manual_seed(0))[:600]
-    data = ImageData("digits", digits.images[rows], digits.labels[rows].clone(), 10)
+    data = cell_digits()
     torch.manual_seed(0)
     model = build_model("simple_cnn", 1, 10, 28)
     ctx = hand_context("blackbox_shadow", data, model, {}, tmp_path_factory.mktemp("lira"))
@@ -295,6 +311,38 @@ def test_both_attacks_rank_the_memorised_mislabelled_members_first(planted, name
     offline = reference_set(ctx, OFFLINE, 8)
     candidates_seen = torch.cat([ctx.models.seen[r.role].flatten(1) for r in offline.requests])
     assert not (pool.unsqueeze(1) == candidates_seen.unsqueeze(0)).all(2).any()  # offline: no candidate
+
+
+QMIA = {"epochs": 40, "lr": 1e-3, "batch_size": 64}  # the quick profile's regressor recipe
+
+
+@pytest.mark.slow
+def test_qmia_ranks_the_memorised_mislabelled_members_first(planted, tmp_path):
+    ctx, planted_rows = planted
+    attack = ATTACKS.get("membership_qmia")()
+    ctx.settings, ctx.out_dir = attack.Settings(**QMIA, exposed=6), tmp_path
+    results = attack.run(ctx)
+    others = [i for i in range(len(ctx.evaluation.members)) if i not in planted_rows]
+    for variant, scores in member_scores(tmp_path).items():
+        planted_vs_others = np.mean([scores[p] > scores[o] for p in planted_rows for o in others])
+        assert planted_vs_others > 0.75, (variant, planted_vs_others)
+        assert results[variant]["auc"] > 0.5, variant
+
+
+@pytest.mark.slow
+def test_qmia_finds_nothing_on_a_target_that_never_saw_the_candidates(tmp_path):
+    data = cell_digits()
+    digits = load_dataset("mnist5k", None)
+    elsewhere = torch.randperm(len(digits), generator=torch.Generator().manual_seed(0))[600:750]
+    null = train_classifier(
+        build_model("simple_cnn", 1, 10, 28), digits.images[elsewhere], digits.labels[elsewhere], RECIPE, seed=3
+    )
+    ctx = hand_context("blackbox_shadow", data, null, {}, tmp_path, models=TrainingService())
+    attack = ATTACKS.get("membership_qmia")()
+    ctx.settings = attack.Settings(**QMIA)
+    for variant, r in attack.run(ctx).items():
+        low, high = auc_interval(r["auc"], int(r["n_members"]), int(r["n_nonmembers"]))
+        assert low <= 0.5 <= high, (variant, r["auc"], low, high)
 
 
 @pytest.mark.slow

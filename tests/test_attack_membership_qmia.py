@@ -1,0 +1,55 @@
+"""QMIA's pieces: its two losses are minimised by what they claim to estimate, each row reads its own
+class's head, and the hard decisions sit at the stated non-member quantile. The planted and null
+cases are in tests/test_attack_membership_lira.py, beside LiRA's and RMIA's on the same target."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from mldoctor_bench.attacks import ATTACKS
+from mldoctor_bench.attacks.membership_qmia import gaussian_nll, head_of, pinball, qmia_scores
+
+PHI = torch.randn(5000, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 + 1
+
+
+def test_the_pinball_loss_is_least_at_the_quantile():
+    grid = torch.linspace(-8, 10, 3601, dtype=torch.float64)  # steps of 0.005
+    for level in (0.5, 0.9, 0.99):
+        losses = torch.stack([pinball(q.expand(len(PHI), 1), PHI, level) for q in grid])
+        assert grid[losses.argmin()].item() == pytest.approx(torch.quantile(PHI, level).item(), abs=0.01)
+
+
+def test_the_gaussian_loss_is_least_at_the_mean_and_spread():
+    best = torch.tensor([PHI.mean(), PHI.std(unbiased=False).log()], requires_grad=True)
+    loss = gaussian_nll(best.expand(len(PHI), 2), PHI)
+    (gradient,) = torch.autograd.grad(loss, best)
+    assert gradient.abs().max() < 1e-9  # a stationary point, and the loss is convex there
+    for step in ([0.1, 0], [-0.1, 0], [0, 0.1], [0, -0.1]):
+        moved = (best + torch.tensor(step, dtype=torch.float64)).expand(len(PHI), 2)
+        assert gaussian_nll(moved, PHI) > loss
+    assert PHI.mean().item() == pytest.approx(1.0, abs=0.1)
+
+
+def test_each_row_reads_the_head_of_its_own_class():
+    outputs = torch.arange(12.0).view(2, 6)  # 2 rows, 3 classes x 2 outputs
+    assert head_of(outputs, torch.tensor([2, 0]), 2).tolist() == [[4.0, 5.0], [6.0, 7.0]]
+    assert head_of(outputs, torch.tensor([1, 5]), 1).tolist() == [[1.0], [11.0]]
+
+
+def test_decisions_sit_at_the_level_quantile_of_the_predicted_non_member_distribution():
+    phi = torch.tensor([0.0, 2.0, 2.4, 5.0], dtype=torch.float64)
+    gaussian = torch.tensor([[0.0, 0.0]] * 4, dtype=torch.float64)  # N(0, 1) for every row
+    score, decision = qmia_scores("gaussian", gaussian, phi, 0.99)
+    assert np.allclose(score, phi.numpy()) and decision.tolist() == [0, 0, 1, 1]  # z above 2.326
+    assert norm.ppf(0.99) == pytest.approx(2.326, abs=1e-3)
+    quantile = torch.tensor([[1.0], [3.0], [2.0], [6.0]], dtype=torch.float64)
+    score, decision = qmia_scores("quantile", quantile, phi, 0.99)
+    assert np.allclose(score, [-1.0, -1.0, 0.4, -1.0]) and decision.tolist() == [0, 0, 1, 0]
+
+
+def test_no_variant_is_refused_before_training():
+    attack = ATTACKS.get("membership_qmia")()
+    with pytest.raises(ValueError, match="choose at least one variant"):
+        attack.check_settings(attack.Settings(variants=[]))
+    assert attack.family == "membership" and attack.threat_models == ("blackbox_shadow",)
