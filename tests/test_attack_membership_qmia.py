@@ -1,14 +1,21 @@
 """QMIA's pieces: its two losses are minimised by what they claim to estimate, each row reads its own
-class's head, and the hard decisions sit at the stated non-member quantile. The planted and null
+class's head, the scores are as defined, and the threshold flags the stated share of held-out
+non-members. The planted and null
 cases are in tests/test_attack_membership_lira.py, beside LiRA's and RMIA's on the same target."""
 
 import numpy as np
 import pytest
 import torch
-from scipy.stats import norm
 
 from mldoctor_bench.attacks import ATTACKS
-from mldoctor_bench.attacks.membership_qmia import gaussian_nll, head_of, pinball, qmia_scores
+from mldoctor_bench.attacks.membership_qmia import (
+    calibrated_threshold,
+    gaussian_nll,
+    head_of,
+    pinball,
+    qmia_scores,
+    split_rows,
+)
 
 PHI = torch.randn(5000, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 + 1
 
@@ -37,15 +44,23 @@ def test_each_row_reads_the_head_of_its_own_class():
     assert head_of(outputs, torch.tensor([1, 5]), 1).tolist() == [[1.0], [11.0]]
 
 
-def test_decisions_sit_at_the_level_quantile_of_the_predicted_non_member_distribution():
+def test_scores_are_z_or_the_distance_above_the_quantile():
     phi = torch.tensor([0.0, 2.0, 2.4, 5.0], dtype=torch.float64)
-    gaussian = torch.tensor([[0.0, 0.0]] * 4, dtype=torch.float64)  # N(0, 1) for every row
-    score, decision = qmia_scores("gaussian", gaussian, phi, 0.99)
-    assert np.allclose(score, phi.numpy()) and decision.tolist() == [0, 0, 1, 1]  # z above 2.326
-    assert norm.ppf(0.99) == pytest.approx(2.326, abs=1e-3)
+    gaussian = torch.tensor([[1.0, 0.0], [1.0, np.log(2.0)], [0.0, 0.0], [1.0, np.log(0.5)]], dtype=torch.float64)
+    assert np.allclose(qmia_scores("gaussian", gaussian, phi), [-1.0, 0.5, 2.4, 8.0])
     quantile = torch.tensor([[1.0], [3.0], [2.0], [6.0]], dtype=torch.float64)
-    score, decision = qmia_scores("quantile", quantile, phi, 0.99)
-    assert np.allclose(score, [-1.0, -1.0, 0.4, -1.0]) and decision.tolist() == [0, 0, 1, 0]
+    assert np.allclose(qmia_scores("quantile", quantile, phi), [-1.0, -1.0, 0.4, -1.0])
+
+
+def test_the_threshold_flags_the_stated_share_of_held_out_non_members():
+    held_out = np.random.default_rng(0).normal(size=1000)
+    for level in (0.9, 0.99):
+        threshold, allowed = calibrated_threshold(held_out, level), round((1 - level) * len(held_out))
+        assert threshold in held_out and (held_out > threshold).sum() <= allowed
+        assert (held_out >= threshold).sum() >= allowed  # the smallest such score: one lower flags too many
+    fit, held = split_rows(10, 0.2, seed=0)
+    assert len(held) == 2 and sorted(torch.cat([fit, held]).tolist()) == list(range(10))
+    assert torch.equal(held, split_rows(10, 0.2, seed=0)[1]) and not torch.equal(held, split_rows(10, 0.2, seed=1)[1])
 
 
 def test_no_variant_is_refused_before_training():
