@@ -238,7 +238,8 @@ class TrainingService(ModelService):
 
 
 def cell_digits() -> ImageData:
-    """The planted cell's 600 digits (4 quarters of 150) and the rows of the embedded set they are."""
+    """The planted cell's 600 digits (4 quarters of 150): the first 600 rows of a seeded permutation
+    of the embedded set (the null test trains its target on the next 150)."""
     digits = load_dataset("mnist5k", None)
     rows = torch.randperm(len(digits), generator=torch.Generator().manual_seed(0))[:600]
     return ImageData("digits", digits.images[rows], digits.labels[rows].clone(), 10)
