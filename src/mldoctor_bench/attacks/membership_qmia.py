@@ -74,9 +74,14 @@ def head_of(outputs: torch.Tensor, labels: torch.Tensor, per_class: int) -> torc
     return outputs.view(len(outputs), -1, per_class)[torch.arange(len(outputs)), labels.long()]
 
 
+def bounded_log_std(head: torch.Tensor) -> torch.Tensor:
+    """The Gaussian head's log standard deviation, within :data:`LOG_STD_BOUND`."""
+    return head[:, 1].clamp(-LOG_STD_BOUND, LOG_STD_BOUND)
+
+
 def gaussian_nll(head: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
     """Mean negative log-likelihood (up to a constant) of ``phi`` under ``N(head[:, 0], exp(head[:, 1]))``."""
-    log_std = head[:, 1].clamp(-LOG_STD_BOUND, LOG_STD_BOUND)
+    log_std = bounded_log_std(head)
     return (log_std + 0.5 * ((phi - head[:, 0]) * torch.exp(-log_std)) ** 2).mean()
 
 
@@ -90,7 +95,7 @@ def variant_loss(variant: str, level: float):
     """The training loss of ``variant``: every class's head against the target's standardised ``phi``
     of that class, ``targets`` ``(n, classes)``."""
 
-    def loss(outputs: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
+    def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         heads, phi = outputs.reshape(targets.numel(), OUTPUTS[variant]), targets.reshape(-1)
         return gaussian_nll(heads, phi) if variant == "gaussian" else pinball(heads, phi, level)
 
@@ -98,7 +103,7 @@ def variant_loss(variant: str, level: float):
 
 
 def fit_regressor(
-    model: torch.nn.Module, images: torch.Tensor, phi: torch.Tensor, variant: str, s: "QmiaSettings", seed: int
+    model: torch.nn.Module, images: torch.Tensor, phi: torch.Tensor, variant: str, s: QmiaSettings, seed: int
 ) -> torch.nn.Module:
     """Train ``model`` in place with Adam on shuffled mini-batches of ``images`` (``uint8``) against
     every class's standardised ``phi`` ``(n, classes)``, both on the model's device."""
@@ -106,11 +111,11 @@ def fit_regressor(
     optimiser = torch.optim.Adam(model.parameters(), lr=s.lr)
     loss = variant_loss(variant, s.level)
     generator = torch.Generator().manual_seed(seed)
-    for epoch in range(s.epochs):
+    for _ in range(s.epochs):
         for batch in iterate_batches(len(images), s.batch_size, generator):
             batch = batch.to(images.device)
             optimiser.zero_grad(set_to_none=True)
-            loss(model(model_inputs(images[batch])).float(), phi[batch], epoch).backward()
+            loss(model(model_inputs(images[batch])).float(), phi[batch]).backward()
             optimiser.step()
     return model.eval()
 
@@ -126,7 +131,7 @@ def qmia_scores(variant: str, head: torch.Tensor, phi: torch.Tensor) -> np.ndarr
     """Each example's score from the regressor's ``head`` (its class's outputs) and the target's
     standardised ``phi``: ``z`` for ``gaussian``, ``phi`` minus the quantile for ``quantile``."""
     if variant == "gaussian":
-        return ((phi - head[:, 0]) * torch.exp(-head[:, 1].clamp(-LOG_STD_BOUND, LOG_STD_BOUND))).numpy()
+        return ((phi - head[:, 0]) * torch.exp(-bounded_log_std(head))).numpy()
     return (phi - head[:, 0]).numpy()
 
 
@@ -143,17 +148,9 @@ def split_rows(n: int, share: float, seed: int) -> tuple[torch.Tensor, torch.Ten
     return order[held:].sort().values, order[:held].sort().values
 
 
-@dataclass(frozen=True)
-class Scorable:
-    """Examples to score and the target's standardised ``phi`` of their own labels."""
-
-    examples: Labeled
-    phi: torch.Tensor
-
-    def head(self, model: torch.nn.Module, variant: str) -> torch.Tensor:
-        """The regressor's outputs for each example's own class, ``(n, per_class)``."""
-        outputs = predict_logits(model, self.examples.images).double().cpu()
-        return head_of(outputs, self.examples.labels, OUTPUTS[variant])
+def own_heads(model: torch.nn.Module, examples: Labeled, variant: str) -> torch.Tensor:
+    """The regressor's outputs for each example's own class, ``(n, per_class)``."""
+    return head_of(predict_logits(model, examples.images).double().cpu(), examples.labels, OUTPUTS[variant])
 
 
 @ATTACKS.register("membership_qmia")
@@ -176,14 +173,13 @@ class QuantileRegressionMembershipInference(Attack):
         if not arch:
             raise ValueError("QMIA's regressor takes the target's architecture, and the context names none")
         channels, size = int(public.images.shape[1]), int(public.images.shape[-1])
-        targets = phi.float().to(ctx.device)
-        images = public.images.to(ctx.device)
 
         def build() -> torch.nn.Module:
             torch.manual_seed(ctx.seed)
             return build_model(arch, channels, ctx.num_classes * OUTPUTS[variant], size)
 
         def train(model: torch.nn.Module) -> dict:
+            images, targets = public.images.to(ctx.device), phi.float().to(ctx.device)
             fit_regressor(model.to(ctx.device), images, targets, variant, s, ctx.seed)
             return {"rows": len(public)}
 
@@ -210,14 +206,17 @@ class QuantileRegressionMembershipInference(Attack):
         fit, held = split_rows(len(public), s.calibration_share, ctx.seed)
         pool, is_member = candidates(ctx)
         phi = (signals(ctx.target, pool.images, pool.labels).phi - centre) / spread
-        held_out = Scorable(public.rows(held), public_phi[held, public.labels[held]])
+        fitted, held_out = public.rows(fit), public.rows(held)
+        held_phi = public_phi[held, held_out.labels]
         y, results, saved = is_member.numpy(), {}, {}
         kept = {"target_phi": phi, "public_phi": public_phi, "held_out_rows": held}
         for variant in s.variants:
-            model = self.regressor(ctx, variant, public.rows(fit), public_phi[fit])
-            head = Scorable(pool, phi).head(model, variant)
+            model = self.regressor(ctx, variant, fitted, public_phi[fit])
+            head = own_heads(model, pool, variant)
             score = qmia_scores(variant, head, phi)
-            threshold = calibrated_threshold(qmia_scores(variant, held_out.head(model, variant), held_out.phi), s.level)
+            threshold = calibrated_threshold(
+                qmia_scores(variant, own_heads(model, held_out, variant), held_phi), s.level
+            )
             decision = (score > threshold).astype(int)
             results[variant] = {
                 **membership_metrics(y, score, decision),
