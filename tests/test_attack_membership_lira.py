@@ -316,8 +316,9 @@ def test_both_attacks_rank_the_memorised_mislabelled_members_first(planted, name
 
 QMIA = {"epochs": 40, "lr": 1e-3, "batch_size": 64}  # the quick profile's regressor recipe
 # Share of (planted, other member) pairs QMIA must order right. The regressor fits 240 shadow images
-# here: a mean and spread per image (gaussian) rank sharply, a 99% quantile estimated from so few
-# ranks only above most members.
+# here: a mean and spread per image (gaussian) rank sharply (0.85 on one thread, 0.88 on two); a 99%
+# quantile estimated from so few does not: 0.59 on one thread (make test's workers), 0.38 on two,
+# where this bar fails. Known and open (docs/attacks.md, QMIA).
 QMIA_PLANTED_FIRST = {"gaussian": 0.75, "quantile": 0.5}
 
 
