@@ -8,7 +8,7 @@ RESULTS ?= results
 TEST_WORKERS ?= auto
 EXAMPLE = $(abspath $(RESULTS))/assess-example
 
-.PHONY: install demo test test-fast test-slurm lint report bench bench-low-fpr exposure defense-tradeoffs assess-example assess-null clean-results
+.PHONY: install demo test test-fast test-slurm lint report bench bench-low-fpr bench-membership exposure defense-tradeoffs assess-example assess-null clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,12 @@ bench: install
 # false-positive rates"); about 8 minutes per seed on 2 CPU cores.
 bench-low-fpr: install
 	$(BIN)/python scripts/bench_low_fpr.py --results-dir $(RESULTS)/low-fpr
+
+# Membership power per second of compute (docs/results.md): every membership attack on the quick cell,
+# seeds 0-2, TPR at 1% FPR and AUC against the attacker's seconds beyond the target, Pareto-optimal
+# attacks marked; writes frontier.md, frontier.csv and the figure into the results folder.
+bench-membership: install
+	$(BIN)/python scripts/bench_membership.py --results-dir $(RESULTS)/membership-frontier
 
 # The defense table behind "What to do" in mldoctor-assess's report: one target per defense on the quick
 # cell over seeds 0-2: 21 cells, hours on 2 CPU cores (an undefended cell took 8-13 minutes and a

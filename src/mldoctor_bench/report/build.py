@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from mldoctor_bench.report import comparison_figures, exposure_section, figures, intervals, stats, tables, verdicts
+from mldoctor_bench.report import (
+    comparison_figures,
+    exposure_section,
+    figures,
+    frontier,
+    intervals,
+    stats,
+    tables,
+    verdicts,
+)
 from mldoctor_bench.report.collect import (
     Source,
     cell_configs,
@@ -241,6 +250,26 @@ def exposure_report(m: Material) -> list[str]:
     return exposure_section.section(m.source.cell_dirs, m.frame, m.report_dir)
 
 
+def frontier_section(m: Material) -> list[str]:
+    """Membership power per second of compute (:mod:`.frontier`), where membership attacks ran."""
+    table = frontier.frontier_of(m.source.cell_dirs)
+    if table.empty:
+        return []
+    return [
+        "## Membership power per second of compute",
+        "",
+        "Each membership attack's TPR at 1% FPR and AUC (mean and 95% t-interval over seeds) against what it "
+        "cost the attacker beyond the target: the seconds of the models trained for it (shadow model, "
+        "reference models, QMIA's regressor) plus the attack's own phase (queries, scoring). Pareto-optimal "
+        "(*): no other attack is as cheap or cheaper and as strong or stronger at 1% FPR. Seconds are this "
+        "machine's, under its load when the cells ran.",
+        "",
+        frontier.frontier_table(table),
+        "",
+        *m.figures(frontier.frontier_figures(table, m.fig_dir)),
+    ]
+
+
 def problems_section(m: Material) -> list[str]:
     lines = ["## Skipped and failed", ""]
     unsupported = tables.unsupported_lines(m.frame)
@@ -291,6 +320,7 @@ def render(frame: pd.DataFrame, source: Source, report_dir: Path, title: str = "
         roc_section(m),
         exposed_section(m),
         exposure_report(m),
+        frontier_section(m),
         paper_figure_sections(m),
         problems_section(m),
         method_notes(m),
