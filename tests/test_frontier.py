@@ -40,6 +40,7 @@ def timings(seed: int) -> dict:
                 + [model(f"reference-offline-{i}-of-4", 6 * k) for i in range(4)],
             ),
             phase("attack membership (B,S)", "attack", 2.0),
+            phase("attack membership (B,P)", "attack", 1.0),
             phase("attack membership_lira (B,S)", "attack", 4.0),
             phase("load reference-online-0-of-4", "model", 0.1, [model("reference-online-0-of-4", 10 * k, True)]),
             phase("attack membership_rmia (B,S)", "attack", 3.0),
@@ -67,6 +68,7 @@ def write_cell(results: Path, seed: int) -> Path:
         if attack in REFERENCES:
             metrics["num_references"] = float(REFERENCES[attack])
         rows += metric_rows(cell, attack, "blackbox_shadow", variant, metrics)
+    rows += metric_rows(cell, "membership", "blackbox_partial", "", {"auc": 0.5, "tpr_at_fpr_0.01": 0.0})
     cell_dir = results / "cells" / f"cell{seed}"
     write_table(to_frame(rows, Provenance(f"run{seed}", "hash", "test", "2026-01-01T00:00:00"), 1.0), cell_dir)
     (cell_dir / "timings.json").write_text(json.dumps(timings(seed)))
@@ -83,7 +85,10 @@ def results(tmp_path) -> Path:
 
 
 def test_each_series_is_charged_the_models_it_uses_and_its_share_of_its_attack_phase(results):
-    series = cell_series(results / "cells" / "cell0").set_index(["attack", "variant"])
+    series = cell_series(results / "cells" / "cell0")
+    partial = series[series["threat_model"] == "blackbox_partial"]
+    assert partial["models_s"].tolist() == [0] and partial["cost_s"].tolist() == [1.0]  # no shadow model under (B,P)
+    series = series[series["threat_model"] == "blackbox_shadow"].set_index(["attack", "variant"])
     cost = series["models_s"].to_dict()
     assert cost[("membership", "")] == 20  # the shadow model; never the target
     assert cost[("membership_lira", "online")] == 40  # 4 online references, the reused one at its training cost
@@ -103,7 +108,9 @@ def test_pareto_keeps_the_points_nothing_else_beats_on_both_cost_and_power():
 
 
 def test_frontier_pools_seeds_and_marks_the_optimal_series(results):
-    table = frontier_of(sorted((results / "cells").iterdir())).set_index(["attack", "variant"])
+    table = frontier_of(sorted((results / "cells").iterdir()))
+    assert table.query("threat_model == 'blackbox_partial'")["pareto"].tolist() == [True]  # 1 s, TPR 0: cheapest
+    table = table[table["threat_model"] == "blackbox_shadow"].set_index(["attack", "variant"])
     assert (table["seeds"] == 2).all()
     lira = table.loc[("membership_lira", "online")]
     assert lira["tpr"] == pytest.approx(0.11) and lira["tpr_low"] < 0.11 < lira["tpr_high"]

@@ -8,7 +8,8 @@ A series' cost in one cell, read from the cell's ``timings.json``:
 - ``models_s``: the ``train_seconds`` of every attacker model the series uses. A model trained in a
   batch with others is charged its share of the batch's wall time; one reused from the model store
   is charged what it cost when it was trained, so the figure does not depend on which run trained it
-  first. MemInf, the metric and the label-only attacks use the shadow model; LiRA and RMIA the
+  first. MemInf, the metric and the label-only attacks use the shadow model (none under a partial
+  threat model, where the attacker knows some of the target's members instead); LiRA and RMIA the
   references of the variant's kind (online or offline) and number (the first set: repeats add rows
   about repeatability, not to the score); QMIA its variant's regressor. The target is never counted.
 - ``attack_s``: the attack phase's own seconds (queries, scoring, an attack model's fit; not the
@@ -61,10 +62,13 @@ def target_config(cell: Path) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def roles_used(attack: str, variant: str, num_references: int, roles: list[str]) -> list[str] | None:
-    """The attacker models (of ``roles``) a series draws on; None for an attack whose models are unknown."""
+def roles_used(attack: str, threat_model: str, variant: str, num_references: int, roles: list[str]) -> list[str] | None:
+    """The attacker models (of ``roles``) a series draws on; None for an attack whose models are unknown.
+    Under a partial-knowledge threat model the attacker has no shadow model (it knows some of the
+    target's own members)."""
     if attack in SHADOW_ATTACKS:
-        return [r for r in roles if r == "shadow"]
+        shadow = THREAT_MODELS.get(threat_model).knowledge == "shadow"
+        return [r for r in roles if r == "shadow" and shadow]
     if attack in REFERENCE_ATTACKS:
         kind = variant.split("_")[0]
         pattern = re.compile(rf"reference-{kind}-\d+-of-{num_references}")
@@ -94,7 +98,7 @@ def cell_series(cell: Path) -> pd.DataFrame:
     shares = wide.groupby(["attack", "threat_model"])["variant"].transform("count")
     models_s, attack_s = [], []
     for row, share in zip(wide.itertuples(), shares):
-        used = roles_used(row.attack, row.variant, row.num_references, roles)
+        used = roles_used(row.attack, row.threat_model, row.variant, row.num_references, roles)
         models_s.append(np.nan if used is None else sum(seconds[r] for r in used))
         phase = f"attack {row.attack} {THREAT_MODELS.get(row.threat_model).short}"
         attack_s.append(phases.get(phase, np.nan) / share)
