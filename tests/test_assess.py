@@ -227,6 +227,28 @@ def test_without_members_membership_is_skipped_with_the_reason(owned, assess, tm
     assert "its membership unknown" in report and "(non-members only)" not in report
 
 
+@pytest.mark.slow
+def test_membership_attacks_over_the_budget_are_skipped_for_cost_and_the_report_says_so(owned, assess, tmp_path):
+    root, model_dir = owned
+    args = [*owner_args(root, model_dir), f"members={model_dir / 'members.txt'}", *QUICK[:4]]
+    args += ["attack=[membership,membership_rmia]", "threat_model=blackbox_shadow"]
+    out = tmp_path / "res"
+    assert assess(*args, f"results_dir={out}", "assess.budget_s=0").returncode == 0, assess.last.stderr[-3000:]
+    [cell] = list((out / "cells").iterdir())
+    table = pd.read_parquet(cell / "results.parquet")
+    rmia = table[table.attack == "membership_rmia"]
+    assert (rmia.status == "skipped").all() and rmia.reason.str.startswith("skipped for cost: its 2 model(s)").all()
+    assert (table[table.attack == "membership"].status == "ok").all()  # the shadow model is no extra cost
+    report = (cell / "report" / "report.md").read_text()
+    section = report.split("## Membership attacks: what each cost")[1].split("\n## ")[0]
+    assert "| membership (B,S) |" in section and "- membership_rmia (B,S): skipped for cost" in section
+    # a budget that fits runs it: another cell (the budget is part of the cell's identity)
+    assert assess(*args, f"results_dir={out}", "assess.budget_s=100000").returncode == 0
+    cells = {c: pd.read_parquet(c / "results.parquet") for c in (out / "cells").iterdir()}
+    [again] = [t for c, t in cells.items() if c != cell]
+    assert (again[again.attack == "membership_rmia"].status == "ok").all()
+
+
 class Touch:
     """Unpickling this creates a file."""
 

@@ -28,6 +28,7 @@ COLUMNS = KEY + [
 ]
 TARGET = "target"  # the attack and family of the target's utility rows
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
+SKIPPED_FOR_COST = "skipped for cost"  # how a skipped row's reason begins when the attacker's budget left it out
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,10 @@ class ModelStore:
     def key(self, payload: dict) -> str:
         return stable_hash(payload, length=24)
 
+    def holds(self, key: str) -> bool:
+        """Whether a model of ``key`` is stored (on disk, or in this process's memory)."""
+        return self.paths(key)[1].exists() if self.root is not None else key in self._memory
+
     def paths(self, key: str) -> tuple[Path, Path]:
         assert self.root is not None
         return self.root / f"{key}.safetensors", self.root / f"{key}.json"

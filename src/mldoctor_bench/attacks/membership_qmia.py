@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, VariantMetrics
+from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, CachedRequest, VariantMetrics
 from mldoctor_bench.attacks.reference_models import candidates, signals
 from mldoctor_bench.attacks.scoring import save_exposed, save_scores
 from mldoctor_bench.attacks.signals import loss_and_confidence
@@ -127,6 +127,11 @@ def every_class_phi(access, images: torch.Tensor, num_classes: int) -> torch.Ten
     return torch.stack([loss_and_confidence(log_probs, y)[1] for y in labels], 1)
 
 
+def standardised(phi: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``phi`` standardised by the mean and spread of ``reference`` (every class of every shadow image)."""
+    return (phi - reference.mean()) / reference.std().clamp_min(1e-6)
+
+
 def qmia_scores(variant: str, head: torch.Tensor, phi: torch.Tensor) -> np.ndarray:
     """Each example's score from the regressor's ``head`` (its class's outputs) and the target's
     standardised ``phi``: ``z`` for ``gaussian``, ``phi`` minus the quantile for ``quantile``."""
@@ -166,8 +171,8 @@ class QuantileRegressionMembershipInference(Attack):
         if not s.variants:
             raise ValueError(f"choose at least one variant of {', '.join(VARIANTS)}")
 
-    def regressor(self, ctx: AttackContext, variant: str, public: Labeled, phi: torch.Tensor) -> torch.nn.Module:
-        """The variant's regressor, trained on the shadow images and the target's standardised ``phi``
+    def regressor_request(self, ctx: AttackContext, variant: str, public: Labeled, phi: torch.Tensor) -> CachedRequest:
+        """The variant's regressor, to train on the shadow images and the target's standardised ``phi``
         of every class on them (through the model cache)."""
         s, arch = ctx.settings, ctx.target_arch
         if not arch:
@@ -175,8 +180,9 @@ class QuantileRegressionMembershipInference(Attack):
         channels, size = int(public.images.shape[1]), int(public.images.shape[-1])
 
         def build() -> torch.nn.Module:
-            torch.manual_seed(ctx.seed)
-            return build_model(arch, channels, ctx.num_classes * OUTPUTS[variant], size)
+            with torch.random.fork_rng(devices=[]):  # the global generator is left as it was
+                torch.manual_seed(ctx.seed)
+                return build_model(arch, channels, ctx.num_classes * OUTPUTS[variant], size)
 
         def train(model: torch.nn.Module) -> dict:
             images, targets = public.images.to(ctx.device), phi.float().to(ctx.device)
@@ -194,24 +200,37 @@ class QuantileRegressionMembershipInference(Attack):
             "threat_model": ctx.threat_model.name,
         }
         # the cell's identity, part of every cached model's key, fixes the target and its defense
-        return ctx.models.cached(f"qmia-{variant}", payload, build, train).model
+        return CachedRequest(f"qmia-{variant}", payload, build, train, images_seen=len(public) * s.epochs)
 
-    def run(self, ctx: AttackContext) -> VariantMetrics:
+    def fitted(self, ctx: AttackContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The shadow rows the regressors fit and those held out, and the target's standardised ``phi``
+        of every class on every shadow image."""
         s, public = ctx.settings, ctx.knowledge.data
         if public is None:
             raise ValueError("QMIA needs the attacker's shadow data (its non-members of the target)")
         every_phi = every_class_phi(ctx.target, public.images, ctx.num_classes)
-        centre, spread = every_phi.mean(), every_phi.std().clamp_min(1e-6)
-        public_phi = (every_phi - centre) / spread
         fit, held = split_rows(len(public), s.calibration_share, ctx.seed)
+        return fit, held, every_phi
+
+    def models_wanted(self, ctx: AttackContext) -> list[CachedRequest]:
+        fit, _, every_phi = self.fitted(ctx)
+        public_phi = standardised(every_phi, every_phi)
+        rows = ctx.knowledge.data.rows(fit)
+        return [self.regressor_request(ctx, v, rows, public_phi[fit]) for v in ctx.settings.variants]
+
+    def run(self, ctx: AttackContext) -> VariantMetrics:
+        s, public = ctx.settings, ctx.knowledge.data
+        fit, held, every_phi = self.fitted(ctx)
+        public_phi = standardised(every_phi, every_phi)
         pool, is_member = candidates(ctx)
-        phi = (signals(ctx.target, pool.images, pool.labels).phi - centre) / spread
+        phi = standardised(signals(ctx.target, pool.images, pool.labels).phi, every_phi)
         fitted, held_out = public.rows(fit), public.rows(held)
         held_phi = public_phi[held, held_out.labels]
         y, results, saved = is_member.numpy(), {}, {}
         kept = {"target_phi": phi, "public_phi": public_phi, "held_out_rows": held}
         for variant in s.variants:
-            model = self.regressor(ctx, variant, fitted, public_phi[fit])
+            r = self.regressor_request(ctx, variant, fitted, public_phi[fit])
+            model = ctx.models.cached(r.role, r.payload, r.build, r.train).model
             head = own_heads(model, pool, variant)
             score = qmia_scores(variant, head, phi)
             threshold = calibrated_threshold(

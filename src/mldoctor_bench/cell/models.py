@@ -177,6 +177,13 @@ class ModelProvider(ModelService):
     def classifier(self, role, images, targets, epochs=None, arch=None):
         return self.prepare([ModelRequest(role, images, targets, epochs, arch)])[0]
 
+    def untrained_images(self, requests: list[ModelRequest | CachedRequest]) -> dict[str, int]:
+        """By store key, the images (rows x epochs) each model of ``requests`` the store does not
+        hold yet would train on (a model of unknown size counts 0)."""
+        wanted = [r if isinstance(r, CachedRequest) else self.request_spec(r) for r in requests]
+        keys = [self.store.key(self.key(w)) for w in wanted]
+        return {k: self.images_seen(w) or 0 for k, w in zip(keys, wanted) if not self.store.holds(k)}
+
     def cached(self, role, payload, build, train):
         return self.obtain([CachedRequest(role, payload, build, train)])[0]
 

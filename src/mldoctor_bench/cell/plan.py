@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mldoctor_bench.attacks import ATTACKS
-from mldoctor_bench.cellfiles import LOCATION_DATA_KEYS, LOCATION_KEYS, CellFiles
+from mldoctor_bench.cellfiles import LOCATION_ASSESS_KEYS, LOCATION_DATA_KEYS, LOCATION_KEYS, CellFiles
 from mldoctor_bench.data import DATASETS, Splits
 from mldoctor_bench.data.splits import DEFAULT_RESERVE, PartitionError, partition
 from mldoctor_bench.defenses import DEFENSES, Defense, build_defense
@@ -70,6 +70,10 @@ def semantic_config(cfg: DictConfig) -> dict:
         plain.pop(key, None)
     for key in LOCATION_DATA_KEYS:
         plain.get("data", {}).pop(key, None)
+    for key in LOCATION_ASSESS_KEYS:
+        plain.get("assess", {}).pop(key, None)
+    if plain.get("assess") == {}:
+        plain.pop("assess")
     return plain
 
 

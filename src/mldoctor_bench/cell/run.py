@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from mldoctor_bench import ui
 from mldoctor_bench.attacks import ATTACKS, AttackContext, AttackSkipped
+from mldoctor_bench.cell.budget import over_budget
 from mldoctor_bench.cell.models import ModelProvider, derive_seed
 from mldoctor_bench.cell.plan import Plan
 from mldoctor_bench.cell.targets import Obtained, Target
@@ -49,8 +50,10 @@ class CellRun:
         """Every selected attack x threat model (or the pairs in ``only``), their models trained ahead."""
         p = self.plan
         pairs = [(a, t) for a in p.attacks for t in p.threat_models if only is None or (a, t) in only]
-        self.train_ahead([(a, t) for a, t in pairs if not self.unavailable(a, t)])
-        return [row for a, t in pairs for row in self.run_attack(a, t)]
+        available = [(a, t) for a, t in pairs if not self.unavailable(a, t)]
+        over = over_budget(self, available)
+        self.train_ahead([pair for pair in available if pair not in over])
+        return [row for a, t in pairs for row in self.run_attack(a, t, over.get((a, t), ""))]
 
     def train_ahead(self, pairs: list[tuple[str, str]]) -> None:
         """Train the models the attacks say they will need (:meth:`Attack.models_wanted`), together
@@ -106,8 +109,9 @@ class CellRun:
             training_size=self.training_size,
         )
 
-    def run_attack(self, attack_name: str, tm_name: str) -> list[dict]:
-        """Rows of one attack under one threat model: its metrics, or a skipped/failed row."""
+    def run_attack(self, attack_name: str, tm_name: str, budget_reason: str = "") -> list[dict]:
+        """Rows of one attack under one threat model: its metrics, or a skipped/failed row
+        (``budget_reason``: why the attacker's budget leaves it out)."""
         attack, cell = ATTACKS.get(attack_name)(), self.key
 
         def rows(variant: str, metrics: dict, status: str = "ok", reason: str = "") -> list[dict]:
@@ -120,7 +124,7 @@ class CellRun:
                 SKIPPED,
                 f"{attack_name} does not support {tm_name}; supported: {', '.join(attack.threat_models)}",
             )
-        reason = self.unavailable(attack_name, tm_name)
+        reason = self.unavailable(attack_name, tm_name) or budget_reason
         if reason:
             return rows("", {}, SKIPPED, reason)
         ctx = self.context(attack_name, tm_name)

@@ -128,9 +128,11 @@ class Owner:
 
 @dataclass(frozen=True, kw_only=True)
 class AssessSection:
-    """``assess.*``: what the command does with the verdicts."""
+    """``assess.*``: what the command does with the verdicts, and the seconds the membership attacks'
+    own models may take (:mod:`mldoctor_bench.cell.budget`)."""
 
     fail_on: Optional[str] = setting(None, choices=("moderate", "high"), example="moderate")
+    budget_s: Optional[float] = setting(None, min=0, example=600)
 
 
 def gate_level(cfg: DictConfig) -> Optional[str]:

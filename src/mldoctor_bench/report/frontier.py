@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 
 from mldoctor_bench.report import stats
 from mldoctor_bench.report.figures import Drawn, _save, _slug, plt
-from mldoctor_bench.threat_models import THREAT_MODELS
+from mldoctor_bench.threat_catalog import THREAT_MODELS
 
 TPR, AUC = "tpr_at_fpr_0.01", "auc"
 SETTING = ["dataset", "arch", "defense", "target_config"]

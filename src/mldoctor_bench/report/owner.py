@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from mldoctor_bench.cellfiles import CellFiles
-from mldoctor_bench.report import exposure_section
+from mldoctor_bench.report import exposure_section, frontier, stats
 from mldoctor_bench.report.build import (
     Material,
     exposed_section,
@@ -36,7 +36,7 @@ from mldoctor_bench.report.build import (
 from mldoctor_bench.report.cell_verdicts import EXPOSED_CSV, VERDICTS
 from mldoctor_bench.report.collect import Source, exposed_sets
 from mldoctor_bench.report.remedies import defense_lines, todo_lines
-from mldoctor_bench.results import read_table
+from mldoctor_bench.results import SKIPPED, SKIPPED_FOR_COST, read_table
 
 POOLS = {
     "target_train": "evaluation members: the model's training examples that attacks are scored on",
@@ -290,6 +290,27 @@ def to_html(markdown_text: str, report_dir: Path, title: str) -> str:
     )
 
 
+def budget_lines(m: Material, cell_dir: Path) -> list[str]:
+    """Which membership attacks ran with what they cost the attacker, and which the budget left out."""
+    rows = m.frame[stats.families(m.frame) == "membership"]
+    over = rows[(rows["status"] == SKIPPED) & rows["reason"].str.startswith(SKIPPED_FOR_COST)]
+    ran = frontier.frontier_of([cell_dir])
+    if ran.empty and over.empty:
+        return []
+    lines = ["## Membership attacks: what each cost, and what was left out for cost", ""]
+    if not ran.empty:
+        lines += [
+            "What each membership attack cost the attacker in this run: the seconds of the models it uses "
+            "(the shadow model, reference models, QMIA's regressor) plus its own attack phase:",
+            "",
+            frontier.frontier_table(ran),
+            "",
+        ]
+    for row in over.itertuples():
+        lines.append(f"- {stats.series_label(row.attack, row.threat_model)}: {row.reason}.")
+    return lines + ([""] if len(over) else [])
+
+
 def write_owner_report(cell_dir: Path) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` for an assessed cell into ``cell_dir/report``."""
     cell_dir = Path(cell_dir)
@@ -310,6 +331,7 @@ def write_owner_report(cell_dir: Path) -> tuple[Path, Path]:
         todo_lines(levels),
         pool_lines(manifest),
         family_tables(m),
+        budget_lines(m, cell_dir),
         inversion_lines(m),
         exposed_file_lines(cell_dir, manifest),
         exposed_section(m),
