@@ -203,8 +203,8 @@ class QuantileRegressionMembershipInference(Attack):
         return CachedRequest(f"qmia-{variant}", payload, build, train, images_seen=len(public) * s.epochs)
 
     def fitted(self, ctx: AttackContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The shadow rows the regressors fit and those held out, and the target's standardised ``phi``
-        of every class on every shadow image."""
+        """The shadow rows the regressors fit and those held out, and the target's ``phi`` of every
+        class on every shadow image (what :func:`standardised` takes its mean and spread from)."""
         s, public = ctx.settings, ctx.knowledge.data
         if public is None:
             raise ValueError("QMIA needs the attacker's shadow data (its non-members of the target)")
