@@ -44,3 +44,18 @@ def test_the_budget_is_part_of_a_cells_identity_and_the_exit_policy_is_not():
     other = semantic_config(OmegaConf.create({**base, "assess": {"fail_on": None, "budget_s": 900}}))
     assert other != same
     assert semantic_config(OmegaConf.create({"seed": 0, "assess": {"fail_on": "high"}})) == {"seed": 0}
+
+
+def test_the_shipped_frontier_ranks_each_attack_by_its_best_pareto_optimal_series():
+    from importlib import resources
+
+    import pandas as pd
+
+    from mldoctor_bench.cell.budget import FRONTIER_CSV, frontier_power
+
+    table = pd.read_csv(resources.files("mldoctor_bench.report").joinpath(FRONTIER_CSV))
+    best = table[table["pareto"]].groupby("attack")["tpr"].max().to_dict()
+    assert frontier_power() == best and set(best) <= set(table["attack"])
+    # Pareto-optimal: none of them is beaten on both cost and power by another row
+    for row in table[table["pareto"]].itertuples():
+        assert not ((table["cost_s"] <= row.cost_s) & (table["tpr"] > row.tpr)).any(), row
