@@ -198,7 +198,7 @@ def frontier_figures(table: pd.DataFrame, fig_dir: Path) -> list[Drawn]:
                 ax.step(best["cost_s"], best[metric], where="post", color="C3", lw=1, label="Pareto frontier")
             ax.scatter([], [], c="C3", s=22, label="Pareto-optimal at 1% FPR")
             ax.legend(loc="lower right", fontsize=8)
-            for row in group.itertuples():
+            for row in group[group["pareto"]].itertuples():  # the rest are in the table
                 ax.annotate(
                     label(row),
                     (row.cost_s, getattr(row, metric)),
