@@ -35,6 +35,20 @@ class StoredModel:
     reused: bool
 
 
+def chunks(items: list, size: Optional[int]) -> list[list]:
+    """``items`` in parts of ``size`` (all in one part for None), a last part of one merged into the
+    part before it: a model trains alone only when it is alone, so that how a model trains (one
+    intra-op thread beside others, or all threads alone) does not depend on where the parts fall."""
+    if not items:
+        return []
+    size = size or len(items)
+    parts = [items[start : start + size] for start in range(0, len(items), size)]
+    if len(parts) > 1 and len(parts[-1]) == 1:
+        last = parts.pop()
+        parts[-1] = parts[-1] + last
+    return parts
+
+
 class ModelStore:
     """Models keyed by the hash of their training job, under ``root`` (in memory only when ``None``)."""
 
@@ -81,13 +95,16 @@ class ModelStore:
         build: Callable[[int], nn.Module],
         train: Callable[[list[nn.Module], list[int]], list[dict]],
         images_seen: Optional[Sequence[Optional[int]]] = None,
+        chunk: Optional[int] = None,
     ) -> list[StoredModel]:
         """The models of ``payloads``: each loaded if stored; the missing ones built
         (``build(i)``) and trained together by ``train(models, which)``, which returns one metrics
         dict per model (``which``: their positions in ``payloads``), then stored.
 
-        Each trained model's manifest records its share of the training time, the number trained
-        together and, given ``images_seen``, images per second."""
+        With ``chunk``, the missing models train about ``chunk`` at a time (:func:`chunks`) and each
+        part is stored as soon as it is trained, so an interrupted group keeps what it finished (None:
+        all in one call, as models stacked into one must). Each trained model's manifest records its share of the
+        training time, the number trained together and, given ``images_seen``, images per second."""
         keys = [self.key(p) for p in payloads]
         with self._locked(keys):
             out: dict[int, StoredModel] = {}
@@ -95,9 +112,9 @@ class ModelStore:
                 found = self._load(key, lambda i=i: build(i))
                 if found is not None:
                     out[i] = found
-            missing = {i: build(i) for i in range(len(payloads)) if i not in out}
-            if missing:
-                out.update(zip(missing, self._train(payloads, missing, train, images_seen, keys)))
+            for part in chunks([i for i in range(len(payloads)) if i not in out], chunk):
+                models = {i: build(i) for i in part}
+                out.update(zip(models, self._train(payloads, models, train, images_seen, keys)))
             return [out[i] for i in range(len(payloads))]
 
     def _locked(self, keys: Sequence[str]) -> contextlib.ExitStack:

@@ -28,6 +28,7 @@ from mldoctor_bench.many_models import (
     THREADS,
     TrainingRows,
     choose_mode,
+    cpu_cores,
     device_rule,
     train_in_threads,
     train_many,
@@ -308,6 +309,8 @@ class ModelProvider(ModelService):
                 lambda i: self.build(items[i]),
                 train,
                 images_seen=[self.images_seen(i) for i in items],
+                # stored as they finish, a core's worth at a time, unless stacked into one model
+                chunk=None if device_rule(self.recipe.batch_models, self.device) == STACKED else cpu_cores(),
             )
             if all(s.reused for s in stored):
                 phase.name = f"load {names}"
