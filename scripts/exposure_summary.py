@@ -1,5 +1,6 @@
 """Summarise the ``exposure`` sweep (``make exposure``): per cell and then per architecture (mean
-over seeds), what share of the members flagged at 1% FPR every membership series agrees on, how
+over seeds), what share of the members flagged at 1% FPR every membership series agrees on (and at
+least half of them, and only one), how
 far pairs of series agree beyond chance, whether attribute leakage concentrates on the members the
 strongest membership series flags, and whether LiRA's and RMIA's flags repeat with other references.
 
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mldoctor_bench.attacks.reference_models import repeat_agreement
 from mldoctor_bench.report.collect import locate
 from mldoctor_bench.report.exposure import EXPOSURE
 from mldoctor_bench.report.exposure_section import flagged_sets, rows_of
@@ -27,31 +29,41 @@ from mldoctor_bench.results import merge_tables
 
 
 def agreement(table: pd.DataFrame) -> dict[str, float]:
-    """Among the membership series that flag every candidate at 1% FPR: how many members any of them
-    flags, how many all of them flag, and that share."""
+    """Among the membership series that score every candidate and flag at least one member at 1% FPR
+    (a series that flags none, such as a binary score whose ties stop short of 1% FPR, would make
+    every intersection empty): how many members any of them flags, how many all of them flag, and
+    those shares of the members any flags that at least half of the series flag and that only one
+    series flags."""
     members = table[(table["family"] == "membership") & (table["member"] == 1)]
     widest = members.groupby("series").size()
     full = set(widest[widest == widest.max()].index)
-    sets = [flagged for series, flagged in flagged_sets(table).items() if series in full]
+    sets = [flagged for series, flagged in flagged_sets(table).items() if series in full and flagged]
+    out = {"series": float(len(full)), "flagging": float(len(sets))}
     if len(sets) < 2:
-        return {"series": float(len(sets)), "any": np.nan, "all": np.nan, "share_all": np.nan}
+        return {**out, "any": np.nan, "all": np.nan, "share_all": np.nan}
     union, common = set().union(*sets), set.intersection(*sets)
+    votes = pd.Series([sum(m in flagged for flagged in sets) for m in union], dtype=float)
+    share = (lambda n: n / len(union)) if union else (lambda n: np.nan)
     return {
-        "series": float(len(sets)),
+        **out,
         "any": float(len(union)),
         "all": float(len(common)),
-        "share_all": len(common) / len(union) if union else np.nan,
+        "share_all": share(len(common)),
+        "share_half": share(float((votes >= len(sets) / 2).sum())),
+        "share_one": share(float((votes == 1).sum())),
     }
 
 
 def cell_summary(cell: Path, rows: pd.DataFrame) -> dict[str, float]:
-    """One cell's line: agreement, pairwise Jaccard against chance, the attribute odds ratio and the
-    repeatability of LiRA and RMIA (means over their variants)."""
+    """One cell's line: agreement, pairwise Jaccard against chance (pairs of series that both flag a
+    member), the attribute odds ratio and the repeatability of LiRA and RMIA (means over their
+    variants)."""
     out = {"arch": rows["arch"].iloc[0], "seed": int(rows["seed"].iloc[0])}
     out.update(agreement(pd.read_parquet(cell / EXPOSURE)))
     cross = rows[(rows["attack"] == "exposure") & (rows["status"] == "ok")]
     wide = cross.pivot_table(index="variant", columns="metric", values="value")
     pairs = wide.dropna(subset=["jaccard"]) if "jaccard" in wide else wide.iloc[:0]
+    pairs = pairs[(pairs["flagged_a"] > 0) & (pairs["flagged_b"] > 0)]  # as in agreement(): both flag someone
     out["pair_jaccard"] = float(pairs["jaccard"].mean()) if len(pairs) else np.nan
     out["pair_jaccard_chance"] = float(pairs["jaccard_chance"].mean()) if len(pairs) else np.nan
     out["pair_spearman"] = float(wide["spearman"].dropna().mean()) if "spearman" in wide else np.nan
@@ -59,19 +71,45 @@ def cell_summary(cell: Path, rows: pd.DataFrame) -> dict[str, float]:
     for name, r in ratios.iterrows():
         tag = name.split(" | ")[0].replace("attribute ", "odds_ratio ")
         out[tag] = f"{r['odds_ratio']:.2f} [{r['odds_ratio_low']:.2f}, {r['odds_ratio_high']:.2f}]"
-    ok = rows[rows["status"] == "ok"]
     for attack in ("membership_lira", "membership_rmia"):
-        mine = ok[ok["attack"] == attack]
-        for metric in ("repeat_jaccard", "repeat_stable_share"):
-            values = mine.loc[mine["metric"] == metric, "value"]
-            out[f"{attack.removeprefix('membership_')}_{metric}"] = float(values.mean()) if len(values) else np.nan
+        for metric, value in repeatability(cell / attack).items():
+            out[f"{attack.removeprefix('membership_')}_{metric}"] = value
     return out
 
 
-def cell_text(value) -> str:
-    """Counts as integers, shares to three decimals, text as it is."""
-    if isinstance(value, float):
-        return "" if np.isnan(value) else f"{value:.0f}" if value.is_integer() and value > 1 else f"{value:.3f}"
+def repeatability(attack_dir: Path) -> dict[str, float]:
+    """:func:`repeat_agreement` (the Jaccard of the members flagged at 1% FPR between repeats, its
+    chance value, the share flagged by every repeat) per variant from every ``repeats.parquet``
+    under ``attack_dir``, averaged over the variants; recomputed from the saved scores, so cells
+    written before the chance value was a row have it too."""
+    found = []
+    for path in sorted(attack_dir.glob("*/repeats.parquet")):
+        table = pd.read_parquet(path)
+        for _, variant in table.groupby("variant"):
+            runs = [(r["label"].to_numpy(), r["score"].to_numpy()) for _, r in variant.groupby("repeat")]
+            found.append(repeat_agreement(runs))
+    keys = ("repeat_jaccard", "repeat_jaccard_chance", "repeat_stable_share")
+    return {k: float(np.nanmean([f[k] for f in found])) if found else np.nan for k in keys}
+
+
+COUNTS = (
+    "seed",
+    "seeds",
+    "series",
+    "flagging",
+    "any",
+    "all",
+)  # columns of whole numbers (a mean over seeds to one decimal)
+
+
+def cell_text(value, column: str) -> str:
+    """Counts as whole numbers, shares to three decimals, text as it is."""
+    if isinstance(value, (float, np.floating)):
+        if np.isnan(value):
+            return ""
+        if column in COUNTS:
+            return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+        return f"{value:.3f}"
     return str(value)
 
 
@@ -79,7 +117,7 @@ def markdown(frame: pd.DataFrame) -> str:
     cols = list(frame.columns)
     lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
     for r in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(cell_text(v) for v in r) + " |")
+        lines.append("| " + " | ".join(cell_text(v, c) for v, c in zip(r, cols)) + " |")
     return "\n".join(lines)
 
 

@@ -129,6 +129,8 @@ def test_repeats_agree_by_hand():
     assert agreement["repeats"] == 2
     assert agreement["repeat_jaccard"] == pytest.approx(len(first & second) / len(first | second))
     assert agreement["repeat_stable_share"] == pytest.approx(len(first & second) / len(first))
+    # independent draws of 9 and 8 of the 10 members share 7.2 on average: 7.2 / (9 + 8 - 7.2)
+    assert agreement["repeat_jaccard_chance"] == pytest.approx(7.2 / 9.8)
 
 
 @pytest.mark.slow

@@ -91,6 +91,13 @@ def agreement(predictions: Sequence[int], reference: Sequence[int]) -> float:
     return float((a == b).mean())
 
 
+def jaccard_chance(a: float, b: float, m: float) -> float:
+    """The Jaccard index two independent random sets of ``a`` and ``b`` of ``m`` items share on
+    average (to first order): ``ab/m / (a + b - ab/m)``; NaN where both are empty."""
+    expected = a * b / m if m else 0.0
+    return float(expected / (a + b - expected)) if a + b > expected else float("nan")
+
+
 def too_few_negatives(metric: str, n_nonmembers: float | None) -> bool:
     """Whether ``tpr_at_fpr_<x>`` rests on fewer than ``1/x`` non-members."""
     if not metric.startswith("tpr_at_fpr_") or n_nonmembers is None:

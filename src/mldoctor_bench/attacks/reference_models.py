@@ -33,7 +33,7 @@ from mldoctor_bench.attacks.base import Attack, AttackContext, ModelRequest
 from mldoctor_bench.attacks.scoring import Scores, save_exposed, save_scores
 from mldoctor_bench.attacks.signals import loss_and_confidence
 from mldoctor_bench.knowledge import Labeled, balanced
-from mldoctor_bench.metrics import threshold_at_fpr
+from mldoctor_bench.metrics import jaccard_chance, threshold_at_fpr
 from mldoctor_bench.threat_models import BlackBoxAccess
 
 ONLINE, OFFLINE = "online", "offline"
@@ -253,7 +253,8 @@ class ReferenceModelAttack(Attack):
 
 def repeat_agreement(runs: list[tuple[np.ndarray, np.ndarray]], fpr: float = 0.01) -> dict[str, float]:
     """Whether the members one set of references flags at ``fpr`` are flagged again by the others:
-    ``repeat_jaccard``, the mean Jaccard index of the flagged members over pairs of repeats, and
+    ``repeat_jaccard``, the mean Jaccard index of the flagged members over pairs of repeats (and
+    ``repeat_jaccard_chance``, its mean for independent sets of the same sizes), and
     ``repeat_stable_share``, the share of the first repeat's flagged members that every repeat flags."""
     flagged = []
     for labels, score in runs:
@@ -261,10 +262,13 @@ def repeat_agreement(runs: list[tuple[np.ndarray, np.ndarray]], fpr: float = 0.0
         flagged.append(set(np.flatnonzero((score >= threshold) & (labels == 1)).tolist()))
     pairs = [(a, b) for i, a in enumerate(flagged) for b in flagged[i + 1 :]]
     jaccard = [len(a & b) / len(a | b) if a | b else np.nan for a, b in pairs]
+    members = float((runs[0][0] == 1).sum())
+    chance = [jaccard_chance(len(a), len(b), members) for a, b in pairs]
     stable = set.intersection(*flagged)
     return {
         "repeats": float(len(runs)),
         "repeat_jaccard": float(np.nanmean(jaccard)) if not all(np.isnan(jaccard)) else float("nan"),
+        "repeat_jaccard_chance": float(np.nanmean(chance)) if not all(np.isnan(chance)) else float("nan"),
         "repeat_stable_share": len(stable) / len(flagged[0]) if flagged[0] else float("nan"),
     }
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from mldoctor_bench.metrics import threshold_at_fpr
+from mldoctor_bench.metrics import jaccard_chance, threshold_at_fpr
 from mldoctor_bench.report.collect import read_scores, score_files
 from mldoctor_bench.report.significance import measurable
 from mldoctor_bench.report.stats import series_label
@@ -177,7 +177,6 @@ def pair_metrics(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, float]:
         union = (fa[draws] | fb[draws]).sum(1)
         boot = np.where(union > 0, (fa[draws] & fb[draws]).sum(1) / np.maximum(union, 1), np.nan)
         m, na, nb = len(fa), fa.sum(), fb.sum()
-        expected = na * nb / m
         low, high = np.nanpercentile(boot, [2.5, 97.5]) if not np.isnan(boot).all() else (math.nan, math.nan)
         out.update(
             jaccard=jaccard(fa, fb),
@@ -185,7 +184,7 @@ def pair_metrics(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, float]:
             jaccard_high=float(high),
             flagged_a=float(na),
             flagged_b=float(nb),
-            jaccard_chance=float(expected / (na + nb - expected)) if na + nb > expected else math.nan,
+            jaccard_chance=jaccard_chance(na, nb, m),
         )
     return out
 
