@@ -1,8 +1,8 @@
 """Summarise the ``exposure`` sweep (``make exposure``): per cell and then per architecture (mean
 over seeds), what share of the members flagged at 1% FPR every membership series agrees on (and at
-least half of them, and only one), how
-far pairs of series agree beyond chance, whether attribute leakage concentrates on the members the
-strongest membership series flags, and whether LiRA's and RMIA's flags repeat with other references.
+least half of them, and only one), how far pairs of series agree beyond chance (and the strongest
+two attacks), whether attribute leakage concentrates on the members the strongest membership series
+flags, and whether LiRA's and RMIA's flags repeat with other references.
 
     mldoctor-bench -m +experiment=exposure results_dir=results/exposure
     python scripts/exposure_summary.py results/exposure
@@ -77,6 +77,30 @@ def cell_summary(cell: Path, rows: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def strongest_pair(cell: Path, rows: pd.DataFrame) -> dict:
+    """The full-candidate membership series that flags the most members at 1% FPR and the one that
+    flags the most of another attack (two variants of one attack share its models), and their
+    cross-attack row: the Jaccard of their flagged members (interval, chance) and Spearman."""
+    table = pd.read_parquet(cell / EXPOSURE)
+    members = table[(table["family"] == "membership") & (table["member"] == 1)]
+    widest = members.groupby("series").size()
+    attack_of = dict(zip(members["series"], members["attack"]))
+    counts = {k: len(v) for k, v in flagged_sets(table).items() if widest.get(k, 0) == widest.max()}
+    ranked = sorted(counts, key=lambda k: (-counts[k], k))
+    top = ranked[:1] + [k for k in ranked if ranked and attack_of[k] != attack_of[ranked[0]]][:1]
+    out = {"arch": rows["arch"].iloc[0], "seed": int(rows["seed"].iloc[0]), "pair": " | ".join(top)}
+    cross = rows[(rows["attack"] == "exposure") & (rows["status"] == "ok")]
+    pair = cross[cross["variant"].isin([" | ".join(top), " | ".join(top[::-1])])]
+    value = pair.set_index("metric")["value"]
+    if len(top) < 2 or value.empty:
+        return out
+    out["flagged"] = f"{value['flagged_a']:.0f}, {value['flagged_b']:.0f}"
+    out["jaccard"] = f"{value['jaccard']:.3f} [{value['jaccard_low']:.3f}, {value['jaccard_high']:.3f}]"
+    out["chance"] = float(value["jaccard_chance"])
+    out["spearman"] = float(value["spearman"])
+    return out
+
+
 def repeatability(attack_dir: Path) -> dict[str, float]:
     """:func:`repeat_agreement` (the Jaccard of the members flagged at 1% FPR between repeats, its
     chance value, the share flagged by every repeat) per variant from every ``repeats.parquet``
@@ -127,11 +151,12 @@ def main() -> None:
     args = parser.parse_args()
     source = locate(args.results_dir)
     frame = merge_tables(source.tables)
-    lines = []
+    lines, pairs = [], []
     for cell in source.cell_dirs:
         if not (cell / EXPOSURE).exists():
             continue
         lines.append(cell_summary(cell, rows_of(cell, frame)))
+        pairs.append(strongest_pair(cell, rows_of(cell, frame)))
     if not lines:
         raise SystemExit(f"no finished cell under {args.results_dir} has {EXPOSURE}")
     cells = pd.DataFrame(lines).sort_values(["arch", "seed"])
@@ -142,6 +167,8 @@ def main() -> None:
     means.insert(1, "seeds", cells.groupby("arch")["seed"].nunique().to_numpy())
     print("\nMean over seeds, per architecture:\n")
     print(markdown(means))
+    print("\nThe series that flags the most members and the strongest of another attack, per cell:\n")
+    print(markdown(pd.DataFrame(pairs).sort_values(["arch", "seed"])))
 
 
 if __name__ == "__main__":
