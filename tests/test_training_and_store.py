@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mldoctor_bench.data import four_quarters, load_dataset
-from mldoctor_bench.store import ModelStore, chunks
+from mldoctor_bench.store import ModelStore
 from mldoctor_bench.training import Recipe, TrainJob, accuracy, seeded_model, train_classifier
 
 RECIPE = Recipe(epochs=8, batch_size=32, lr_milestones=())
@@ -77,7 +77,7 @@ def test_store_trains_only_the_missing_models_together_and_records_their_time(tm
     )
     batches = []
 
-    def fit(models, which):
+    def fit(models, which, keep):
         batches.append(list(which))
         for m in models:
             train_classifier(m, x, y, RECIPE, seed=1)
@@ -98,36 +98,27 @@ def test_store_trains_only_the_missing_models_together_and_records_their_time(tm
     assert stored[2].manifest["metrics"] == {"n": 2.0}
 
 
-def test_a_group_trained_in_parts_keeps_the_parts_it_finished_when_interrupted(tmp_path):
+def test_a_group_keeps_the_models_it_finished_when_interrupted(tmp_path):
     job, data, x, y, _ = job_and_data()
-    jobs = [
-        TrainJob(f"ref-{k}", "simple_cnn", RECIPE, k, job.dataset_fingerprint, job.indices_digest) for k in range(5)
-    ]
-    store, batches = ModelStore(tmp_path), []
-
-    def fit(models, which):
-        batches.append(list(which))
-        if len(batches) == 2:
-            raise KeyboardInterrupt  # Ctrl-C while the second part trains
-        return [{} for _ in which]
-
+    jobs = [TrainJob(f"r{k}", "simple_cnn", RECIPE, k, job.dataset_fingerprint, job.indices_digest) for k in range(4)]
     payloads = [j.cache_key_payload() for j in jobs]
+    store = ModelStore(tmp_path)
+
+    def fit(models, which, keep):
+        keep(0, {"n": 0.0}, 2.0)  # the first finished: stored at once, with its own seconds
+        keep(1, {"n": 1.0}, 3.0)
+        raise KeyboardInterrupt  # Ctrl-C while the other two train
+
     with pytest.raises(KeyboardInterrupt):
-        store.get_or_train_many(payloads, lambda i: seeded_model(jobs[i], data), fit, chunk=2)
-    # two parts, the lone fifth model merged into the second: it trains as it would beside the others
-    assert batches == [[0, 1], [2, 3, 4]]
-    assert [store.holds(store.key(p)) for p in payloads] == [True, True, False, False, False]
-    batches.clear()
-    stored = store.get_or_train_many(payloads, lambda i: seeded_model(jobs[i], data), lambda m, w: [{} for _ in w])
-    assert [s.reused for s in stored] == [True, True, False, False, False]
-
-
-def test_chunks_never_leave_a_model_alone_unless_it_is_alone():
-    assert chunks([1, 2, 3, 4], 2) == [[1, 2], [3, 4]]
-    assert chunks([1, 2, 3], 2) == [[1, 2, 3]]
-    assert chunks([1, 2, 3, 4, 5, 6, 7], 3) == [[1, 2, 3], [4, 5, 6, 7]]
-    assert chunks([1], 2) == [[1]] and chunks([], 2) == []
-    assert chunks([1, 2, 3], None) == [[1, 2, 3]]
+        store.get_or_train_many(payloads, lambda i: seeded_model(jobs[i], data), fit, images_seen=[600] * 4)
+    assert [store.holds(store.key(p)) for p in payloads] == [True, True, False, False]
+    trained = []
+    stored = store.get_or_train_many(
+        payloads, lambda i: seeded_model(jobs[i], data), lambda m, which, keep: trained.extend(which) or [{}, {}]
+    )
+    assert trained == [2, 3] and [s.reused for s in stored] == [True, True, False, False]
+    assert stored[1].manifest["train_seconds"] == 3.0 and stored[1].manifest["images_per_second"] == 200.0
+    assert stored[1].manifest["metrics"] == {"n": 1.0} and stored[1].manifest["trained_together"] == 4
 
 
 def test_a_store_without_a_folder_still_trains_a_model_once_per_process():

@@ -24,6 +24,9 @@ from torch import nn
 from mldoctor_bench.files import atomic_write_text, save_weights
 from mldoctor_bench.provenance import stable_hash
 
+# keep(k, metrics, seconds): store the k-th model of a group as soon as it is trained
+Keep = Callable[[int, dict, float], None]
+
 
 @dataclass
 class StoredModel:
@@ -33,20 +36,6 @@ class StoredModel:
     manifest: dict
     path: Optional[Path]
     reused: bool
-
-
-def chunks(items: list, size: Optional[int]) -> list[list]:
-    """``items`` in parts of ``size`` (all in one part for None), a last part of one merged into the
-    part before it: a model trains alone only when it is alone, so that how a model trains (one
-    intra-op thread beside others, or all threads alone) does not depend on where the parts fall."""
-    if not items:
-        return []
-    size = size or len(items)
-    parts = [items[start : start + size] for start in range(0, len(items), size)]
-    if len(parts) > 1 and len(parts[-1]) == 1:
-        last = parts.pop()
-        parts[-1] = parts[-1] + last
-    return parts
 
 
 class ModelStore:
@@ -85,7 +74,7 @@ class ModelStore:
         return self.get_or_train_many(
             [payload],
             lambda i: build(),
-            lambda models, which: [train(models[0])],
+            lambda models, which, keep: [train(models[0])],
             None if images_seen is None else [images_seen],
         )[0]
 
@@ -93,18 +82,19 @@ class ModelStore:
         self,
         payloads: Sequence[dict],
         build: Callable[[int], nn.Module],
-        train: Callable[[list[nn.Module], list[int]], list[dict]],
+        train: Callable[[list[nn.Module], list[int], Keep], Optional[list[dict]]],
         images_seen: Optional[Sequence[Optional[int]]] = None,
-        chunk: Optional[int] = None,
     ) -> list[StoredModel]:
         """The models of ``payloads``: each loaded if stored; the missing ones built
-        (``build(i)``) and trained together by ``train(models, which)``, which returns one metrics
-        dict per model (``which``: their positions in ``payloads``), then stored.
+        (``build(i)``) and trained together by ``train(models, which, keep)`` (``which``: their
+        positions in ``payloads``), then stored.
 
-        With ``chunk``, the missing models train about ``chunk`` at a time (:func:`chunks`) and each
-        part is stored as soon as it is trained, so an interrupted group keeps what it finished (None:
-        all in one call, as models stacked into one must). Each trained model's manifest records its share of the
-        training time, the number trained together and, given ``images_seen``, images per second."""
+        ``train`` either stores each model as soon as it is trained, by calling ``keep(k, metrics,
+        seconds)`` (``k``: its position in ``models``; ``seconds``: the machine time it took), so
+        that an interrupted group keeps every model it finished, and returns None; or returns one
+        metrics dict per model at the end, and the models share the elapsed time equally (as models
+        stacked into one must). Each trained model's manifest records its training seconds, the
+        number trained together and, given ``images_seen``, images per second."""
         keys = [self.key(p) for p in payloads]
         with self._locked(keys):
             out: dict[int, StoredModel] = {}
@@ -112,9 +102,9 @@ class ModelStore:
                 found = self._load(key, lambda i=i: build(i))
                 if found is not None:
                     out[i] = found
-            for part in chunks([i for i in range(len(payloads)) if i not in out], chunk):
-                models = {i: build(i) for i in part}
-                out.update(zip(models, self._train(payloads, models, train, images_seen, keys)))
+            missing = {i: build(i) for i in range(len(payloads)) if i not in out}
+            if missing:
+                out.update(zip(missing, self._train(payloads, missing, train, images_seen, keys)))
             return [out[i] for i in range(len(payloads))]
 
     def _locked(self, keys: Sequence[str]) -> contextlib.ExitStack:
@@ -140,31 +130,43 @@ class ModelStore:
         return None
 
     def _train(self, payloads, models: dict, train, images_seen, keys) -> list[StoredModel]:
-        """Train ``models`` (position -> model) together and keep each: on disk, or in memory."""
-        which = list(models)
+        """Train ``models`` (position -> model) together and keep each, as ``train`` finishes it or
+        at the end: on disk, or in memory."""
+        which, stored = list(models), {}
+
+        def keep(k: int, metrics: dict, seconds: float) -> None:
+            i = which[k]
+            stored[i] = self._keep(keys[i], payloads[i], models[i], metrics, seconds, len(which), images_seen, i)
+
         started = time.perf_counter()
-        metrics = train([models[i] for i in which], which)
+        metrics = train([models[i] for i in which], which, keep)
         share = (time.perf_counter() - started) / len(which)
-        stored = []
-        for i, m in zip(which, metrics):
-            # the layout the weights are saved and loaded in: a model used just after training then
-            # computes what its reload computes, bit for bit (training leaves conv weights channels-last)
-            models[i].to(memory_format=torch.contiguous_format)
-            manifest = {
-                "key": keys[i],
-                "payload": payloads[i],
-                "metrics": m,
-                "train_seconds": round(share, 3),
-                "trained_together": len(which),
-            }
-            if images_seen is not None and images_seen[i] and share > 0:
-                manifest["images_per_second"] = round(images_seen[i] / share, 1)
-            path = None
-            if self.root is not None:
-                path, manifest_path = self.paths(keys[i])
-                save_weights(models[i], path)
-                atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
-            stored.append(StoredModel(models[i].eval(), manifest, path, False))
-            if self.root is None:
-                self._memory[keys[i]] = stored[-1]
+        for k, m in enumerate(metrics or []):
+            if which[k] not in stored:
+                keep(k, m, share)
+        return [stored[i] for i in which]
+
+    def _keep(self, key, payload, model, metrics, seconds, together, images_seen, i) -> StoredModel:
+        """Store one trained model with its manifest (its training seconds, how many trained with it
+        and, given ``images_seen``, images per second)."""
+        # the layout the weights are saved and loaded in: a model used just after training then
+        # computes what its reload computes, bit for bit (training leaves conv weights channels-last)
+        model.to(memory_format=torch.contiguous_format)
+        manifest = {
+            "key": key,
+            "payload": payload,
+            "metrics": metrics,
+            "train_seconds": round(seconds, 3),
+            "trained_together": together,
+        }
+        if images_seen is not None and images_seen[i] and seconds > 0:
+            manifest["images_per_second"] = round(images_seen[i] / seconds, 1)
+        path = None
+        if self.root is not None:
+            path, manifest_path = self.paths(key)
+            save_weights(model, path)
+            atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
+        stored = StoredModel(model.eval(), manifest, path, False)
+        if self.root is None:
+            self._memory[key] = stored
         return stored

@@ -10,6 +10,7 @@ side (threads on a multi-core CPU, stacked on CUDA: :mod:`mldoctor_bench.many_mo
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Optional, Union
 
@@ -35,9 +36,9 @@ from mldoctor_bench.many_models import (
 )
 from mldoctor_bench.models import build_model
 from mldoctor_bench.provenance import source_hash, stable_hash
-from mldoctor_bench.store import ModelStore, StoredModel
+from mldoctor_bench.store import Keep, ModelStore, StoredModel
 from mldoctor_bench.threat_models import THREAT_MODELS, BlackBoxAccess, access_for
-from mldoctor_bench.timings import MODEL, Timings
+from mldoctor_bench.timings import MODEL, Phase, Timings
 from mldoctor_bench.training import Recipe, TrainJob
 
 Builder = Callable[[int, int, int], nn.Module]  # (in_channels, classes, image_size) -> an untrained model
@@ -285,32 +286,11 @@ class ModelProvider(ModelService):
         """:meth:`obtain` for one group, as one timed phase."""
         names = group_name([i.role for i in items])
         with self.timings.phase(f"train {names}", MODEL) as phase:
-
-            def train(models: list[nn.Module], which: list[int]) -> list[dict]:
-                chosen = [items[i] for i in which]
-                mode = phase.info["batch_models"] = self.mode(chosen, models)
-                if mode == STACKED:
-                    spec = chosen[0]
-                    advance = self.bars(f"train {names} stacked ({spec.arch})", spec.recipe.epochs * len(models))
-                    rows = [TrainingRows(s.images.to(self.device), s.targets.to(self.device), s.seed) for s in chosen]
-                    train_many(
-                        models, rows, spec.recipe, STACKED, on_epoch=lambda e, n, loss: advance(1, f"loss {loss:.3f}")
-                    )
-                    return [self.measure(s, m) for s, m in zip(chosen, models)]
-                if mode == THREADS:
-                    return train_in_threads(
-                        [lambda s=s, m=m: self.fit(s, m) for s, m in zip(chosen, models)],
-                        sizes=[self.images_seen(s) or 0 for s in chosen],
-                    )
-                return [self.fit(s, m) for s, m in zip(chosen, models)]
-
             stored = self.store.get_or_train_many(
                 [self.key(i) for i in items],
                 lambda i: self.build(items[i]),
-                train,
+                lambda models, which, keep: self.train_group(names, [items[i] for i in which], models, keep, phase),
                 images_seen=[self.images_seen(i) for i in items],
-                # stored as they finish, a core's worth at a time, unless stacked into one model
-                chunk=None if device_rule(self.recipe.batch_models, self.device) == STACKED else cpu_cores(),
             )
             if all(s.reused for s in stored):
                 phase.name = f"load {names}"
@@ -331,6 +311,36 @@ class ModelProvider(ModelService):
             if s.reused and s.path is not None:
                 ui.console.print(f"[dim]reused cached {item.role} model {s.path.name}[/]")
         return stored
+
+    def train_group(
+        self, names: str, chosen: list[Wanted], models: list[nn.Module], keep: Keep, phase: Phase
+    ) -> Optional[list[dict]]:
+        """Train ``models`` in place, together as the device allows (:meth:`mode`), each stored by
+        ``keep`` as soon as it is trained, so that an interruption loses only the models in training;
+        stacked models finish together and return their metrics instead."""
+        mode = phase.info["batch_models"] = self.mode(chosen, models)
+        if mode == STACKED:
+            spec = chosen[0]
+            advance = self.bars(f"train {names} stacked ({spec.arch})", spec.recipe.epochs * len(models))
+            rows = [TrainingRows(s.images.to(self.device), s.targets.to(self.device), s.seed) for s in chosen]
+            train_many(models, rows, spec.recipe, STACKED, on_epoch=lambda e, n, loss: advance(1, f"loss {loss:.3f}"))
+            return [self.measure(s, m) for s, m in zip(chosen, models)]
+        # threads: each model on one core beside the others, so its share of the machine is its wall
+        # time over the number training side by side
+        side_by_side = min(len(models), cpu_cores()) if mode == THREADS else 1
+
+        def fit_and_keep(k: int) -> None:
+            started = time.perf_counter()
+            metrics = self.fit(chosen[k], models[k])
+            keep(k, metrics, (time.perf_counter() - started) / side_by_side)
+
+        if mode == THREADS:
+            tasks = [lambda k=k: fit_and_keep(k) for k in range(len(models))]
+            train_in_threads(tasks, sizes=[self.images_seen(s) or 0 for s in chosen])
+        else:
+            for k in range(len(models)):
+                fit_and_keep(k)
+        return None
 
     def mode(self, chosen: list[Wanted], models: list[nn.Module]) -> str:
         """How ``chosen`` train (see :mod:`mldoctor_bench.many_models`): stacked only when all train
