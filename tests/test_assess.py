@@ -34,7 +34,7 @@ QUICK = [
     "data.quarter_size=60",
     "train.epochs=4",
     "device=cpu",
-    "attack=[membership,membership_rmia,inversion,attribute,stealing]",
+    "attack=[membership,membership_rmia,membership_qmia,inversion,attribute,stealing]",
     "threat_model=[blackbox_shadow,whitebox_shadow,whitebox_none]",
 ]
 

@@ -68,3 +68,20 @@ def test_no_variant_is_refused_before_training():
     with pytest.raises(ValueError, match="choose at least one variant"):
         attack.check_settings(attack.Settings(variants=[]))
     assert attack.family == "membership" and attack.threat_models == ("blackbox_shadow",)
+
+
+def test_the_regressor_of_an_architecture_with_fixed_outputs_gets_a_head_of_the_wanted_width():
+    """An owner's model.factory ignores the number of outputs asked for; QMIA still needs 2 per class."""
+    from mldoctor_bench.attacks.base import ModelService
+
+    class FixedOutputs(ModelService):
+        def builder(self, arch):
+            return lambda channels, outputs, size: torch.nn.Sequential(
+                torch.nn.Flatten(), torch.nn.Linear(channels * size * size, 10)
+            )
+
+    images = torch.rand(3, 1, 28, 28)
+    regressor = FixedOutputs().untrained("owner-x", 1, 20, 28)
+    assert regressor(images).shape == (3, 20) and regressor.training
+    registry = ModelService().untrained("simple_cnn", 1, 20, 28)  # the registry's own head: no extra layer
+    assert not isinstance(registry, torch.nn.Sequential) and registry(images).shape == (3, 20)

@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from mldoctor_bench.knowledge import AttackerKnowledge, Evaluation, Labeled
-from mldoctor_bench.models import Classifier
+from mldoctor_bench.models import Classifier, build_model
 from mldoctor_bench.registry import Registry
 from mldoctor_bench.settings import NoSettings
 from mldoctor_bench.store import StoredModel
@@ -81,6 +81,23 @@ class ModelService:
             else self.classifier(r.role, r.images, r.targets, r.epochs, r.arch)
             for r in requests
         ]
+
+    def builder(self, arch: str) -> Callable[[int, int, int], torch.nn.Module]:
+        """``(in_channels, outputs, image_size) -> untrained model`` for ``arch`` (a registry
+        architecture here; the owner's too in the cell's provider)."""
+        return lambda channels, outputs, size: build_model(arch, channels, outputs, size)
+
+    def untrained(self, arch: str, in_channels: int, outputs: int, image_size: int) -> torch.nn.Module:
+        """An untrained ``arch`` with ``outputs`` outputs (a regressor's, say). An architecture that
+        fixes its own number of outputs (an owner's ``model.factory``) gets a linear layer from
+        them to ``outputs``, seeded as the rest of the model is, by the caller's generator."""
+        model = self.builder(arch)(in_channels, outputs, image_size)
+        probe = torch.zeros(2, in_channels, image_size, image_size)
+        was_training = model.training
+        with torch.no_grad():
+            width = int(model.eval()(probe).shape[-1])
+        model.train(was_training)
+        return model if width == outputs else torch.nn.Sequential(model, torch.nn.Linear(width, outputs))
 
     def released(self, model: Classifier) -> BlackBoxAccess:
         """The attacker's black-box view of its own ``model``, released as its shadow model's

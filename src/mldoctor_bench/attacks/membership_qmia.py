@@ -46,7 +46,6 @@ from mldoctor_bench.attacks.scoring import save_exposed, save_scores
 from mldoctor_bench.attacks.signals import loss_and_confidence
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.metrics import membership_metrics
-from mldoctor_bench.models import build_model
 from mldoctor_bench.settings import setting
 from mldoctor_bench.training import iterate_batches, model_inputs, predict_logits
 
@@ -182,7 +181,7 @@ class QuantileRegressionMembershipInference(Attack):
         def build() -> torch.nn.Module:
             with torch.random.fork_rng(devices=[]):  # the global generator is left as it was
                 torch.manual_seed(ctx.seed)
-                return build_model(arch, channels, ctx.num_classes * OUTPUTS[variant], size)
+                return ctx.models.untrained(arch, channels, ctx.num_classes * OUTPUTS[variant], size)
 
         def train(model: torch.nn.Module) -> dict:
             images, targets = public.images.to(ctx.device), phi.float().to(ctx.device)

@@ -34,7 +34,6 @@ from mldoctor_bench.many_models import (
     train_in_threads,
     train_many,
 )
-from mldoctor_bench.models import build_model
 from mldoctor_bench.provenance import source_hash, stable_hash
 from mldoctor_bench.store import Keep, ModelStore, StoredModel
 from mldoctor_bench.threat_models import THREAT_MODELS, BlackBoxAccess, access_for
@@ -186,6 +185,9 @@ class ModelProvider(ModelService):
         keys = [self.store.key(self.key(w)) for w in wanted]
         return {k: self.images_seen(w) or 0 for k, w in zip(keys, wanted) if not self.store.holds(k)}
 
+    def builder(self, arch: str) -> Builder:
+        return self.architectures.get(arch) or super().builder(arch)
+
     def cached(self, role, payload, build, train):
         return self.obtain([CachedRequest(role, payload, build, train)])[0]
 
@@ -205,10 +207,9 @@ class ModelProvider(ModelService):
         """An untrained model: the spec's architecture from its seed (under its defense's changes)."""
         if isinstance(item, CachedRequest):
             return item.build()
-        builder = self.architectures.get(item.arch) or (lambda c, k, s: build_model(item.arch, c, k, s))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(item.seed)
-            model = builder(self.data.channels, self.data.num_classes, self.data.image_size)
+            model = self.builder(item.arch)(self.data.channels, self.data.num_classes, self.data.image_size)
         return item.defense.prepare_model(model) if item.defense is not None else model
 
     def fit(self, item: Wanted, model: nn.Module) -> dict:
