@@ -59,3 +59,18 @@ def test_the_shipped_frontier_ranks_each_attack_by_its_best_pareto_optimal_serie
     # Pareto-optimal: none of them is beaten on both cost and power by another row
     for row in table[table["pareto"]].itertuples():
         assert not ((table["cost_s"] <= row.cost_s) & (table["tpr"] > row.tpr)).any(), row
+
+
+def test_mldoctor_assess_selects_every_attack_on_the_shipped_frontier_by_default():
+    """The budget, not the selection, decides which frontier attacks an owner's assessment runs."""
+    from hydra import compose, initialize_config_module
+
+    from mldoctor_bench.cell.budget import frontier_power
+
+    with initialize_config_module("mldoctor_bench.conf", version_base="1.3"):
+        assess, bench = compose("assess"), compose("config")
+    on_frontier = set(frontier_power())
+    assert {"membership_qmia", "membership_lira", "membership_rmia"} <= on_frontier <= set(assess.attack)
+    # the benchmark's default run keeps its own, cheaper selection
+    assert set(assess.attack) - set(bench.attack) == {"membership_qmia", "membership_lira"}
+    assert assess.assess.budget_s is not None
