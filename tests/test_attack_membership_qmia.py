@@ -85,3 +85,16 @@ def test_the_regressor_of_an_architecture_with_fixed_outputs_gets_a_head_of_the_
     assert regressor(images).shape == (3, 20) and regressor.training
     registry = ModelService().untrained("simple_cnn", 1, 20, 28)  # the registry's own head: no extra layer
     assert not isinstance(registry, torch.nn.Sequential) and registry(images).shape == (3, 20)
+
+
+def test_the_regressor_draws_nothing_from_the_global_generator_so_it_may_train_in_threads():
+    """Why its model request is thread-safe: a request that is not makes its whole group sequential."""
+    from mldoctor_bench.attacks.membership_qmia import QmiaSettings, fit_regressor
+    from mldoctor_bench.models import build_model
+
+    model = build_model("simple_cnn", 1, 20, 28)
+    images = torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8)
+    phi = torch.randn(40, 10)
+    before = torch.random.get_rng_state()
+    fit_regressor(model, images, phi, "gaussian", QmiaSettings(epochs=2, batch_size=16), seed=3)
+    assert torch.equal(torch.random.get_rng_state(), before)

@@ -199,7 +199,11 @@ class QuantileRegressionMembershipInference(Attack):
             "threat_model": ctx.threat_model.name,
         }
         # the cell's identity, part of every cached model's key, fixes the target and its defense
-        return CachedRequest(f"qmia-{variant}", payload, build, train, images_seen=len(public) * s.epochs)
+        # fit_regressor shuffles with its own generator: the regressor may train beside the attack's
+        # other models in threads (a request that is not thread-safe makes its whole group sequential)
+        return CachedRequest(
+            f"qmia-{variant}", payload, build, train, thread_safe=True, images_seen=len(public) * s.epochs
+        )
 
     def fitted(self, ctx: AttackContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The shadow rows the regressors fit and those held out, and the target's ``phi`` of every
