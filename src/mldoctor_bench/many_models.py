@@ -122,13 +122,18 @@ def train_many(
     return mode
 
 
+def side_by_side(tasks: int) -> int:
+    """How many of ``tasks`` :func:`train_in_threads` runs at once: one per core."""
+    return min(tasks, cpu_cores())
+
+
 def train_in_threads(tasks: Sequence[Callable[[], object]], sizes: Optional[Sequence[float]] = None) -> list:
     """Run ``tasks`` one per core, each with a single intra-op thread; their results in order.
     Given their ``sizes``, the largest start first, so that no core waits alone at the end."""
     order = sorted(range(len(tasks)), key=lambda i: -sizes[i]) if sizes is not None else list(range(len(tasks)))
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
-    pool = ThreadPoolExecutor(max_workers=min(len(tasks), cpu_cores()))
+    pool = ThreadPoolExecutor(max_workers=side_by_side(len(tasks)))
     try:
         done = dict(zip(order, pool.map(lambda i: tasks[i](), order)))
     except KeyboardInterrupt:  # leave the workers behind: the caller exits without waiting for them

@@ -136,7 +136,8 @@ class ModelStore:
 
         def keep(k: int, metrics: dict, seconds: float) -> None:
             i = which[k]
-            stored[i] = self._keep(keys[i], payloads[i], models[i], metrics, seconds, len(which), images_seen, i)
+            images = images_seen[i] if images_seen is not None else None
+            stored[i] = self._keep(keys[i], payloads[i], models[i], metrics, seconds, len(which), images)
 
         started = time.perf_counter()
         metrics = train([models[i] for i in which], which, keep)
@@ -146,9 +147,9 @@ class ModelStore:
                 keep(k, m, share)
         return [stored[i] for i in which]
 
-    def _keep(self, key, payload, model, metrics, seconds, together, images_seen, i) -> StoredModel:
+    def _keep(self, key, payload, model, metrics, seconds, together, images) -> StoredModel:
         """Store one trained model with its manifest (its training seconds, how many trained with it
-        and, given ``images_seen``, images per second)."""
+        and, given the ``images`` it saw in training, images per second)."""
         # the layout the weights are saved and loaded in: a model used just after training then
         # computes what its reload computes, bit for bit (training leaves conv weights channels-last)
         model.to(memory_format=torch.contiguous_format)
@@ -159,8 +160,8 @@ class ModelStore:
             "train_seconds": round(seconds, 3),
             "trained_together": together,
         }
-        if images_seen is not None and images_seen[i] and seconds > 0:
-            manifest["images_per_second"] = round(images_seen[i] / seconds, 1)
+        if images and seconds > 0:
+            manifest["images_per_second"] = round(images / seconds, 1)
         path = None
         if self.root is not None:
             path, manifest_path = self.paths(key)

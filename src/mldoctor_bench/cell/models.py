@@ -29,8 +29,8 @@ from mldoctor_bench.many_models import (
     THREADS,
     TrainingRows,
     choose_mode,
-    cpu_cores,
     device_rule,
+    side_by_side,
     train_in_threads,
     train_many,
 )
@@ -328,12 +328,12 @@ class ModelProvider(ModelService):
             return [self.measure(s, m) for s, m in zip(chosen, models)]
         # threads: each model on one core beside the others, so its share of the machine is its wall
         # time over the number training side by side
-        side_by_side = min(len(models), cpu_cores()) if mode == THREADS else 1
+        together = side_by_side(len(models)) if mode == THREADS else 1
 
         def fit_and_keep(k: int) -> None:
             started = time.perf_counter()
             metrics = self.fit(chosen[k], models[k])
-            keep(k, metrics, (time.perf_counter() - started) / side_by_side)
+            keep(k, metrics, (time.perf_counter() - started) / together)
 
         if mode == THREADS:
             tasks = [lambda k=k: fit_and_keep(k) for k in range(len(models))]
