@@ -28,16 +28,28 @@ from mldoctor_bench.report.exposure_section import flagged_sets, rows_of
 from mldoctor_bench.results import merge_tables
 
 
+def full_series(table: pd.DataFrame) -> tuple[set[str], dict[str, set]]:
+    """The membership series that score every candidate (the label-only subsets are left out), and
+    the members each of them flags at 1% FPR, by series."""
+    members = table[(table["family"] == "membership") & (table["member"] == 1)]
+    widest = members.groupby("series").size()
+    full = set(widest[widest == widest.max()].index)
+    return full, {series: flagged for series, flagged in flagged_sets(table).items() if series in full}
+
+
+def cross_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The cell's cross-attack rows (family and attack ``exposure``) that were computed."""
+    return rows[(rows["attack"] == "exposure") & (rows["status"] == "ok")]
+
+
 def agreement(table: pd.DataFrame) -> dict[str, float]:
     """Among the membership series that score every candidate and flag at least one member at 1% FPR
     (a series that flags none, such as a binary score whose ties stop short of 1% FPR, would make
     every intersection empty): how many members any of them flags, how many all of them flag, and
     those shares of the members any flags that at least half of the series flag and that only one
     series flags."""
-    members = table[(table["family"] == "membership") & (table["member"] == 1)]
-    widest = members.groupby("series").size()
-    full = set(widest[widest == widest.max()].index)
-    sets = [flagged for series, flagged in flagged_sets(table).items() if series in full and flagged]
+    full, flagged_by = full_series(table)
+    sets = [flagged for flagged in flagged_by.values() if flagged]
     out = {"series": float(len(full)), "flagging": float(len(sets))}
     if len(sets) < 2:
         return {**out, "any": np.nan, "all": np.nan, "share_all": np.nan}
@@ -54,14 +66,13 @@ def agreement(table: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def cell_summary(cell: Path, rows: pd.DataFrame) -> dict[str, float]:
+def cell_summary(cell: Path, table: pd.DataFrame, rows: pd.DataFrame) -> dict[str, float]:
     """One cell's line: agreement, pairwise Jaccard against chance (pairs of series that both flag a
     member), the attribute odds ratio and the repeatability of LiRA and RMIA (means over their
     variants)."""
     out = {"arch": rows["arch"].iloc[0], "seed": int(rows["seed"].iloc[0])}
-    out.update(agreement(pd.read_parquet(cell / EXPOSURE)))
-    cross = rows[(rows["attack"] == "exposure") & (rows["status"] == "ok")]
-    wide = cross.pivot_table(index="variant", columns="metric", values="value")
+    out.update(agreement(table))
+    wide = cross_rows(rows).pivot_table(index="variant", columns="metric", values="value")
     pairs = wide.dropna(subset=["jaccard"]) if "jaccard" in wide else wide.iloc[:0]
     pairs = pairs[(pairs["flagged_a"] > 0) & (pairs["flagged_b"] > 0)]  # as in agreement(): both flag someone
     out["pair_jaccard"] = float(pairs["jaccard"].mean()) if len(pairs) else np.nan
@@ -77,19 +88,16 @@ def cell_summary(cell: Path, rows: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def strongest_pair(cell: Path, rows: pd.DataFrame) -> dict:
+def strongest_pair(table: pd.DataFrame, rows: pd.DataFrame) -> dict:
     """The full-candidate membership series that flags the most members at 1% FPR and the one that
     flags the most of another attack (two variants of one attack share its models), and their
     cross-attack row: the Jaccard of their flagged members (interval, chance) and Spearman."""
-    table = pd.read_parquet(cell / EXPOSURE)
-    members = table[(table["family"] == "membership") & (table["member"] == 1)]
-    widest = members.groupby("series").size()
-    attack_of = dict(zip(members["series"], members["attack"]))
-    counts = {k: len(v) for k, v in flagged_sets(table).items() if widest.get(k, 0) == widest.max()}
+    attack_of = dict(zip(table["series"], table["attack"]))
+    counts = {series: len(flagged) for series, flagged in full_series(table)[1].items()}
     ranked = sorted(counts, key=lambda k: (-counts[k], k))
     top = ranked[:1] + [k for k in ranked if ranked and attack_of[k] != attack_of[ranked[0]]][:1]
     out = {"arch": rows["arch"].iloc[0], "seed": int(rows["seed"].iloc[0]), "pair": " | ".join(top)}
-    cross = rows[(rows["attack"] == "exposure") & (rows["status"] == "ok")]
+    cross = cross_rows(rows)
     pair = cross[cross["variant"].isin([" | ".join(top), " | ".join(top[::-1])])]
     value = pair.set_index("metric")["value"]
     if len(top) < 2 or value.empty:
@@ -116,14 +124,8 @@ def repeatability(attack_dir: Path) -> dict[str, float]:
     return {k: float(np.nanmean([f[k] for f in found])) if found else np.nan for k in keys}
 
 
-COUNTS = (
-    "seed",
-    "seeds",
-    "series",
-    "flagging",
-    "any",
-    "all",
-)  # columns of whole numbers (a mean over seeds to one decimal)
+# columns of whole numbers (a mean over seeds to one decimal)
+COUNTS = ("seed", "seeds", "series", "flagging", "any", "all")
 
 
 def cell_text(value, column: str) -> str:
@@ -155,8 +157,9 @@ def main() -> None:
     for cell in source.cell_dirs:
         if not (cell / EXPOSURE).exists():
             continue
-        lines.append(cell_summary(cell, rows_of(cell, frame)))
-        pairs.append(strongest_pair(cell, rows_of(cell, frame)))
+        table, rows = pd.read_parquet(cell / EXPOSURE), rows_of(cell, frame)
+        lines.append(cell_summary(cell, table, rows))
+        pairs.append(strongest_pair(table, rows))
     if not lines:
         raise SystemExit(f"no finished cell under {args.results_dir} has {EXPOSURE}")
     cells = pd.DataFrame(lines).sort_values(["arch", "seed"])
