@@ -42,6 +42,7 @@ def run(tm, data, tmp_path, own=None):
     )[""]
 
 
+@pytest.mark.planted
 @pytest.mark.parametrize("tm", ["whitebox_shadow", "whitebox_partial"])
 def test_recovers_a_planted_attribute_far_above_the_majority_baseline(tm, tmp_path):
     m = run(tm, planted_data(planted=True), tmp_path)
@@ -50,6 +51,7 @@ def test_recovers_a_planted_attribute_far_above_the_majority_baseline(tm, tmp_pa
     assert m["f1"] > 0.8, m
 
 
+@pytest.mark.planted
 def test_an_unplanted_attribute_stays_near_the_baseline(tmp_path):
     m = run("whitebox_shadow", planted_data(planted=False), tmp_path)
     assert m["accuracy"] < m["baseline_accuracy"] + 0.1, m
@@ -67,6 +69,7 @@ def test_partial_trains_only_on_its_part_of_target_train(tmp_path):
     assert role == "attacker-own-whitebox_partial" and torch.equal(images, ctx.knowledge.members.images)
 
 
+@pytest.mark.planted
 def test_what_any_model_reveals_is_the_no_target_baseline(tmp_path):
     """The planted attribute brightens pixels: an attacker's own model whose embedding is the image
     reveals it as well as the target does, so the target adds nothing; one whose embedding is blind
@@ -116,6 +119,7 @@ def test_label_baseline_predicts_each_labels_most_frequent_attribute():
     assert predicted.tolist() == [1, 0, 1, 0]
 
 
+@pytest.mark.planted
 def test_an_attribute_the_label_implies_is_not_counted_as_leakage(tmp_path):
     """The attribute equals the task label: the task label alone predicts it perfectly, so the
     stronger baseline is 1 and the attack has no advantage over it, whatever its accuracy."""
@@ -132,6 +136,7 @@ def test_attack_model_is_a_two_layer_mlp():
     assert [(layer.in_features, layer.out_features) for layer in layers] == [(512, 128), (128, 4)]
 
 
+@pytest.mark.planted
 @pytest.mark.slow
 @pytest.mark.parametrize("tm", ["whitebox_shadow", "whitebox_partial"])
 def test_thick_strokes_are_recoverable_from_a_trained_targets_embedding(small_cell, tm):

@@ -104,6 +104,7 @@ class RecordingService(ModelService):
         return stored
 
 
+@pytest.mark.planted
 @pytest.mark.slow
 def test_miface_raises_the_targets_probability_of_every_class(small_cell):
     ctx = small_context(small_cell, "whitebox_none")
@@ -145,6 +146,7 @@ def test_miface_run_reports_metrics_and_writes_grid_and_tensors(small_cell):
     assert saved["target_probability"].mean().item() == pytest.approx(metrics["target_confidence"], abs=1e-5)
 
 
+@pytest.mark.planted
 @pytest.mark.slow
 def test_gmi_recovers_classes_that_a_separate_evaluator_recognises(small_cell):
     ctx = small_context(small_cell, "whitebox_shadow")

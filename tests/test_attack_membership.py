@@ -29,6 +29,7 @@ def test_features_survive_float32_saturation():
     assert not torch.equal(groups[1][0], groups[1][1])
 
 
+@pytest.mark.planted
 @pytest.mark.slow
 @pytest.mark.parametrize("tm", ["blackbox_shadow", "blackbox_partial"])
 def test_blackbox_meminf_beats_chance_on_an_overfit_target(small_cell, tm):
@@ -55,6 +56,7 @@ def test_per_sample_gradients_equal_one_at_a_time_backward():
     assert not torch.allclose(batched[0], batched[1])  # not a shared or cumulative sum
 
 
+@pytest.mark.planted
 @pytest.mark.slow
 @pytest.mark.parametrize("tm", ["whitebox_shadow", "whitebox_partial"])
 def test_whitebox_meminf_saves_scores_and_beats_chance_with_shadow_data(small_cell, tm):

@@ -233,6 +233,7 @@ def test_label_only_attack_uses_labels_alone(small_cell, monkeypatch):
     }
 
 
+@pytest.mark.planted
 @pytest.mark.slow
 def test_augmentation_attack_finds_members_on_an_overfit_target(small_cell):
     # Measured on this cell: AUC 0.59; members' mean correct-augmentation fraction above non-members'.
@@ -246,6 +247,7 @@ def test_augmentation_attack_finds_members_on_an_overfit_target(small_cell):
     assert members.mean() > nonmembers.mean() + 0.03, (float(members.mean()), float(nonmembers.mean()))
 
 
+@pytest.mark.planted
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["noise_robustness", "boundary"])
 def test_boundary_distance_is_larger_for_members(small_cell, variant):
@@ -289,6 +291,7 @@ def deepfool_distances(model, images, labels, steps=50, overshoot=0.02):
     return torch.where(done, dist, torch.full_like(dist, float("inf")))
 
 
+@pytest.mark.planted
 @pytest.mark.slow
 def test_boundary_variant_ranks_like_white_box_distances_and_noise_robustness_does_not(small_cell):
     # Measured on this cell (the first 50 + 50 evaluation examples, quick budgets): Spearman with

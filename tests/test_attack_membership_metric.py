@@ -91,6 +91,7 @@ def test_thresholds_see_only_the_attackers_data(small_cell, tm, monkeypatch):
     )
 
 
+@pytest.mark.planted
 @pytest.mark.slow
 @pytest.mark.parametrize("tm", ["blackbox_shadow", "blackbox_partial"])
 def test_metric_attacks_beat_chance_and_save_their_scores(small_cell, tm):

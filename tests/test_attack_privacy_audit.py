@@ -108,6 +108,7 @@ def test_the_runner_cuts_a_canary_pool_only_for_the_audit(tmp_path):
     assert len(splits_for("attack=membership", "threat_model=blackbox_shadow").pool("canary")) == 0
 
 
+@pytest.mark.planted
 @pytest.mark.parametrize("noise", [0.7, 2.0])
 def test_under_dp_sgd_the_bound_never_exceeds_the_accountants_epsilon(tmp_path, noise):
     """Tiny real cell (64 images a quarter, 200 mislabeled canaries, 4 epochs) trained with DP-SGD

@@ -103,6 +103,7 @@ def test_budget_caps_the_queries(data, target, tmp_path):
     assert ctx.target.queries == 37 + len(ctx.evaluation.target_test)
 
 
+@pytest.mark.planted
 @pytest.mark.slow
 @pytest.mark.parametrize("tm", ["blackbox_shadow", "blackbox_label_only"])
 def test_a_trained_surrogate_agrees_with_a_trained_target(small_cell, tm):

@@ -231,6 +231,7 @@ def test_relaxloss_ascends_below_alpha_on_even_epochs():
     assert logits.grad[0, 0] > 0  # the step lowers the true logit: gradient ascent on the loss
 
 
+@pytest.mark.planted
 @pytest.mark.slow
 def test_relaxloss_larger_alpha_keeps_a_higher_training_loss():
     from mldoctor_bench.data import load_dataset
@@ -250,6 +251,7 @@ def test_relaxloss_larger_alpha_keeps_a_higher_training_loss():
     assert losses[1.0] > 0.6 and losses[0.1] < 0.4
 
 
+@pytest.mark.planted
 @pytest.mark.slow
 def test_dp_sgd_at_large_noise_brings_meminf_auc_towards_chance(small_cell, tmp_path):
     from sklearn.metrics import roc_auc_score
