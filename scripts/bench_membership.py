@@ -41,7 +41,11 @@ COLUMNS = ["attack", "threat_model", "variant", "num_references", "seeds", "cost
 def runs(online: list[int], offline: list[int]) -> list[list[str]]:
     """The overrides of each run of one seed."""
     out = [
-        ["attack=[membership,membership_metric,membership_qmia]", SHADOW],
+        [
+            "attack=[membership,membership_metric,membership_qmia]",
+            SHADOW,
+            "attack.membership_qmia.variants=[gaussian,quantile]",
+        ],
         ["attack=membership_label_only", "threat_model=blackbox_label_only"],
     ]
     out += [

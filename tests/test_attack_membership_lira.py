@@ -1,8 +1,6 @@
 """LiRA and RMIA: reference masks, Gaussian fits, both scores by hand, and a planted case both must find;
 QMIA on the same planted case, and on a target that never saw the candidates."""
 
-from dataclasses import replace
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +9,6 @@ from scipy.stats import norm
 
 from hand_context import hand_context
 from mldoctor_bench.attacks import ATTACKS
-from mldoctor_bench.attacks.base import ModelService
 from mldoctor_bench.attacks.membership_lira import fit_gaussians, lira_scores
 from mldoctor_bench.attacks.membership_rmia import (
     choose_offline_a,
@@ -28,18 +25,14 @@ from mldoctor_bench.attacks.reference_models import (
     paired_masks,
     query_views,
     reference_set,
-    signals,
 )
 from mldoctor_bench.data import load_dataset
-from mldoctor_bench.data.base import ImageData
 from mldoctor_bench.metrics import membership_metrics
 from mldoctor_bench.models import build_model
 from mldoctor_bench.report.significance import auc_interval
-from mldoctor_bench.store import StoredModel
 from mldoctor_bench.threat_models import BlackBoxAccess
-from mldoctor_bench.training import Recipe, train_classifier
-
-RECIPE = Recipe(epochs=80, batch_size=16, lr=0.01, lr_milestones=(), precision="fp32")
+from mldoctor_bench.training import train_classifier
+from planted_cell import RECIPE, TrainingService, cell_digits, planted_above_others, planted_context
 
 
 def test_paired_masks_put_every_row_in_half_of_the_references():
@@ -215,59 +208,10 @@ def test_offline_a_is_the_one_that_best_separates_a_stand_in_targets_members():
         choose_offline_a(stand_in, others, np.ones_like(others_in), members)
 
 
-class TrainingService(ModelService):
-    """Trains each classifier asked for once (by role) with the test recipe; records what each saw.
-    Other models (QMIA's regressors) are trained as their request says, once per role."""
-
-    def __init__(self):
-        self.seen, self.models = {}, {}
-
-    def classifier(self, role, images, targets, epochs=None, arch=None):
-        if role not in self.models:
-            self.seen[role] = images.clone()
-            model = build_model("simple_cnn", images.shape[1], 10, images.shape[-1])
-            self.models[role] = train_classifier(model, images, targets, RECIPE, seed=len(self.seen))
-        return self.models[role]
-
-    def cached(self, role, payload, build, train):
-        if role not in self.models:
-            model = build()
-            train(model)
-            self.models[role] = model
-        return StoredModel(self.models[role], {}, None, False)
-
-
-def cell_digits() -> ImageData:
-    """The planted cell's 600 digits (4 quarters of 150): the first 600 rows of a seeded permutation
-    of the embedded set (the null test trains its target on the next 150)."""
-    digits = load_dataset("mnist5k", None)
-    rows = torch.randperm(len(digits), generator=torch.Generator().manual_seed(0))[:600]
-    return ImageData("digits", digits.images[rows], digits.labels[rows].clone(), 10)
-
-
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    """A target that memorised 6 mislabelled members of 4 x 150 digits, and the attacks' context.
-
-    The six are the members a model trained on the attacker's shadow data finds most typical of
-    their class (most confidently right), so that a wrong label is far from what a model that did
-    not train on it predicts: further than any digit that is merely odd."""
-    data = cell_digits()
-    torch.manual_seed(0)
-    model = build_model("simple_cnn", 1, 10, 28)
-    ctx = hand_context("blackbox_shadow", data, model, {}, tmp_path_factory.mktemp("lira"))
-    members = ctx.evaluation.members
-    judge = train_classifier(
-        build_model("simple_cnn", 1, 10, 28), ctx.knowledge.data.images, ctx.knowledge.data.labels, RECIPE, seed=1
-    )
-    typical = signals(BlackBoxAccess(judge, torch.device("cpu")), members.images, members.labels).phi
-    planted = typical.argsort(descending=True)[:6]
-    labels = members.labels.clone()
-    labels[planted] = (labels[planted] + 5) % 10
-    ctx.evaluation = replace(ctx.evaluation, members=replace(members, labels=labels))
-    train_classifier(model, members.images, labels, RECIPE, seed=0)
-    ctx.models = TrainingService()
-    return ctx, set(planted.tolist())
+    """A target that memorised 6 mislabelled members of 4 x 150 digits, and the attacks' context."""
+    return planted_context(tmp_path_factory.mktemp("lira"))
 
 
 def member_scores(out_dir):
@@ -284,6 +228,7 @@ FIRST = {"membership_lira": ("online_fixed_var", "offline_fixed_var"), "membersh
 
 
 @pytest.mark.slow
+@pytest.mark.planted
 @pytest.mark.parametrize("name", ["membership_lira", "membership_rmia"])
 def test_both_attacks_rank_the_memorised_mislabelled_members_first(planted, name, tmp_path):
     ctx, planted_rows = planted
@@ -298,8 +243,7 @@ def test_both_attacks_rank_the_memorised_mislabelled_members_first(planted, name
         lowest, highest_other = min(scores[i] for i in planted_rows), max(scores[others])
         if variant in FIRST[name]:
             assert lowest > highest_other, variant
-        planted_vs_others = np.mean([scores[p] > scores[o] for p in planted_rows for o in others])
-        assert planted_vs_others > 0.75, variant
+        assert planted_above_others(scores, planted_rows) > 0.75, variant
         assert results[variant]["auc"] > 0.6
 
     # online references never trained on a candidate their mask marks OUT, and on every one marked IN
@@ -315,30 +259,30 @@ def test_both_attacks_rank_the_memorised_mislabelled_members_first(planted, name
 
 
 QMIA = {"epochs": 40, "lr": 1e-3, "batch_size": 64}  # the quick profile's regressor recipe
-# Share of (planted, other member) pairs QMIA must order right. The regressor fits 240 shadow images
-# here: a mean and spread per image (gaussian) rank sharply (0.85 on one thread, 0.88 on two); a 99%
-# quantile estimated from so few does not: 0.59 on one thread (make test's workers), 0.38 on two,
-# where this bar fails. Known and open (docs/attacks.md, QMIA).
-QMIA_PLANTED_FIRST = {"gaussian": 0.75, "quantile": 0.5}
+# Share of (planted, other member) pairs QMIA must order right; the regressor fits 240 shadow images.
+# Measured on this case (scripts/qmia_ablation.py, docs/attacks.md), at 1 and 2 torch threads: gaussian
+# 0.869-0.873 (0.83-0.88 over regressor seeds 0-2); quantile, the paper's grid of quantiles, 0.668 and
+# 0.832 (0.65-0.83 over seeds), above chance but not reliably above 0.75 at this size, which is why it
+# is not a default variant. Each bar holds at both thread counts.
+QMIA_PLANTED_FIRST = {"gaussian": 0.75, "quantile": 0.6}
 
 
 @pytest.mark.slow
+@pytest.mark.planted
 def test_qmia_ranks_the_memorised_mislabelled_members_above_most(planted, tmp_path):
     ctx, planted_rows = planted
     attack = ATTACKS.get("membership_qmia")()
-    ctx.settings, ctx.out_dir = attack.Settings(**QMIA, exposed=6), tmp_path
+    ctx.settings = attack.Settings(**QMIA, variants=list(QMIA_PLANTED_FIRST), exposed=6)
+    ctx.out_dir = tmp_path
     results = attack.run(ctx)
-    others = [i for i in range(len(ctx.evaluation.members)) if i not in planted_rows]
-    ordered = {
-        variant: np.mean([scores[p] > scores[o] for p in planted_rows for o in others])
-        for variant, scores in member_scores(tmp_path).items()
-    }
+    ordered = {v: planted_above_others(scores, planted_rows) for v, scores in member_scores(tmp_path).items()}
     print("planted members above others, share of pairs:", ordered)
     assert all(ordered[v] > QMIA_PLANTED_FIRST[v] for v in QMIA_PLANTED_FIRST), ordered
     assert all(results[v]["auc"] > 0.5 for v in QMIA_PLANTED_FIRST), results
 
 
 @pytest.mark.slow
+@pytest.mark.planted
 def test_qmia_finds_nothing_on_a_target_that_never_saw_the_candidates(tmp_path):
     data = cell_digits()
     digits = load_dataset("mnist5k", None)
@@ -348,7 +292,7 @@ def test_qmia_finds_nothing_on_a_target_that_never_saw_the_candidates(tmp_path):
     )
     ctx = hand_context("blackbox_shadow", data, null, {}, tmp_path, models=TrainingService())
     attack = ATTACKS.get("membership_qmia")()
-    ctx.settings = attack.Settings(**QMIA)
+    ctx.settings = attack.Settings(**QMIA, variants=list(QMIA_PLANTED_FIRST))
     for variant, r in attack.run(ctx).items():
         low, high = auc_interval(r["auc"], int(r["n_members"]), int(r["n_nonmembers"]))
         assert low <= 0.5 <= high, (variant, r["auc"], low, high)

@@ -1,5 +1,5 @@
 """QMIA's pieces: its two losses are minimised by what they claim to estimate, each row reads its own
-class's head, the scores are as defined, and the threshold flags the stated share of held-out
+class's head, the scores are as defined (the quantile variant's: the level reached among its grid), and the threshold flags the stated share of held-out
 non-members. The planted and null
 cases are in tests/test_attack_membership_lira.py, beside LiRA's and RMIA's on the same target."""
 
@@ -9,11 +9,14 @@ import torch
 
 from mldoctor_bench.attacks import ATTACKS
 from mldoctor_bench.attacks.membership_qmia import (
+    QmiaSettings,
     calibrated_threshold,
     gaussian_nll,
     head_of,
     pinball,
     qmia_scores,
+    quantile_level_scores,
+    quantile_levels,
     split_rows,
 )
 
@@ -23,7 +26,7 @@ PHI = torch.randn(5000, generator=torch.Generator().manual_seed(0), dtype=torch.
 def test_the_pinball_loss_is_least_at_the_quantile():
     grid = torch.linspace(-8, 10, 3601, dtype=torch.float64)  # steps of 0.005
     for level in (0.5, 0.9, 0.99):
-        losses = torch.stack([pinball(q.expand(len(PHI), 1), PHI, level) for q in grid])
+        losses = torch.stack([pinball(q.expand(len(PHI), 1), PHI, torch.tensor([level])) for q in grid])
         assert grid[losses.argmin()].item() == pytest.approx(torch.quantile(PHI, level).item(), abs=0.01)
 
 
@@ -44,12 +47,26 @@ def test_each_row_reads_the_head_of_its_own_class():
     assert head_of(outputs, torch.tensor([1, 5]), 1).tolist() == [[1.0], [11.0]]
 
 
-def test_scores_are_z_or_the_distance_above_the_quantile():
+def test_scores_are_z_or_the_level_reached_among_the_predicted_quantiles():
     phi = torch.tensor([0.0, 2.0, 2.4, 5.0], dtype=torch.float64)
     gaussian = torch.tensor([[1.0, 0.0], [1.0, np.log(2.0)], [0.0, 0.0], [1.0, np.log(0.5)]], dtype=torch.float64)
-    assert np.allclose(qmia_scores("gaussian", gaussian, phi), [-1.0, 0.5, 2.4, 8.0])
-    quantile = torch.tensor([[1.0], [3.0], [2.0], [6.0]], dtype=torch.float64)
-    assert np.allclose(qmia_scores("quantile", quantile, phi), [-1.0, -1.0, 0.4, -1.0])
+    levels = torch.tensor([0.5, 0.9, 0.99], dtype=torch.float64)
+    assert np.allclose(qmia_scores("gaussian", gaussian, phi, levels), [-1.0, 0.5, 2.4, 8.0])
+    odds = torch.logit(levels).numpy()  # 0, 2.197, 4.595
+    slope = (odds[-1] - odds[0]) / 2.0  # over the row's whole grid, 0 to 2
+    quantiles = torch.tensor([[0.0, 1.0, 2.0]], dtype=torch.float64).expand(5, 3)
+    reached = quantile_level_scores(quantiles, torch.tensor([0.5, 2.0, 1.0, 3.0, -1.0], dtype=torch.float64), levels)
+    expected = [odds[1] / 2, odds[2], odds[1], odds[2] + slope, -slope]  # between, at the top, past both ends
+    assert np.allclose(reached, expected)
+    crossed = torch.tensor([[2.0, 0.0, 1.0]], dtype=torch.float64)  # quantiles that cross are sorted first
+    assert np.allclose(quantile_level_scores(crossed, torch.tensor([0.5], dtype=torch.float64), levels), odds[1] / 2)
+    assert np.all(np.diff(quantile_level_scores(quantiles[:1].expand(50, 3), torch.linspace(-3, 5, 50), levels)) > 0)
+
+
+def test_the_grid_is_log_spaced_in_the_tail_up_to_its_top_level():
+    levels = quantile_levels(QmiaSettings(quantiles=3, top_level=0.999)).tolist()
+    assert np.allclose(levels, [0.9, 0.99, 0.999])
+    assert quantile_levels(QmiaSettings()).shape == (20,) and quantile_levels(QmiaSettings())[-1] == 0.999
 
 
 def test_the_threshold_flags_the_stated_share_of_held_out_non_members():
@@ -89,12 +106,13 @@ def test_the_regressor_of_an_architecture_with_fixed_outputs_gets_a_head_of_the_
 
 def test_the_regressor_draws_nothing_from_the_global_generator_so_it_may_train_in_threads():
     """Why its model request is thread-safe: a request that is not makes its whole group sequential."""
-    from mldoctor_bench.attacks.membership_qmia import QmiaSettings, fit_regressor
+    from mldoctor_bench.attacks.membership_qmia import fit_regressor, variant_loss
     from mldoctor_bench.models import build_model
 
     model = build_model("simple_cnn", 1, 20, 28)
     images = torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8)
     phi = torch.randn(40, 10)
     before = torch.random.get_rng_state()
-    fit_regressor(model, images, phi, "gaussian", QmiaSettings(epochs=2, batch_size=16), seed=3)
+    settings = QmiaSettings(epochs=2, batch_size=16)
+    fit_regressor(model, images, phi, variant_loss("gaussian", settings), settings, seed=3)
     assert torch.equal(torch.random.get_rng_state(), before)
