@@ -1,7 +1,7 @@
 """QMIA's pieces: its two losses are minimised by what they claim to estimate, each row reads its own
-class's head, the scores are as defined (the quantile variant's: the level reached among its grid), and the threshold flags the stated share of held-out
-non-members. The planted and null
-cases are in tests/test_attack_membership_lira.py, beside LiRA's and RMIA's on the same target."""
+class's head, the scores are as defined (the quantile variant's: the level reached among its grid),
+and the threshold flags the stated share of held-out non-members. The planted and null cases are in
+tests/test_attack_membership_lira.py, beside LiRA's and RMIA's on the same target."""
 
 import numpy as np
 import pytest
