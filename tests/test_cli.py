@@ -201,6 +201,16 @@ def test_group_typos_get_a_did_you_mean(run_cli, tmp_path):
     assert "did you mean dataset=cifar10?" in proc.stderr and proc.returncode == 2
 
 
+@pytest.mark.parametrize("override, nearest", [("+seedd=3", "seed"), ("train.epoch=3", "train.epochs")])
+def test_unknown_settings_are_refused_with_the_nearest_one_even_when_added_with_a_plus(
+    run_cli, tmp_path, override, nearest
+):
+    """Hydra's own message suggests +key=..., which it then accepts and ignores."""
+    proc = run_cli(override, "attack=membership", f"results_dir={tmp_path / 'res'}", timeout=60)
+    assert proc.returncode == 2 and f"did you mean {nearest}=?" in proc.stderr, proc.stderr
+    assert "+" not in proc.stderr.replace(override, "")
+
+
 def test_version_and_help_say_what_the_tool_is(run_cli):
     from mldoctor_bench import __version__
 

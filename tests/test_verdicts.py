@@ -259,6 +259,69 @@ def test_the_verdict_serialises_with_every_statistic_it_judged():
     assert all(j["rejected"] for j in data["judged"]) and data["tests"] == 2
 
 
+def test_a_rejected_statistic_below_the_moderate_bar_is_worded_detected_but_small():
+    # AUC 0.57 on 500 + 500 rejects no leakage (z about 3.9) but is below 0.60; TPR 0.013 is not rejected
+    v = level(frame(("membership", "blackbox_shadow", "", membership(0.013, 0.57))), "membership")
+    assert v.level == LOW and v.significant and v.detected_small and v.label == "low (detected, small)"
+    assert "leakage detected, but below the bar for moderate" in v.evidence
+    data = v.as_dict()
+    assert data["detected"] and data["label"] == "low (detected, small)" and not data["incomplete"]
+    assert "- **membership: low (detected, small)**" in "\n".join(
+        verdict_lines(frame(("membership", "blackbox_shadow", "", membership(0.013, 0.57))))
+    )
+
+
+def test_attacks_that_did_not_run_make_the_family_incomplete_on_the_verdicts_own_line():
+    table = frame(
+        ("membership", "blackbox_shadow", "", membership(0.06, 0.61)),
+        ("membership_lira", "blackbox_shadow", "", {}),
+        ("membership_label_only", "blackbox_shadow", "", {}),
+    )
+    lira = table["attack"] == "membership_lira"
+    table.loc[lira, ["status", "reason", "family"]] = ["skipped", "skipped for cost: its 32 model(s) ...", "membership"]
+    only = table["attack"] == "membership_label_only"
+    reason = "membership_label_only does not support blackbox_shadow; supported: blackbox_label_only"
+    table.loc[only, ["status", "reason", "family"]] = ["skipped", reason, "membership"]
+    v = level(table, "membership")
+    assert v.not_run == [("membership_lira (B,S)", "skipped for cost: its 32 model(s) ...")]  # not the unsupported
+    assert v.label == "moderate, incomplete: membership_lira (B,S) not run"
+    assert v.as_dict()["incomplete"] and v.as_dict()["not_run"][0]["series"] == "membership_lira (B,S)"
+    assert any(
+        "- **membership: moderate, incomplete: membership_lira (B,S) not run**" in x for x in verdict_lines(table)
+    )
+
+
+def test_the_gate_fails_a_family_at_its_level_or_incomplete_unless_allowed():
+    from mldoctor_bench.report.cell_verdicts import failing
+
+    data = {
+        "families": {
+            "membership": {"level": "low", "not_run": [{"series": "membership_lira (B,S)", "reason": "cost"}]},
+            "stealing": {"level": "moderate", "not_run": []},
+        }
+    }
+    assert failing(data, "high") == [
+        "membership incomplete (membership_lira (B,S) not run; assess.allow_incomplete=true to pass it)"
+    ]
+    assert failing(data, "high", allow_incomplete=True) == []
+    assert failing(data, "moderate", allow_incomplete=True) == ["stealing moderate"]
+
+
+def test_with_no_flagged_non_member_the_rates_use_the_upper_end_of_the_fprs_interval():
+    from mldoctor_bench.report.cell_verdicts import risk_statement
+
+    s = risk_statement(1, 150, 0, 150, 0.01, training_examples=1000)
+    high = sig.clopper_pearson(0, 150)[1]  # about 0.024
+    assert s["fpr_at_bound"] and s["observed_fpr"] == 0 and s["fpr_interval"][1] == pytest.approx(high)
+    assert s["flagged_without_leakage"] == pytest.approx(1000 * high) and s["flagged_without_leakage"] > 20
+    assert all(p["value"] < 1 for p in s["precision"])  # never the 100% an observed FPR of 0 gives
+    assert s["precision"][0]["value"] == pytest.approx((1 / 150) / (1 / 150 + high))
+    nothing = risk_statement(0, 150, 0, 150, 0.01, training_examples=1000)
+    assert all(math.isnan(p["value"]) for p in nothing["precision"])  # no "member" call, no precision
+    found = risk_statement(10, 150, 2, 150, 0.01, training_examples=1000)
+    assert not found["fpr_at_bound"] and found["flagged_without_leakage"] == pytest.approx(1000 * 2 / 150)
+
+
 def test_the_report_opens_with_the_verdicts(tmp_path):
     from mldoctor_bench.report import build_report
     from mldoctor_bench.results import write_table

@@ -17,12 +17,12 @@ from typing import Optional
 import hydra
 from omegaconf import DictConfig
 
-from mldoctor_bench import entry
+from mldoctor_bench import entry, ui
 from mldoctor_bench.attacks import ATTACKS
 from mldoctor_bench.cell import Outcome
 from mldoctor_bench.defenses import DEFENSES
 from mldoctor_bench.defenses.base import OUTPUT
-from mldoctor_bench.owner import OwnerTarget, gate_level, owner_config, read_owner
+from mldoctor_bench.owner import OwnerTarget, assess_settings, owner_config, read_owner
 from mldoctor_bench.owner.settings import check_folder_members
 from mldoctor_bench.threat_catalog import THREAT_MODELS
 
@@ -31,7 +31,7 @@ PROG = "mldoctor-assess"
 
 def cell(cfg: DictConfig) -> tuple[DictConfig, OwnerTarget]:
     """The cell's config (the owner's architecture, the weights' and members' digests) and target."""
-    gate_level(cfg)
+    assess_settings(cfg)
     owner = read_owner(cfg)
     cfg = owner_config(cfg, owner)
     return cfg, OwnerTarget(owner, cfg)
@@ -56,20 +56,22 @@ def refuse(argv: list[str]) -> Optional[str]:
 
 
 def after(cfg: DictConfig, outcome: Outcome) -> None:
-    """The risk report; then the release gate: exit code 4 when a family reaches assess.fail_on."""
-    from mldoctor_bench.report.cell_verdicts import VERDICTS, reaches
+    """The risk report; then the release gate: exit code 4 when a family reaches assess.fail_on, or is
+    incomplete (some of its attacks did not run) without assess.allow_incomplete."""
+    from mldoctor_bench.report.cell_verdicts import VERDICTS, failing
     from mldoctor_bench.report.owner import write_owner_report
 
     md, html = write_owner_report(outcome.cell_dir)
-    print(f"risk report: {md}\n             {html}", flush=True)
+    print("\n".join(ui.labelled("risk report:", [str(md), str(html)])), flush=True)
     if outcome.failed:
         sys.exit(entry.EXIT_ATTACK_FAILED)
-    level, verdicts = gate_level(cfg), outcome.cell_dir / VERDICTS
-    over = reaches(json.loads(verdicts.read_text()), level) if level and verdicts.exists() else []
+    gate, verdicts = assess_settings(cfg), outcome.cell_dir / VERDICTS
+    if not gate.fail_on or not verdicts.exists():
+        return
+    over = failing(json.loads(verdicts.read_text()), gate.fail_on, gate.allow_incomplete)
     if over:
         print(
-            f"{PROG}: {', '.join(over)} at or above assess.fail_on={level} (see {verdicts}); exit code "
-            f"{entry.EXIT_GATE}",
+            f"{PROG}: {'; '.join(over)} (assess.fail_on={gate.fail_on}; see {verdicts}); exit code {entry.EXIT_GATE}",
             file=sys.stderr,
         )
         sys.exit(entry.EXIT_GATE)

@@ -19,10 +19,10 @@ EXPOSED = "exposed.parquet"  # a membership attack's highest-scoring members, be
 # Keys of config.yaml that say where things are or what is done with the results, not what a cell
 # computes: left out of its hash (and of the settings a report compares across cells); ``data.<key>``
 # for the second, ``assess.<key>`` for the third: mldoctor-assess's exit policy (its budget,
-# ``assess.budget_s``, decides which attacks run, so it is part of the hash).
+# ``assess.budget_models``, decides which attacks run, so it is part of the hash).
 LOCATION_KEYS = ("results_dir", "device", "cache", "hydra")
 LOCATION_DATA_KEYS = ("root", "cache_dir", "download")
-LOCATION_ASSESS_KEYS = ("fail_on",)
+LOCATION_ASSESS_KEYS = ("fail_on", "allow_incomplete")
 
 
 def cell_name(dataset: str, arch: str, defense: str, seed: int, config_hash: str) -> str:

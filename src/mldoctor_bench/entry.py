@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mldoctor_bench import __version__
 from mldoctor_bench.cell import ConfigError, Outcome, Target, run_cell
@@ -174,6 +174,44 @@ def group_option_error(overrides: list[str]) -> Optional[str]:
     return None
 
 
+FREE_FORM = ("model.kwargs",)  # settings whose value is a dict of the owner's own keys
+
+
+def dotted_keys(node: object, prefix: str = "") -> list[str]:
+    """Every dotted key of a config container (nested dicts descended)."""
+    if not isinstance(node, dict):
+        return []
+    out = []
+    for key, value in node.items():
+        out += [f"{prefix}{key}", *dotted_keys(value, f"{prefix}{key}.")]
+    return out
+
+
+def unknown_setting_error(config_name: str, overrides: list[str]) -> Optional[str]:
+    """The one-line message for the first ``key=value`` (or ``+key=value``) override whose key the
+    config does not have, with the nearest key it does have. Hydra's own message suggests ``+key``,
+    which adds the key and then runs as if it were not given."""
+    keys = [o.split("=", 1)[0] for o in overrides]
+    groups = [o for o, k in zip(overrides, keys) if k.lstrip("+~") in GROUPS]
+    plain = [k.lstrip("+") for k in keys if not k.startswith("~") and k.lstrip("+") not in GROUPS]
+    plain = [k for k in plain if not k.startswith("hydra")]
+    if not plain:
+        return None
+    try:
+        known = dotted_keys(OmegaConf.to_container(compose_checked(config_name, groups), resolve=False))
+    except ConfigError:  # a sweep over a group's options composes per job: checked there by Hydra
+        return None
+    for key in plain:
+        if key in known or any(key.startswith(f"{free}.") for free in FREE_FORM):
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6) or difflib.get_close_matches(
+            key.rsplit(".", 1)[-1], known, n=1, cutoff=0.8
+        )
+        hint = f"did you mean {close[0]}=? " if close else ""
+        return f"unknown setting {key!r}; {hint}(--cfg job prints every setting)"
+    return None
+
+
 def compose_checked(config_name: str, overrides: list[str]) -> DictConfig:
     """The config ``config_name`` composed with ``overrides`` (Hydra's own keys left out), as a
     run would see it; a config Hydra or OmegaConf refuses raises :class:`ConfigError` in one line."""
@@ -213,7 +251,11 @@ def preflight(command: Command, argv: list[str]) -> None:
     from mldoctor_bench.cell.plan import plan, writable_folder
 
     overrides = overrides_of(argv)
-    message = command.refuse(argv) or group_option_error(overrides)
+    message = (
+        command.refuse(argv)
+        or group_option_error(overrides)
+        or (None if any(a in INFO_FLAGS for a in argv) else unknown_setting_error(command.config, overrides))
+    )
     if message:
         command.fail(message)
     if any(a in INFO_FLAGS for a in argv):

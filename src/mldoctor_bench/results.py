@@ -29,6 +29,7 @@ COLUMNS = KEY + [
 TARGET = "target"  # the attack and family of the target's utility rows
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 SKIPPED_FOR_COST = "skipped for cost"  # how a skipped row's reason begins when the attacker's budget left it out
+UNSUPPORTED = " does not support "  # in the reason of an attack skipped under a threat model it does not declare
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,13 @@ def write_table(frame: pd.DataFrame, directory: Path, stem: str = TABLE_STEM) ->
     for path, write in zip(paths, (frame.to_parquet, frame.to_csv)):
         atomic_write(path, lambda tmp, write=write: write(tmp, index=False))
     return paths
+
+
+def not_run(frame: pd.DataFrame) -> pd.Series:
+    """Rows of attacks that were selected under a threat model they support and did not run: skipped
+    for any other reason (the budget, what the model or data lacks) or failed."""
+    unsupported = frame["reason"].fillna("").str.contains(UNSUPPORTED, regex=False)
+    return ((frame["status"] == SKIPPED) & ~unsupported) | (frame["status"] == FAILED)
 
 
 def read_table(path: Path) -> pd.DataFrame:

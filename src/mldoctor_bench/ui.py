@@ -3,6 +3,7 @@ lines on stdout, so ``make demo > log`` keeps it)."""
 
 from __future__ import annotations
 
+import textwrap
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -136,6 +137,7 @@ FAMILY_COLUMNS = {
     "stealing": (("agreement", "agree"), ("baseline_agreement", "no query"), ("agreement_over_baseline", "over")),
     "privacy_audit": (("epsilon_lower_bound", "audited eps"), ("epsilon", "DP eps"), ("correct_guesses", "correct")),
 }
+WIDTH = 100  # the summary's lines fit a terminal this wide
 LABEL_WIDTH = 50  # "membership_label_only (B-label,S) noise_robustness" is 49
 COLUMN_WIDTH = 10
 
@@ -143,6 +145,19 @@ COLUMN_WIDTH = 10
 def print_summary(frame: pd.DataFrame, title: str, verdicts: list[str] = ()) -> None:
     """The end-of-run summary on stdout (progress and logs go to stderr): see :func:`summary_lines`."""
     print("\n".join(summary_lines(frame, title, verdicts)), flush=True)
+
+
+def labelled(label: str, paths: list[str]) -> list[str]:
+    """``label`` and its paths, one a line, aligned under the first; a path that would pass
+    :data:`WIDTH` columns there goes on a line of its own instead, so that it wraps nowhere it need not."""
+    out = []
+    for i, path in enumerate(paths):
+        head = label if i == 0 else " " * len(label)
+        if len(head) + 1 + len(path) <= WIDTH:
+            out.append(f"{head} {path}")
+            continue
+        out += ([label] if i == 0 else []) + [f"  {path}"]
+    return out
 
 
 def summary_lines(frame: pd.DataFrame, title: str, verdicts: list[str] = ()) -> list[str]:
@@ -175,12 +190,17 @@ def summary_lines(frame: pd.DataFrame, title: str, verdicts: list[str] = ()) -> 
     if not problems.empty:
         lines.append("")
         for _, r in problems.sort_values("status").iterrows():  # failed before skipped
-            lines.append(f"{r['status']}: {r['attack']} {short_name(r['threat_model'])}: {r['reason']}")
+            text = f"{r['status']}: {r['attack']} {short_name(r['threat_model'])}: {r['reason']}"
+            lines += textwrap.wrap(
+                text, WIDTH, subsequent_indent="    ", break_long_words=False, break_on_hyphens=False
+            )
     notes = []
     if flagged:
         notes.append("* TPR at FPR x on fewer than 1/x non-members: it rests on a handful of examples")
     if unsupported.any():
         notes.append(f"{int(unsupported.sum())} attack x threat-model pairs the attack does not support: skipped rows")
     if verdicts:
-        notes.append("verdicts: " + ", ".join(verdicts))
+        notes += textwrap.wrap(
+            "verdicts: " + "; ".join(verdicts), WIDTH, subsequent_indent="    ", break_long_words=False
+        )
     return lines + ([""] + notes if notes else [])

@@ -1,16 +1,19 @@
-"""The attacker's compute budget for membership attacks (``assess.budget_s``, docs/assess.md): which
-of the selected membership attacks' own models fit, decided before any of them trains.
+"""The attacker's compute budget for membership attacks (``assess.budget_models``, docs/assess.md):
+which of the selected membership attacks' own models fit, decided before any of them trains.
 
-An attack's cost is estimated from the models it declares it will need (:meth:`Attack.models_wanted`:
-LiRA's and RMIA's reference models) and the store does not hold yet: the images each will see in
-training (rows x epochs) over the images per second at which the attacker's shadow model trained in
-this run (the same architecture and recipe, on this machine). Attacks that need no model of their
-own (MemInf, the metric and label-only attacks: the shadow model is shared by the whole assessment)
+The budget is counted in trainings of the attacker's shadow model (its rows x epochs, the images it
+sees in training), never in seconds: the same command then selects the same attacks on a busy
+machine and on an idle one. An attack's cost is the images its declared models
+(:meth:`Attack.models_wanted`: LiRA's and RMIA's reference models, QMIA's regressor) that the store
+does not hold yet will see in training, over the shadow model's: they have the shadow model's
+architecture, so an image costs each the same. The seconds that this is at the shadow model's speed
+in this run are given beside it, for the reader only. Attacks that need no model of their own
+(MemInf, the metric and label-only attacks: the shadow model is shared by the whole assessment)
 cost nothing here. The membership attacks are then taken strongest first, by the TPR at 1% FPR of
 their best series on the membership frontier this benchmark measured (``make bench-membership``,
 shipped as ``report/membership_frontier.csv``; attacks not on it last), cheapest first among equals,
 each kept while its models not already paid for by a kept attack fit what is left of the budget; the
-others are skipped, with their estimate as the reason. Other families are not budgeted.
+others are skipped, with their cost as the reason. Other families are not budgeted.
 """
 
 from __future__ import annotations
@@ -57,41 +60,47 @@ def frontier_power() -> dict[str, float]:
 
 
 def select(
-    estimates: list[Estimate], budget_s: float, images_per_second: float, power: Optional[dict[str, float]] = None
+    estimates: list[Estimate],
+    budget: float,
+    shadow_images: int,
+    power: Optional[dict[str, float]] = None,
+    images_per_second: Optional[float] = None,
 ) -> dict[tuple[str, str], str]:
-    """The pairs over budget, with the reason: strongest first by ``power`` (attack -> TPR at 1% FPR;
-    attacks without one last), cheapest first among equals, each kept while the models no kept attack
-    has paid for fit what is left (a model two attacks share is paid once)."""
+    """The pairs over ``budget`` (trainings of a shadow model that sees ``shadow_images``), with the
+    reason: strongest first by ``power`` (attack -> TPR at 1% FPR; attacks without one last), cheapest
+    first among equals, each kept while the models no kept attack has paid for fit what is left (a
+    model two attacks share is paid once). ``images_per_second`` only puts seconds in the reasons."""
     power = power or {}
-    left, paid, over = budget_s, set(), {}
+    left, paid, over = float(budget), set(), {}
     for est in sorted(estimates, key=lambda e: (-power.get(e.attack, -1.0), sum(e.images.values()))):
         new = {key: n for key, n in est.images.items() if key not in paid}
-        seconds = sum(new.values()) / images_per_second
-        if seconds <= left:
-            left -= seconds
+        cost = sum(new.values()) / shadow_images
+        if cost <= left + 1e-9:
+            left -= cost
             paid |= set(new)
             continue
+        seconds = f", about {sum(new.values()) / images_per_second:.0f} s here" if images_per_second else ""
         over[(est.attack, est.threat_model)] = (
-            f"{SKIPPED_FOR_COST}: its {len(new)} model(s) would train for about {seconds:.0f} s (at the "
-            f"shadow model's {images_per_second:.0f} images/s), over the {left:.0f} s left of "
-            f"assess.budget_s={budget_s:g}; raise assess.budget_s to run it"
+            f"{SKIPPED_FOR_COST}: its {len(new)} model(s) would cost {cost:.2f} trainings of the shadow model "
+            f"({sum(new.values()):,} training images{seconds}), over the {left:.2f} left of "
+            f"assess.budget_models={budget:g}; raise assess.budget_models to run it"
         )
     return over
 
 
 def budget_of(run: "CellRun") -> Optional[float]:
-    """``assess.budget_s`` of the run's config (None: no budget, as in every benchmark run)."""
-    value = OmegaConf.select(run.plan.cfg, "assess.budget_s", default=None)
+    """``assess.budget_models`` of the run's config (None: no budget, as in every benchmark run)."""
+    value = OmegaConf.select(run.plan.cfg, "assess.budget_models", default=None)
     return None if value is None else float(value)
 
 
 def over_budget(run: "CellRun", pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
     """The membership pairs of ``pairs`` the budget leaves out, with the reason (none without a
-    budget, or without a shadow model whose training speed the estimate rests on)."""
+    budget, or without a shadow model whose training the budget is counted in)."""
     budget = budget_of(run)
-    speed = run.shadow.manifest.get("images_per_second") if run.shadow is not None else None
-    if budget is None or not speed:
+    if budget is None or run.shadow is None:
         return {}
+    shadow = run.models.pool_spec("shadow", "shadow_train", defended=run.models.knows_defense)
     estimates = []
     for attack_name, tm_name in pairs:
         attack = ATTACKS.get(attack_name)()
@@ -102,4 +111,5 @@ def over_budget(run: "CellRun", pairs: list[tuple[str, str]]) -> dict[tuple[str,
         except Exception:  # noqa: BLE001 - the attack reports the same error when it runs
             continue
         estimates.append(Estimate(attack_name, tm_name, run.models.untrained_images(requests)))
-    return select(estimates, budget, float(speed), frontier_power())
+    speed = run.shadow.manifest.get("images_per_second")
+    return select(estimates, budget, run.models.images_seen(shadow), frontier_power(), speed)

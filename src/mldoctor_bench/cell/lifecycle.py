@@ -178,7 +178,9 @@ def print_outcome(p: Plan, frame: pd.DataFrame, headline: str = "") -> None:
     verdicts_file = p.cell_dir / VERDICTS
     levels = []
     if verdicts_file.exists():
-        levels = [f"{f} {v['level']}" for f, v in json.loads(verdicts_file.read_text())["families"].items()]
+        levels = [
+            f"{f} {v.get('label', v['level'])}" for f, v in json.loads(verdicts_file.read_text())["families"].items()
+        ]
     cfg = p.cfg
     ui.print_summary(
         frame, f"{cfg.dataset.name} / {cfg.arch.name} / defense={cfg.defense.name} / seed={cfg.seed}", levels
@@ -186,13 +188,10 @@ def print_outcome(p: Plan, frame: pd.DataFrame, headline: str = "") -> None:
     print(
         "\n".join(
             ([headline] if headline else [])
-            + [
-                f"results: {p.files.table}",
-                f"         {p.files.csv}",
-                f"cell:    {p.cell_dir}",
-                f"verdicts: {verdicts_file}",
-                f"          rules and evidence: mldoctor-report {p.cell_dir.parent.parent}",
-            ]
+            + ui.labelled("results:", [str(p.files.table), str(p.files.csv)])
+            + ui.labelled("cell:   ", [str(p.cell_dir)])
+            + ui.labelled("verdicts:", [str(verdicts_file)])
+            + ui.labelled("rules and evidence:", [f"mldoctor-report {p.cell_dir.parent.parent}"])
         ),
         flush=True,
     )

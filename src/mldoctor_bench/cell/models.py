@@ -118,6 +118,7 @@ class ModelProvider(ModelService):
         self.recipe, self.defense, self.knows_defense = recipe, defense, knows_defense
         self.device, self.store, self.timings, self.bars = device, store, timings, bars
         self.architectures = dict(architectures or {})  # names outside the registry (an owner's model)
+        self.trained_here: set[str] = set()  # files of the models this provider trained: no news when reloaded
         transfer = splits.pool("transfer")
         self.transfer = Labeled.take(data, transfer) if len(transfer) else None
         self.fingerprint = data.fingerprint()
@@ -309,7 +310,11 @@ class ModelProvider(ModelService):
             ]
         for item, s in zip(items, stored):
             s.model.to(self.device)
-            if s.reused and s.path is not None:
+            if s.path is None:
+                continue
+            if not s.reused:
+                self.trained_here.add(s.path.name)
+            elif s.path.name not in self.trained_here:
                 ui.console.print(f"[dim]reused cached {item.role} model {s.path.name}[/]")
         return stored
 

@@ -19,7 +19,7 @@ from mldoctor_bench.cell.targets import Obtained, Target
 from mldoctor_bench.data import ImageData, Splits
 from mldoctor_bench.defenses.base import OUTPUT
 from mldoctor_bench.knowledge import Labeled, attacker_knowledge
-from mldoctor_bench.results import FAILED, SKIPPED, TARGET, Cell, metric_rows
+from mldoctor_bench.results import FAILED, SKIPPED, TARGET, UNSUPPORTED, Cell, metric_rows
 from mldoctor_bench.store import StoredModel
 from mldoctor_bench.threat_models import BLACKBOX, THREAT_MODELS, WHITEBOX, WhiteBoxAccess, access_for
 from mldoctor_bench.timings import ATTACK, Timings
@@ -122,7 +122,7 @@ class CellRun:
                 "",
                 {},
                 SKIPPED,
-                f"{attack_name} does not support {tm_name}; supported: {', '.join(attack.threat_models)}",
+                f"{attack_name}{UNSUPPORTED}{tm_name}; supported: {', '.join(attack.threat_models)}",
             )
         reason = self.unavailable(attack_name, tm_name) or budget_reason
         if reason:

@@ -3,7 +3,7 @@
 and the model as a cell's target (:mod:`.target`)."""
 
 from mldoctor_bench.owner.model import NoEmbedding, OwnerClassifier, OwnerModelError
-from mldoctor_bench.owner.settings import Owner, gate_level, owner_config, read_owner
+from mldoctor_bench.owner.settings import Owner, assess_settings, owner_config, read_owner
 from mldoctor_bench.owner.target import OwnerTarget, with_channels
 
 __all__ = [
@@ -12,7 +12,7 @@ __all__ = [
     "OwnerClassifier",
     "OwnerModelError",
     "OwnerTarget",
-    "gate_level",
+    "assess_settings",
     "owner_config",
     "read_owner",
     "with_channels",

@@ -10,6 +10,7 @@ its builder is handed to the cell's model provider, never entered in the global 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 from dataclasses import dataclass, field
@@ -114,7 +115,8 @@ class Owner:
     def check_early(self, cfg: DictConfig) -> None:
         """Match the weights to the architecture before the data is read, where the architecture does
         not depend on it: always for a factory (built from ``model.kwargs`` alone), for a registry
-        architecture when the image size, channels and classes are all given."""
+        architecture when the image size, channels and classes are known without decoding an image
+        (given, or from an image folder's layout and ``data`` settings)."""
         m = self.model
         if m.factory is not None:
             model = build_owner_model(None, m.factory, self.kwargs, num_classes=0, image_size=0, in_channels=0)
@@ -122,23 +124,35 @@ class Owner:
             return
         size = m.image_size or cfg.data.get("image_size")
         channels = m.in_channels or cfg.data.get("in_channels")
-        if size is not None and channels is not None and m.num_classes is not None:
-            self.trained(int(channels), m.num_classes, int(size))
+        classes = m.num_classes
+        if str(cfg.dataset.name) == "folder":  # all three from the folder's layout, no image decoded
+            from mldoctor_bench.data.folder import DEFAULT_IMAGE_SIZE, FolderError, FolderSettings, find_classes
+
+            try:
+                folder = FolderSettings.from_config(cfg.data)
+                classes = classes or len(find_classes(folder.common.root))
+            except FolderError:
+                return  # the data's own refusal comes when it is read, in its own words
+            size, channels = size or DEFAULT_IMAGE_SIZE, channels or folder.in_channels
+        if size is not None and channels is not None and classes is not None:
+            self.trained(int(channels), classes, int(size))
 
 
 @dataclass(frozen=True, kw_only=True)
 class AssessSection:
-    """``assess.*``: what the command does with the verdicts, and the seconds the membership attacks'
-    own models may take (:mod:`mldoctor_bench.cell.budget`)."""
+    """``assess.*``: what the command does with the verdicts (the release gate, and whether a family
+    whose attacks did not all run may pass it), and what the membership attacks' own models may cost,
+    in trainings of the shadow model (:mod:`mldoctor_bench.cell.budget`)."""
 
     fail_on: Optional[str] = setting(None, choices=("moderate", "high"), example="moderate")
-    budget_s: Optional[float] = setting(None, min=0, example=600)
+    allow_incomplete: bool = setting(False)
+    budget_models: Optional[float] = setting(None, min=0, example=8)
 
 
-def gate_level(cfg: DictConfig) -> Optional[str]:
-    """``assess.fail_on``, checked; raise :class:`ConfigError`."""
+def assess_settings(cfg: DictConfig) -> AssessSection:
+    """``assess.*``, checked; raise :class:`ConfigError`."""
     try:
-        return parse(AssessSection, cfg.get("assess") or {}, "assess").fail_on
+        return parse(AssessSection, cfg.get("assess") or {}, "assess")
     except SettingsError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -164,8 +178,12 @@ def read_owner(cfg: DictConfig) -> Owner:
             "or model.factory=package.module:callable"
         )
     if section.arch is not None and (section.arch not in ARCHS or section.arch.startswith(OWNER_ARCH)):
+        close = [n for n in ARCHS.names() if n.startswith(section.arch)][:1] or difflib.get_close_matches(
+            section.arch, ARCHS.names(), n=1, cutoff=0.5
+        )
+        hint = f"did you mean model.arch={close[0]}? " if close else ""
         raise ConfigError(
-            f"unknown model.arch {section.arch!r}; choose one of: {built_in}, "
+            f"unknown model.arch {section.arch!r}; {hint}choose one of: {built_in}, "
             "or give your own with model.factory=package.module:callable"
         )
     defense = DEFENSES.get(str(cfg.defense.name))

@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from mldoctor_bench import ui
 from mldoctor_bench.attacks import ATTACKS
 from mldoctor_bench.cell.models import ModelProvider
 from mldoctor_bench.cell.plan import ConfigError, Plan
@@ -23,6 +24,7 @@ from mldoctor_bench.files import atomic_write_text
 from mldoctor_bench.inference import accuracy, predict_logits
 from mldoctor_bench.members import MembersError, read_members
 from mldoctor_bench.owner.model import OwnerClassifier
+from mldoctor_bench.owner.preprocessing import preprocessing_warning
 from mldoctor_bench.owner.settings import Owner
 from mldoctor_bench.store import StoredModel
 from mldoctor_bench.threat_catalog import PARTIAL, THREAT_MODELS
@@ -73,6 +75,7 @@ class OwnerTarget:
         self.members_listed = owner.members_listed
         self.manifest = {
             "dataset": str(cfg.dataset.name),
+            "folder": str(cfg.dataset.get("folder")) if cfg.dataset.get("folder") else None,
             "arch": owner.arch_name,
             "weights": str(owner.weights),
             "model": OmegaConf.to_container(cfg.model, resolve=True),
@@ -101,14 +104,7 @@ class OwnerTarget:
         seed, quarter = int(plan.cfg.seed), plan.data.quarter_size
         try:
             if self.owner.members is None:
-                return partition(
-                    len(data),
-                    seed,
-                    quarter,
-                    reserve=plan.data.reserve,
-                    min_heldout=data.num_classes if needs_heldout else 0,
-                    **sizes,
-                )
+                return self.unlisted_partition(plan, data, needs_heldout)
             members = read_members(self.owner.members, data)
             return owner_partition(
                 len(data),
@@ -121,6 +117,29 @@ class OwnerTarget:
         except (MembersError, PartitionError) as exc:
             raise ConfigError(str(exc)) from None
 
+    @staticmethod
+    def unlisted_partition(plan: Plan, data: ImageData, needs_heldout: bool) -> Splits:
+        """Without a members file no pool is known to be training data, so the quarters need not
+        match a training set: where the profile's ``data.quarter_size`` does not fit the data, they
+        are sized from the data instead."""
+        args = dict(
+            reserve=plan.data.reserve,
+            min_heldout=data.num_classes if needs_heldout else 0,
+            heldout_size=plan.data.heldout_size,
+            dataset=data.name,
+        )
+        sized = [plan.data.quarter_size, None] if plan.data.quarter_size is not None else [None]
+        for quarter in sized:
+            try:
+                return partition(len(data), int(plan.cfg.seed), quarter, **args)
+            except PartitionError as exc:
+                error = exc
+        raise PartitionError(
+            f"{error}; without a members file the {len(data)} images are cut into random parts for the "
+            "attacker and the evaluators, and these are too few: give more images, or members=FILE (the "
+            "model's training examples, one a line) to assess membership too"
+        )
+
     def training_size(self, splits: Splits) -> int:
         return self.members_listed or len(splits.target_train)
 
@@ -128,27 +147,39 @@ class OwnerTarget:
         if self.owner.members is not None:
             return None
         if ATTACKS.get(attack).family == "membership":
-            return "no members file: membership inference needs the model's training examples (members=FILE)"
+            return (
+                "no members file: membership inference needs the model's training examples; pass "
+                "members=FILE (one a line: paths relative to data.root, or row indices)"
+            )
         if THREAT_MODELS.get(threat_model).knowledge == PARTIAL:
             return "no members file: the partial threat model's attacker holds known training examples (members=FILE)"
         return None
 
     def obtain(self, plan: Plan, data: ImageData, splits: Splits, provider: ModelProvider) -> Obtained:
-        """Only the attacker's shadow model is trained; the owner's model is measured as it is."""
-        shadow = provider.pool_spec("shadow", "shadow_train", defended=provider.knows_defense)
-        shadow_model = provider.obtain([shadow])[0] if needs_shadow(plan) else None
+        """Only the attacker's shadow model is trained; the owner's model is measured as it is, first,
+        and checked for inputs prepared otherwise than in its training (:mod:`.preprocessing`)."""
         model, device = self.model(data).to(plan.device).eval(), plan.device
         test = splits.target_test
         utility = {
             "test_accuracy": accuracy(model, data.images[test].to(device), data.labels[test]),
             "n_test": float(len(test)),
         }
+        warning = None
         if self.owner.members is not None:
             idx = splits.target_train
             utility["train_accuracy"] = accuracy(model, data.images[idx].to(device), data.labels[idx])
             utility["n_train"] = float(len(idx))
+            warning = preprocessing_warning(
+                self.owner, data, idx, utility["train_accuracy"], utility["test_accuracy"], device
+            )
+            if warning:
+                ui.console.print(f"[yellow]warning: {warning}[/]", soft_wrap=True)
+        shadow = provider.pool_spec("shadow", "shadow_train", defended=provider.knows_defense)
+        shadow_model = provider.obtain([shadow])[0] if needs_shadow(plan) else None
         manifest = {
             **self.manifest,
+            "accuracy": {"members": utility.get("train_accuracy"), "nonmembers": utility["test_accuracy"]},
+            "preprocessing_warning": warning,
             "splits": plan.files.splits.name,
             "sizes": splits.sizes(),
             "examples": len(data),
@@ -156,7 +187,9 @@ class OwnerTarget:
             "in_channels": data.channels,
             "image_size": data.image_size,
         }
+        if data.files is not None:  # a folder's classes are its subfolders, in sorted order
+            manifest["class_names"] = sorted({f.split("/")[0] for f in data.files})
         if data.files is not None and self.owner.members is not None:  # so that a report can name exposed files
-            manifest["evaluation_member_files"] = [data.files[i] for i in splits.target_train.tolist()]
+            manifest["evaluation_member_files"] = {str(i): data.files[i] for i in splits.target_train.tolist()}
         atomic_write_text(plan.files.target_manifest, json.dumps(manifest, indent=2))
         return Obtained(StoredModel(model, {"metrics": utility}, None, False), shadow_model, utility)

@@ -58,11 +58,17 @@ def risk_statement(
     tpr, observed_fpr = flagged / members, false_positives / nonmembers
     tpr_low, tpr_high = sig.clopper_pearson(flagged, members)
     fpr_low, fpr_high = sig.clopper_pearson(false_positives, nonmembers)
+    # No flagged non-member does not make the false-positive rate 0: the rates below then use the upper
+    # end of its 95% interval, so "by chance" is an upper bound and the precision a lower one.
+    at_bound = false_positives == 0
+    used_fpr = fpr_high if at_bound else observed_fpr
     out = {
         "fpr": fpr,
         "false_positives": false_positives,
         "nonmembers": nonmembers,
         "observed_fpr": observed_fpr,
+        "fpr_interval": [fpr_low, fpr_high],
+        "fpr_at_bound": at_bound,
         "members_flagged": flagged,
         "members_scored": members,
         "tpr": tpr,
@@ -73,13 +79,13 @@ def risk_statement(
             training_examples=training_examples,
             training_examples_flagged=training_examples * tpr,
             training_examples_flagged_interval=[training_examples * tpr_low, training_examples * tpr_high],
-            flagged_without_leakage=training_examples * observed_fpr,
+            flagged_without_leakage=training_examples * used_fpr,
         )
     share = members / (members + nonmembers)
     out["precision"] = [
         {
             "prior": prior,
-            "value": precision(prior, tpr, observed_fpr),
+            "value": precision(prior, tpr, used_fpr) if flagged or false_positives else math.nan,  # no call
             "interval": [precision(prior, tpr_low, fpr_high), precision(prior, tpr_high, fpr_low)],
         }
         for prior in (share, *PRIORS)
@@ -182,3 +188,18 @@ def _plain(value):
 def reaches(data: dict, level: str) -> list[str]:
     """The families of ``verdicts.json`` data whose level is ``level`` or above."""
     return [f for f, v in data.get("families", {}).items() if LEVELS.index(v["level"]) >= LEVELS.index(level)]
+
+
+def failing(data: dict, level: str, allow_incomplete: bool = False) -> list[str]:
+    """What fails the release gate at ``level``, in words: each family at ``level`` or above, and
+    (unless ``allow_incomplete``) each family some of whose attacks did not run, whatever its level."""
+    families = data.get("families", {})
+    out = [f"{f} {families[f]['level']}" for f in reaches(data, level)]
+    if not allow_incomplete:
+        out += [
+            f"{f} incomplete ({', '.join(n['series'] for n in v['not_run'])} not run; "
+            "assess.allow_incomplete=true to pass it)"
+            for f, v in families.items()
+            if v.get("not_run") and f not in reaches(data, level)
+        ]
+    return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 from omegaconf import OmegaConf
@@ -179,9 +180,11 @@ class ExposedSet:
     note: str = ""
 
 
-def exposed_sets(cell_dirs: list[Path]) -> list[ExposedSet]:
+def exposed_sets(cell_dirs: list[Path], only: Optional[set[tuple[str, str, str]]] = None) -> list[ExposedSet]:
     """Per cell, the most exposed members from its strongest membership attack that saved them
-    (ranked by :func:`~mldoctor_bench.report.stats.membership_ranking` on the cell's own table)."""
+    (ranked by :func:`~mldoctor_bench.report.stats.membership_ranking` on the cell's own table);
+    ``only``: the series (attack, threat model, variant) that may be chosen, e.g. those that rejected
+    no leakage."""
     out = []
     for cell in cell_dirs:
         files = CellFiles(cell)
@@ -189,6 +192,8 @@ def exposed_sets(cell_dirs: list[Path]) -> list[ExposedSet]:
         key = table.iloc[0]
         name = f"{key['dataset']}/{key['arch']}/{key['defense']} seed{key['seed']}"
         ranking, passed = membership_ranking(table), []
+        if only is not None:
+            ranking = ranking[[s in only for s in zip(ranking["attack"], ranking["threat_model"], ranking["variant"])]]
         found = None
         for _, row in ranking.iterrows():
             path = files.exposed(row["attack"], row["threat_model"])
@@ -198,11 +203,10 @@ def exposed_sets(cell_dirs: list[Path]) -> list[ExposedSet]:
                 break
             passed.append(series_label(row["attack"], row["threat_model"], row["variant"]))
         if found is None:
-            why = (
-                f"no membership attack of this cell saved {EXPOSED}"
-                if len(ranking)
-                else "no ok membership row with TPR at 1% FPR or AUC"
-            )
+            why = f"no membership attack of this cell saved {EXPOSED}"
+            if not len(ranking):
+                none = "rejected no leakage" if only is not None else "has an ok row with TPR at 1% FPR or AUC"
+                why = f"no membership series {none}"
             out.append(ExposedSet(cell.name, name, "", float("nan"), float("nan"), None, why))
             continue
         row, examples = found

@@ -143,3 +143,37 @@ def exposed_figures(sets: list[ExposedSet], out_dir: Path, columns: int = 8) -> 
         )
         drawn.append(Drawn(f"{title}: {s.series}", _save(fig, out_dir / f"exposed_{_slug(s.cell_id)}.png"), s.note))
     return drawn
+
+
+def inversion_figure(
+    images: np.ndarray, classes: np.ndarray, recognised: np.ndarray, names: list[str], title: str, out: Path
+) -> Drawn:
+    """The reconstructions of one inversion attack, one column per class (headed by its name) and one
+    row per reconstruction, each framed green where the independent evaluator recognised its class and
+    red where it did not. ``images``: ``(N, C, H, W)`` in ``[0, 1]``; ``classes`` and ``recognised``:
+    one per image."""
+    columns = sorted(set(classes.tolist()))
+    rows = max(int((classes == c).sum()) for c in columns)
+    fig, axes = plt.subplots(rows, len(columns), figsize=(1.1 * len(columns), 1.1 * rows + 0.8), squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_visible(False)
+    for j, c in enumerate(columns):
+        axes[0, j].set_title(names[c] if c < len(names) else str(c), fontsize=7)
+        for i, k in enumerate(np.flatnonzero(classes == c)):
+            pixels = np.clip(np.moveaxis(images[k], 0, -1), 0, 1)
+            ax = axes[i, j]
+            ax.imshow(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, cmap="gray", vmin=0, vmax=1)
+            for side in ax.spines.values():
+                side.set_visible(True)
+                side.set_color("#2ca02c" if recognised[k] else "#d62728")
+                side.set_linewidth(2)
+    fig.suptitle(title, fontsize=9)
+    share = f"{int(recognised.sum())} of {len(recognised)}"
+    note = (
+        f"{title}: one column per class, one row per reconstruction; framed green where the independent "
+        f"evaluator recognised the class ({share}), red where it did not."
+    )
+    return Drawn(title, _save(fig, out), note)

@@ -20,10 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 from mldoctor_bench.cellfiles import CellFiles
-from mldoctor_bench.report import exposure_section, frontier, stats
+from mldoctor_bench.report import exposure_section, figures, frontier, stats
 from mldoctor_bench.report.build import (
     Material,
-    exposed_section,
     family_tables,
     grouping_notes,
     header,
@@ -36,6 +35,7 @@ from mldoctor_bench.report.build import (
 from mldoctor_bench.report.cell_verdicts import EXPOSED_CSV, VERDICTS
 from mldoctor_bench.report.collect import Source, exposed_sets
 from mldoctor_bench.report.remedies import defense_lines, todo_lines
+from mldoctor_bench.report.risk_statement import risk_lines
 from mldoctor_bench.results import SKIPPED, SKIPPED_FOR_COST, read_table
 
 POOLS = {
@@ -71,6 +71,7 @@ def pool_lines(manifest: dict) -> list[str]:
         f"- Data: dataset `{manifest.get('dataset')}`, {manifest.get('examples', '?')} examples; members file: "
         f"`{manifest.get('members') or 'none (membership inference skipped)'}` "
         f"({manifest.get('members_listed', 0)} examples listed).",
+        *accuracy_lines(manifest),
         "",
         "| pool | examples | what it is |",
         "| --- | ---: | --- |",
@@ -104,113 +105,62 @@ def pool_lines(manifest: dict) -> list[str]:
     return lines + [""]
 
 
-def _share(value: float) -> str:
-    return "n/a" if value != value else f"{value:.0%}"
-
-
-def lead_lines(lead: "dict | None") -> list[str]:
-    """The verdict's own series' risk statement in words (nothing without a training-set size)."""
-    if lead is None or "training_examples" not in lead:
-        return []
-    low, high = lead["training_examples_flagged_interval"]
-    share, rare = lead["precision"][0], lead["precision"][-1]
-    return [
-        f"At the threshold that wrongly flags {lead['false_positives']} of {lead['nonmembers']} non-members "
-        f"({lead['observed_fpr']:.1%}), {lead['series']} flags {lead['members_flagged']} of the "
-        f"{lead['members_scored']} evaluation members: about {lead['training_examples_flagged']:.0f} of the "
-        f"model's {lead['training_examples']} training examples (95% interval {low:.0f} to {high:.0f}), where "
-        f"a model that leaks nothing would have about {lead['flagged_without_leakage']:.0f} flagged by chance. "
-        f'A "member" call is right {_share(share["value"])} of the time when {share["prior"]:.0%} of those '
-        f"tested are members, and {_share(rare['value'])} when {rare['prior']:.0%} are"
-        + (
-            "."
-            if lead["rejects_no_leakage"]
-            else "; this series does not reject no leakage, so these "
-            "calls are no better than chance by the verdict's test."
-        ),
-        "",
-    ]
-
-
-def risk_lines(data: dict) -> list[str]:
-    """The membership risk statement of ``verdicts.json``: per judged series, at the threshold that
-    flags 1% (0.1%) of the evaluation non-members, how many training examples it flags and how often
-    a "member" call is right; the verdict's own series in words first."""
-    statements = data.get("membership_risk") or []
-    verdict = data.get("families", {}).get("membership", {})
-    if not statements:
-        if not verdict:
-            return []
-        return [
-            "## Membership risk",
-            "",
-            "No risk statement: no membership series was judged at a fixed false-positive rate, which needs "
-            "at least 1/FPR evaluation non-members (100 at 1% FPR) with saved scores.",
-            "",
-        ]
-    lines = [
-        "## Membership risk",
-        "",
-        *lead_lines(next((r for r in statements if r["series"] == verdict.get("series")), None)),
-    ]
-    lines += [
-        "| series | FPR | flagged members | of the training set (95% interval) | by chance | "
-        "precision at the run's share | at 1% members | rejects no leakage |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for r in statements:
-        total = (
-            f"{r['training_examples_flagged']:.0f} [{r['training_examples_flagged_interval'][0]:.0f}, "
-            f"{r['training_examples_flagged_interval'][1]:.0f}]"
-            if "training_examples" in r
-            else ""
-        )
-        chance = f"{r['flagged_without_leakage']:.0f}" if "training_examples" in r else ""
-        lines.append(
-            f"| {r['series']} | {r['fpr']:.1%} | {r['members_flagged']} / {r['members_scored']} | {total} | "
-            f"{chance} | {_share(r['precision'][0]['value'])} | {_share(r['precision'][-1]['value'])} | "
-            f"{'yes' if r['rejects_no_leakage'] else 'no'} |"
-        )
-    lines += [
-        "",
-        f"The flagged training examples of every series are listed in `{data.get('exposed', 'exposed.csv')}` "
-        "beside the report's cell (dataset index, and file name for an image folder).",
-        "",
-    ]
-    return lines
-
-
-def exposed_file_lines(cell_dir: Path, manifest: dict) -> list[str]:
-    """The files of the most exposed evaluation members (``dataset=folder``), so an owner can act on them."""
-    files = manifest.get("evaluation_member_files")
-    if not files:
-        return []
+def accuracy_lines(manifest: dict) -> list[str]:
+    """The model's accuracy as given on its listed members and on non-members, measured before any
+    attacker model trained, and the warning where the members' is too low (inputs prepared otherwise
+    than in its training)."""
+    acc = manifest.get("accuracy") or {}
     lines = []
-    for s in exposed_sets([cell_dir]):
-        if s.examples is None or s.examples.empty:
-            continue
-        top = s.examples.head(EXPOSED_FILES)
-        top = s.examples[s.examples["score"] >= top["score"].min()]  # members tied with the last are listed too
-        tied = (
-            f" ({len(top) - EXPOSED_FILES} more tie with the {EXPOSED_FILES}th; all listed"
-            + (", and maybe more: the attack saved its 32 highest" if len(top) == len(s.examples) else "")
-            + ")"
-            if len(top) > EXPOSED_FILES
-            else ""
+    if acc.get("members") is not None:
+        lines.append(
+            f"- As given, the model is right on {acc['members']:.1%} of its listed training examples and "
+            f"{acc['nonmembers']:.1%} of the non-members."
         )
-        lines += [
-            "## Most exposed training files",
-            "",
-            f"The {len(top)} members that {s.series} scores highest{tied} (TPR at 1% FPR {s.tpr:.3f}): "
-            "candidates to remove, deduplicate or relabel, or whose class needs more examples.",
-            "",
-            "| rank | file | label | score |",
-            "| ---: | --- | ---: | ---: |",
-        ]
-        for rank, (_, ex) in enumerate(top.iterrows(), start=1):
-            lines.append(f"| {rank} | `{files[int(ex['member_position'])]}` | {ex['label']} | {ex['score']:.4g} |")
-        lines.append("")
+    if manifest.get("preprocessing_warning"):
+        lines.append(f"- **Warning**: {manifest['preprocessing_warning']}.")
     return lines
+
+
+def rejected_series(data: dict) -> set[tuple[str, str, str]]:
+    """The membership series (attack, threat model, variant) of ``verdicts.json`` data that rejected
+    no leakage: the only ones whose most exposed members are more than chance."""
+    judged = data.get("families", {}).get("membership", {}).get("judged", [])
+    return {(j["attack"], j["threat_model"], j["variant"]) for j in judged if j.get("rejected")}
+
+
+def exposed_file_lines(m: Material, cell_dir: Path, manifest: dict, data: dict) -> list[str]:
+    """The most exposed evaluation members of the strongest membership series that rejected no
+    leakage: their files (``dataset=folder``, found by dataset index, so a series that scored only
+    some of the members names the right ones) and their images."""
+    rejected = rejected_series(data)
+    lines = ["## Most exposed training examples", ""]
+    if not rejected:
+        return lines + ["None listed: no membership series rejects no leakage, so no member stands out.", ""]
+    [exposed] = exposed_sets([cell_dir], only=rejected)
+    if exposed.examples is None or exposed.examples.empty:
+        return lines + [f"None listed: {exposed.note}.", ""]
+    top = exposed.examples.head(EXPOSED_FILES)
+    top = exposed.examples[exposed.examples["score"] >= top["score"].min()]  # members tied with the last too
+    tied = (
+        f" ({len(top) - EXPOSED_FILES} more tie with the {EXPOSED_FILES}th; all listed"
+        + (", and maybe more: the attack saved its 32 highest" if len(top) == len(exposed.examples) else "")
+        + ")"
+        if len(top) > EXPOSED_FILES
+        else ""
+    )
+    lines += [
+        f"The {len(top)} members that {exposed.series} scores highest{tied} (TPR at 1% FPR {exposed.tpr:.3f}; "
+        "it rejects no leakage): candidates to remove, deduplicate or relabel, or whose class needs more "
+        "examples.",
+        "",
+    ]
+    files = manifest.get("evaluation_member_files") or {}  # dataset index -> file (a list before 2026-12-07)
+    if isinstance(files, dict) and files and "index" in top:
+        lines += ["| rank | file | label | score |", "| ---: | --- | ---: | ---: |"]
+        for rank, (_, ex) in enumerate(top.iterrows(), start=1):
+            lines.append(f"| {rank} | `{files[str(int(ex['index']))]}` | {ex['label']} | {ex['score']:.4g} |")
+        lines.append("")
+    return lines + m.figures(figures.exposed_figures([exposed], m.fig_dir))
 
 
 FLAGGED_LISTED = 20
@@ -243,33 +193,48 @@ def leak_lines(m: Material, cell_dir: Path) -> list[str]:
     return lines + [""]
 
 
-def inversion_lines(m: Material) -> list[str]:
-    """The reconstructions the inversion verdict rests on, as the attack saved them."""
+def inversion_lines(m: Material, class_names: list[str]) -> list[str]:
+    """The reconstructions the inversion verdict rests on: each attack's, labelled by class and by what
+    the evaluator recognised (from the tensors the attack saved); the no-target search's as saved."""
+    from safetensors.numpy import load_file
+
     found = sorted(g for d in m.source.cell_dirs for g in Path(d).glob("inversion/*/inversion_*.png"))
     if not found:
         return []
     lines = [
         "## Model inversion: the reconstructions",
         "",
-        "One row per reconstruction, one column per class; an independent evaluator judged each. "
-        "`gmi_no_target`: the same search guided by the attacker's own shadow model, what it gets without "
-        "the target.",
+        "An independent evaluator judged each reconstruction. `gmi_no_target`: the same search guided by the "
+        "attacker's own shadow model instead of the target, what it gets without the target.",
         "",
     ]
+    drawn = []
     for grid in found:
-        copy = m.fig_dir / f"{grid.parent.name}_{grid.name}"
+        name, tm = grid.stem.removeprefix("inversion_"), grid.parent.name
+        title = f"{name} ({tm})"
+        tensors = grid.with_suffix(".safetensors")
+        if tensors.exists():
+            t = load_file(str(tensors))
+            recognised = t["evaluator_prediction"] == t["classes"]
+            out = m.fig_dir / f"inversion_{tm}_{name}.png"
+            drawn.append(figures.inversion_figure(t["images"], t["classes"], recognised, class_names, title, out))
+            continue
+        copy = m.fig_dir / f"{tm}_{grid.name}"
         copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(grid, copy)
-        name = grid.stem.removeprefix("inversion_")
-        lines += [f"![{name} ({grid.parent.name})]({copy.relative_to(m.report_dir).as_posix()})", ""]
-    return lines
+        note = f"{title}: one row per reconstruction, one column per class in class order."
+        drawn.append(figures.Drawn(title, copy, note))
+    return lines + m.figures(drawn)
 
 
 def to_html(markdown_text: str, report_dir: Path, title: str) -> str:
     """One self-contained HTML page: the Markdown rendered, every figure embedded as a data URI."""
     import markdown
 
-    body = markdown.markdown(markdown_text, extensions=["tables"])
+    converter = markdown.Markdown(extensions=["tables", "toc"])
+    body = converter.convert(markdown_text)
+    # the table of contents after the title: a long page an owner navigates by its sections
+    body = body.replace("</h1>", f"</h1>\n<nav><strong>Contents</strong>{converter.toc}</nav>", 1)
 
     def embed(match: re.Match) -> str:
         path = report_dir / html.unescape(match.group(2))
@@ -320,7 +285,8 @@ def write_owner_report(cell_dir: Path) -> tuple[Path, Path]:
     report_dir.mkdir(parents=True, exist_ok=True)
     frame = read_table(files.table)
     model = manifest.get("model", {})
-    title = f"Risk report: {model.get('arch') or model.get('factory')} on {manifest.get('dataset')}"
+    where = f" {Path(manifest['folder']).name}" if manifest.get("folder") else ""
+    title = f"Risk report: {model.get('arch') or model.get('factory')} on {manifest.get('dataset')}{where}"
     data = json.loads((cell_dir / VERDICTS).read_text()) if (cell_dir / VERDICTS).exists() else {}
     m = material(frame, Source([files.table], [cell_dir], report_dir), report_dir)
     levels = {f: v["level"] for f, v in data.get("families", {}).items()}
@@ -332,9 +298,8 @@ def write_owner_report(cell_dir: Path) -> tuple[Path, Path]:
         pool_lines(manifest),
         family_tables(m),
         budget_lines(m, cell_dir),
-        inversion_lines(m),
-        exposed_file_lines(cell_dir, manifest),
-        exposed_section(m),
+        inversion_lines(m, manifest.get("class_names") or []),
+        exposed_file_lines(m, cell_dir, manifest, data),
         leak_lines(m, cell_dir),
         roc_section(m),
         defense_lines(),

@@ -51,7 +51,7 @@ def remedy_lines(table: pd.DataFrame, levels: dict[str, str]) -> list[str]:
                 for f in tradeoffs.FAMILY_COLUMN
                 if f != family and row["defense"] in set(tradeoffs.effects(table, f)[1]["defense"])
             ]
-            note = [f"test accuracy {row['utility']:.3f}"] + (
+            note = [f"the benchmark's digits model reached test accuracy {row['utility']:.3f} with it"] + (
                 [CAVEATS[row["defense"]]] if row["defense"] in CAVEATS else []
             )
             note += [f"raises {', '.join(worse)}"] if worse else []
@@ -67,7 +67,11 @@ def remedy_lines(table: pd.DataFrame, levels: dict[str, str]) -> list[str]:
             "",
         ]
     else:
-        lines = ["No family is judged moderate or high here: nothing needs a defense on this evidence.", ""]
+        lines = [
+            "No family is judged moderate or high here: no defense is indicated by the attacks that ran (which "
+            "ran, and what they could have detected, is in the verdicts and the evidence below).",
+            "",
+        ]
     return lines
 
 

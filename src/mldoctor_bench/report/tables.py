@@ -10,7 +10,7 @@ from typing import Sequence
 import pandas as pd
 
 from mldoctor_bench.report import intervals, settings, stats
-from mldoctor_bench.results import OK, SKIPPED
+from mldoctor_bench.results import SKIPPED, UNSUPPORTED, not_run
 from mldoctor_bench.threat_catalog import short_name
 
 LOW_FPR_NOTE = (
@@ -168,9 +168,6 @@ def _where(g: pd.DataFrame) -> str:
     return "; ".join(cells) + f" (seeds {seeds})"
 
 
-UNSUPPORTED = " does not support "
-
-
 def unsupported_lines(frame: pd.DataFrame) -> list[str]:
     """One line per attack naming the threat models it was asked for but does not support."""
     bad = frame[(frame["status"] == SKIPPED) & frame["reason"].str.contains(UNSUPPORTED, regex=False)]
@@ -185,10 +182,7 @@ def unsupported_lines(frame: pd.DataFrame) -> list[str]:
 def problems_table(frame: pd.DataFrame) -> str:
     """Failed rows and skipped rows with another reason, one line per (attack, threat model, status,
     reason), with where; threat models an attack does not support are :func:`unsupported_lines`."""
-    bad = frame[
-        (frame["status"] != OK)
-        & ~((frame["status"] == SKIPPED) & frame["reason"].str.contains(UNSUPPORTED, regex=False))
-    ]
+    bad = frame[not_run(frame)]
     if bad.empty:
         return ""
     lines = [

@@ -41,7 +41,8 @@ from mldoctor_bench.report.evidence import (
     membership_evidence,
     stealing_evidence,
 )
-from mldoctor_bench.report.stats import CELL, SERIES, families, ok_rows
+from mldoctor_bench.report.stats import CELL, SERIES, families, ok_rows, series_label
+from mldoctor_bench.results import not_run
 
 ORDER = {LOW: 0, MODERATE: 1, HIGH: 2}
 FPR = 0.01
@@ -99,10 +100,29 @@ class Verdict:
     correction: str = CORRECTION
     tests: int = 0  # statistics judged in the family (the correction's count)
     judged: list = field(default_factory=list)  # every Evidence of the family, with its rejection
+    not_run: list = field(default_factory=list)  # (series, reason) of its selected attacks that did not run
+
+    @property
+    def detected_small(self) -> bool:
+        """A statistic rejects no leakage, but the effect is below the moderate bar."""
+        return self.significant and self.level == LOW
+
+    @property
+    def label(self) -> str:
+        """The level in words: ``low``, ``low (detected, small)``, ``moderate`` ..., and where some of
+        the family's attacks did not run, ``, incomplete: <series> not run``."""
+        text = f"{self.level} (detected, small)" if self.detected_small else self.level
+        if self.not_run:
+            text += f", incomplete: {', '.join(series for series, _ in self.not_run)} not run"
+        return text
 
     def as_dict(self) -> dict:
         """Plain data for ``verdicts.json``."""
-        out = {k: v for k, v in asdict(self).items() if k != "judged"}
+        out = {k: v for k, v in asdict(self).items() if k not in ("judged", "not_run")}
+        out["label"] = self.label
+        out["detected"] = self.significant
+        out["incomplete"] = bool(self.not_run)
+        out["not_run"] = [{"series": series, "reason": reason} for series, reason in self.not_run]
         out["interval"] = list(self.interval)
         out["judged"] = [
             {
@@ -190,19 +210,31 @@ def _words(e: Evidence, significant: bool, tests: int, alpha: float) -> str:
         if significant
         else f"no statistic rejects no leakage at {alpha:.0%} after {CORRECTION} over {tests}; the closest: {p}"
     )
+    if significant and e.effect == LOW:
+        verdict += ": leakage detected, but below the bar for moderate"
     seeds = f", {e.seeds} seeds pooled" if e.seeds > 1 else ""
     return f"{e.text}{seeds}; {verdict}"
 
 
+def not_run_series(frame: pd.DataFrame, fam: str) -> list[tuple[str, str]]:
+    """``(series, reason)`` of each attack of ``fam`` that was selected under a threat model it
+    supports and did not run (:func:`~mldoctor_bench.results.not_run`), in name order."""
+    rows = frame[not_run(frame) & (families(frame) == fam)]
+    return [
+        (series_label(attack, tm), str(group["reason"].iloc[0]))
+        for (attack, tm), group in rows.groupby(["attack", "threat_model"], sort=True)
+    ]
+
+
 def verdicts(frame: pd.DataFrame, intervals: Optional[Intervals] = None, alpha: float = sig.ALPHA) -> list[Verdict]:
-    """One verdict per attack family with a usable row in ``frame`` (one model), in the families' order.
-    ``intervals`` gives the 95% interval of a statistic where the table alone cannot (e.g. bootstrap
-    intervals over saved membership scores)."""
+    """One verdict per attack family with a usable row in ``frame`` (one model), in the families' order,
+    each with the family's attacks that did not run. ``intervals`` gives the 95% interval of a statistic
+    where the table alone cannot (e.g. bootstrap intervals over saved membership scores)."""
     out = []
     for fam in JUDGES:
         found = decide(fam, family_evidence(frame, fam, intervals), alpha)
         if found is not None:
-            out.append(found)
+            out.append(replace(found, not_run=not_run_series(frame, fam)))
     return out
 
 
@@ -224,7 +256,7 @@ def verdict_lines(frame: pd.DataFrame, intervals: Optional[Intervals] = None) ->
     if len(judged) == 1:
         [(key, found)] = judged.items()
         lines += [f"{name(key)}:", ""]
-        lines += [f"- **{v.family}: {v.level}** ({v.series}: {v.evidence})." for v in found]
+        lines += [f"- **{v.family}: {v.label}** ({v.series}: {v.evidence})." for v in found]
     else:
         families = [f for f in JUDGES if any(v.family == f for found in judged.values() for v in found)]
         lines += ["| model | " + " | ".join(families) + " |", "| --- |" + " --- |" * len(families)]
