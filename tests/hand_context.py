@@ -65,7 +65,7 @@ def hand_context(
     target_arch: str = "simple_cnn",
 ) -> AttackContext:
     """The context of ``tm_name`` on ``data`` with ``model`` (of architecture ``target_arch``) as
-    target (and as the shadow model)."""
+    target (and as the shadow model, and the control of the baselines that need one)."""
     tm = THREAT_MODELS.get(tm_name)
     splits = four_quarters(len(data), seed)
     knowledge, evaluation = attacker_knowledge(tm, data, splits, WhiteBoxAccess(model, CPU))
@@ -82,4 +82,5 @@ def hand_context(
         num_attribute_classes=data.num_attribute_classes,
         models=models,
         target_arch=target_arch,
+        control=WhiteBoxAccess(model, CPU),
     )

@@ -580,7 +580,8 @@ def test_suggested_defenses_name_only_differences_whose_interval_excludes_zero()
     text = "\n".join(remedy_lines(table, {"membership": "high", "stealing": "low"}))
     assert (
         "`b` -0.080 [-0.100, -0.060] (the benchmark's digits model reached test accuracy 0.600 with it; "
-        "raises stealing)"
+        "raises stealing (its target is weaker, test accuracy 0.600 against 0.900 undefended, which alone "
+        "lowers the no-query model's agreement with it: part of that rise is this))"
     ) in text
     assert "`a`" not in text  # its interval of the difference includes zero
     assert "stealing** (" not in text  # judged low: nothing to suggest
@@ -638,3 +639,33 @@ def test_tradeoff_differences_are_paired_over_seeds_or_combine_two_runs():
     )
     assert row["difference"] == pytest.approx(-0.08)
     assert row["difference_high"] - row["difference"] == pytest.approx(np.hypot(0.03, 0.02))
+
+
+@pytest.mark.slow
+def test_members_chosen_by_a_visible_property_of_images_the_model_never_saw_are_not_judged(owned, assess, tmp_path):
+    """Das, Zhang and Tramèr's blind baseline: listed "members" the model never trained on, chosen as the
+    images with the most ink (another collection, as it were). The attacks would find the shift; the
+    blind check finds it without the model, and membership is not judged."""
+    root, model_dir = owned
+    trained = set((model_dir / "members.txt").read_text().split())
+    unseen = [f for f in sorted({str(p.relative_to(root)) for p in root.glob("*/*.png")}) if f not in trained]
+    ink = {f: np.asarray(Image.open(root / f)).mean() for f in unseen}
+    listed = sorted(unseen, key=lambda f: -ink[f])[:100]
+    members = tmp_path / "thick.txt"
+    members.write_text("\n".join(listed) + "\n")
+    out = tmp_path / "res"
+    args = [*owner_args(root, model_dir), f"members={members}", *QUICK[:4], "attack=[membership,stealing]"]
+    proc = assess(*args, "threat_model=[blackbox_shadow,blackbox_partial]", f"results_dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "membership will not be judged" in proc.stderr
+    [cell] = list((out / "cells").iterdir())
+    data = json.loads((cell / "verdicts.json").read_text())
+    assert data["families"]["membership"]["level"] == "not judged" and not data["membership_risk"]
+    assert data["families"]["stealing"]["level"] in ("low", "moderate", "high")  # the others are still judged
+    report = (cell / "report" / "report.md").read_text()
+    line = next(x for x in report.splitlines() if x.startswith("- **membership: "))
+    assert "not judged" in line and "differ without the model" in line
+    gated = assess(
+        *args, "threat_model=[blackbox_shadow,blackbox_partial]", f"results_dir={out}", "assess.fail_on=high"
+    )
+    assert gated.returncode == 4 and "membership not judged" in gated.stderr

@@ -148,3 +148,66 @@ def test_thick_strokes_are_recoverable_from_a_trained_targets_embedding(small_ce
     assert m["accuracy"] > m["baseline_accuracy"] + margin, m
     # stroke width varies with the digit, so the label alone predicts some of it (issue: 0.58)
     assert m["label_baseline_accuracy"] > m["baseline_accuracy"], m
+
+
+def memorised_attribute_target(data: ImageData, members: torch.Tensor, auxiliary: bool) -> Classifier:
+    """A SimpleCNN trained on ``members``; with ``auxiliary`` it also learns their attribute as a second
+    output head on the same embedding (members only: it can only memorise it). The task head alone is
+    returned, so the attribute is in the embedding, not in the outputs."""
+    from mldoctor_bench.inference import model_inputs
+    from mldoctor_bench.models import build_model
+    from mldoctor_bench.training import iterate_batches
+
+    torch.manual_seed(0)
+    net = build_model("simple_cnn", 1, 10 + 2, 28)
+    images, labels, attribute = data.images[members], data.labels[members], data.attribute[members]
+    optimiser = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    generator = torch.Generator().manual_seed(0)
+    net.train()
+    for _ in range(80):
+        for batch in iterate_batches(len(images), 16, generator):
+            out = net(model_inputs(images[batch]))
+            loss = nn.functional.cross_entropy(out[:, :10], labels[batch])
+            if auxiliary:
+                loss = loss + nn.functional.cross_entropy(out[:, 10:], attribute[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    head = nn.Linear(net.embedding_dim, 10)
+    with torch.no_grad():
+        head.weight.copy_(net.head.weight[:10])
+        head.bias.copy_(net.head.bias[:10])
+    return Classifier(net.features, head).eval()
+
+
+@pytest.mark.planted
+@pytest.mark.slow
+def test_an_attribute_the_target_memorised_for_its_members_is_leakage_and_one_it_never_saw_is_not(tmp_path):
+    """Jayaraman and Evans's test: a random attribute (nothing in the image predicts it) that the target
+    memorised for its members leaks from its embedding on members only, beyond what an imputation model
+    gets; the same architecture trained without it leaks nothing. Under (W,P) the attacker knows half
+    of the members' attributes; it is scored on the other half and as many non-members."""
+    from dataclasses import replace as with_fields
+
+    from mldoctor_bench.data.splits import four_quarters
+    from mldoctor_bench.report.evidence import attribute_evidence
+    from mldoctor_bench.report.verdicts import decide
+    from planted_cell import cell_digits
+
+    data = cell_digits()
+    bits = torch.randint(0, 2, (len(data),), generator=torch.Generator().manual_seed(5))
+    data = with_fields(data, attribute=bits, num_attribute_classes=2, attribute_name="random bit")
+    splits = four_quarters(len(data), 0)
+    plain_own = memorised_attribute_target(data, splits.shadow_train, auxiliary=False)  # imputation's model
+    levels = {}
+    for auxiliary in (True, False):
+        target = memorised_attribute_target(data, splits.target_train, auxiliary)
+        ctx = hand_context("whitebox_partial", data, target, SETTINGS, tmp_path, models=OneModel(plain_own))
+        m = ATTACKS.get("attribute")().run(ctx)[""]
+        verdict = decide(
+            "attribute", attribute_evidence(("attribute", "whitebox_partial", ""), {k: [v] for k, v in m.items()})
+        )
+        levels[auxiliary] = (verdict.level, m["member_accuracy"], m["nonmember_accuracy"], m["training_leakage"])
+    print("memorised / never seen: (level, members, non-members, beyond imputation)", levels)
+    assert levels[True][0] != "low" and levels[True][1] > levels[True][2] + 0.2, levels
+    assert levels[False][0] == "low", levels

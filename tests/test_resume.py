@@ -160,3 +160,29 @@ def test_store_clears_temporary_files_left_by_a_killed_writer(tmp_path):
     again = store.get_or_train(payload, build, slow_train(marker))
     assert again.reused and len(marker.read_text().splitlines()) == 1
     assert torch.equal(first.model.weight, again.model.weight)
+
+
+@pytest.mark.slow
+def test_a_done_cell_rerun_after_the_verdict_rules_changed_gets_the_verdicts_of_the_rules_in_force(run_cli, tmp_path):
+    """A release gate must never read a verdict that an older rule wrote: verdicts.json records the rules
+    (a digest of the code that decides them), and a rerun of a finished cell rewrites it from the
+    cell's table and scores when they differ, training nothing."""
+    import json
+
+    from mldoctor_bench.report.cell_verdicts import RULES
+
+    out = tmp_path / "res"
+    args = [*TINY, f"results_dir={out}"]
+    assert run_cli(*args).returncode == 0
+    [cell] = list((out / "cells").iterdir())
+    path = cell / "verdicts.json"
+    fresh = json.loads(path.read_text())
+    assert fresh["rules"] == RULES and (cell / "verdict_inputs.json").exists()
+    stale = {**fresh, "rules": "an older rule", "families": {"membership": {"level": "high", "not_run": []}}}
+    path.write_text(json.dumps(stale))
+    rerun = run_cli(*args)
+    assert rerun.returncode == 0 and "verdicts rewritten under the rules in force" in rerun.stderr
+    assert "train target" not in rerun.stderr  # nothing trained: the cell is done
+    assert json.loads(path.read_text()) == json.loads(json.dumps(fresh))  # the same as its first run wrote
+    again = run_cli(*args)  # the rules in force already: left alone
+    assert "verdicts rewritten" not in again.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -103,3 +104,16 @@ def too_few_negatives(metric: str, n_nonmembers: float | None) -> bool:
     if not metric.startswith("tpr_at_fpr_") or n_nonmembers is None:
         return False
     return n_nonmembers < 1.0 / float(metric.removeprefix("tpr_at_fpr_"))
+
+
+def intraclass_correlation(groups: Sequence[Sequence[float]]) -> float:
+    """The one-way ANOVA estimate of the intra-class correlation, ``(MSB - MSW) / (MSB + (k - 1) MSW)``,
+    of equally sized ``groups`` (NaN where it is undefined, e.g. no variation at all)."""
+    x = np.asarray(groups, dtype=float)
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2:
+        return math.nan
+    g, k = x.shape
+    msb = k * ((x.mean(1) - x.mean()) ** 2).sum() / (g - 1)
+    msw = ((x - x.mean(1, keepdims=True)) ** 2).sum() / (g * (k - 1))
+    denominator = msb + (k - 1) * msw
+    return float((msb - msw) / denominator) if denominator > 0 else math.nan

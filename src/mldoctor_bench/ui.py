@@ -133,7 +133,13 @@ FAMILY_COLUMNS = {
         ("chance_accuracy", "chance"),
         ("mse", "mse"),
     ),
-    "attribute": (("accuracy", "acc"), ("best_baseline_accuracy", "baseline"), ("advantage_over_baseline", "over")),
+    "attribute": (
+        ("member_accuracy", "members"),
+        ("nonmember_accuracy", "non-memb"),
+        ("training_leakage", "leakage"),
+        ("accuracy", "test acc"),
+        ("advantage_over_baseline", "distrib"),
+    ),
     "stealing": (("agreement", "agree"), ("baseline_agreement", "no query"), ("agreement_over_baseline", "over")),
     "privacy_audit": (("epsilon_lower_bound", "audited eps"), ("epsilon", "DP eps"), ("correct_guesses", "correct")),
 }

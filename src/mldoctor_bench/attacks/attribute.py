@@ -3,15 +3,25 @@
 A white-box attacker reads the target's penultimate embedding (``model.embed``, no forward hooks)
 and trains a two-layer MLP to predict the *sensitive attribute* (not the task label, which the
 original re-predicted by mistake) on its own data: the shadow quarters under (W,S), its known part
-of target-train under (W,P). It is scored on target-test against three baselines that need no
-target: ``baseline_accuracy``, the majority attribute; ``label_baseline_accuracy``, the attribute
-predicted from the task label alone (each label's most frequent attribute in the attacker's data);
+of target-train under (W,P). The attacker holds the target's weights and images with their task
+label and attribute; it wants the attribute of images it holds without it.
+
+What the target leaks about its *training data* (Jayaraman and Evans, "Are attribute inference
+attacks just imputation?", USENIX Security 2022): the attack is scored on the evaluation members
+(target-train rows the attacker did not train on) and as many non-members, beside an imputation
+model that needs no target (the same attack on the attacker's own model, below), and
+``training_leakage`` is the attack's member-minus-non-member accuracy beyond the same difference for
+imputation; the verdict tests it. What it infers about the *distribution*, scored on target-test
+against three baselines that need no target, is reported as distributional inference:
+``baseline_accuracy``, the majority attribute; ``label_baseline_accuracy``, the attribute predicted
+from the task label alone (each label's most frequent attribute in the attacker's data);
 and ``no_target_accuracy``, the same attack on the embedding of the attacker's own model of the
 target's architecture (its shadow model under (W,S); under (W,P) one trained on its known examples),
-which shows what any model of this kind reveals about the attribute without the target. Only accuracy
-above ``best_baseline_accuracy``, the strongest of the three, is leakage the target adds
-(``advantage_over_baseline``); ``only_attack_right`` and ``only_baseline_right`` count the test
-examples on which exactly one of the attack and that baseline is right, for a paired test.
+which shows what any model of this kind reveals about the attribute without the target (the
+imputation model). Accuracy above ``best_baseline_accuracy``, the strongest of the three, is what
+the target adds about the distribution (``advantage_over_baseline``, not training-data leakage);
+``only_attack_right`` and ``only_baseline_right`` count the test examples on which exactly one of
+the attack and that baseline is right.
 
 Saved in the attack's folder: ``predictions.parquet``, one row per test example (its dataset
 ``index``, attribute, the attack's prediction and confidence, and each baseline's prediction).
@@ -117,9 +127,11 @@ class AttributeInference(Attack):
             own = ctx.models.classifier(r.role, r.images, r.targets)
         # scored on target-test; the evaluation members are predicted too, to link attribute leakage
         # to membership exposure example by example (they are not in the attacker's training data)
-        members = ctx.evaluation.members
-        (probs, member_probs), loss = self.infer(ctx, ctx.target.model, train, [test, members])
-        no_target = [p.argmax(1) for p in self.infer(ctx, own, train, [test, members])[0]]
+        members, nonmembers = ctx.evaluation.members, ctx.evaluation.nonmembers
+        (probs, member_probs, nonmember_probs), loss = self.infer(
+            ctx, ctx.target.model, train, [test, members, nonmembers]
+        )
+        no_target = [p.argmax(1) for p in self.infer(ctx, own, train, [test, members, nonmembers])[0]]
         majority = int(torch.bincount(test.attribute.long()).argmax())
 
         def guesses(data: Labeled, own_guess: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -142,6 +154,12 @@ class AttributeInference(Attack):
         metrics["advantage_over_baseline"] = metrics["accuracy"] - accuracies[strongest]
         metrics.update(paired_counts(predicted == test.attribute, right[strongest]))
         metrics.update(attack_train_loss=loss, n_train=float(len(train)), n_test=float(len(test)))
+        metrics.update(
+            members_beyond_imputation(
+                (members.attribute, member_probs.argmax(1), no_target[1]),
+                (nonmembers.attribute, nonmember_probs.argmax(1), no_target[2]),
+            )
+        )
         frames = [
             predictions_frame(data, p, guesses(data, own_guess), strongest, role)
             for data, p, own_guess, role in (
@@ -169,6 +187,29 @@ class AttributeInference(Attack):
             ctx.seed,
         )
         return [fitted.probabilities([embeddings(model, d.images, ctx.device)]) for d in sets], fitted.losses[-1]
+
+
+def members_beyond_imputation(
+    members: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    nonmembers: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+) -> dict[str, float]:
+    """Jayaraman and Evans's measure of training-data leakage (USENIX Security 2022): the attack's
+    accuracy on members minus on non-members, beyond the same difference for the imputation model
+    (the attack on the attacker's own model, which saw neither). Each argument is ``(attribute,
+    attack's guess, imputation's guess)`` for the evaluation members, or non-members; the counts let
+    a report test it (:func:`~mldoctor_bench.report.significance.difference_in_differences`)."""
+    out = {}
+    for name, (truth, attack, imputation) in (("member", members), ("nonmember", nonmembers)):
+        attack_right, imputation_right = attack == truth, imputation == truth
+        out[f"{name}_accuracy"] = float(attack_right.double().mean())
+        out[f"{name}_imputation_accuracy"] = float(imputation_right.double().mean())
+        out[f"{name}_only_attack_right"] = float((attack_right & ~imputation_right).sum())
+        out[f"{name}_only_imputation_right"] = float((~attack_right & imputation_right).sum())
+        out[f"n_{name}s_scored"] = float(len(truth))
+    out["training_leakage"] = (out["member_accuracy"] - out["nonmember_accuracy"]) - (
+        out["member_imputation_accuracy"] - out["nonmember_imputation_accuracy"]
+    )
+    return out
 
 
 def predictions_frame(

@@ -19,7 +19,7 @@ from mldoctor_bench.models import Classifier, build_model
 from mldoctor_bench.registry import Registry
 from mldoctor_bench.settings import NoSettings
 from mldoctor_bench.store import StoredModel
-from mldoctor_bench.threat_models import BlackBoxAccess, LabelOnlyAccess, ThreatModel
+from mldoctor_bench.threat_models import BlackBoxAccess, LabelOnlyAccess, ThreatModel, WhiteBoxAccess
 
 VariantMetrics = dict[str, dict[str, float]]  # variant ("" if none) -> metric -> value
 
@@ -141,6 +141,10 @@ class AttackContext:
     training_size: int = 0  # examples the target trained on (0: as many as the evaluation members)
     models: ModelService | None = None
     progress: Callable[[str, int], Callable[[int], None]] = lambda label, total: lambda n=1: None
+    # A model of the target's architecture and recipe that never saw the target's training data (the
+    # cell's shadow model): for baselines that measure what a model gives without the training data.
+    # It is the evaluation's, not the attacker's knowledge, also under threat models without data.
+    control: WhiteBoxAccess | None = None
 
     @property
     def reference(self) -> LabelOnlyAccess:
@@ -159,6 +163,7 @@ class Attack:
     threat_models: ClassVar[tuple[str, ...]]
     Settings: ClassVar[type] = NoSettings
     uses_heldout: ClassVar[bool] = False  # needs the partition's heldout pool (an evaluator)
+    uses_control: ClassVar[bool] = False  # needs ``AttackContext.control`` under every threat model
 
     def pool_sizes(self, settings: Any) -> dict[str, int]:
         """Rows of the partition's extra pools (e.g. ``canary``) that this attack needs with its

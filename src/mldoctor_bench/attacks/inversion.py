@@ -37,17 +37,17 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from mldoctor_bench.attacks.auxiliary import paired_counts
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, CachedRequest, ModelRequest, VariantMetrics
 from mldoctor_bench.attacks.dcgan import DCGAN, GanRecipe, seeded_dcgan, train_gan
 from mldoctor_bench.attacks.inversion_search import Inversion, gmi, miface, miface_starts
 from mldoctor_bench.knowledge import Labeled
+from mldoctor_bench.metrics import intraclass_correlation
 from mldoctor_bench.settings import setting
 from mldoctor_bench.training import accuracy
 
@@ -74,6 +74,23 @@ def class_average(values: torch.Tensor, classes: torch.Tensor) -> float:
     """Mean over classes of each class's mean value (NaN values, i.e. absent classes, left out)."""
     per_class = [values[classes == c].nanmean() for c in classes.unique()]
     return float(torch.stack(per_class).nanmean())
+
+
+def class_hits(
+    classes: torch.Tensor, target_right: torch.Tensor, control_right: torch.Tensor, num_classes: int
+) -> dict[str, float]:
+    """Per class ``c``, how many of its reconstructions the evaluator recognised with the target
+    (``target_hits_class_<c>``) and with the control model (``control_hits_class_<c>``), and the
+    intra-class correlation of the target's hits (``icc``): how far one class's reconstructions
+    succeed or fail together, which is why a class, not a reconstruction, is the unit of the test."""
+    out, groups = {}, []
+    for c in range(num_classes):
+        rows = classes == c
+        out[f"target_hits_class_{c}"] = float(target_right[rows].sum())
+        out[f"control_hits_class_{c}"] = float(control_right[rows].sum())
+        groups.append(target_right[rows].double().tolist())
+    icc = intraclass_correlation(groups) if len({len(g) for g in groups}) == 1 else math.nan
+    return out if math.isnan(icc) else {**out, "icc": icc}  # undefined where every hit is alike
 
 
 @torch.no_grad()
@@ -180,18 +197,17 @@ class ModelInversion(Attack):
 
     def run(self, ctx: AttackContext) -> VariantMetrics:
         target, s = ctx.target.model, ctx.settings
-        if ctx.threat_model.knowledge == "none":
-            variant, inversion, classes = "miface", *self.miface(ctx, target)
-        else:
-            variant, inversion, classes = "gmi", *self.gmi(ctx, target)
+        if ctx.control is None:
+            raise ValueError("model inversion needs the control model (the cell's shadow model) for its baseline")
+        search = self.miface if ctx.threat_model.knowledge == "none" else self.gmi
+        variant = "miface" if search == self.miface else "gmi"
+        inversion, classes = search(ctx, target)
         evaluator, evaluator_metrics = self.evaluator(ctx)
         means = class_means(ctx.evaluation.members, ctx.num_classes)
         metrics, per_image = score(inversion, classes, target, evaluator, means)
         metrics.update(evaluator_metrics)
-        if variant == "gmi" and ctx.knowledge.reference is not None:
-            metrics.update(self.no_target(ctx, classes, evaluator, per_image["evaluator_prediction"]))
-        baseline = max(metrics["chance_accuracy"], metrics.get("no_target_eval_accuracy", 0.0))
-        metrics["eval_accuracy_over_baseline"] = metrics["eval_accuracy"] - baseline
+        metrics.update(self.no_target(ctx, search, variant, classes, evaluator, per_image["evaluator_prediction"]))
+        metrics["eval_accuracy_over_baseline"] = metrics["eval_accuracy"] - metrics["no_target_eval_accuracy"]
         if "steps" in inversion.extra:
             metrics["mean_steps"] = float(inversion.extra["steps"].float().mean())
         first = inversion.images.view(ctx.num_classes, s.per_class, *inversion.images.shape[1:])
@@ -254,32 +270,43 @@ class ModelInversion(Attack):
         }
 
     @staticmethod
-    def miface(ctx: AttackContext, target: torch.nn.Module) -> tuple[Inversion, torch.Tensor]:
+    def miface(
+        ctx: AttackContext, target: torch.nn.Module, label: str = "MIFace (W,N)"
+    ) -> tuple[Inversion, torch.Tensor]:
         """MIFace with the run's settings; the attacker holds no data, only the input's shape."""
         s = ctx.settings.miface
         shape = tuple(ctx.evaluation.members.images.shape[1:])  # only the shape, which the weights imply
         starts, classes = miface_starts(ctx.num_classes, ctx.settings.per_class, shape, ctx.seed)
         inversion = miface(
-            target, starts, classes, s.steps, s.lr, s.window, s.threshold, s.loss, ctx.progress("MIFace (W,N)", s.steps)
+            target, starts, classes, s.steps, s.lr, s.window, s.threshold, s.loss, ctx.progress(label, s.steps)
         )
         return inversion, classes
 
     @staticmethod
     def no_target(
-        ctx: AttackContext, classes: torch.Tensor, evaluator: torch.nn.Module, with_target: torch.Tensor
+        ctx: AttackContext,
+        search: Callable,
+        variant: str,
+        classes: torch.Tensor,
+        evaluator: torch.nn.Module,
+        with_target: torch.Tensor,
     ) -> dict[str, float]:
-        """GMI guided by the attacker's own shadow classifier instead of the target, from the same
-        latents, judged by the same evaluator: what the attacker's GAN and data give without the target."""
-        inversion = ModelInversion.gmi(ctx, ctx.knowledge.reference.model, "GMI without the target (W,S)")[0]
+        """The same search from the same starts, guided by the control model (the target's architecture
+        and recipe, trained on data disjoint from the target's: the cell's shadow model) instead of the
+        target, judged by the same evaluator: what a model that never saw the training data gives.
+        Per class, the hits of both searches (the class is the unit of the verdict's test) and the
+        intra-class correlation of the target-guided hits."""
+        label = f"{'MIFace' if variant == 'miface' else 'GMI'} without the target ({ctx.threat_model.short})"
+        inversion = search(ctx, ctx.control.model, label)[0]
         s = ctx.settings
         images = inversion.images.view(ctx.num_classes, s.per_class, *inversion.images.shape[1:])
-        save_grid([images[:, r] for r in range(s.per_class)], ctx.out_dir / "inversion_gmi_no_target.png")
+        save_grid([images[:, r] for r in range(s.per_class)], ctx.out_dir / f"inversion_{variant}_no_target.png")
         with torch.no_grad():
             predicted = evaluator.eval()(inversion.images.to(next(evaluator.parameters()).device)).argmax(1).cpu()
         wanted = classes.cpu()
         return {
             "no_target_eval_accuracy": float((predicted == wanted).double().mean()),
-            **paired_counts(with_target == wanted, predicted == wanted),
+            **class_hits(wanted, with_target == wanted, predicted == wanted, ctx.num_classes),
         }
 
     @staticmethod

@@ -12,6 +12,13 @@ same architecture, recipe and images with their true labels (``baseline_agreemen
 and ``only_baseline_right`` count the test examples on which only the surrogate, or only the
 baseline, agrees with the target (for a paired test). A surrogate that agrees with the target no
 more than that baseline has stolen nothing a labelled dataset would not give.
+
+A training-time defense that costs accuracy moves that baseline: a weaker target errs where a plain
+model is right, so the no-query model agrees less with it and ``agreement_over_baseline`` rises with
+nothing more stolen. ``target_accuracy`` and ``accuracy_ratio`` (how much of the target's accuracy
+the surrogate reaches) stand beside agreement, and agreement is split where the target is right and
+where it is wrong (``agreement_where_target_right`` / ``_wrong``, and the baseline's): copying the
+target's mistakes is what only querying gives.
 """
 
 from __future__ import annotations
@@ -49,6 +56,26 @@ def score_surrogate(
         "accuracy": float((predicted == test.labels).double().mean()),
         "agreement": agreement(predicted.numpy(), target_labels.numpy()),
     }, predicted == target_labels
+
+
+def split_by_target(
+    agrees: torch.Tensor, baseline_agrees: torch.Tensor, target_right: torch.Tensor
+) -> dict[str, float]:
+    """Agreement with the target where it is right (there agreeing is being right) and where it is
+    wrong (there it is copying the target's own mistakes, which a no-query model rarely does), for
+    the surrogate and the no-query model: a weaker target (a training-time defense that costs
+    accuracy) lowers the no-query model's agreement without any more being stolen, and these show
+    which part of the agreement moved."""
+    out = {}
+    for where, rows in (("right", target_right), ("wrong", ~target_right)):
+        n = max(int(rows.sum()), 1)
+        out[f"agreement_where_target_{where}"] = float(agrees[rows].sum()) / n
+        out[f"baseline_agreement_where_target_{where}"] = float(baseline_agrees[rows].sum()) / n
+    # what querying adds where the target's own errors cannot count: comparable across defenses
+    out["agreement_over_baseline_where_target_right"] = (
+        out["agreement_where_target_right"] - out["baseline_agreement_where_target_right"]
+    )
+    return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,11 +125,15 @@ class ModelStealing(Attack):
         target_labels = ctx.target.labels(test.images)
         metrics, agrees = score_surrogate(surrogate, target_labels, test)
         base, base_agrees = score_surrogate(baseline, target_labels, test)
+        target_right = target_labels == test.labels
         metrics.update(
             baseline_agreement=base["agreement"],
             baseline_accuracy=base["accuracy"],
             agreement_over_baseline=metrics["agreement"] - base["agreement"],
             **paired_counts(agrees, base_agrees),
+            **split_by_target(agrees, base_agrees, target_right),
+            target_accuracy=float(target_right.double().mean()),
+            accuracy_ratio=metrics["accuracy"] / max(float(target_right.double().mean()), 1e-12),
             queries=float(len(request.images)),
             n_test=float(len(test)),
         )

@@ -28,7 +28,7 @@ from mldoctor_bench.data import ImageData, Splits, load_dataset
 from mldoctor_bench.data.base import Feedback
 from mldoctor_bench.files import atomic_write_text
 from mldoctor_bench.provenance import code_version
-from mldoctor_bench.report.cell_verdicts import VERDICTS, write_cell_verdicts
+from mldoctor_bench.report.cell_verdicts import VERDICTS, refresh_cell_verdicts, write_cell_verdicts
 from mldoctor_bench.report.exposure import (
     EXPOSURE,
     cross_attack,
@@ -97,8 +97,8 @@ def run_cell(cfg: DictConfig, target: Optional[Target] = None) -> Outcome:
 def finished(p: Plan) -> Outcome:
     """A done cell: nothing is loaded or trained; its summary is printed again."""
     ui.console.print(f"[green]cell already done[/], nothing retrained or rerun: {p.cell_dir}")
-    if not (p.cell_dir / VERDICTS).exists():  # a cell finished before verdicts were written
-        write_cell_verdicts(p.cell_dir)
+    if refresh_cell_verdicts(p.cell_dir):  # written by other verdict rules, or before there were verdicts
+        ui.console.print(f"verdicts rewritten under the rules in force: {p.cell_dir / VERDICTS}")
     print_outcome(p, pd.read_parquet(p.files.table))
     return Outcome(p.cell_dir, p.files.table, True)
 

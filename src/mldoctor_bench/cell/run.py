@@ -107,6 +107,7 @@ class CellRun:
             models=self.models,
             progress=self.bars,
             training_size=self.training_size,
+            control=WhiteBoxAccess(self.shadow.model, p.device) if self.shadow else None,
         )
 
     def run_attack(self, attack_name: str, tm_name: str, budget_reason: str = "") -> list[dict]:

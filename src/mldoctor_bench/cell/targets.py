@@ -13,6 +13,7 @@ from typing import Optional, Protocol
 
 from omegaconf import OmegaConf
 
+from mldoctor_bench.attacks import ATTACKS
 from mldoctor_bench.cell.models import ModelProvider
 from mldoctor_bench.cell.plan import Plan, cell_partition
 from mldoctor_bench.data import ImageData, Splits
@@ -57,7 +58,11 @@ class Target(Protocol):
 
 
 def needs_shadow(plan: Plan) -> bool:
-    return any(THREAT_MODELS.get(t).knowledge == "shadow" for t in plan.threat_models)
+    """The attacker's shadow model serves the shadow threat models, and as the control (a model that
+    never saw the training data) the attacks whose baselines need one."""
+    return any(THREAT_MODELS.get(t).knowledge == "shadow" for t in plan.threat_models) or any(
+        ATTACKS.get(a).uses_control for a in plan.attacks
+    )
 
 
 class TrainedTarget:

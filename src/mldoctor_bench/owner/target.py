@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mldoctor_bench import ui
 from mldoctor_bench.attacks import ATTACKS
+from mldoctor_bench.blind_check import blind_check
 from mldoctor_bench.cell.models import ModelProvider
 from mldoctor_bench.cell.plan import ConfigError, Plan
 from mldoctor_bench.cell.targets import Obtained, needs_shadow
@@ -26,6 +27,7 @@ from mldoctor_bench.members import MembersError, read_members
 from mldoctor_bench.owner.model import OwnerClassifier
 from mldoctor_bench.owner.preprocessing import preprocessing_warning
 from mldoctor_bench.owner.settings import Owner
+from mldoctor_bench.report.significance import ALPHA
 from mldoctor_bench.store import StoredModel
 from mldoctor_bench.threat_catalog import PARTIAL, THREAT_MODELS
 
@@ -155,6 +157,30 @@ class OwnerTarget:
             return "no members file: the partial threat model's attacker holds known training examples (members=FILE)"
         return None
 
+    @staticmethod
+    def blind(data: ImageData, splits: Splits, seed: int) -> dict[str, float]:
+        """The blind check of the owner's split (:mod:`mldoctor_bench.blind_check`): the evaluation
+        members against as many non-members, told apart from the images alone; one line where they can be."""
+        n = min(len(splits.target_train), len(splits.target_test))
+        members, nonmembers = splits.target_train[:n], splits.target_test[:n]
+        found = blind_check(
+            data.images[members],
+            data.labels[members],
+            data.images[nonmembers],
+            data.labels[nonmembers],
+            data.num_classes,
+            seed,
+        )
+        if found["blind_p_value"] <= ALPHA:
+            ui.console.print(
+                "[yellow]warning: the listed members and the other images differ without the model (a classifier "
+                f"of the images alone tells them apart, AUC {found['blind_auc']:.3f}, "
+                f"p = {found['blind_p_value']:.3f}): membership will not be judged; offer non-members from the "
+                "same collection as the members[/]",
+                soft_wrap=True,
+            )
+        return found
+
     def obtain(self, plan: Plan, data: ImageData, splits: Splits, provider: ModelProvider) -> Obtained:
         """Only the attacker's shadow model is trained; the owner's model is measured as it is, first,
         and checked for inputs prepared otherwise than in its training (:mod:`.preprocessing`)."""
@@ -174,6 +200,7 @@ class OwnerTarget:
             )
             if warning:
                 ui.console.print(f"[yellow]warning: {warning}[/]", soft_wrap=True)
+            utility.update(self.blind(data, splits, int(plan.cfg.seed)))
         shadow = provider.pool_spec("shadow", "shadow_train", defended=provider.knows_defense)
         shadow_model = provider.obtain([shadow])[0] if needs_shadow(plan) else None
         manifest = {

@@ -16,19 +16,32 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import pandas as pd
 
 from mldoctor_bench.cellfiles import CellFiles
 from mldoctor_bench.metrics import threshold_at_fpr
+from mldoctor_bench.provenance import source_hash
 from mldoctor_bench.report import significance as sig
 from mldoctor_bench.report.collect import read_scores, score_files, score_intervals
-from mldoctor_bench.report.verdicts import Intervals, Verdict, verdicts
+from mldoctor_bench.report.verdicts import NOT_JUDGED, Intervals, Verdict, verdicts
 from mldoctor_bench.results import read_table
 
 VERDICTS = "verdicts.json"
 EXPOSED_CSV = "exposed.csv"
+INPUTS = "verdict_inputs.json"  # what rewriting the verdicts needs besides the table and the scores
+# The verdict rules in force: a digest of the code that decides them. verdicts.json records it, and a
+# finished cell whose verdicts were written under other rules has them rewritten before it is read.
+RULES = source_hash(
+    (
+        "report/verdicts.py",
+        "report/evidence.py",
+        "report/significance.py",
+        "report/detectable.py",
+        "report/cell_verdicts.py",
+    )
+)
 PRIORS = (0.01,)  # besides the run's own share of members
 LEVELS = ("low", "moderate", "high")
 
@@ -58,8 +71,9 @@ def risk_statement(
     tpr, observed_fpr = flagged / members, false_positives / nonmembers
     tpr_low, tpr_high = sig.clopper_pearson(flagged, members)
     fpr_low, fpr_high = sig.clopper_pearson(false_positives, nonmembers)
-    # No flagged non-member does not make the false-positive rate 0: the rates below then use the upper
-    # end of its 95% interval, so "by chance" is an upper bound and the precision a lower one.
+    # No flagged non-member does not make the false-positive rate 0: the precision then uses the upper
+    # end of its 95% interval, and is a lower bound. "By chance" is what the verdict's test expects of an
+    # attack with no leakage at this threshold rule: the null floor (floor(fpr N) + 1) / (N + 1).
     at_bound = false_positives == 0
     used_fpr = fpr_high if at_bound else observed_fpr
     out = {
@@ -79,7 +93,7 @@ def risk_statement(
             training_examples=training_examples,
             training_examples_flagged=training_examples * tpr,
             training_examples_flagged_interval=[training_examples * tpr_low, training_examples * tpr_high],
-            flagged_without_leakage=training_examples * used_fpr,
+            flagged_without_leakage=training_examples * sig.tpr_floor(nonmembers, fpr),
         )
     share = members / (members + nonmembers)
     out["precision"] = [
@@ -98,7 +112,8 @@ def risk_and_exposed(
 ) -> tuple[list[dict], pd.DataFrame]:
     """A risk statement per judged TPR statistic of the membership family, and the flagged members."""
     statements, exposed = [], []
-    judged = [(e, r) for e, r in (verdict.judged if verdict else []) if e.statistic.startswith("tpr_at_fpr_")]
+    judged = verdict.judged if verdict is not None and verdict.level != NOT_JUDGED else []
+    judged = [(e, r) for e, r in judged if e.statistic.startswith("tpr_at_fpr_")]
     paths = {(f.attack, f.threat_model): f.path for f in score_files([cell_dir])}
     for evidence, rejected in judged:
         path = paths.get((evidence.attack, evidence.threat_model))
@@ -148,17 +163,45 @@ def risk_and_exposed(
     return statements, table
 
 
+def member_files(cell_dir: Path, files: Optional[Sequence[str]]) -> dict[int, str]:
+    """The file of every member a membership attack scored, by dataset index (folder data): what
+    ``exposed.csv`` names, kept so that verdicts can be rewritten without the data."""
+    if files is None:
+        return {}
+    indices = set()
+    for f in score_files([cell_dir]):
+        for scores in read_scores(f.path, with_index=True).values():
+            if "index" in scores:
+                indices |= set(scores.loc[scores["label"] == 1, "index"].astype(int))
+    return {i: files[i] for i in sorted(indices)}
+
+
+def gate_pvalues(found: list[Verdict]) -> dict[str, float]:
+    """Per family, the p-value the release gate reads: Holm over the families of each family's smallest
+    Holm-adjusted p-value, so that a gate failing on any family errs at most ``alpha`` of the time on a
+    model with nothing to find, whatever the number of families (NaN: untested)."""
+    per_family = {v.family: min((a for a in v.adjusted if not math.isnan(a)), default=math.nan) for v in found}
+    tested = [f for f, p in per_family.items() if not math.isnan(p)]
+    adjusted = dict(zip(tested, sig.holm_adjusted([per_family[f] for f in tested])))
+    return {f: float(adjusted.get(f, math.nan)) for f in per_family}
+
+
 def write_cell_verdicts(
-    cell_dir: Path, training_examples: Optional[int] = None, files: Optional[Sequence[str]] = None
+    cell_dir: Path, training_examples: Optional[int] = None, files: Optional[Sequence[str] | Mapping[int, str]] = None
 ) -> dict:
     """Write ``verdicts.json`` and ``exposed.csv`` into ``cell_dir``; return what was written.
     ``training_examples``: the size of the target's whole training set (the risk statement scales its
-    evaluation members to it); ``files``: the dataset's file names by index (folder data)."""
+    evaluation members to it); ``files``: the dataset's file names by index (folder data). Both are
+    kept beside (:data:`INPUTS`), so that :func:`refresh_cell_verdicts` can rewrite the verdicts under
+    other rules from the cell's folder alone."""
     cell_dir = Path(cell_dir)
+    names = dict(files) if isinstance(files, Mapping) else member_files(cell_dir, files)
+    (cell_dir / INPUTS).write_text(json.dumps({"training_examples": training_examples, "member_files": names}) + "\n")
     frame = read_table(CellFiles(cell_dir).table)
     found = verdicts(frame, bootstrap_lookup(cell_dir, frame))
     by_family = {v.family: v for v in found}
-    statements, exposed = risk_and_exposed(cell_dir, by_family.get("membership"), training_examples, files)
+    statements, exposed = risk_and_exposed(cell_dir, by_family.get("membership"), training_examples, names or None)
+    gate = gate_pvalues(found)
     key = frame.iloc[0] if len(frame) else {}
     data = {
         "cell": {
@@ -166,15 +209,37 @@ def write_cell_verdicts(
             for k in ("dataset", "arch", "defense", "seed", "config_hash")
             if k in key
         },
+        "rules": RULES,
         "alpha": sig.ALPHA,
         "correction": "Holm",
-        "families": {v.family: v.as_dict() for v in found},
+        "families": {v.family: {**v.as_dict(), "gate_p_value": gate[v.family]} for v in found},
         "membership_risk": statements,
         "exposed": EXPOSED_CSV,
     }
     (cell_dir / VERDICTS).write_text(json.dumps(data, indent=2, default=_plain) + "\n")
     exposed.to_csv(cell_dir / EXPOSED_CSV, index=False)
     return data
+
+
+def refresh_cell_verdicts(cell_dir: Path) -> bool:
+    """Rewrite a finished cell's ``verdicts.json`` when it is missing or was written by other verdict
+    rules (its ``rules`` differ from :data:`RULES`), from the cell's table, scores and kept inputs (for
+    a cell older than them, the training-set size and file names its earlier verdicts carried). No
+    training: the gate then reads the rules in force. Whether it was rewritten."""
+    cell_dir = Path(cell_dir)
+    path = cell_dir / VERDICTS
+    old = json.loads(path.read_text()) if path.exists() else {}
+    if old.get("rules") == RULES:
+        return False
+    if (cell_dir / INPUTS).exists():
+        kept = json.loads((cell_dir / INPUTS).read_text())
+        size, names = kept.get("training_examples"), {int(i): f for i, f in kept.get("member_files", {}).items()}
+    else:
+        size = next((r["training_examples"] for r in old.get("membership_risk", []) if "training_examples" in r), None)
+        flagged = pd.read_csv(cell_dir / EXPOSED_CSV) if (cell_dir / EXPOSED_CSV).exists() else pd.DataFrame()
+        names = dict(zip(flagged["index"], flagged["file"])) if {"index", "file"} <= set(flagged) else {}
+    write_cell_verdicts(cell_dir, size, names)
+    return True
 
 
 def _plain(value):
@@ -186,20 +251,36 @@ def _plain(value):
 
 
 def reaches(data: dict, level: str) -> list[str]:
-    """The families of ``verdicts.json`` data whose level is ``level`` or above."""
-    return [f for f, v in data.get("families", {}).items() if LEVELS.index(v["level"]) >= LEVELS.index(level)]
+    """The families of ``verdicts.json`` data whose level is ``level`` or above (a family not judged
+    has no level)."""
+    return [
+        f
+        for f, v in data.get("families", {}).items()
+        if v["level"] in LEVELS and LEVELS.index(v["level"]) >= LEVELS.index(level)
+    ]
 
 
 def failing(data: dict, level: str, allow_incomplete: bool = False) -> list[str]:
-    """What fails the release gate at ``level``, in words: each family at ``level`` or above, and
-    (unless ``allow_incomplete``) each family some of whose attacks did not run, whatever its level."""
-    families = data.get("families", {})
-    out = [f"{f} {families[f]['level']}" for f in reaches(data, level)]
+    """What fails the release gate at ``level``, in words: each family at ``level`` or above whose test
+    survives Holm over the families (:func:`gate_pvalues`: at most ``alpha`` false alarms in all on a
+    model with nothing to find), and (unless ``allow_incomplete``) each family that is not judged or
+    some of whose attacks did not run, whatever its level."""
+    families, alpha = data.get("families", {}), data.get("alpha", sig.ALPHA)
+    # a family at the level fails when it still rejects after Holm over the families (gate_p_value)
+    out = [
+        f"{f} {families[f]['level']}" for f in reaches(data, level) if not families[f].get("gate_p_value", 0) > alpha
+    ]
     if not allow_incomplete:
+        out += [
+            f"{f} not judged (members and non-members differ without the model; assess.allow_incomplete=true "
+            "to pass it)"
+            for f, v in families.items()
+            if v["level"] == NOT_JUDGED
+        ]
         out += [
             f"{f} incomplete ({', '.join(n['series'] for n in v['not_run'])} not run; "
             "assess.allow_incomplete=true to pass it)"
             for f, v in families.items()
-            if v.get("not_run") and f not in reaches(data, level)
+            if v.get("not_run") and f not in reaches(data, level) and v["level"] != NOT_JUDGED
         ]
     return out

@@ -7,7 +7,7 @@ judges, and against what, is said in :mod:`~mldoctor_bench.report.verdicts` and 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 from mldoctor_bench.metrics import LOW_FPRS
@@ -37,6 +37,7 @@ class Evidence:
     text: str  # the numbers in words
     strength: tuple = ()  # ranks series of one level: the strongest first
     seeds: int = 1
+    sizes: dict = field(default_factory=dict)  # what the test rests on, for what it could have detected
 
     @property
     def series(self) -> str:
@@ -110,6 +111,7 @@ def membership_evidence(key: tuple, values: Values, intervals: Optional[Interval
                 f"AUC {value:.3f}",
                 (0, value),
                 seeds,
+                {"members": members, "nonmembers": nonmembers},
             )
         )
     tpr_1 = _mean(values, "tpr_at_fpr_0.01")
@@ -134,6 +136,7 @@ def membership_evidence(key: tuple, values: Values, intervals: Optional[Interval
                 f"TPR {value:.3f} at {x:.1%} FPR ({value / x:.1f} times the FPR; a guess reaches {floor:.3f})",
                 (value / x, 0 if math.isnan(tpr_1) else tpr_1),
                 seeds,
+                {"members": members, "nonmembers": nonmembers},
             )
         )
     return out
@@ -190,22 +193,53 @@ def _paired(
             f"{text}; {b} examples right only with the target, {c} only without",
             (margin,),
             seeds,
+            {"discordant": b + c, "examples": n},
         )
     ]
 
 
 def attribute_evidence(key: tuple, values: Values, intervals: Optional[Intervals] = None) -> list[Evidence]:
-    """Attribute inference's accuracy against its strongest baseline, paired."""
-    return _paired(
-        "attribute",
-        key,
-        values,
-        "accuracy",
-        "best_baseline_accuracy",
-        "accuracy",
-        "the strongest baseline",
-        "advantage_over_baseline",
+    """Attribute inference's training-data leakage (Jayaraman and Evans): its accuracy on members minus
+    on non-members beyond the same difference for the imputation model. A table written before these
+    counts: its accuracy against its strongest baseline on non-members, untested (distributional)."""
+    names = [f"{g}_{m}" for g in ("member", "nonmember") for m in ("only_attack_right", "only_imputation_right")]
+    counts = _counts(values, *names, "n_members_scored", "n_nonmembers_scored")
+    leakage = _mean(values, "training_leakage")
+    if counts is None or math.isnan(leakage):
+        margin = _mean(values, "advantage_over_baseline")
+        if math.isnan(margin):
+            return []
+        test = "none: no member and non-member counts in this table (rerun the cell)"
+        text = f"accuracy on non-members {margin:+.3f} over the strongest baseline (distributional, untested)"
+        nan2 = (math.nan, math.nan)
+        return [Evidence("attribute", *key, "training_leakage", margin, "", 0.0, nan2, math.nan, test, LOW, text)]
+    ma, mi, na, ni, nm, nn = (int(sum(c)) for c in counts)
+    diff, p_value, interval = sig.difference_in_differences((ma, mi, nm), (na, ni, nn))
+    acc = {k: _mean(values, k) for k in ("member_accuracy", "nonmember_accuracy")}
+    imputation = {k: _mean(values, k) for k in ("member_imputation_accuracy", "nonmember_imputation_accuracy")}
+    text = (
+        f"accuracy on members minus non-members {diff:+.3f} beyond imputation (the attack {acc['member_accuracy']:.3f} "
+        f"on {nm} members, {acc['nonmember_accuracy']:.3f} on {nn} non-members; the imputation model "
+        f"{imputation['member_imputation_accuracy']:.3f} and {imputation['nonmember_imputation_accuracy']:.3f})"
     )
+    return [
+        Evidence(
+            "attribute",
+            *key,
+            "training_leakage",
+            diff,
+            "no difference between members and non-members beyond imputation",
+            0.0,
+            interval,
+            p_value,
+            "two-sample normal test of paired differences, one-sided",
+            margin_effect(diff),
+            text,
+            (diff,),
+            len(counts[0]),
+            {"standard_error": (interval[1] - interval[0]) / (2 * 1.959964)},
+        )
+    ]
 
 
 def stealing_evidence(key: tuple, values: Values, intervals: Optional[Intervals] = None) -> list[Evidence]:
@@ -222,33 +256,47 @@ def stealing_evidence(key: tuple, values: Values, intervals: Optional[Intervals]
     )
 
 
+def class_differences(values: Values) -> list[float]:
+    """Per seed and class, the target-guided search's share of recognised reconstructions minus the
+    control-guided one's (``target_hits_class_<c>``, ``control_hits_class_<c>``); empty where the
+    table has no per-class counts."""
+    classes = sorted(int(m.rsplit("_", 1)[1]) for m in values if m.startswith("target_hits_class_"))
+    counts = _counts(
+        values, "reconstructions", *(f"{k}_hits_class_{c}" for c in classes for k in ("target", "control"))
+    )
+    if not classes or counts is None:
+        return []
+    out = []
+    for seed, total in enumerate(counts[0]):
+        per_class = total / len(classes)
+        out += [(counts[1 + 2 * i][seed] - counts[2 + 2 * i][seed]) / per_class for i in range(len(classes))]
+    return out
+
+
 def inversion_evidence(key: tuple, values: Values, intervals: Optional[Intervals] = None) -> list[Evidence]:
-    """The evaluator's accuracy on the reconstructions against chance or, where stronger, against the
-    same search without the target (paired)."""
-    counts = _counts(values, "eval_accuracy", "chance_accuracy", "reconstructions")
+    """The evaluator's accuracy on the reconstructions against the same search guided by a model that
+    never saw the training data (the control), tested with a class as the unit: the reconstructions
+    of one class start alike and are judged by one evaluator, so they are not independent trials."""
+    counts = _counts(values, "eval_accuracy", "chance_accuracy", "reconstructions", "no_target_eval_accuracy")
     if counts is None:
         return []
     seeds = len(counts[0])
-    accuracy, chance = sum(counts[0]) / seeds, sum(counts[1]) / seeds
-    n = int(sum(counts[2]))
-    no_target = _mean(values, "no_target_eval_accuracy")
-    paired = _counts(values, "only_attack_right", "only_baseline_right")
-    if not math.isnan(no_target) and no_target > chance and paired is not None:
-        baseline, what = no_target, "the same search without the target"
-        b, c = (int(sum(v)) for v in paired)
-        p_value, test = sig.mcnemar_pvalue(b, c), "exact McNemar, one-sided"
-        low, high = sig.paired_difference_interval(b, c, n)
-        interval = (low + baseline, high + baseline)
-    else:
-        baseline, what = chance, "chance"
-        hits = int(round(sum(a * r for a, r in zip(counts[0], counts[2]))))
-        p_value, test = sig.binomial_pvalue(hits, n, chance), "exact binomial, one-sided"
-        interval = sig.clopper_pearson(hits, n)
+    accuracy, chance, baseline = (sum(c) / seeds for c in (counts[0], counts[1], counts[3]))
+    differences = class_differences(values)
     gain = (accuracy - baseline) / (1 - baseline) if baseline < 1 else 0.0
+    what = "the same search guided by a model that never saw the training data"
     text = (
         f"evaluator accuracy {accuracy:.3f} against {what} {baseline:.3f} (recovers {gain:.0%} of what it "
         f"misses; chance {chance:.3f})"
     )
+    if not differences:  # a table written before the per-class counts: untested
+        test, p_value, interval = "none: no per-class counts in this table (rerun the cell)", math.nan, (math.nan,) * 2
+    else:
+        icc = _mean(values, "icc")
+        text += f"; {len(differences)} classes{'' if seeds == 1 else ' x seeds'}, intra-class correlation {icc:.2f}"
+        test, p_value = "exact sign-flip permutation over classes, one-sided", sig.sign_flip_pvalue(differences)
+        low, high = sig.cluster_interval(differences)
+        interval = (low + baseline, high + baseline)
     return [
         Evidence(
             "inversion",
@@ -264,5 +312,6 @@ def inversion_evidence(key: tuple, values: Values, intervals: Optional[Intervals
             text,
             (gain,),
             seeds,
+            {"clusters": len(differences)},
         )
     ]

@@ -35,6 +35,10 @@ UNIT_METRICS = frozenset(
         "mse_start",
         "no_target_accuracy",
         "no_target_eval_accuracy",
+        "member_accuracy",
+        "nonmember_accuracy",
+        "member_imputation_accuracy",
+        "nonmember_imputation_accuracy",
         *(f"tpr_at_fpr_{x:g}" for x in LOW_FPRS),
     }
 )

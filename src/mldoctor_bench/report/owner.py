@@ -36,6 +36,7 @@ from mldoctor_bench.report.cell_verdicts import EXPOSED_CSV, VERDICTS
 from mldoctor_bench.report.collect import Source, exposed_sets
 from mldoctor_bench.report.remedies import defense_lines, todo_lines
 from mldoctor_bench.report.risk_statement import risk_lines
+from mldoctor_bench.report.verdicts import NOT_JUDGED
 from mldoctor_bench.results import SKIPPED, SKIPPED_FOR_COST, read_table
 
 POOLS = {
@@ -124,8 +125,10 @@ def accuracy_lines(manifest: dict) -> list[str]:
 def rejected_series(data: dict) -> set[tuple[str, str, str]]:
     """The membership series (attack, threat model, variant) of ``verdicts.json`` data that rejected
     no leakage: the only ones whose most exposed members are more than chance."""
-    judged = data.get("families", {}).get("membership", {}).get("judged", [])
-    return {(j["attack"], j["threat_model"], j["variant"]) for j in judged if j.get("rejected")}
+    membership = data.get("families", {}).get("membership", {})
+    if membership.get("level") == NOT_JUDGED:
+        return set()
+    return {(j["attack"], j["threat_model"], j["variant"]) for j in membership.get("judged", []) if j.get("rejected")}
 
 
 def exposed_file_lines(m: Material, cell_dir: Path, manifest: dict, data: dict) -> list[str]:
@@ -134,6 +137,8 @@ def exposed_file_lines(m: Material, cell_dir: Path, manifest: dict, data: dict) 
     some of the members names the right ones) and their images."""
     rejected = rejected_series(data)
     lines = ["## Most exposed training examples", ""]
+    if data.get("families", {}).get("membership", {}).get("level") == NOT_JUDGED:
+        return lines + ["None listed: membership is not judged (see the verdicts).", ""]
     if not rejected:
         return lines + ["None listed: no membership series rejects no leakage, so no member stands out.", ""]
     [exposed] = exposed_sets([cell_dir], only=rejected)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from mldoctor_bench.report import tradeoffs
-from mldoctor_bench.report.evidence import LOW
+from mldoctor_bench.report.evidence import HIGH, MODERATE
 
 # What a row's number leaves out, said beside it wherever the row is suggested.
 CAVEATS = {"output_labels_only": "posterior attacks only: label-only attacks, not in the table, still apply"}
@@ -31,13 +31,27 @@ def nothing_lowered(table: pd.DataFrame, column: str) -> str:
     return text + "."
 
 
+def weaker_target(table: pd.DataFrame, row: pd.Series, worse: list[str]) -> str:
+    """Why stealing "rises" under a defense that costs accuracy: the table's stealing column is
+    agreement over a no-query model, and a weaker target errs where a plain model is right, so that
+    model agrees less with it with nothing more stolen (the attack's split by where the target is
+    right says which part moved)."""
+    undefended = table[(table["defense"] == "none") & (table["column"] == tradeoffs.UTILITY)]["mean"]
+    if "stealing" not in worse or undefended.empty or not row["utility"] < float(undefended.iloc[0]) - 0.02:
+        return ""
+    return (
+        f" (its target is weaker, test accuracy {row['utility']:.3f} against {float(undefended.iloc[0]):.3f} "
+        "undefended, which alone lowers the no-query model's agreement with it: part of that rise is this)"
+    )
+
+
 def remedy_lines(table: pd.DataFrame, levels: dict[str, str]) -> list[str]:
     """For each family judged moderate or high here, the defenses whose measured effect on it lies
     beyond the noise of a difference (its interval excludes zero), each with its utility and the
     families it measurably worsens: what would help, from the table alone."""
     lines = []
     for family, level in levels.items():
-        if level == LOW or family not in tradeoffs.FAMILY_COLUMN:
+        if level not in (MODERATE, HIGH) or family not in tradeoffs.FAMILY_COLUMN:
             continue
         column = tradeoffs.FAMILY_COLUMN[family]
         lowered, _ = tradeoffs.effects(table, family)
@@ -54,7 +68,7 @@ def remedy_lines(table: pd.DataFrame, levels: dict[str, str]) -> list[str]:
             note = [f"the benchmark's digits model reached test accuracy {row['utility']:.3f} with it"] + (
                 [CAVEATS[row["defense"]]] if row["defense"] in CAVEATS else []
             )
-            note += [f"raises {', '.join(worse)}"] if worse else []
+            note += [f"raises {', '.join(worse)}{weaker_target(table, row, worse)}"] if worse else []
             parts.append(f"`{row['defense']}` {_difference(row)} ({'; '.join(note)})")
         lines.append(f"- **{family}** ({level} here): {column} changed by " + "; ".join(parts) + ".")
     if lines:
@@ -115,6 +129,11 @@ def defense_lines() -> list[str]:
     lines += [
         "",
         *[f"- {note}" for note in meta.get("notes", [])],
+        "- Why a stealing number moves: the column is the surrogate's agreement over a no-query model's. "
+        "Under a defense that costs accuracy the target errs where a plain model is right, so the no-query "
+        "model agrees less with it and the column rises with nothing more stolen. The stealing attack "
+        "reports agreement where the target is right and where it is wrong (copying its mistakes is what "
+        "only querying gives) and the share of the target's accuracy the surrogate reaches.",
         f"- Made with: `{meta.get('command', '?')}` then `{meta.get('summary', '?')}` "
         f"(code {meta.get('code_version', '?')}, {meta.get('date', '?')}).",
         "",

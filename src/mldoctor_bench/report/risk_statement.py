@@ -7,6 +7,8 @@ never as 0% and 100%."""
 
 from __future__ import annotations
 
+from mldoctor_bench.report.verdicts import NOT_JUDGED
+
 
 def _share(value: float, at_bound: bool = False) -> str:
     """A share in percent; ``at_least`` where it rests on the upper bound of the false-positive rate."""
@@ -29,7 +31,7 @@ def lead_lines(lead: "dict | None", verdict: dict) -> list[str]:
     low, high = lead["training_examples_flagged_interval"]
     share, rare = lead["precision"][0], lead["precision"][-1]
     bound = lead.get("fpr_at_bound", False)
-    chance = f"{'at most ' if bound else 'about '}{lead['flagged_without_leakage']:.0f}"
+    chance = f"about {lead['flagged_without_leakage']:.0f}"
     tested = f"TPR at {lead['fpr']:.1%} FPR"
     other = verdict.get("statistic") not in (None, "", f"tpr_at_fpr_{lead['fpr']:g}")
     if lead["rejects_no_leakage"]:
@@ -66,6 +68,8 @@ def risk_lines(data: dict) -> list[str]:
     if not statements:
         if not verdict:
             return []
+        if verdict.get("level") == NOT_JUDGED:
+            return ["## Membership risk", "", "No risk statement: membership is not judged (see the verdicts).", ""]
         return [
             "## Membership risk",
             "",
@@ -91,7 +95,7 @@ def risk_lines(data: dict) -> list[str]:
             else ""
         )
         bound = r.get("fpr_at_bound", False)
-        chance = f"{'≤ ' if bound else ''}{r['flagged_without_leakage']:.0f}" if "training_examples" in r else ""
+        chance = f"{r['flagged_without_leakage']:.0f}" if "training_examples" in r else ""
         lines.append(
             f"| {r['series']} | {r['fpr']:.1%} | {r['members_flagged']} / {r['members_scored']} | {total} | "
             f"{chance} | {_share(r['precision'][0]['value'], bound)} | {_share(r['precision'][-1]['value'], bound)} | "
@@ -99,9 +103,14 @@ def risk_lines(data: dict) -> list[str]:
         )
     lines += [
         "",
-        "Where a series flags no non-member, its false-positive rate is not 0 but unknown below the upper end "
-        'of its 95% interval: the rates then use that end, so "by chance" is an upper bound (≤) and the '
-        "precision a lower one (at least).",
+        '"By chance": the training examples a model that leaks nothing would have flagged at this threshold '
+        "rule, the null floor of the verdict's test, (floor(FPR x non-members) + 1) / (non-members + 1) of them. "
+        "Where a series flags no non-member, its false-positive rate is not 0 but unknown below the upper end of "
+        'its 95% interval: the precision then uses that end, and is a lower bound ("at least").',
+        "",
+        f"The statement in words is that of the series the verdict rests on, the strongest of the {len(statements)} "
+        "judged at a fixed false-positive rate, chosen after seeing them: its numbers are the most favourable to "
+        "the attacker, biased upward as a maximum is; the table gives every series.",
         "",
         f"The flagged training examples of every series are listed in `{data.get('exposed', 'exposed.csv')}` "
         "beside the report's cell (dataset index, and file name for an image folder).",

@@ -9,10 +9,10 @@ compared with is what an attacker gets without the model's leakage:
 
 - membership: the TPR at 1% (and 0.1%) FPR against its null floor (what a guess reaches at that
   many non-members), as a multiple of the FPR, and the AUC against 0.5;
-- inversion: the evaluator's accuracy on the reconstructions against chance (1/classes) and, for
-  GMI, against the same search guided by the attacker's own shadow classifier (no target);
-- attribute: accuracy against the strongest of the majority attribute, the attribute guessed from
-  the task label, and the same attack on the attacker's own shadow model (no target);
+- inversion: the evaluator's accuracy on the reconstructions against the same search guided by a
+  model that never saw the training data, a class being the unit of the test;
+- attribute: the attack's accuracy on members minus on non-members, beyond the same difference for
+  an imputation model that needs no target (Jayaraman and Evans);
 - stealing: the surrogate's agreement with the target against a model trained on the attacker's
   own images with their true labels and no query.
 
@@ -29,6 +29,7 @@ from typing import Callable, Optional
 import pandas as pd
 
 from mldoctor_bench.report import significance as sig
+from mldoctor_bench.report.detectable import detectable_words, smallest_detectable
 from mldoctor_bench.report.evidence import (
     HIGH,
     LOW,
@@ -42,9 +43,10 @@ from mldoctor_bench.report.evidence import (
     stealing_evidence,
 )
 from mldoctor_bench.report.stats import CELL, SERIES, families, ok_rows, series_label
-from mldoctor_bench.results import not_run
+from mldoctor_bench.results import TARGET, not_run
 
 ORDER = {LOW: 0, MODERATE: 1, HIGH: 2}
+NOT_JUDGED = "not judged"  # membership, where the members and non-members differ without the model
 FPR = 0.01
 CORRECTION = "Holm"
 
@@ -59,16 +61,20 @@ RULES = {
     ),
     "inversion": (
         f"moderate or high only if the evaluator's accuracy rejects the baseline at {sig.ALPHA:.0%} after "
-        "Holm's correction (exact binomial test against chance, 1/classes; exact McNemar test against the "
-        "same search guided by the attacker's own shadow classifier instead of the target); then high if "
-        "it recovers at least 40% of what the stronger baseline misses, (accuracy - baseline) / "
-        "(1 - baseline), moderate if 10%, else low"
+        "Holm's correction, the baseline being the same search from the same starts guided by a model of "
+        "the target's architecture and recipe that never saw its training data, judged by the same "
+        "evaluator (exact sign-flip permutation test over classes: a class, not a reconstruction, is the "
+        "unit); then high if it recovers at least 40% of what the baseline misses, (accuracy - baseline) / "
+        "(1 - baseline), moderate if 10%, else low. A model that generalises beats chance whether or not "
+        "it saw the images: chance is shown, not tested"
     ),
     "attribute": (
-        f"moderate or high only if accuracy beats the strongest baseline (majority attribute, attribute "
-        "from the task label, the same attack on the attacker's own shadow model) on the same examples "
-        f"(exact McNemar test, {sig.ALPHA:.0%} after Holm's correction); then high by 0.10 or more, "
-        "moderate by 0.02 or more, else low (what the target's embedding adds to what needs no target)"
+        f"moderate or high only if the attack's accuracy on the target's training members minus its "
+        "accuracy on non-members exceeds the same difference for an imputation model that needs no target "
+        "(the attack on the attacker's own model), as Jayaraman and Evans measure training-data leakage "
+        f"(two-sample normal test of the per-example differences, {sig.ALPHA:.0%} after Holm's correction); "
+        "then high by 0.10 or more, moderate by 0.02 or more, else low. Accuracy on non-members above what "
+        "needs no target is what the model reveals about the distribution, reported, not judged"
     ),
     "stealing": (
         f"moderate or high only if the surrogate agrees with the target more often than a model trained "
@@ -101,6 +107,9 @@ class Verdict:
     tests: int = 0  # statistics judged in the family (the correction's count)
     judged: list = field(default_factory=list)  # every Evidence of the family, with its rejection
     not_run: list = field(default_factory=list)  # (series, reason) of its selected attacks that did not run
+    p_adjusted: float = math.nan  # the chosen statistic's Holm-adjusted p-value
+    adjusted: list = field(default_factory=list)  # every judged statistic's Holm-adjusted p-value (NaN: untested)
+    detectable: dict = field(default_factory=dict)  # where low: the smallest effects the first Holm step rejects
 
     @property
     def detected_small(self) -> bool:
@@ -109,8 +118,8 @@ class Verdict:
 
     @property
     def label(self) -> str:
-        """The level in words: ``low``, ``low (detected, small)``, ``moderate`` ..., and where some of
-        the family's attacks did not run, ``, incomplete: <series> not run``."""
+        """The level in words: ``low``, ``low (detected, small)``, ``moderate`` ..., ``not judged``, and
+        where some of the family's attacks did not run, ``, incomplete: <series> not run``."""
         text = f"{self.level} (detected, small)" if self.detected_small else self.level
         if self.not_run:
             text += f", incomplete: {', '.join(series for series, _ in self.not_run)} not run"
@@ -118,20 +127,22 @@ class Verdict:
 
     def as_dict(self) -> dict:
         """Plain data for ``verdicts.json``."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("judged", "not_run")}
+        out = {k: v for k, v in asdict(self).items() if k not in ("judged", "not_run", "adjusted")}
         out["label"] = self.label
         out["detected"] = self.significant
         out["incomplete"] = bool(self.not_run)
         out["not_run"] = [{"series": series, "reason": reason} for series, reason in self.not_run]
         out["interval"] = list(self.interval)
+        adjusted = self.adjusted or [math.nan] * len(self.judged)
         out["judged"] = [
             {
                 **{k: v for k, v in asdict(e).items() if k not in ("strength", "family")},
                 "series": e.series,
                 "interval": list(e.interval),
                 "rejected": bool(r),
+                "p_adjusted": a,
             }
-            for e, r in self.judged
+            for (e, r), a in zip(self.judged, adjusted)
         ]
         return out
 
@@ -145,7 +156,7 @@ JUDGES: dict[str, Callable[[tuple, Values, Optional[Intervals]], list[Evidence]]
 # What each family's verdict compares its number with, beside the number in a report's tables.
 COMPARED = {
     "inversion": ("chance_accuracy", "no_target_eval_accuracy"),
-    "attribute": ("best_baseline_accuracy", "no_target_accuracy", "advantage_over_baseline"),
+    "attribute": ("member_accuracy", "nonmember_accuracy", "training_leakage", "advantage_over_baseline"),
     "stealing": ("baseline_agreement", "agreement_over_baseline"),
 }
 
@@ -163,13 +174,15 @@ def family_evidence(frame: pd.DataFrame, fam: str, intervals: Optional[Intervals
 
 def decide(fam: str, evidence: list[Evidence], alpha: float = sig.ALPHA) -> Optional[Verdict]:
     """The family's verdict from its statistics: Holm over the testable ones, then the strongest
-    rejected statistic's effect level; low when nothing is rejected."""
+    rejected statistic's effect level; low when nothing is rejected, with what the first Holm step
+    could have detected (:mod:`.detectable`)."""
     if not evidence:
         return None
     testable = [i for i, e in enumerate(evidence) if not math.isnan(e.p_value)]
-    rejected = [False] * len(evidence)
-    for i, r in zip(testable, sig.holm([evidence[i].p_value for i in testable], alpha)):
-        rejected[i] = bool(r)
+    rejected, adjusted = [False] * len(evidence), [math.nan] * len(evidence)
+    pvalues = [evidence[i].p_value for i in testable]
+    for i, r, a in zip(testable, sig.holm(pvalues, alpha), sig.holm_adjusted(pvalues)):
+        rejected[i], adjusted[i] = bool(r), float(a)
     judged = list(zip(evidence, rejected))
     hits = [e for e, r in judged if r]
     if hits:
@@ -178,11 +191,12 @@ def decide(fam: str, evidence: list[Evidence], alpha: float = sig.ALPHA) -> Opti
     else:  # nothing rejects no leakage: the statistic closest to doing so
         chosen = min(evidence, key=lambda e: (math.isnan(e.p_value), e.p_value if not math.isnan(e.p_value) else 0))
         level = LOW
+    p_adjusted = adjusted[evidence.index(chosen)]
     return Verdict(
         fam,
         level,
         chosen.series,
-        _words(chosen, bool(hits), len(testable), alpha),
+        _words(chosen, bool(hits), len(testable), alpha, p_adjusted),
         RULES[fam],
         chosen.statistic,
         chosen.value,
@@ -196,17 +210,20 @@ def decide(fam: str, evidence: list[Evidence], alpha: float = sig.ALPHA) -> Opti
         CORRECTION,
         len(testable),
         judged,
+        p_adjusted=p_adjusted,
+        adjusted=adjusted,
+        detectable=smallest_detectable(fam, evidence, alpha / max(1, len(testable))) if level == LOW else {},
     )
 
 
-def _words(e: Evidence, significant: bool, tests: int, alpha: float) -> str:
+def _words(e: Evidence, significant: bool, tests: int, alpha: float, p_adjusted: float = math.nan) -> str:
     if math.isnan(e.p_value):
         return f"{e.text}; not tested: {e.test}"
     if not math.isnan(e.interval[0]):
         e = replace(e, text=f"{e.text} (95% interval {e.interval[0]:.3f} to {e.interval[1]:.3f})")
-    p = f"p = {e.p_value:.2g}" if e.p_value >= 1e-4 else "p < 0.0001"
+    p = f"Holm-adjusted p = {p_adjusted:.2g}" if p_adjusted >= 1e-4 else "Holm-adjusted p < 0.0001"
     verdict = (
-        f"rejects no leakage ({p}, {e.test}; {CORRECTION} over {tests} statistics at {alpha:.0%})"
+        f"rejects no leakage ({p} over {tests} statistics, {e.test}; level {alpha:.0%})"
         if significant
         else f"no statistic rejects no leakage at {alpha:.0%} after {CORRECTION} over {tests}; the closest: {p}"
     )
@@ -214,6 +231,12 @@ def _words(e: Evidence, significant: bool, tests: int, alpha: float) -> str:
         verdict += ": leakage detected, but below the bar for moderate"
     seeds = f", {e.seeds} seeds pooled" if e.seeds > 1 else ""
     return f"{e.text}{seeds}; {verdict}"
+
+
+def _low_means(v: Verdict) -> str:
+    """For a low family: what it could have detected (low is not "safe")."""
+    words = detectable_words(v.family, v.detectable, v.tests) if v.level == LOW else ""
+    return f". Low means nothing distinguishable from chance was found: {words}" if words else ""
 
 
 def not_run_series(frame: pd.DataFrame, fam: str) -> list[tuple[str, str]]:
@@ -234,8 +257,36 @@ def verdicts(frame: pd.DataFrame, intervals: Optional[Intervals] = None, alpha: 
     for fam in JUDGES:
         found = decide(fam, family_evidence(frame, fam, intervals), alpha)
         if found is not None:
-            out.append(replace(found, not_run=not_run_series(frame, fam)))
+            found = replace(found, not_run=not_run_series(frame, fam))
+            out.append(not_judged(found, blind_split(frame), alpha))
     return out
+
+
+def blind_split(frame: pd.DataFrame) -> Optional[dict[str, float]]:
+    """The blind check of a given split (:mod:`mldoctor_bench.blind_check`) from the target's rows:
+    ``blind_auc``, its interval and ``blind_p_value``; None where none ran (members drawn at random)."""
+    rows = frame[(frame["attack"] == TARGET) & frame["metric"].str.startswith("blind_")]
+    found = dict(zip(rows["metric"], rows["value"]))
+    return found if "blind_p_value" in found else None
+
+
+SPLIT_JUDGED = ("membership", "attribute")  # families whose test compares members with non-members
+
+
+def not_judged(verdict: Verdict, blind: Optional[dict[str, float]], alpha: float) -> Verdict:
+    """The verdict of a family whose test compares members with non-members (membership; attribute
+    inference on members against non-members), unless the blind check rejects that the two are
+    exchangeable: then the attacks may have detected the split, not the model, and it is not judged."""
+    if verdict.family not in SPLIT_JUDGED or blind is None or not blind["blind_p_value"] <= alpha:
+        return verdict
+    text = (
+        "the listed members and the non-members differ without the model: a classifier of the images alone, "
+        f"which never queried it, tells them apart (AUC {blind['blind_auc']:.3f}, 95% interval "
+        f"{blind['blind_auc_low']:.3f} to {blind['blind_auc_high']:.3f}; permutation "
+        f"p = {blind['blind_p_value']:.3f}), so an attack comparing the two may measure the split, not the "
+        f"model; offer non-members from the same collection as the members to judge {verdict.family}"
+    )
+    return replace(verdict, level=NOT_JUDGED, series="blind check of the split", evidence=text, significant=False)
 
 
 def name(key: tuple) -> str:
@@ -256,7 +307,7 @@ def verdict_lines(frame: pd.DataFrame, intervals: Optional[Intervals] = None) ->
     if len(judged) == 1:
         [(key, found)] = judged.items()
         lines += [f"{name(key)}:", ""]
-        lines += [f"- **{v.family}: {v.label}** ({v.series}: {v.evidence})." for v in found]
+        lines += [f"- **{v.family}: {v.label}** ({v.series}: {v.evidence}){_low_means(v)}." for v in found]
     else:
         families = [f for f in JUDGES if any(v.family == f for found in judged.values() for v in found)]
         lines += ["| model | " + " | ".join(families) + " |", "| --- |" + " --- |" * len(families)]
