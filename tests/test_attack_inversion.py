@@ -193,3 +193,14 @@ def test_gan_prior_is_trained_once_then_reused(small_cell):
     assert service.reused == [("gan", False), ("gan", True)]
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):
         assert torch.equal(a.cpu(), b.cpu())
+
+
+@pytest.mark.parametrize("threat_model", ["whitebox_none", "whitebox_shadow"])
+def test_a_cell_running_inversion_alone_trains_the_control_model(threat_model):
+    """The control search needs the shadow model under (W,N) too, where no threat model asks for it."""
+    from types import SimpleNamespace
+
+    from mldoctor_bench.cell.targets import needs_shadow
+
+    assert needs_shadow(SimpleNamespace(attacks=["inversion"], threat_models=[threat_model]))
+    assert not needs_shadow(SimpleNamespace(attacks=["membership_metric"], threat_models=["blackbox_partial"]))

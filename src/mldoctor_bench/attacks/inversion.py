@@ -184,6 +184,7 @@ class ModelInversion(Attack):
     threat_models = ("whitebox_none", "whitebox_shadow")
     Settings = InversionSettings
     uses_heldout = True
+    uses_control = True  # the control search, under (W,N) as well as (W,S)
 
     def check_settings(self, s: InversionSettings) -> None:
         from mldoctor_bench.models import ARCHS
