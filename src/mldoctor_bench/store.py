@@ -16,12 +16,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-import torch
 from filelock import FileLock
 from safetensors.torch import load_file
 from torch import nn
 
 from mldoctor_bench.files import atomic_write_text, save_weights
+from mldoctor_bench.inference import in_model_layout
 from mldoctor_bench.provenance import stable_hash
 
 # keep(k, metrics, seconds): store the k-th model of a group as soon as it is trained
@@ -122,7 +122,7 @@ class ModelStore:
             return replace(self._memory[key], reused=True) if key in self._memory else None
         weights, manifest_path = self.paths(key)
         if manifest_path.exists() and weights.exists():
-            model = build()
+            model = in_model_layout(build())  # loading copies into the weights, keeping their layout
             model.load_state_dict(load_file(str(weights)))
             return StoredModel(model.eval(), json.loads(manifest_path.read_text()), weights, True)
         for stale in self.root.glob(f".{key}.*.tmp"):  # a writer killed mid-write; we hold its lock
@@ -150,9 +150,7 @@ class ModelStore:
     def _keep(self, key, payload, model, metrics, seconds, together, images) -> StoredModel:
         """Store one trained model with its manifest (its training seconds, how many trained with it
         and, given the ``images`` it saw in training, images per second)."""
-        # the layout the weights are saved and loaded in: a model used just after training then
-        # computes what its reload computes, bit for bit (training leaves conv weights channels-last)
-        model.to(memory_format=torch.contiguous_format)
+        in_model_layout(model)  # as training leaves it and as _load gives it back
         manifest = {
             "key": key,
             "payload": payload,
