@@ -111,7 +111,7 @@ def test_the_auto_rule_and_what_cannot_be_trained_together(monkeypatch):
 
 def test_threads_restore_the_intra_op_thread_count():
     before = torch.get_num_threads()
-    assert many_models.train_in_threads([lambda: torch.get_num_threads()] * 2) == [1, 1]
+    assert many_models.run_in_threads([lambda: torch.get_num_threads()] * 2) == [1, 1]
     assert torch.get_num_threads() == before
 
 
@@ -119,5 +119,5 @@ def test_threads_start_the_largest_task_first_and_return_results_in_order(monkey
     monkeypatch.setattr(many_models, "cpu_cores", lambda: 1)  # one worker: the start order is visible
     started = []
     tasks = [lambda i=i: started.append(i) or i * 10 for i in range(3)]
-    assert many_models.train_in_threads(tasks, sizes=[1, 5, 3]) == [0, 10, 20]
+    assert many_models.run_in_threads(tasks, sizes=[1, 5, 3]) == [0, 10, 20]
     assert started == [1, 2, 0]

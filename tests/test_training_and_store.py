@@ -69,6 +69,18 @@ def test_a_reloaded_model_answers_as_the_freshly_trained_one_bit_for_bit(tmp_pat
         assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
 
 
+def test_a_model_trained_in_the_contiguous_layout_is_reloaded_in_it(tmp_path):
+    """The store records the layout a model was trained in (a GAN trains contiguous, a classifier
+    channels-last) and reloads it so, so that its reload computes what it computed."""
+    from mldoctor_bench.inference import CONTIGUOUS, layout_of
+
+    job, data, *_ = job_and_data()
+    store = ModelStore(tmp_path)
+    fresh = store.get_or_train({"contiguous": 1}, lambda: seeded_model(job, data), lambda model: {})
+    reloaded = store.get_or_train({"contiguous": 1}, lambda: seeded_model(job, data), lambda model: {})
+    assert reloaded.reused and layout_of(fresh.model) == layout_of(reloaded.model) == CONTIGUOUS
+
+
 def test_store_trains_only_the_missing_models_together_and_records_their_time(tmp_path):
     job, data, x, y, _ = job_and_data()
     jobs = [

@@ -29,12 +29,24 @@ def model_inputs(images: torch.Tensor) -> torch.Tensor:
     return normalise(images).contiguous(memory_format=torch.channels_last)
 
 
-def in_model_layout(model: nn.Module) -> nn.Module:
-    """``model`` with its convolution weights channels-last, the layout training leaves them in, in
-    place. Every model is kept, loaded and queried in it: a model used right after training then
-    answers as its reload does, bit for bit, and its convolutions run on the fast path (on a 2-core
-    CPU, the default run's attacks took twice as long with contiguous weights; docs/performance.md)."""
-    return model.to(memory_format=torch.channels_last)
+CHANNELS_LAST, CONTIGUOUS = "channels_last", "contiguous"
+
+
+def layout_of(model: nn.Module) -> str:
+    """The memory layout of ``model``'s convolution weights: :data:`CHANNELS_LAST`, as training
+    leaves a classifier's, or :data:`CONTIGUOUS`."""
+    four_d = [p for p in model.parameters() if p.dim() == 4]
+    if any(not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last) for p in four_d):
+        return CHANNELS_LAST
+    return CONTIGUOUS
+
+
+def in_layout(model: nn.Module, layout: str = CHANNELS_LAST) -> nn.Module:
+    """``model`` with its convolution weights in ``layout``, in place. A stored model is reloaded in
+    the layout it was trained in (:func:`layout_of`): it then answers as it did right after
+    training, bit for bit, and a classifier's convolutions stay on the fast path (on a 2-core CPU,
+    the default run's attacks took twice as long on contiguous weights; docs/performance.md)."""
+    return model.to(memory_format=torch.channels_last if layout == CHANNELS_LAST else torch.contiguous_format)
 
 
 @torch.no_grad()

@@ -109,7 +109,7 @@ def train_many(
     if mode == STACKED:
         train_stacked(models, rows, recipe, on_epoch)
     elif mode == THREADS:
-        train_in_threads(
+        run_in_threads(
             [
                 (lambda m=m, r=r: train_classifier(m, r.images, r.labels, recipe, r.seed, on_epoch=on_epoch))
                 for m, r in zip(models, rows)
@@ -123,13 +123,14 @@ def train_many(
 
 
 def side_by_side(tasks: int) -> int:
-    """How many of ``tasks`` :func:`train_in_threads` runs at once: one per core."""
+    """How many of ``tasks`` :func:`run_in_threads` runs at once: one per core."""
     return min(tasks, cpu_cores())
 
 
-def train_in_threads(tasks: Sequence[Callable[[], object]], sizes: Optional[Sequence[float]] = None) -> list:
+def run_in_threads(tasks: Sequence[Callable[[], object]], sizes: Optional[Sequence[float]] = None) -> list:
     """Run ``tasks`` one per core, each with a single intra-op thread; their results in order.
-    Given their ``sizes``, the largest start first, so that no core waits alone at the end."""
+    Given their ``sizes``, the largest start first, so that no core waits alone at the end. Models
+    train this way on a CPU, and an attack's independent searches run so."""
     order = sorted(range(len(tasks)), key=lambda i: -sizes[i]) if sizes is not None else list(range(len(tasks)))
     previous = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from mldoctor_bench.files import atomic_write_text, save_weights
-from mldoctor_bench.inference import in_model_layout
+from mldoctor_bench.inference import CONTIGUOUS, in_layout, layout_of
 from mldoctor_bench.provenance import stable_hash
 
 # keep(k, metrics, seconds): store the k-th model of a group as soon as it is trained
@@ -122,9 +122,11 @@ class ModelStore:
             return replace(self._memory[key], reused=True) if key in self._memory else None
         weights, manifest_path = self.paths(key)
         if manifest_path.exists() and weights.exists():
-            model = in_model_layout(build())  # loading copies into the weights, keeping their layout
+            manifest = json.loads(manifest_path.read_text())
+            # loading copies into the weights, keeping their layout: the one the model was trained in
+            model = in_layout(build(), manifest.get("layout", CONTIGUOUS))
             model.load_state_dict(load_file(str(weights)))
-            return StoredModel(model.eval(), json.loads(manifest_path.read_text()), weights, True)
+            return StoredModel(model.eval(), manifest, weights, True)
         for stale in self.root.glob(f".{key}.*.tmp"):  # a writer killed mid-write; we hold its lock
             stale.unlink(missing_ok=True)
         return None
@@ -150,9 +152,9 @@ class ModelStore:
     def _keep(self, key, payload, model, metrics, seconds, together, images) -> StoredModel:
         """Store one trained model with its manifest (its training seconds, how many trained with it
         and, given the ``images`` it saw in training, images per second)."""
-        in_model_layout(model)  # as training leaves it and as _load gives it back
         manifest = {
             "key": key,
+            "layout": layout_of(model),  # as training left it, for _load
             "payload": payload,
             "metrics": metrics,
             "train_seconds": round(seconds, 3),

@@ -36,8 +36,9 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,7 @@ from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, CachedRe
 from mldoctor_bench.attacks.dcgan import DCGAN, GanRecipe, seeded_dcgan, train_gan
 from mldoctor_bench.attacks.inversion_search import Inversion, gmi, miface, miface_starts
 from mldoctor_bench.knowledge import Labeled
+from mldoctor_bench.many_models import run_in_threads
 from mldoctor_bench.metrics import intraclass_correlation
 from mldoctor_bench.settings import setting
 from mldoctor_bench.training import accuracy
@@ -200,14 +202,13 @@ class ModelInversion(Attack):
         target, s = ctx.target.model, ctx.settings
         if ctx.control is None:
             raise ValueError("model inversion needs the control model (the cell's shadow model) for its baseline")
-        search = self.miface if ctx.threat_model.knowledge == "none" else self.gmi
-        variant = "miface" if search == self.miface else "gmi"
-        inversion, classes = search(ctx, target)
+        variant = "miface" if ctx.threat_model.knowledge == "none" else "gmi"
+        (inversion, classes), (control, _) = self.both_searches(ctx, variant)
         evaluator, evaluator_metrics = self.evaluator(ctx)
         means = class_means(ctx.evaluation.members, ctx.num_classes)
         metrics, per_image = score(inversion, classes, target, evaluator, means)
         metrics.update(evaluator_metrics)
-        metrics.update(self.no_target(ctx, search, variant, classes, evaluator, per_image["evaluator_prediction"]))
+        metrics.update(self.no_target(ctx, control, variant, classes, evaluator, per_image["evaluator_prediction"]))
         metrics["eval_accuracy_over_baseline"] = metrics["eval_accuracy"] - metrics["no_target_eval_accuracy"]
         if "steps" in inversion.extra:
             metrics["mean_steps"] = float(inversion.extra["steps"].float().mean())
@@ -223,6 +224,23 @@ class ModelInversion(Attack):
             {k: v.contiguous() for k, v in tensors.items()}, str(ctx.out_dir / f"inversion_{variant}.safetensors")
         )
         return {variant: metrics}
+
+    @staticmethod
+    def both_searches(ctx: AttackContext, variant: str) -> list[tuple[Inversion, torch.Tensor]]:
+        """The search guided by the target and the same search from the same starts guided by the
+        control model, side by side on a CPU (one core each, as models train: the searches' small
+        batches leave a second core idle otherwise), one after the other elsewhere."""
+        name = "MIFace" if variant == "miface" else "GMI"
+        if variant == "miface":
+            search = ModelInversion.miface
+        else:
+            gan = ModelInversion.train_or_load_gan(ctx).to(ctx.device)  # once, before the searches share it
+            search = partial(ModelInversion.gmi, gan=gan)
+        tasks = [
+            partial(search, ctx, ctx.target.model, f"{name} ({ctx.threat_model.short})"),
+            partial(search, ctx, ctx.control.model, f"{name} without the target ({ctx.threat_model.short})"),
+        ]
+        return run_in_threads(tasks) if torch.device(ctx.device).type == "cpu" else [t() for t in tasks]
 
     def models_wanted(self, ctx: AttackContext) -> list:
         wanted = [self.evaluator_split(ctx)[0]]
@@ -286,19 +304,17 @@ class ModelInversion(Attack):
     @staticmethod
     def no_target(
         ctx: AttackContext,
-        search: Callable,
+        inversion: Inversion,
         variant: str,
         classes: torch.Tensor,
         evaluator: torch.nn.Module,
         with_target: torch.Tensor,
     ) -> dict[str, float]:
-        """The same search from the same starts, guided by the control model (the target's architecture
-        and recipe, trained on data disjoint from the target's: the cell's shadow model) instead of the
-        target, judged by the same evaluator: what a model that never saw the training data gives.
-        Per class, the hits of both searches (the class is the unit of the verdict's test) and the
-        intra-class correlation of the target-guided hits."""
-        label = f"{'MIFace' if variant == 'miface' else 'GMI'} without the target ({ctx.threat_model.short})"
-        inversion = search(ctx, ctx.control.model, label)[0]
+        """The ``inversion`` of the same search from the same starts, guided by the control model (the
+        target's architecture and recipe, trained on data disjoint from the target's: the cell's
+        shadow model) instead of the target, judged by the same evaluator: what a model that never saw
+        the training data gives. Per class, the hits of both searches (the class is the unit of the
+        verdict's test) and the intra-class correlation of the target-guided hits."""
         s = ctx.settings
         images = inversion.images.view(ctx.num_classes, s.per_class, *inversion.images.shape[1:])
         save_grid([images[:, r] for r in range(s.per_class)], ctx.out_dir / f"inversion_{variant}_no_target.png")
@@ -312,11 +328,12 @@ class ModelInversion(Attack):
 
     @staticmethod
     def gmi(
-        ctx: AttackContext, target: torch.nn.Module, label: str = "GMI latent search (W,S)"
+        ctx: AttackContext, target: torch.nn.Module, label: str = "GMI latent search (W,S)", gan: Optional[DCGAN] = None
     ) -> tuple[Inversion, torch.Tensor]:
-        """GMI with the run's settings, on the (cached) GAN prior learnt from the shadow images."""
+        """GMI with the run's settings, on the GAN prior learnt from the shadow images (``gan``, or
+        the cached one)."""
         s = ctx.settings.gmi
-        gan = ModelInversion.train_or_load_gan(ctx)
+        gan = gan if gan is not None else ModelInversion.train_or_load_gan(ctx)
         classes = torch.arange(ctx.num_classes).repeat_interleave(ctx.settings.per_class)
         inversion = gmi(
             gan.to(ctx.device),

@@ -10,7 +10,7 @@ import torch
 from mldoctor_bench.cellfiles import CellFiles
 from mldoctor_bench.data import Splits
 from mldoctor_bench.defenses import build_defense
-from mldoctor_bench.inference import in_model_layout, predict_logits
+from mldoctor_bench.inference import CONTIGUOUS, in_layout, predict_logits
 from mldoctor_bench.models import build_model
 
 
@@ -25,7 +25,8 @@ def load_target(cell_dir: Path | str) -> tuple[torch.nn.Module, Splits, dict]:
 
     manifest = json.loads(CellFiles(cell_dir).target_manifest.read_text())
     model = build_model(manifest["arch"], manifest["in_channels"], manifest["num_classes"], manifest["image_size"])
-    model = in_model_layout(build_defense(manifest.get("defense", {"name": "none"})).prepare_model(model))
+    model = build_defense(manifest.get("defense", {"name": "none"})).prepare_model(model)
+    model = in_layout(model, manifest.get("layout", CONTIGUOUS))  # as it was trained
     model.load_state_dict(load_file(str(cell_dir / manifest["weights"])))
     return model.eval(), Splits.load(cell_dir / manifest["splits"]), manifest
 

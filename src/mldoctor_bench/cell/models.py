@@ -30,8 +30,8 @@ from mldoctor_bench.many_models import (
     TrainingRows,
     choose_mode,
     device_rule,
+    run_in_threads,
     side_by_side,
-    train_in_threads,
     train_many,
 )
 from mldoctor_bench.provenance import source_hash, stable_hash
@@ -342,7 +342,7 @@ class ModelProvider(ModelService):
 
         if mode == THREADS:
             tasks = [lambda k=k: fit_and_keep(k) for k in range(len(models))]
-            train_in_threads(tasks, sizes=[self.images_seen(s) or 0 for s in chosen])
+            run_in_threads(tasks, sizes=[self.images_seen(s) or 0 for s in chosen])
         else:
             for k in range(len(models)):
                 fit_and_keep(k)

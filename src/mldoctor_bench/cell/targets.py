@@ -19,7 +19,7 @@ from mldoctor_bench.cell.plan import Plan, cell_partition
 from mldoctor_bench.data import ImageData, Splits
 from mldoctor_bench.defenses.base import OUTPUT
 from mldoctor_bench.files import atomic_write_text, save_weights
-from mldoctor_bench.inference import accuracy
+from mldoctor_bench.inference import accuracy, layout_of
 from mldoctor_bench.store import StoredModel
 from mldoctor_bench.threat_models import THREAT_MODELS
 
@@ -133,6 +133,7 @@ class TrainedTarget:
             "seed": int(cfg.seed),
             "recipe": OmegaConf.to_container(cfg.train, resolve=True),
             "store_key": target.manifest.get("key"),
+            "layout": layout_of(target.model),
             "defense": OmegaConf.to_container(cfg.defense, resolve=True),
         }
         atomic_write_text(plan.files.target_manifest, json.dumps(manifest, indent=2))
