@@ -8,7 +8,7 @@ RESULTS ?= results
 TEST_WORKERS ?= auto
 EXAMPLE = $(abspath $(RESULTS))/assess-example
 
-.PHONY: install demo test test-fast test-threads test-slurm lint report bench bench-low-fpr bench-membership exposure defense-tradeoffs assess-example assess-null clean-results
+.PHONY: install demo test test-fast test-threads test-slurm lint report bench bench-against bench-low-fpr bench-membership exposure defense-tradeoffs assess-example assess-null clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,13 @@ report: install
 # The training engine's benchmark (docs/performance.md); --quick: within 5 minutes on 2 CPU cores.
 bench: install
 	$(BIN)/python scripts/bench.py --quick
+
+# The default run and the ML-Doctor selection, timed side by side with commit REV on this machine,
+# interleaved (docs/contributing.md): e.g. make bench-against REV=HEAD~1 [ROUNDS=2]. About 30 minutes
+# for two rounds on 2 CPU cores.
+bench-against: install
+	@test -n "$(REV)" || { echo "make bench-against needs REV=<commit> to compare with, e.g. REV=HEAD~1"; exit 2; }
+	$(BIN)/python scripts/bench_against.py --against $(REV) --rounds $(or $(ROUNDS),2)
 
 # MemInf against LiRA and RMIA at low FPR on the quick cell, seeds 0-2 (docs/results.md, "Membership at low
 # false-positive rates"); about 8 minutes per seed on 2 CPU cores.
