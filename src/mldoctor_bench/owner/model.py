@@ -33,7 +33,6 @@ import torch
 from torch import nn
 
 from mldoctor_bench.attacks.base import AttackSkipped
-from mldoctor_bench.inference import in_layout
 from mldoctor_bench.models import Classifier, build_model
 from mldoctor_bench.registry import UnknownEntryError
 
@@ -373,5 +372,5 @@ def load_checked(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
     """``model`` in eval mode with ``state`` loaded strictly, after :func:`check_state_dict` has named
     any mismatch (``source`` says what the weights are in the refusal)."""
     check_state_dict(model, state, source)
-    in_layout(model).load_state_dict(state, strict=True)  # the classifiers' fast layout
+    model.load_state_dict(state, strict=True)  # in the owner's layout: answers as the owner's model does
     return model.eval()
