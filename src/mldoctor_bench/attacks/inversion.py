@@ -289,9 +289,7 @@ class ModelInversion(Attack):
         }
 
     @staticmethod
-    def miface(
-        ctx: AttackContext, target: torch.nn.Module, label: str = "MIFace (W,N)"
-    ) -> tuple[Inversion, torch.Tensor]:
+    def miface(ctx: AttackContext, target: torch.nn.Module, label: str) -> tuple[Inversion, torch.Tensor]:
         """MIFace with the run's settings; the attacker holds no data, only the input's shape."""
         s = ctx.settings.miface
         shape = tuple(ctx.evaluation.members.images.shape[1:])  # only the shape, which the weights imply
@@ -327,13 +325,9 @@ class ModelInversion(Attack):
         }
 
     @staticmethod
-    def gmi(
-        ctx: AttackContext, target: torch.nn.Module, label: str = "GMI latent search (W,S)", gan: Optional[DCGAN] = None
-    ) -> tuple[Inversion, torch.Tensor]:
-        """GMI with the run's settings, on the GAN prior learnt from the shadow images (``gan``, or
-        the cached one)."""
+    def gmi(ctx: AttackContext, target: torch.nn.Module, label: str, gan: DCGAN) -> tuple[Inversion, torch.Tensor]:
+        """GMI with the run's settings, on ``gan``, the prior learnt from the shadow images."""
         s = ctx.settings.gmi
-        gan = gan if gan is not None else ModelInversion.train_or_load_gan(ctx)
         classes = torch.arange(ctx.num_classes).repeat_interleave(ctx.settings.per_class)
         inversion = gmi(
             gan.to(ctx.device),
