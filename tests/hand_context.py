@@ -1,7 +1,7 @@
 """Attack contexts built by hand around a tiny model and synthetic data, for fast attack tests.
 
 The knowledge and evaluation sets come from the real ``four_quarters`` and ``attacker_knowledge``,
-and the access object from ``access_for``, so an attack sees what the runner would give it.
+and the access object from ``access_for``, so an attack sees what a cell would give it.
 """
 
 from __future__ import annotations

@@ -467,9 +467,7 @@ def test_without_members_the_quarters_fit_the_data_instead_of_refusing():
     from mldoctor_bench.data.base import ImageData
     from mldoctor_bench.owner.target import OwnerTarget
 
-    plan = SimpleNamespace(
-        data=SimpleNamespace(reserve=1 / 3, heldout_size=None, quarter_size=500), cfg=SimpleNamespace(seed=0)
-    )
+    plan = SimpleNamespace(data=SimpleNamespace(reserve=1 / 3, heldout_size=None, quarter_size=500), seed=0)
     images = torch.zeros(600, 1, 8, 8, dtype=torch.uint8)
     data = ImageData("folder", images, torch.arange(600) % 10, 10)
     splits = OwnerTarget.unlisted_partition(plan, data, needs_heldout=True)

@@ -97,7 +97,7 @@ def test_a_pool_smaller_than_the_canaries_is_skipped_with_the_setting_named(tmp_
         ATTACKS.get("privacy_audit")().run(ctx)
 
 
-def test_the_runner_cuts_a_canary_pool_only_for_the_audit(tmp_path):
+def test_a_cell_cuts_a_canary_pool_only_for_the_audit(tmp_path):
     def splits_for(*overrides):
         with initialize_config_module("mldoctor_bench.conf", version_base="1.3"):
             cfg = compose("config", overrides=[f"results_dir={tmp_path}", "data.quarter_size=500", *overrides])
@@ -112,7 +112,7 @@ def test_the_runner_cuts_a_canary_pool_only_for_the_audit(tmp_path):
 @pytest.mark.parametrize("noise", [0.7, 2.0])
 def test_under_dp_sgd_the_bound_never_exceeds_the_accountants_epsilon(tmp_path, noise):
     """Tiny real cell (64 images a quarter, 200 mislabeled canaries, 4 epochs) trained with DP-SGD
-    through the runner: the audited copy's accountant epsilon bounds the audited lower bound."""
+    through a cell: the audited copy's accountant epsilon bounds the audited lower bound."""
     with initialize_config_module("mldoctor_bench.conf", version_base="1.3"):
         cfg = compose(
             "config",

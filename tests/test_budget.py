@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from mldoctor_bench.cell.budget import Estimate, over_budget, select
 from mldoctor_bench.cell.plan import semantic_config
+from mldoctor_bench.cell.targets import Selection
+from mldoctor_bench.owner.budget import Estimate, over_budget, select
 
 SHADOW = 1_000  # the shadow model's training images (rows x epochs): one training
 
@@ -58,15 +59,15 @@ def test_a_cell_selects_the_same_attacks_whether_its_shadow_model_trained_slowly
         tmp_path,
         "attack=[membership,membership_rmia,membership_qmia]",
         "threat_model=blackbox_shadow",
-        "+assess.budget_models=2.5",
         "data.quarter_size=40",
         "train.epochs=2",
     )
     pairs = [(a, "blackbox_shadow") for a in ("membership", "membership_rmia", "membership_qmia")]
+    selection = Selection(cell.models_wanted(pairs), cell.models, cell.shadow)
     chosen = []
     for speed in (1.0, 1e9):
         monkeypatch.setitem(cell.shadow.manifest, "images_per_second", speed)
-        chosen.append(over_budget(cell, pairs))
+        chosen.append(over_budget(selection, 2.5))
     # RMIA's 2 references are 2 trainings of the shadow model and fit; QMIA's regressor (80 images x 0.8,
     # 40 epochs, against 40 x 2) would cost 32 and does not; MemInf costs nothing
     assert set(chosen[0]) == set(chosen[1]) == {("membership_qmia", "blackbox_shadow")}
@@ -92,7 +93,7 @@ def test_the_shipped_frontier_ranks_each_attack_by_its_best_pareto_optimal_serie
 
     import pandas as pd
 
-    from mldoctor_bench.cell.budget import FRONTIER_CSV, frontier_power
+    from mldoctor_bench.owner.budget import FRONTIER_CSV, frontier_power
 
     table = pd.read_csv(resources.files("mldoctor_bench.report").joinpath(FRONTIER_CSV))
     best = table[table["pareto"]].groupby("attack")["tpr"].max().to_dict()
@@ -106,7 +107,7 @@ def test_mldoctor_assess_selects_every_attack_on_the_shipped_frontier_by_default
     """The budget, not the selection, decides which frontier attacks an owner's assessment runs."""
     from hydra import compose, initialize_config_module
 
-    from mldoctor_bench.cell.budget import frontier_power
+    from mldoctor_bench.owner.budget import frontier_power
 
     with initialize_config_module("mldoctor_bench.conf", version_base="1.3"):
         assess, bench = compose("assess"), compose("config")
@@ -115,3 +116,30 @@ def test_mldoctor_assess_selects_every_attack_on_the_shipped_frontier_by_default
     # the benchmark's default run keeps its own, cheaper selection
     assert set(assess.attack) - set(bench.attack) == {"membership_qmia", "membership_lira"}
     assert assess.assess.budget_models is not None
+
+
+@pytest.mark.slow
+def test_each_pairs_context_is_made_once_though_the_target_and_the_training_ahead_read_it(tmp_path, monkeypatch):
+    from attack_fixtures import prepared_cell
+
+    from mldoctor_bench.cell import CellRun
+
+    cell = prepared_cell(
+        tmp_path,
+        "attack=[membership,membership_rmia]",
+        "threat_model=[blackbox_shadow,blackbox_partial]",
+        "attack.membership_rmia.num_references=2",
+        "data.quarter_size=40",
+        "train.epochs=2",
+    )
+    made, real = [], CellRun.new_context
+    monkeypatch.setattr(CellRun, "new_context", lambda self, a, t: made.append((a, t)) or real(self, a, t))
+    rows = cell.attacks()
+    assert sorted(made) == [
+        ("membership", "blackbox_partial"),
+        ("membership", "blackbox_shadow"),
+        ("membership_rmia", "blackbox_shadow"),
+    ]
+    assert {
+        r["status"] for r in rows if r["attack"] == "membership_rmia" and r["threat_model"] == "blackbox_shadow"
+    } == {"ok"}

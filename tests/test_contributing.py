@@ -1,9 +1,11 @@
 """docs/contributing.md's walk-through is true: following its steps in a copy of the package adds an
-attack that runs in a real cell, lands in the results table with its family, and is judged with
-the other membership attacks."""
+attack that runs in a real cell, lands in the results table with its family, is judged with the
+other membership attacks, and appears on the membership frontier with what it cost."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import shutil
@@ -13,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from mldoctor_bench.report.frontier import frontier_of
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "contributing.md"
@@ -69,7 +73,17 @@ def test_the_guide_adds_a_working_attack(tmp_path):
     rows = table[table["attack"] == "membership_loss"]
     assert set(rows["threat_model"]) == {"blackbox_shadow", "blackbox_partial"} and (rows["status"] == "ok").all()
     assert set(rows["family"]) == {"membership"} and {"auc", "tpr_at_fpr_0.01", "threshold"} <= set(rows["metric"])
-    assert "membership" in (cell / "verdicts.json").read_text()
+    judged = json.loads((cell / "verdicts.json").read_text())["families"]["membership"]["judged"]
+    assert {j["series"] for j in judged if j["series"].startswith("membership_loss")} == {
+        "membership_loss (B,S)",
+        "membership_loss (B,P)",
+    }
+    # its cost: the shadow model it scores with under (B,S) and its own seconds; under (B,P) its seconds
+    front = frontier_of([cell])
+    ours = front[front["attack"] == "membership_loss"].set_index("threat_model")
+    assert set(ours.index) == {"blackbox_shadow", "blackbox_partial"}
+    assert all(math.isfinite(c) and c > 0 for c in ours["cost_s"])
+    assert ours.loc["blackbox_shadow", "models_s"] > 0 == ours.loc["blackbox_partial", "models_s"]
     assert (cell / "membership_loss" / "blackbox_shadow" / "scores.parquet").is_file()
     # the package as shipped does not have it: the guide's steps made it
     assert not (ROOT / "src" / "mldoctor_bench" / "attacks" / "membership_loss.py").exists()

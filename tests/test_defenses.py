@@ -10,8 +10,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
+from mldoctor_bench.defense_catalog import OUTPUT, TRAINING
 from mldoctor_bench.defenses import DEFENSES, build_defense
-from mldoctor_bench.defenses.base import OUTPUT, TRAINING
 from mldoctor_bench.defenses.dp_sgd import dp_compatible, train_classifier_dp
 from mldoctor_bench.defenses.output import one_hot_argmax, rounded, top_k
 from mldoctor_bench.defenses.relaxloss import flattened_targets, relaxloss
@@ -79,7 +79,7 @@ def test_labels_only_output_gives_posterior_attacks_one_hot_vectors(small_cell):
 
 
 @pytest.mark.slow
-def test_runner_applies_output_defense_to_blackbox_target_only(small_cell):
+def test_a_cell_applies_output_defense_to_blackbox_target_only(small_cell):
     cell = small_cell
     cell = replace(cell, plan=replace(cell.plan, defense=build_defense({"name": "output_labels_only"})))
     black = cell.context("membership", "blackbox_shadow")

@@ -18,14 +18,21 @@ def model(role: str, seconds: float, reused: bool = False) -> dict:
     return {"role": role, "reused": reused, "train_seconds": seconds, "trained_together": 1}
 
 
-def phase(name: str, kind: str, self_s: float, models=()) -> dict:
-    return {"name": name, "kind": kind, "seconds": self_s, "self_s": self_s, "parent": None, "info": {"models": models}}
+def phase(name: str, kind: str, self_s: float, models=(), asked=None) -> dict:
+    info = {"models": models} if asked is None else {"asked": asked}
+    return {"name": name, "kind": kind, "seconds": self_s, "self_s": self_s, "parent": None, "info": info}
+
+
+def asked(roles, series=None) -> list[dict]:
+    """What an attack's phase records of the models it asked for (``mldoctor_bench.timings.ASKED``)."""
+    return [{"role": r, "series": series} for r in roles]
 
 
 def timings(seed: int) -> dict:
     """Target and shadow trained together; RMIA's 2 offline references, LiRA's 4 online (one of them
-    reused from the store) and 4 offline ones;
-    QMIA's regressor trained inside its attack's phase. Seed 1 pays twice as much for its models."""
+    reused from the store) and 4 offline ones; QMIA's regressor trained inside its attack's phase. Each
+    attack's phase records the models it asked for, and the variants they serve. Seed 1 pays twice as
+    much for its models."""
     k = 1 + seed
     return {
         "total_s": 0.0,
@@ -39,12 +46,24 @@ def timings(seed: int) -> dict:
                 + [model(f"reference-online-{i}-of-4", 10 * k, reused=i == 0) for i in range(4)]
                 + [model(f"reference-offline-{i}-of-4", 6 * k) for i in range(4)],
             ),
-            phase("attack membership (B,S)", "attack", 2.0),
-            phase("attack membership (B,P)", "attack", 1.0),
-            phase("attack membership_lira (B,S)", "attack", 4.0),
+            phase("attack membership (B,S)", "attack", 2.0, asked=asked(["shadow"])),
+            phase("attack membership (B,P)", "attack", 1.0, asked=[]),
+            phase(
+                "attack membership_lira (B,S)",
+                "attack",
+                4.0,
+                asked=asked([f"reference-online-{i}-of-4" for i in range(4)], ["online"])
+                + asked([f"reference-offline-{i}-of-4" for i in range(4)], ["offline"])
+                + asked([f"reference-online-{i}-of-4-r1" for i in range(4)], []),  # a repeat's: no variant's
+            ),
             phase("load reference-online-0-of-4", "model", 0.1, [model("reference-online-0-of-4", 10 * k, True)]),
-            phase("attack membership_rmia (B,S)", "attack", 3.0),
-            phase("attack membership_qmia (B,S)", "attack", 1.0),
+            phase(
+                "attack membership_rmia (B,S)",
+                "attack",
+                3.0,
+                asked=asked([f"reference-offline-{i}-of-2" for i in range(2)], ["offline"]),
+            ),
+            phase("attack membership_qmia (B,S)", "attack", 1.0, asked=asked(["qmia-gaussian"], ["gaussian"])),
             phase("train qmia-gaussian", "model", 30 * k, [model("qmia-gaussian", 30 * k)]),
         ],
     }
@@ -98,6 +117,15 @@ def test_each_series_is_charged_the_models_it_uses_and_its_share_of_its_attack_p
     # LiRA's phase (4 s) is split between its two variants; phases of model loading are no attack's
     assert series.loc[("membership_lira", "online"), "attack_s"] == 2.0
     assert series.loc[("membership", ""), "cost_s"] == 22.0
+
+
+def test_a_cell_whose_attack_phases_did_not_record_their_models_has_no_cost(results):
+    cell = results / "cells" / "cell0"
+    old = timings(0)
+    for p in old["phases"]:
+        p["info"].pop("asked", None)
+    (cell / "timings.json").write_text(json.dumps(old))
+    assert cell_series(cell).empty
 
 
 def test_pareto_keeps_the_points_nothing_else_beats_on_both_cost_and_power():

@@ -161,3 +161,92 @@ print("no torch")
     assert "no torch" in run.stdout
     report = (tmp_path / "report" / "report.md").read_text()
     assert "membership" in report and "mnist5k" in report
+
+
+# --- the package's structure, read from its sources ------------------------------------------------
+
+PACKAGE = Path(mldoctor_bench.__file__).resolve().parent
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_imports(path: Path, modules: set[str]) -> set[str]:
+    """The package's modules that ``path`` imports anywhere: at the top, inside functions and under
+    ``TYPE_CHECKING`` alike (each is a dependency a reader has to follow)."""
+    import ast
+
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return {m for m in found if m in modules and m != name}
+
+
+def test_no_import_cycle_anywhere_in_the_package():
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {m: package_imports(p, set(files)) for m, p in files.items()}
+    cycles, state = [], {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for dep in sorted(graph[module]):
+            if state.get(dep) == "open":
+                cycles.append(path[path.index(dep) :] + [dep])
+            elif dep not in state:
+                visit(dep, path + [dep])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+# Below plan(): the modules that receive a Plan. Its raw configuration (``.cfg``) is read only to
+# write the cell's config.yaml; everything else reads the plan's typed values.
+BELOW_PLAN = ("cell", "owner/target.py", "owner/budget.py", "attacks", "defenses", "report")
+
+
+def test_nothing_below_the_plan_reads_the_raw_configuration():
+    import ast
+
+    reads = []
+    for entry in BELOW_PLAN:
+        root = PACKAGE / entry
+        for path in [root] if root.is_file() else sorted(root.rglob("*.py")):
+            if path.name == "plan.py":
+                continue
+            tree = ast.parse(path.read_text())
+            allowed = {
+                id(arg)
+                for call in ast.walk(tree)
+                if isinstance(call, ast.Call) and ast.unparse(call.func) == "OmegaConf.to_yaml"
+                for arg in call.args
+            }
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Attribute) and node.attr == "cfg" and id(node) not in allowed:
+                    reads.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {ast.unparse(node)}")
+    assert not reads, f"raw configuration read below plan(): {reads}"
+
+
+def test_no_isinstance_tells_the_models_to_obtain_apart():
+    import re
+
+    told = [
+        f"{p.relative_to(PACKAGE)}:{n}"
+        for p in PACKAGE.rglob("*.py")
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"isinstance\([^)]*(CachedRequest|ModelSpec|ModelRequest)", line)
+    ]
+    assert not told, told

@@ -83,3 +83,32 @@ def test_config_options_and_registry_names_are_the_same(group):
     registered = set(registries()[group].names())
     assert options - registered == set(), f"conf/{group}/ options with no registry entry"
     assert registered - options == set(), f"registered {group} entries with no conf/{group}/*.yaml"
+
+
+def test_every_attack_declares_a_family_the_reports_judge_or_report():
+    from mldoctor_bench.families import FAMILIES
+    from mldoctor_bench.report.stats import FAMILY_METRICS
+    from mldoctor_bench.report.verdicts import JUDGES
+
+    assert {ATTACKS.get(name).family for name in ATTACKS} <= set(FAMILIES)
+    assert set(FAMILY_METRICS) == set(FAMILIES) and set(JUDGES) <= set(FAMILIES)
+
+
+def test_an_attack_of_an_unknown_family_is_refused_when_registered():
+    from mldoctor_bench.attacks.base import Attack, check_family
+
+    reg = Registry("attack", check=check_family)
+    odd = type("Odd", (Attack,), {"family": "memberships", "threat_models": ("blackbox_shadow",)})
+    with pytest.raises(ValueError, match="family 'memberships', not one the reports know; use one of: membership"):
+        reg.register("odd")(odd)
+    assert "odd" not in reg
+
+
+def test_every_defense_has_its_catalog_entry_of_the_same_kind():
+    from mldoctor_bench.defense_catalog import BY_NAME, ORDER, check_entry
+    from mldoctor_bench.defenses import DEFENSES
+
+    assert sorted(ORDER) == DEFENSES.names()
+    assert all(DEFENSES.get(name).kind == BY_NAME[name].kind for name in ORDER)
+    with pytest.raises(ValueError, match="has kind 'output', its catalog entry 'training'"):
+        check_entry("dp_sgd", type("Wrong", (), {"kind": "output"}))

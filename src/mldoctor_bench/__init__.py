@@ -1,6 +1,8 @@
 """mldoctor-bench: holistic risk assessment of inference attacks against image classifiers."""
 
-__version__ = "0.1.0"
+from mldoctor_bench.version import __version__
+
+__all__ = ["__version__", "load_target", "predict"]
 
 
 def __getattr__(name: str):

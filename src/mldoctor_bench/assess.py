@@ -12,72 +12,92 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Optional
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mldoctor_bench import entry, ui
 from mldoctor_bench.attacks import ATTACKS
 from mldoctor_bench.cell import Outcome
+from mldoctor_bench.defense_catalog import OUTPUT
 from mldoctor_bench.defenses import DEFENSES
-from mldoctor_bench.defenses.base import OUTPUT
 from mldoctor_bench.owner import OwnerTarget, assess_settings, owner_config, read_owner
-from mldoctor_bench.owner.settings import check_folder_members
+from mldoctor_bench.owner.settings import Owner, check_folder_members
 from mldoctor_bench.threat_catalog import THREAT_MODELS
 
 PROG = "mldoctor-assess"
 
 
-def cell(cfg: DictConfig) -> tuple[DictConfig, OwnerTarget]:
-    """The cell's config (the owner's architecture, the weights' and members' digests) and target."""
-    assess_settings(cfg)
-    owner = read_owner(cfg)
-    cfg = owner_config(cfg, owner)
-    return cfg, OwnerTarget(owner, cfg)
+class AssessCommand(entry.Command):
+    """The owner's assessment: the cell's config carries the owner's architecture and the digests of
+    the weights and members, its target is the owner's model (:class:`OwnerTarget`); the report and
+    the release gate follow the cell. The weights are read once per process (pre-flight and the run
+    share them)."""
+
+    prog, config = PROG, "assess"
+
+    def __init__(self) -> None:
+        self.read: dict[str, Owner] = {}  # by what identifies the owner's files (:meth:`owner`)
+
+    def owner(self, cfg: DictConfig) -> Owner:
+        """The owner's model, read once for the same ``model`` section, members and files on disk."""
+        files = [Path(str(p)).expanduser() for p in (cfg.model.get("weights"), cfg.get("members")) if p]
+        stamp = [(str(f.resolve()), f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.is_file()]
+        key = json.dumps([OmegaConf.to_container(cfg.model, resolve=True), str(cfg.get("members")), stamp], default=str)
+        if key not in self.read:
+            self.read[key] = read_owner(cfg)
+        return self.read[key]
+
+    def cell(self, cfg: DictConfig) -> tuple[DictConfig, OwnerTarget]:
+        """The cell's config (the owner's architecture, the weights' and members' digests) and target."""
+        gate = assess_settings(cfg)
+        owner = self.owner(cfg)
+        cfg = owner_config(cfg, owner)
+        return cfg, OwnerTarget(owner, cfg, gate)
+
+    def checks(self, cfg: DictConfig) -> None:
+        """Before Hydra starts: the weights against the architecture where it is known without the
+        data, and a folder's members file against its file list."""
+        owner = self.owner(cfg)
+        owner.check_early(cfg)
+        check_folder_members(cfg, owner)
+
+    def refuse(self, argv: list[str]) -> Optional[str]:
+        if any(o.split("=", 1)[0].lstrip("+~") == "arch" for o in entry.overrides_of(argv)):
+            return (
+                "the architecture is the owner's: use model.arch=NAME or "
+                "model.factory=package.module:callable, not arch="
+            )
+        if any(a in entry.MULTIRUN_FLAGS for a in argv):
+            return "one model is assessed per run: leave out -m (run the command once per model or seed)"
+        return None
+
+    def after(self, cfg: DictConfig, outcome: Outcome) -> None:
+        """The risk report; then the release gate: exit code 4 when a family reaches assess.fail_on, or
+        is incomplete (some of its attacks did not run) without assess.allow_incomplete."""
+        from mldoctor_bench.report.cell_verdicts import VERDICTS, failing
+        from mldoctor_bench.report.owner import write_owner_report
+
+        md, html = write_owner_report(outcome.cell_dir)
+        print("\n".join(ui.labelled("risk report:", [str(md), str(html)])), flush=True)
+        if outcome.failed:
+            sys.exit(entry.EXIT_ATTACK_FAILED)
+        gate, verdicts = assess_settings(cfg), outcome.cell_dir / VERDICTS
+        if not gate.fail_on or not verdicts.exists():
+            return
+        over = failing(json.loads(verdicts.read_text()), gate.fail_on, gate.allow_incomplete)
+        if over:
+            print(
+                f"{PROG}: {'; '.join(over)} (assess.fail_on={gate.fail_on}; see {verdicts}); "
+                f"exit code {entry.EXIT_GATE}",
+                file=sys.stderr,
+            )
+            sys.exit(entry.EXIT_GATE)
 
 
-def checks(cfg: DictConfig) -> None:
-    """Before Hydra starts: the weights against the architecture where it is known without the data,
-    and a folder's members file against its file list."""
-    owner = read_owner(cfg)
-    owner.check_early(cfg)
-    check_folder_members(cfg, owner)
-
-
-def refuse(argv: list[str]) -> Optional[str]:
-    if any(o.split("=", 1)[0].lstrip("+~") == "arch" for o in entry.overrides_of(argv)):
-        return (
-            "the architecture is the owner's: use model.arch=NAME or model.factory=package.module:callable, not arch="
-        )
-    if any(a in entry.MULTIRUN_FLAGS for a in argv):
-        return "one model is assessed per run: leave out -m (run the command once per model or seed)"
-    return None
-
-
-def after(cfg: DictConfig, outcome: Outcome) -> None:
-    """The risk report; then the release gate: exit code 4 when a family reaches assess.fail_on, or is
-    incomplete (some of its attacks did not run) without assess.allow_incomplete."""
-    from mldoctor_bench.report.cell_verdicts import VERDICTS, failing
-    from mldoctor_bench.report.owner import write_owner_report
-
-    md, html = write_owner_report(outcome.cell_dir)
-    print("\n".join(ui.labelled("risk report:", [str(md), str(html)])), flush=True)
-    if outcome.failed:
-        sys.exit(entry.EXIT_ATTACK_FAILED)
-    gate, verdicts = assess_settings(cfg), outcome.cell_dir / VERDICTS
-    if not gate.fail_on or not verdicts.exists():
-        return
-    over = failing(json.loads(verdicts.read_text()), gate.fail_on, gate.allow_incomplete)
-    if over:
-        print(
-            f"{PROG}: {'; '.join(over)} (assess.fail_on={gate.fail_on}; see {verdicts}); exit code {entry.EXIT_GATE}",
-            file=sys.stderr,
-        )
-        sys.exit(entry.EXIT_GATE)
-
-
-COMMAND = entry.Command(PROG, "assess", cell=cell, checks=checks, refuse=refuse, after=after)
+COMMAND = AssessCommand()
 
 
 def run_job(cfg: DictConfig) -> str:

@@ -1,6 +1,6 @@
 """The names of the files a cell leaves, in one place.
 
-The runner writes them, the command line and the sweep callback point at them, the report reads
+A cell's run writes them, the command line and the sweep callback point at them, the report reads
 them. A cell's folder is ``<results_dir>/cells/<dataset>_<arch>_<defense>_seed<seed>_<hash>``;
 ``done.json`` is written last, so a folder without it is an interrupted run.
 """
@@ -16,13 +16,35 @@ TABLE_STEM = "results"  # the tidy table is <stem>.parquet, with a <stem>.csv co
 DONE = "done.json"  # a cell's marker, written last
 POINTER = "cell.json"  # what a sweep job leaves in its own folder: where its cell is
 EXPOSED = "exposed.parquet"  # a membership attack's highest-scoring members, beside its scores
-# Keys of config.yaml that say where things are or what is done with the results, not what a cell
-# computes: left out of its hash (and of the settings a report compares across cells); ``data.<key>``
-# for the second, ``assess.<key>`` for the third: mldoctor-assess's exit policy (its budget,
-# ``assess.budget_models``, decides which attacks run, so it is part of the hash).
-LOCATION_KEYS = ("results_dir", "device", "cache", "hydra")
-LOCATION_DATA_KEYS = ("root", "cache_dir", "download")
-LOCATION_ASSESS_KEYS = ("fail_on", "allow_incomplete")
+# Dotted keys of config.yaml that say where things are or what is done with the results, not what a
+# cell computes: left out of its hash (and of the settings a report compares across cells).
+# mldoctor-assess's exit policy is one of them; its budget (``assess.budget_models``) decides which
+# attacks run, so it is part of the hash.
+LOCATION_KEYS = (
+    "results_dir",
+    "device",
+    "cache",
+    "hydra",
+    "data.root",
+    "data.cache_dir",
+    "data.download",
+    "assess.fail_on",
+    "assess.allow_incomplete",
+)
+
+
+def without_location(config: dict) -> dict:
+    """A plain config without its :data:`LOCATION_KEYS` (a section left empty by them goes too)."""
+    config = dict(config)
+    for key in LOCATION_KEYS:
+        section, _, leaf = key.rpartition(".")
+        if not section:
+            config.pop(key, None)
+        elif isinstance(config.get(section), dict):
+            config[section] = {k: v for k, v in config[section].items() if k != leaf}
+            if not config[section]:
+                config.pop(section)
+    return config
 
 
 def cell_name(dataset: str, arch: str, defense: str, seed: int, config_hash: str) -> str:

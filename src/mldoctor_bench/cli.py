@@ -11,8 +11,19 @@ import hydra
 from omegaconf import DictConfig
 
 from mldoctor_bench import entry
+from mldoctor_bench.cell import TrainedTarget
 
-COMMAND = entry.Command("mldoctor-bench", "config", cell=lambda cfg: (cfg, None))
+
+class BenchCommand(entry.Command):
+    """The benchmark: the composed config is the cell's, and its target is trained (:class:`TrainedTarget`)."""
+
+    prog, config = "mldoctor-bench", "config"
+
+    def cell(self, cfg: DictConfig) -> tuple[DictConfig, TrainedTarget]:
+        return cfg, TrainedTarget()
+
+
+COMMAND = BenchCommand()
 
 
 def run_job(cfg: DictConfig) -> str:

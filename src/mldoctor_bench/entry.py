@@ -3,7 +3,8 @@ line before Hydra starts, refusing bad input in one line before any folder is ma
 as a Hydra job, exit codes, Ctrl-C, and finding the cells of a sweep whose attacks failed.
 
 A :class:`Command` says what differs between the two: the config, how a composed config becomes a
-cell's config and target, what is checked before Hydra starts, and what happens after the cell.
+cell's config and target, what is checked before Hydra starts, and what happens after the cell
+(:class:`mldoctor_bench.cli.BenchCommand`, :class:`mldoctor_bench.assess.AssessCommand`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Callable, Optional
@@ -22,7 +22,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mldoctor_bench import __version__
 from mldoctor_bench.cell import ConfigError, Outcome, Target, run_cell
 from mldoctor_bench.cellfiles import CELLS, POINTER, CellFiles, pointed_cells, pointer_payload
 from mldoctor_bench.data import DataUnavailableError
@@ -30,6 +29,7 @@ from mldoctor_bench.files import atomic_write_text
 from mldoctor_bench.members import MembersError
 from mldoctor_bench.owner.model import OwnerModelError
 from mldoctor_bench.registry import UnknownEntryError
+from mldoctor_bench.version import __version__
 
 EXIT_BAD_INPUT = 2  # nothing ran: a setting, a name or the data is wrong
 EXIT_ATTACK_FAILED = 3  # everything ran, but some attack failed (its cell is not done; rerun retries it)
@@ -41,19 +41,27 @@ INFO_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "--info", "--resolv
 BAD_INPUT = (ConfigError, DataUnavailableError, UnknownEntryError, OwnerModelError, MembersError)
 
 
-@dataclass(frozen=True)
 class Command:
-    """One command line app: ``prog`` (its name in messages), ``config`` (its primary config),
-    ``cell`` (a composed config to the cell's config and its target; may refuse), ``checks``
-    (more refusals before Hydra starts, on the composed config), ``refuse`` (refusals of the
-    command line itself) and ``after`` (what follows the cell: a report, a release gate)."""
+    """One command line app: :attr:`prog` (its name in messages) and :attr:`config` (its primary
+    config); subclasses say how a composed config becomes a cell (:meth:`cell`) and may add refusals
+    and what follows the cell."""
 
     prog: str
     config: str
-    cell: Callable[[DictConfig], tuple[DictConfig, Optional[Target]]]
-    checks: Callable[[DictConfig], None] = lambda cfg: None
-    refuse: Callable[[list[str]], Optional[str]] = lambda argv: None
-    after: Callable[[DictConfig, Outcome], None] = lambda cfg, outcome: None
+
+    def cell(self, cfg: DictConfig) -> tuple[DictConfig, Target]:
+        """The cell's config and its target, from the composed config; may refuse (``BAD_INPUT``)."""
+        raise NotImplementedError
+
+    def checks(self, cfg: DictConfig) -> None:
+        """More refusals before Hydra starts, on the cell's config (:meth:`cell`'s)."""
+
+    def refuse(self, argv: list[str]) -> Optional[str]:
+        """The one-line refusal of the command line itself, if any."""
+        return None
+
+    def after(self, cfg: DictConfig, outcome: Outcome) -> None:
+        """What follows the cell (a report, a release gate)."""
 
     def fail(self, message: str) -> None:
         """One plain line (no console wrapping, so it reads and pastes whole in logs), exit code 2."""
@@ -265,7 +273,7 @@ def preflight(command: Command, argv: list[str]) -> None:
         if any(a in MULTIRUN_FLAGS for a in argv):
             return  # each job of a sweep is planned (and refused in one line) when it runs
         cfg, target = command.cell(compose_checked(command.config, overrides))
-        plan(cfg, target.architectures() if target is not None else ())
+        plan(cfg, target.architectures())
         command.checks(cfg)
     except BAD_INPUT as exc:
         command.fail(str(exc))

@@ -1,6 +1,6 @@
 """What the attacker holds under each threat model, and what the attack is scored on (ML-Doctor, Liu et al. 2022).
 
-- shadow (S): the shadow quarters, with a shadow model the runner trained on shadow-train using the
+- shadow (S): the shadow quarters, with a shadow model the cell trained on shadow-train using the
   target's architecture and recipe (the attacker's own model, so full access to it).
 - partial (P): the first half of target-train (known members) and of target-test (known
   non-members); membership attacks are then scored on the *other* halves.
@@ -95,7 +95,7 @@ class AttackerKnowledge:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Held-back data the runner scores an attack on; attacks never train on it."""
+    """Held-back data the cell scores an attack on; attacks never train on it."""
 
     members: Labeled
     nonmembers: Labeled

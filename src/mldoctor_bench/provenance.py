@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
-from mldoctor_bench import __version__
+from mldoctor_bench.version import __version__
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 

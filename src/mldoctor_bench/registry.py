@@ -6,7 +6,7 @@ command line and ``DATASETS.get("mnist5k")`` in code name the same thing.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, Generic, Iterator, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -19,10 +19,12 @@ class UnknownEntryError(KeyError):
 
 
 class Registry(Generic[T]):
-    """A name -> object mapping that fails loudly, listing the choices, on an unknown name."""
+    """A name -> object mapping that fails loudly, listing the choices, on an unknown name; ``check``
+    refuses an entry when it is registered (raises ``ValueError`` naming the problem and the fix)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, check: Optional[Callable[[str, T], None]] = None) -> None:
         self.kind = kind
+        self.check = check
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -35,6 +37,8 @@ class Registry(Generic[T]):
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             if isinstance(obj, type):
                 obj.name = name  # type: ignore[attr-defined]
+            if self.check is not None:
+                self.check(name, obj)
             self._entries[name] = obj
             return obj
 

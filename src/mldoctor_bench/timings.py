@@ -17,6 +17,15 @@ from typing import Iterator, Optional
 from mldoctor_bench.files import atomic_write_text
 
 MODEL, ATTACK, DATA = "model", "attack", "data"
+# In an attack phase's ``info``: the models the attack asked for, each ``{"role", "series"}`` (the
+# variants whose scores use it; ``None``: every variant of the attack). A model phase's ``info``
+# ``models`` says what each role cost to train: the report joins the two by role.
+ASKED = "asked"
+
+
+def asked_entry(role: str, series: Optional[tuple[str, ...]] = None) -> dict:
+    """One model an attack asked for, as :data:`ASKED` lists it."""
+    return {"role": role, "series": None if series is None else list(series)}
 
 
 @dataclass

@@ -14,8 +14,10 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
+from mldoctor_bench.families import FAMILIES
 from mldoctor_bench.knowledge import AttackerKnowledge, Evaluation, Labeled
 from mldoctor_bench.models import Classifier, build_model
+from mldoctor_bench.provenance import source_hash
 from mldoctor_bench.registry import Registry
 from mldoctor_bench.settings import NoSettings
 from mldoctor_bench.store import StoredModel
@@ -35,7 +37,9 @@ class ReleasedModel:
 
 @dataclass(frozen=True)
 class ModelRequest:
-    """A classifier an attack will need: the arguments of :meth:`ModelService.classifier`."""
+    """A classifier an attack will need: the arguments of :meth:`ModelService.classifier`, and the
+    variants whose scores use it (``series``; ``None``: every variant of the attack; empty: none, as
+    a repeat's models, which add rows about repeatability), which the report's costs read."""
 
     role: str
     images: torch.Tensor
@@ -43,13 +47,24 @@ class ModelRequest:
     epochs: int | None = None
     arch: str | None = None
     defended: bool = False  # trained as the attacker's shadow is: with the target's defense if known
+    series: tuple[str, ...] | None = None
+
+    def to_obtain(self, provider: Any) -> Any:
+        """The cell's spec of this classifier (the provider knows the cell's recipe and defense)."""
+        return provider.request_spec(self)
+
+    def served_by(self, service: "ModelService") -> torch.nn.Module:
+        return service.classifier(self.role, self.images, self.targets, self.epochs, self.arch)
 
 
 @dataclass(frozen=True)
 class CachedRequest:
-    """Any other model an attack will need (e.g. a GAN): the arguments of :meth:`ModelService.cached`.
-    ``thread_safe``: ``train`` draws nothing from the global random generator (seeds its own), so it
-    may train beside other models in threads."""
+    """Any other model an attack will need (e.g. a GAN): the arguments of :meth:`ModelService.cached`,
+    and ``series`` as :class:`ModelRequest` has it. ``thread_safe``: ``train`` draws nothing from the
+    global random generator (seeds its own), so it may train beside other models in threads.
+
+    It is a model to obtain (:class:`mldoctor_bench.cell.scheduler.ToObtain`) as it is: its store key
+    is its ``payload`` in the cell's identity, with the attacks' source code."""
 
     role: str
     payload: dict
@@ -57,10 +72,27 @@ class CachedRequest:
     train: Callable[[torch.nn.Module], dict]
     thread_safe: bool = False
     images_seen: int | None = None  # images x epochs of its training, for images per second
+    series: tuple[str, ...] | None = None
+    stack_signature: ClassVar[None] = None  # trains alone: never stacked
+
+    def to_obtain(self, provider: Any) -> "CachedRequest":
+        return self
+
+    def served_by(self, service: "ModelService") -> torch.nn.Module:
+        return service.cached(self.role, self.payload, self.build, self.train).model
+
+    def store_key(self, shop: Any) -> dict:
+        return {"role": self.role, "cell": shop.identity, "payload": self.payload, "code": source_hash(("attacks",))}
+
+    def new_model(self, shop: Any) -> torch.nn.Module:
+        return self.build()
+
+    def fit(self, model: torch.nn.Module, shop: Any) -> dict:
+        return self.train(model)
 
 
 class ModelService:
-    """Trains the attacker's and evaluator's own models through the runner's model store.
+    """Trains the attacker's and evaluator's own models through the cell's model store.
 
     Attacks call it instead of training loops of their own, so every model they need (surrogate,
     evaluation classifier, GAN) is cached under a key that includes the cell's identity.
@@ -75,12 +107,7 @@ class ModelService:
 
     def prepare(self, requests: list[ModelRequest | CachedRequest]) -> list[torch.nn.Module]:
         """The models of ``requests`` of either kind, trained together where they can be."""
-        return [
-            self.cached(r.role, r.payload, r.build, r.train).model
-            if isinstance(r, CachedRequest)
-            else self.classifier(r.role, r.images, r.targets, r.epochs, r.arch)
-            for r in requests
-        ]
+        return [r.served_by(self) for r in requests]
 
     def builder(self, arch: str) -> Callable[[int, int, int], torch.nn.Module]:
         """``(in_channels, outputs, image_size) -> untrained model`` for ``arch`` (a registry
@@ -154,16 +181,21 @@ class AttackContext:
 
 
 class Attack:
-    """Base class: subclasses set ``family``, ``threat_models`` and their ``Settings`` dataclass
-    (types, ranges, profile-independent defaults; see :mod:`mldoctor_bench.settings`) and implement
-    :meth:`run`; registering sets ``name``."""
+    """Base class: subclasses set ``family`` (one of :data:`~mldoctor_bench.families.FAMILIES`, checked
+    when the attack is registered), ``threat_models`` and their ``Settings`` dataclass (types, ranges,
+    profile-independent defaults; see :mod:`mldoctor_bench.settings`) and implement :meth:`run`;
+    registering sets ``name``."""
 
     name: ClassVar[str]
-    family: ClassVar[str]  # membership, inversion, attribute, stealing or privacy_audit: how reports group it
+    family: ClassVar[str]  # what it infers: how reports group, chart and judge it
     threat_models: ClassVar[tuple[str, ...]]
     Settings: ClassVar[type] = NoSettings
     uses_heldout: ClassVar[bool] = False  # needs the partition's heldout pool (an evaluator)
     uses_control: ClassVar[bool] = False  # needs ``AttackContext.control`` under every threat model
+    # Uses the attacker's shadow model under the threat models that give one (its ``ctx.reference``):
+    # the report then counts that model's training in the attack's cost. Attacks that train their own
+    # models instead (reference models, a regressor) say no.
+    uses_shadow_model: ClassVar[bool] = True
 
     def pool_sizes(self, settings: Any) -> dict[str, int]:
         """Rows of the partition's extra pools (e.g. ``canary``) that this attack needs with its
@@ -174,11 +206,11 @@ class Attack:
         """Raise ``ValueError`` naming the setting and the fix if the (typed) ``settings`` cannot
         work together; single values are checked by their types and ranges already.
 
-        Called by the runner's planning step, before any training."""
+        Called when the cell is planned, before any training."""
 
     def models_wanted(self, ctx: AttackContext) -> list[ModelRequest | CachedRequest]:
-        """The models :meth:`run` will ask ``ctx.models`` for, if known beforehand: the runner trains
-        those of all the cell's attacks before the attacks run, together where they can be, and
+        """The models :meth:`run` will ask ``ctx.models`` for, if known beforehand: the cell trains
+        those of all its attacks before the attacks run, together where they can be, and
         ``run`` then finds them trained. None by default."""
         return []
 
@@ -186,4 +218,13 @@ class Attack:
         raise NotImplementedError
 
 
-ATTACKS: Registry[type[Attack]] = Registry("attack")
+def check_family(name: str, attack: type[Attack]) -> None:
+    """Refuse an attack whose family the reports do not know."""
+    family = getattr(attack, "family", None)
+    if family not in FAMILIES:
+        raise ValueError(
+            f"attack {name!r} has family {family!r}, not one the reports know; use one of: {', '.join(FAMILIES)}"
+        )
+
+
+ATTACKS: Registry[type[Attack]] = Registry("attack", check=check_family)

@@ -253,7 +253,7 @@ class ModelInversion(Attack):
         """The evaluator to train and the heldout rows it is tested on (see :meth:`evaluator`)."""
         s = ctx.settings
         if ctx.heldout is None or ctx.models is None or len(ctx.heldout) < 2:
-            raise ValueError("model inversion needs the partition's heldout pool and the runner's model service")
+            raise ValueError("model inversion needs the partition's heldout pool and the cell's model service")
         arch = next(a for a in s.evaluator_archs if a != ctx.target_arch)
         n = len(ctx.heldout)
         n_test = min(n - 1, max(1, round(n * s.evaluator_test_share)))

@@ -209,6 +209,7 @@ class QuantileRegressionMembershipInference(Attack):
     family = "membership"
     threat_models = ("blackbox_shadow",)
     Settings = QmiaSettings
+    uses_shadow_model = False  # its regressors instead
 
     def check_settings(self, s: QmiaSettings) -> None:
         if not s.variants:
@@ -246,7 +247,13 @@ class QuantileRegressionMembershipInference(Attack):
         # fit_regressor shuffles with its own generator: the regressor may train beside the attack's
         # other models in threads (a request that is not thread-safe makes its whole group sequential)
         return CachedRequest(
-            f"qmia-{variant}", payload, build, train, thread_safe=True, images_seen=len(public) * s.epochs
+            f"qmia-{variant}",
+            payload,
+            build,
+            train,
+            thread_safe=True,
+            images_seen=len(public) * s.epochs,
+            series=(variant,),
         )
 
     def fitted(self, ctx: AttackContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -277,7 +284,7 @@ class QuantileRegressionMembershipInference(Attack):
         kept = {"target_phi": phi, "public_phi": public_phi, "held_out_rows": held}
         for variant in s.variants:
             r = self.regressor_request(ctx, variant, fitted, public_phi[fit])
-            model = ctx.models.cached(r.role, r.payload, r.build, r.train).model
+            [model] = ctx.models.prepare([r])
             per_class, levels = outputs_per_class(variant, s), quantile_levels(s)
             head = own_heads(model, pool, per_class)
             score = qmia_scores(variant, head, phi, levels)

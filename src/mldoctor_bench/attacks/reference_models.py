@@ -17,7 +17,7 @@ Masks depend on the cell's seed, the kind and number of references and the pool 
 RMIA with the same ``num_references`` ask for the same references and the model store trains them
 once. The references use the target's architecture and recipe, and are trained and queried as the
 attacker's shadow model is (with the target's defense when the attacker knows it), through the
-runner's model service, together where they can be.
+cell's model service, together where they can be.
 """
 
 from __future__ import annotations
@@ -119,6 +119,8 @@ def reference_set(ctx: AttackContext, kind: str, k: int, repeat: int = 0) -> Ref
             raise ValueError("offline references need the attacker's shadow data")
         masks = half_masks(len(pool), k, seed)
     extra = ctx.knowledge.data.rows(fill) if len(fill) else None
+    # the variants of this kind score with the first set; a repeat's set only says how repeatable they are
+    series = () if repeat else tuple(v for v in ctx.settings.variants if v.startswith(kind))
     requests = [
         ModelRequest(
             f"reference-{kind}-{i}-of-{k}{suffix}",
@@ -128,6 +130,7 @@ def reference_set(ctx: AttackContext, kind: str, k: int, repeat: int = 0) -> Ref
                 else (torch.cat([pool.images[m], extra.images]), torch.cat([pool.labels[m], extra.labels]))
             ),
             defended=True,
+            series=series,
         )
         for i, m in enumerate(masks)
     ]
@@ -211,6 +214,7 @@ class ReferenceModelAttack(Attack):
     family = "membership"
     threat_models = ("blackbox_shadow",)
     variants: ClassVar[tuple[str, ...]]
+    uses_shadow_model = False  # its references instead
 
     @staticmethod
     def kinds(s: Any) -> list[str]:

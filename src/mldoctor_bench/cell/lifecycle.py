@@ -38,6 +38,7 @@ from mldoctor_bench.report.exposure import (
 )
 from mldoctor_bench.report.stats import membership_ranking
 from mldoctor_bench.results import FAILED, TARGET, Cell, Provenance, metric_rows, to_frame, write_table
+from mldoctor_bench.settings import as_dict
 from mldoctor_bench.threat_catalog import short_name
 from mldoctor_bench.timings import DATA, Timings
 
@@ -108,7 +109,7 @@ def read(p: Plan, target: Target, timings: Timings) -> tuple[ImageData, Splits]:
     any work)."""
     notes: list[str] = []  # the loader's news, shown once the data is known to fit the cell
     with ui.progress_bars() as bars, timings.phase("load data", DATA):
-        data = load_dataset(p.cfg.dataset.name, p.cfg.data, Feedback(bars, notes.append))
+        data = load_dataset(p.dataset, as_dict(p.data), Feedback(bars, notes.append))
     data = target.adapt(data)
     splits = target.partition(p, data)
     for text in notes:
@@ -181,10 +182,7 @@ def print_outcome(p: Plan, frame: pd.DataFrame, headline: str = "") -> None:
         levels = [
             f"{f} {v.get('label', v['level'])}" for f, v in json.loads(verdicts_file.read_text())["families"].items()
         ]
-    cfg = p.cfg
-    ui.print_summary(
-        frame, f"{cfg.dataset.name} / {cfg.arch.name} / defense={cfg.defense.name} / seed={cfg.seed}", levels
-    )
+    ui.print_summary(frame, f"{p.dataset} / {p.arch} / defense={p.defense.name} / seed={p.seed}", levels)
     print(
         "\n".join(
             ([headline] if headline else [])

@@ -1,102 +1,39 @@
-"""The models of a cell: each described by a frozen :class:`ModelSpec` whose value is its cache key,
-and one :class:`ModelProvider` that builds, trains (together where it can) and stores them.
+"""A cell's models as the attacks ask for them: one :class:`ModelProvider` per cell makes the specs of
+its classifiers (:mod:`.specs`) and serves the attacks' requests, obtaining every model once per
+content through the scheduler (:mod:`.scheduler`) and the model store.
 
-The provider is the attacks' :class:`~mldoctor_bench.attacks.base.ModelService`: an attack asks
-for a classifier (or any other model, as a :class:`~mldoctor_bench.attacks.base.CachedRequest`)
-and gets it trained once per content, through the model store. Models of one recipe train side by
-side (threads on a multi-core CPU, stacked on CUDA: :mod:`mldoctor_bench.many_models`).
+Each attack under each threat model gets its own view of the provider (:class:`AskedModels`), which
+records the models the attack asks for: the cell's ``timings.json`` keeps them with the attack's
+phase, and the report's costs read them there (:mod:`mldoctor_bench.report.frontier`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import time
-from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping, Optional, Union
+from dataclasses import replace
+from typing import Mapping, Optional
 
 import torch
 from torch import nn
 
 from mldoctor_bench import ui
 from mldoctor_bench.attacks.base import CachedRequest, ModelRequest, ModelService, ReleasedModel
+from mldoctor_bench.cell.scheduler import Scheduler, ToObtain
+from mldoctor_bench.cell.specs import Builder, ModelSpec, Workshop, derive_seed, rows_digest
 from mldoctor_bench.data import ImageData, Splits
-from mldoctor_bench.defenses import DEFENSES, Defense, TrainingSet
-from mldoctor_bench.inference import accuracy
+from mldoctor_bench.defenses import Defense
 from mldoctor_bench.knowledge import Labeled
-from mldoctor_bench.many_models import (
-    SEQUENTIAL,
-    STACKED,
-    THREADS,
-    TrainingRows,
-    choose_mode,
-    device_rule,
-    run_in_threads,
-    side_by_side,
-    train_many,
-)
-from mldoctor_bench.provenance import source_hash, stable_hash
-from mldoctor_bench.store import Keep, ModelStore, StoredModel
+from mldoctor_bench.store import ModelStore, StoredModel
 from mldoctor_bench.threat_models import THREAT_MODELS, BlackBoxAccess, access_for
-from mldoctor_bench.timings import MODEL, Phase, Timings
-from mldoctor_bench.training import Recipe, TrainJob
+from mldoctor_bench.timings import Timings, asked_entry
+from mldoctor_bench.training import Recipe
 
-Builder = Callable[[int, int, int], nn.Module]  # (in_channels, classes, image_size) -> an untrained model
+__all__ = ["AskedModels", "ModelProvider", "ModelSpec", "derive_seed"]
 
-
-def derive_seed(seed: int, role: str) -> int:
-    """A per-role seed, so target and shadow start from different weights for the same run seed."""
-    return int(stable_hash([seed, role], length=8), 16) % (2**31)
-
-
-def group_name(roles: list[str], shown: int = 4) -> str:
-    """The roles of models trained together, joined by ``+``; beyond ``shown``, the first and last
-    with the count (a sweep of reference models names dozens)."""
-    if len(roles) <= shown:
-        return "+".join(roles)
-    return f"{roles[0]}+...+{roles[-1]} ({len(roles)} models)"
-
-
-def rows_digest(images: torch.Tensor, targets: torch.Tensor) -> str:
-    """What a model of the attacker's trains on, as part of its key: the exact images and targets."""
-    return hashlib.sha256(images.cpu().numpy().tobytes() + targets.cpu().numpy().tobytes()).hexdigest()[:16]
-
-
-@dataclass(frozen=True, eq=False)
-class ModelSpec:
-    """One classifier to obtain: its role, architecture, recipe, seed, the rows it trains on (with
-    their digest) and the training-time defense it trains with (``None``: plain training)."""
-
-    role: str
-    arch: str
-    recipe: Recipe
-    seed: int
-    rows: str  # digest of the training rows: a partition pool's, or the images' and targets' own
-    images: torch.Tensor = field(repr=False)
-    targets: torch.Tensor = field(repr=False)
-    defense: Optional[Defense] = None
-
-    def key(self, dataset_fingerprint: str) -> dict:
-        """Everything that determines the trained weights: the store's key."""
-        extra = self.defense.cache_payload() if self.defense is not None else {}
-        return TrainJob(
-            self.role, self.arch, self.recipe, self.seed, dataset_fingerprint, self.rows, extra
-        ).cache_key_payload()
-
-    @property
-    def plain(self) -> bool:
-        """Trained by the plain recipe (no training-time defense): may train beside others."""
-        return self.defense is None or self.defense.plain_training
-
-    @property
-    def epochs(self) -> int:
-        return (self.defense.training_recipe(self.recipe) if self.defense is not None else self.recipe).epochs
-
-
-Wanted = Union[ModelSpec, CachedRequest]
+SHADOW_ROLE = "shadow"  # the attacker's shadow model, trained on the partition's shadow_train pool
 
 
 class ModelProvider(ModelService):
-    """Builds, trains and stores a cell's models (see the module docstring)."""
+    """Makes a cell's model specs and serves the attacks' models (see the module docstring)."""
 
     def __init__(
         self,
@@ -116,13 +53,21 @@ class ModelProvider(ModelService):
     ) -> None:
         self.data, self.splits, self.seed, self.arch = data, splits, seed, arch
         self.recipe, self.defense, self.knows_defense = recipe, defense, knows_defense
-        self.device, self.store, self.timings, self.bars = device, store, timings, bars
+        self.device, self.store = device, store
         self.architectures = dict(architectures or {})  # names outside the registry (an owner's model)
-        self.trained_here: set[str] = set()  # files of the models this provider trained: no news when reloaded
-        transfer = splits.pool("transfer")
-        self.transfer = Labeled.take(data, transfer) if len(transfer) else None
-        self.fingerprint = data.fingerprint()
-        self.identity = {"dataset": self.fingerprint, "splits": splits.digest(), "seed": seed}
+        transfer, fingerprint = splits.pool("transfer"), data.fingerprint()
+        self.shop = Workshop(
+            channels=data.channels,
+            num_classes=data.num_classes,
+            image_size=data.image_size,
+            builder=self.builder,
+            device=device,
+            bars=bars,
+            transfer=Labeled.take(data, transfer) if len(transfer) else None,
+            fingerprint=fingerprint,
+            identity={"dataset": fingerprint, "splits": splits.digest(), "seed": seed},
+        )
+        self.scheduler = Scheduler(self.shop, store, timings, recipe.batch_models)
 
     # --- specifications ------------------------------------------------------------------------
 
@@ -138,7 +83,7 @@ class ModelProvider(ModelService):
         rows: Optional[str] = None,
     ) -> ModelSpec:
         """A classifier of the cell's architecture and recipe (or ``arch``, ``epochs``) on these rows;
-        ``defended``: with the cell's training-time defense, where the attacker knows it."""
+        ``defended``: with the cell's training-time defense."""
         recipe = replace(self.recipe, epochs=int(epochs)) if epochs else self.recipe
         defense = self.defense if defended else None
         return ModelSpec(
@@ -160,7 +105,12 @@ class ModelProvider(ModelService):
             role, self.data.images[idx], self.data.labels[idx], defended=defended, rows=self.splits.digest(pool)
         )
 
+    def shadow_spec(self) -> ModelSpec:
+        """The attacker's shadow model: with the target's training-time defense where the attacker knows it."""
+        return self.pool_spec(SHADOW_ROLE, "shadow_train", defended=self.knows_defense)
+
     def request_spec(self, request: ModelRequest) -> ModelSpec:
+        """The spec of an attack's classifier: defended where it asks to be and the attacker knows the defense."""
         return self.spec(
             request.role,
             request.images,
@@ -170,21 +120,28 @@ class ModelProvider(ModelService):
             defended=request.defended and self.knows_defense,
         )
 
-    # --- the attacks' model service ------------------------------------------------------------
-
-    def prepare(self, requests: list[ModelRequest | CachedRequest]) -> list[nn.Module]:
-        wanted = [r if isinstance(r, CachedRequest) else self.request_spec(r) for r in requests]
-        return [s.model for s in self.obtain(wanted)]
-
-    def classifier(self, role, images, targets, epochs=None, arch=None):
-        return self.prepare([ModelRequest(role, images, targets, epochs, arch)])[0]
+    def obtain(self, items: list[ToObtain]) -> list[StoredModel]:
+        """The models of ``items``, loaded or trained (:meth:`Scheduler.obtain`)."""
+        return self.scheduler.obtain(items)
 
     def untrained_images(self, requests: list[ModelRequest | CachedRequest]) -> dict[str, int]:
         """By store key, the images (rows x epochs) each model of ``requests`` the store does not
         hold yet would train on (a model of unknown size counts 0)."""
-        wanted = [r if isinstance(r, CachedRequest) else self.request_spec(r) for r in requests]
-        keys = [self.store.key(self.key(w)) for w in wanted]
-        return {k: self.images_seen(w) or 0 for k, w in zip(keys, wanted) if not self.store.holds(k)}
+        wanted = [r.to_obtain(self) for r in requests]
+        keys = [self.store.key(w.store_key(self.shop)) for w in wanted]
+        return {k: w.images_seen or 0 for k, w in zip(keys, wanted) if not self.store.holds(k)}
+
+    def for_attack(self) -> "AskedModels":
+        """The provider as one attack under one threat model sees it."""
+        return AskedModels(self)
+
+    # --- the attacks' model service ------------------------------------------------------------
+
+    def prepare(self, requests: list[ModelRequest | CachedRequest]) -> list[nn.Module]:
+        return [s.model for s in self.obtain([r.to_obtain(self) for r in requests])]
+
+    def classifier(self, role, images, targets, epochs=None, arch=None):
+        return self.prepare([ModelRequest(role, images, targets, epochs, arch)])[0]
 
     def builder(self, arch: str) -> Builder:
         return self.architectures.get(arch) or super().builder(arch)
@@ -202,160 +159,38 @@ class ModelProvider(ModelService):
     def released(self, model):
         return BlackBoxAccess(model, self.device, self.defense.output_transform() if self.knows_defense else None)
 
-    # --- building and training -----------------------------------------------------------------
 
-    def build(self, item: Wanted) -> nn.Module:
-        """An untrained model: the spec's architecture from its seed (under its defense's changes)."""
-        if isinstance(item, CachedRequest):
-            return item.build()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(item.seed)
-            model = self.builder(item.arch)(self.data.channels, self.data.num_classes, self.data.image_size)
-        return item.defense.prepare_model(model) if item.defense is not None else model
+class AskedModels(ModelService):
+    """The provider as one attack under one threat model sees it: it serves every request through the
+    provider and records each model asked for (its role, and the series it serves) in :attr:`asked`."""
 
-    def fit(self, item: Wanted, model: nn.Module) -> dict:
-        """Train ``model`` in place; the metrics its manifest keeps."""
-        if isinstance(item, CachedRequest):
-            return item.train(model)
-        images, targets = item.images.to(self.device), item.targets.to(self.device)
-        advance = self.bars(f"train {item.role} ({item.arch})", item.epochs)
-        defense = item.defense or DEFENSES.get("none")()
-        extra = defense.fit(
-            model,
-            TrainingSet(
-                images,
-                targets,
-                item.recipe,
-                item.seed,
-                lambda: self.build(item),
-                self.transfer,
-                on_epoch=lambda e, n, loss: advance(1, f"loss {loss:.3f}"),
-            ),
-        )
-        return {**self.measure(item, model), **extra}
+    def __init__(self, provider: ModelProvider) -> None:
+        self.provider = provider
+        self.asked: list[dict] = []
 
-    def measure(self, spec: ModelSpec, model: nn.Module) -> dict:
-        hard = spec.targets if spec.targets.dim() == 1 else spec.targets.argmax(1)
-        return {"train_accuracy": accuracy(model, spec.images.to(self.device), hard)}
+    def record(self, role: str, series: Optional[tuple[str, ...]] = None) -> None:
+        entry = asked_entry(role, series)
+        if entry not in self.asked:
+            self.asked.append(entry)
 
-    def key(self, item: Wanted) -> dict:
-        if isinstance(item, CachedRequest):
-            return {
-                "role": item.role,
-                "cell": self.identity,
-                "payload": item.payload,
-                "code": source_hash(("attacks",)),
-            }
-        return item.key(self.fingerprint)
+    def prepare(self, requests: list[ModelRequest | CachedRequest]) -> list[nn.Module]:
+        for r in requests:
+            self.record(r.role, r.series)
+        return self.provider.prepare(requests)
 
-    @staticmethod
-    def images_seen(item: Wanted) -> Optional[int]:
-        return item.images_seen if isinstance(item, CachedRequest) else len(item.images) * item.epochs
+    def classifier(self, role, images, targets, epochs=None, arch=None):
+        return self.prepare([ModelRequest(role, images, targets, epochs, arch)])[0]
 
-    @staticmethod
-    def stack_signature(item: Wanted) -> Optional[tuple]:
-        if isinstance(item, CachedRequest) or not item.plain:
-            return None
-        return item.recipe, item.arch, len(item.images)
+    def cached(self, role, payload, build, train):
+        self.record(role)
+        return self.provider.cached(role, payload, build, train)
 
-    @staticmethod
-    def thread_safe(item: Wanted) -> bool:
-        """Draws nothing from the global random generator while training (DP-SGD's noise and
-        distillation's teacher do), so it may train beside others in threads."""
-        return item.thread_safe if isinstance(item, CachedRequest) else item.plain
+    def defended_classifier(self, role, images, labels):
+        self.record(role)
+        return self.provider.defended_classifier(role, images, labels)
 
-    def obtain(self, items: list[Wanted]) -> list[StoredModel]:
-        """The models of ``items``: loaded where stored, the rest trained together where they can be,
-        in groups that can train together on this device (on CUDA, one recipe, architecture and data
-        size: stacked; on a multi-core CPU, all at once in threads). A model asked for twice is
-        trained once."""
-        keys = [stable_hash(self.key(i)) for i in items]
-        if len(set(keys)) < len(keys):
-            unique = dict(zip(keys, items))
-            stored = dict(zip(unique, self.obtain(list(unique.values()))))
-            return [stored[k] for k in keys]
-        if device_rule(self.recipe.batch_models, self.device) != STACKED:
-            return self.obtain_together(items)
-        groups: dict[object, list[int]] = {}
-        for i, item in enumerate(items):
-            groups.setdefault(self.stack_signature(item) or ("alone", i), []).append(i)
-        out: dict[int, StoredModel] = {}
-        for members in groups.values():
-            out.update(zip(members, self.obtain_together([items[i] for i in members])))
-        return [out[i] for i in range(len(items))]
+    def builder(self, arch: str) -> Builder:
+        return self.provider.builder(arch)
 
-    def obtain_together(self, items: list[Wanted]) -> list[StoredModel]:
-        """:meth:`obtain` for one group, as one timed phase."""
-        names = group_name([i.role for i in items])
-        with self.timings.phase(f"train {names}", MODEL) as phase:
-            stored = self.store.get_or_train_many(
-                [self.key(i) for i in items],
-                lambda i: self.build(items[i]),
-                lambda models, which, keep: self.train_group(names, [items[i] for i in which], models, keep, phase),
-                images_seen=[self.images_seen(i) for i in items],
-            )
-            if all(s.reused for s in stored):
-                phase.name = f"load {names}"
-            phase.info["models"] = [
-                {
-                    "role": i.role,
-                    "reused": s.reused,
-                    **{
-                        k: s.manifest[k]
-                        for k in ("train_seconds", "images_per_second", "trained_together")
-                        if k in s.manifest
-                    },
-                }
-                for i, s in zip(items, stored)
-            ]
-        for item, s in zip(items, stored):
-            s.model.to(self.device)
-            if s.path is None:
-                continue
-            if not s.reused:
-                self.trained_here.add(s.path.name)
-            elif s.path.name not in self.trained_here:
-                ui.console.print(f"[dim]reused cached {item.role} model {s.path.name}[/]")
-        return stored
-
-    def train_group(
-        self, names: str, chosen: list[Wanted], models: list[nn.Module], keep: Keep, phase: Phase
-    ) -> Optional[list[dict]]:
-        """Train ``models`` in place, together as the device allows (:meth:`mode`), each stored by
-        ``keep`` as soon as it is trained, so that an interruption loses only the models in training;
-        stacked models finish together and return their metrics instead."""
-        mode = phase.info["batch_models"] = self.mode(chosen, models)
-        if mode == STACKED:
-            spec = chosen[0]
-            advance = self.bars(f"train {names} stacked ({spec.arch})", spec.recipe.epochs * len(models))
-            rows = [TrainingRows(s.images.to(self.device), s.targets.to(self.device), s.seed) for s in chosen]
-            train_many(models, rows, spec.recipe, STACKED, on_epoch=lambda e, n, loss: advance(1, f"loss {loss:.3f}"))
-            return [self.measure(s, m) for s, m in zip(chosen, models)]
-        # threads: each model on one core beside the others, so its share of the machine is its wall
-        # time over the number training side by side
-        together = side_by_side(len(models)) if mode == THREADS else 1
-
-        def fit_and_keep(k: int) -> None:
-            started = time.perf_counter()
-            metrics = self.fit(chosen[k], models[k])
-            keep(k, metrics, (time.perf_counter() - started) / together)
-
-        if mode == THREADS:
-            tasks = [lambda k=k: fit_and_keep(k) for k in range(len(models))]
-            run_in_threads(tasks, sizes=[self.images_seen(s) or 0 for s in chosen])
-        else:
-            for k in range(len(models)):
-                fit_and_keep(k)
-        return None
-
-    def mode(self, chosen: list[Wanted], models: list[nn.Module]) -> str:
-        """How ``chosen`` train (see :mod:`mldoctor_bench.many_models`): stacked only when all train
-        by one plain recipe on one architecture and data size, threads only when none draws from
-        the global random generator, else one after another."""
-        signatures = {self.stack_signature(c) for c in chosen}
-        mode = choose_mode(
-            self.recipe.batch_models, self.device, models, same_size=None not in signatures and len(signatures) == 1
-        )
-        if mode == THREADS and not all(self.thread_safe(c) for c in chosen):
-            return SEQUENTIAL
-        return mode
+    def released(self, model):
+        return self.provider.released(model)

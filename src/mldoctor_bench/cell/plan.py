@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mldoctor_bench.attacks import ATTACKS
-from mldoctor_bench.cellfiles import LOCATION_ASSESS_KEYS, LOCATION_DATA_KEYS, LOCATION_KEYS, CellFiles
+from mldoctor_bench.cellfiles import CellFiles, without_location
 from mldoctor_bench.data import DATASETS, Splits
 from mldoctor_bench.data.splits import DEFAULT_RESERVE, PartitionError, partition
 from mldoctor_bench.defenses import DEFENSES, Defense, build_defense
@@ -36,11 +36,26 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message names the problem and the fix."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class AttackerSection:
+    """``attacker.*``: what the attacker knows of the target's training."""
+
+    # The shadow model trains with the target's training-time defense and its black-box outputs go
+    # through the target's output-time defense (an informed attacker).
+    knows_defense: bool = setting(True)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Plan:
-    """A validated configuration, ready to run: the cell's settings, typed."""
+    """A validated configuration, ready to run: every setting a cell uses, typed. Nothing below
+    :func:`plan` reads the configuration itself; ``cfg`` is kept to write the cell's ``config.yaml``."""
 
     cfg: DictConfig
+    seed: int
+    dataset: str
+    arch: str
+    recipe: Recipe  # the ``train`` section with the profile's recipe, made concrete for ``device``
+    attacker: AttackerSection
     attacks: list[str]
     threat_models: list[str]
     settings: dict  # attack name -> its typed settings
@@ -56,6 +71,11 @@ class Plan:
         """The cell's folder (see :class:`CellFiles` for what it holds)."""
         return self.files.dir
 
+    @property
+    def needs_heldout(self) -> bool:
+        """Whether an attack's evaluator needs the partition's heldout pool."""
+        return any(ATTACKS.get(a).uses_heldout for a in self.attacks)
+
 
 def selected(cfg: DictConfig, group: str) -> list[str]:
     """Names chosen in a multi-select group (``attack``, ``threat_model``): the node's keys."""
@@ -65,16 +85,7 @@ def selected(cfg: DictConfig, group: str) -> list[str]:
 
 def semantic_config(cfg: DictConfig) -> dict:
     """The resolved config without location keys: what the cell's results depend on."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    for key in LOCATION_KEYS:
-        plain.pop(key, None)
-    for key in LOCATION_DATA_KEYS:
-        plain.get("data", {}).pop(key, None)
-    for key in LOCATION_ASSESS_KEYS:
-        plain.get("assess", {}).pop(key, None)
-    if plain.get("assess") == {}:
-        plain.pop("assess")
-    return plain
+    return without_location(OmegaConf.to_container(cfg, resolve=True))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,12 +113,25 @@ class RunSettings:
     seed: int = setting(0, min=0, example=1)
 
 
-def check_plain_keys(cfg: DictConfig) -> DataSection:
-    """Types and ranges of ``seed``, ``train.*`` and ``data.*`` (returned typed); raise :class:`ConfigError`."""
+@dataclass(frozen=True)
+class PlainKeys:
+    """The top-level keys and sections every cell has, typed."""
+
+    seed: int
+    recipe: Recipe  # not yet made concrete for a device
+    data: DataSection
+    attacker: AttackerSection
+
+
+def check_plain_keys(cfg: DictConfig) -> PlainKeys:
+    """Types and ranges of ``seed``, ``train.*``, ``data.*`` and ``attacker.*``; raise :class:`ConfigError`."""
     try:
-        parse(RunSettings, {"seed": cfg.seed}, "")
-        Recipe.from_config(cfg.train)
-        return parse(DataSection, cfg.data, "data")
+        return PlainKeys(
+            parse(RunSettings, {"seed": cfg.seed}, "").seed,
+            Recipe.from_config(cfg.train),
+            parse(DataSection, cfg.data, "data"),
+            parse(AttackerSection, cfg.get("attacker") or {}, "attacker"),
+        )
     except SettingsError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -131,20 +155,8 @@ def writable_folder(value: str, key: str) -> Path:
     return path
 
 
-def plan(cfg: DictConfig, architectures: Iterable[str] = ()) -> Plan:
-    """Validate everything that can be checked before long work; raise :class:`ConfigError`.
-    ``architectures``: names outside the registry that the cell's target brings (an owner's)."""
-    data = check_plain_keys(cfg)
-    for group, name, registry in [("dataset", cfg.dataset.name, DATASETS), ("arch", cfg.arch.name, ARCHS)]:
-        if name not in registry and name not in architectures:
-            raise ConfigError(f"unknown {group} {name!r}; choose one of: {', '.join(registry.names())}")
-    if cfg.defense.name not in DEFENSES:
-        raise ConfigError(f"unknown defense {cfg.defense.name!r}; choose one of: {', '.join(DEFENSES.names())}")
-    attacks, tms = selected(cfg, "attack"), selected(cfg, "threat_model")
-    if not attacks or not tms:
-        raise ConfigError(
-            "select at least one attack and one threat model, e.g. attack=membership threat_model=blackbox_shadow"
-        )
+def attack_settings(cfg: DictConfig, attacks: list[str]) -> dict:
+    """Each selected attack's settings, typed and checked together; raise :class:`ConfigError`."""
     settings = {}
     for name in attacks:
         if name not in ATTACKS:
@@ -158,10 +170,11 @@ def plan(cfg: DictConfig, architectures: Iterable[str] = ()) -> Plan:
             attack.check_settings(settings[name])
         except ValueError as exc:
             raise ConfigError(f"attack.{name}: {exc}") from None
-    try:
-        defense = build_defense(cfg.defense)
-    except SettingsError as exc:
-        raise ConfigError(str(exc)) from None
+    return settings
+
+
+def check_threat_models(attacks: list[str], tms: list[str]) -> None:
+    """Refuse an unknown threat model, and a selection in which no attack supports any threat model."""
     for name in tms:
         if name not in THREAT_MODELS:
             raise ConfigError(f"unknown threat model {name!r}; choose from: {', '.join(THREAT_MODELS.names())}")
@@ -173,34 +186,72 @@ def plan(cfg: DictConfig, architectures: Iterable[str] = ()) -> Plan:
             f"no selected attack supports a selected threat model ({', '.join(tms)}), so nothing would "
             f"run: {options}; e.g. {example}"
         )
+
+
+def plan(cfg: DictConfig, architectures: Iterable[str] = ()) -> Plan:
+    """Validate everything that can be checked before long work; raise :class:`ConfigError`.
+    ``architectures``: names outside the registry that the cell's target brings (an owner's)."""
+    keys = check_plain_keys(cfg)
+    for group, name, registry in [("dataset", cfg.dataset.name, DATASETS), ("arch", cfg.arch.name, ARCHS)]:
+        if name not in registry and name not in architectures:
+            raise ConfigError(f"unknown {group} {name!r}; choose one of: {', '.join(registry.names())}")
+    if cfg.defense.name not in DEFENSES:
+        raise ConfigError(f"unknown defense {cfg.defense.name!r}; choose one of: {', '.join(DEFENSES.names())}")
+    attacks, tms = selected(cfg, "attack"), selected(cfg, "threat_model")
+    if not attacks or not tms:
+        raise ConfigError(
+            "select at least one attack and one threat model, e.g. attack=membership threat_model=blackbox_shadow"
+        )
+    settings = attack_settings(cfg, attacks)
+    try:
+        defense = build_defense(cfg.defense)
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
+    check_threat_models(attacks, tms)
     try:
         device = resolve_device(str(cfg.device))
     except (RuntimeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     config_hash = stable_hash(semantic_config(cfg))
     results_dir = writable_folder(str(cfg.results_dir), "results_dir")
-    files = CellFiles.under(results_dir, cfg.dataset.name, cfg.arch.name, cfg.defense.name, cfg.seed, config_hash)
+    dataset, arch = str(cfg.dataset.name), str(cfg.arch.name)
+    files = CellFiles.under(results_dir, dataset, arch, defense.name, keys.seed, config_hash)
     store_dir = Path(str(cfg.cache.dir)).expanduser().resolve() if cfg.cache.enabled else None
-    return Plan(cfg, attacks, tms, settings, defense, data, device, config_hash, files, ModelStore(store_dir))
+    return Plan(
+        cfg=cfg,
+        seed=keys.seed,
+        dataset=dataset,
+        arch=arch,
+        recipe=keys.recipe.resolved(device),
+        attacker=keys.attacker,
+        attacks=attacks,
+        threat_models=tms,
+        settings=settings,
+        defense=defense,
+        data=keys.data,
+        device=device,
+        config_hash=config_hash,
+        files=files,
+        store=ModelStore(store_dir),
+    )
 
 
 def cell_partition(p: Plan, n: int, num_classes: int) -> Splits:
     """The cell's partition of ``n`` rows: the quarters, a transfer pool if the defense trains a
     student, a canary pool if an audit adds canaries, and the heldout pool (at least one row per
     class where an attack's evaluator needs it)."""
-    needs_heldout = any(ATTACKS.get(a).uses_heldout for a in p.attacks)
     canaries = max([ATTACKS.get(a)().pool_sizes(p.settings[a]).get("canary", 0) for a in p.attacks], default=0)
     try:
         return partition(
             n,
-            int(p.cfg.seed),
+            p.seed,
             p.data.quarter_size,
             reserve=p.data.reserve,
             transfer_size=p.defense.transfer_size() if p.defense.uses_transfer_data else 0,
             canary_size=canaries,
             heldout_size=p.data.heldout_size,
-            min_heldout=num_classes if needs_heldout else 0,
-            dataset=str(p.cfg.dataset.name),
+            min_heldout=num_classes if p.needs_heldout else 0,
+            dataset=p.dataset,
         )
     except PartitionError as exc:
         raise ConfigError(str(exc)) from None

@@ -5,25 +5,25 @@ metrics, or a skipped or failed row with the reason)."""
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass
-from typing import Callable, Optional
-
-from omegaconf import OmegaConf
+from dataclasses import dataclass, field
+from typing import Optional
 
 from mldoctor_bench import ui
 from mldoctor_bench.attacks import ATTACKS, AttackContext, AttackSkipped
-from mldoctor_bench.cell.budget import over_budget
-from mldoctor_bench.cell.models import ModelProvider, derive_seed
+from mldoctor_bench.cell.models import SHADOW_ROLE, ModelProvider, derive_seed
 from mldoctor_bench.cell.plan import Plan
-from mldoctor_bench.cell.targets import Obtained, Target
+from mldoctor_bench.cell.targets import Obtained, Selection, Target
 from mldoctor_bench.data import ImageData, Splits
-from mldoctor_bench.defenses.base import OUTPUT
+from mldoctor_bench.defense_catalog import OUTPUT
 from mldoctor_bench.knowledge import Labeled, attacker_knowledge
+from mldoctor_bench.models import NoEmbedding
 from mldoctor_bench.results import FAILED, SKIPPED, TARGET, UNSUPPORTED, Cell, metric_rows
 from mldoctor_bench.store import StoredModel
-from mldoctor_bench.threat_models import BLACKBOX, THREAT_MODELS, WHITEBOX, WhiteBoxAccess, access_for
-from mldoctor_bench.timings import ATTACK, Timings
-from mldoctor_bench.training import Recipe, configure_backends
+from mldoctor_bench.threat_models import BLACKBOX, SHADOW, THREAT_MODELS, WHITEBOX, WhiteBoxAccess, access_for
+from mldoctor_bench.timings import ASKED, ATTACK, Timings
+from mldoctor_bench.training import configure_backends
+
+Pair = tuple[str, str]  # (attack, threat model)
 
 
 @dataclass(frozen=True)
@@ -36,60 +36,73 @@ class CellRun:
     target: StoredModel
     shadow: Optional[StoredModel]
     models: ModelProvider
-    unavailable: Callable[[str, str], Optional[str]]
+    attacked: Target
     training_size: int
     bars: ui.Bars
     timings: Timings
+    contexts: dict[Pair, AttackContext] = field(default_factory=dict, repr=False)
 
     @property
     def key(self) -> Cell:
-        cfg = self.plan.cfg
-        return Cell(cfg.dataset.name, cfg.arch.name, cfg.defense.name, int(cfg.seed))
+        p = self.plan
+        return Cell(p.dataset, p.arch, p.defense.name, p.seed)
 
-    def attacks(self, only: Optional[set[tuple[str, str]]] = None) -> list[dict]:
-        """Every selected attack x threat model (or the pairs in ``only``), their models trained ahead."""
+    def attacks(self, only: Optional[set[Pair]] = None) -> list[dict]:
+        """Every selected attack x threat model (or the pairs in ``only``), their models trained ahead;
+        the pairs the target leaves out (an owner's budget: :meth:`Target.leave_out`) are skipped."""
         p = self.plan
         pairs = [(a, t) for a in p.attacks for t in p.threat_models if only is None or (a, t) in only]
-        available = [(a, t) for a, t in pairs if not self.unavailable(a, t)]
-        over = over_budget(self, available)
-        self.train_ahead([pair for pair in available if pair not in over])
-        return [row for a, t in pairs for row in self.run_attack(a, t, over.get((a, t), ""))]
+        runnable = [
+            (a, t) for a, t in pairs if t in ATTACKS.get(a).threat_models and not self.attacked.unavailable(a, t)
+        ]
+        wanted = self.models_wanted(runnable)
+        left_out = self.attacked.leave_out(Selection(wanted, self.models, self.shadow))
+        self.train_ahead([r for pair, requests in wanted.items() if pair not in left_out for r in requests])
+        return [row for a, t in pairs for row in self.run_attack(a, t, left_out.get((a, t), ""))]
 
-    def train_ahead(self, pairs: list[tuple[str, str]]) -> None:
-        """Train the models the attacks say they will need (:meth:`Attack.models_wanted`), together
-        where they can be; each attack then finds its own trained. An attack that cannot say, or
-        whose models fail to train here, is left to train them itself and report any failure
-        against its own rows when it runs."""
-        requests = []
+    def models_wanted(self, pairs: list[Pair]) -> dict[Pair, list]:
+        """The models each pair's attack says it will need (:meth:`Attack.models_wanted`); a pair
+        whose attack cannot say is left out (it trains its own, and reports any error, when it runs)."""
+        wanted = {}
         for attack_name, tm_name in pairs:
-            attack = ATTACKS.get(attack_name)()
-            if tm_name not in attack.threat_models:
-                continue
             try:
-                requests += attack.models_wanted(self.context(attack_name, tm_name))
-            except Exception:  # noqa: BLE001 - run_attack records the same error against the attack
-                continue
-        if len(requests) > 1:
-            try:
-                self.models.prepare(requests)
-            except Exception as exc:  # noqa: BLE001 - one attack's model must not stop the others
-                ui.console.print(
-                    f"[yellow]training the attacks' models ahead failed ({exc!r}); each attack "
-                    "trains its own when it runs[/]"
+                wanted[(attack_name, tm_name)] = ATTACKS.get(attack_name)().models_wanted(
+                    self.context(attack_name, tm_name)
                 )
+            except Exception:  # run_attack records the same error against the attack
+                continue
+        return wanted
+
+    def train_ahead(self, requests: list) -> None:
+        """Train the models the attacks will need together, where they can be; each attack then finds
+        its own trained. Models that fail to train here are left to their attack, which reports the
+        failure against its own rows when it runs."""
+        if len(requests) < 2:
+            return
+        try:
+            self.models.prepare(requests)
+        except Exception as exc:  # one attack's model must not stop the others
+            ui.console.print(
+                f"[yellow]training the attacks' models ahead failed ({exc!r}); each attack "
+                "trains its own when it runs[/]"
+            )
 
     def context(self, attack_name: str, tm_name: str) -> AttackContext:
-        """What attack ``attack_name`` receives under threat model ``tm_name``."""
+        """What attack ``attack_name`` receives under threat model ``tm_name`` (made once per pair)."""
+        if (attack_name, tm_name) not in self.contexts:
+            self.contexts[(attack_name, tm_name)] = self.new_context(attack_name, tm_name)
+        return self.contexts[(attack_name, tm_name)]
+
+    def new_context(self, attack_name: str, tm_name: str) -> AttackContext:
         p, tm = self.plan, THREAT_MODELS.get(tm_name)
         out_dir = p.files.attack_dir(attack_name, tm_name)
         out_dir.mkdir(parents=True, exist_ok=True)
         transform = p.defense.output_transform()
         # An informed attacker passes its shadow's posteriors through the same release transform.
-        shadow_transform = transform if self.models.knows_defense and tm.access == BLACKBOX else None
+        shadow_transform = transform if p.attacker.knows_defense and tm.access == BLACKBOX else None
         shadow = WhiteBoxAccess(self.shadow.model, p.device, output_transform=shadow_transform) if self.shadow else None
         knowledge, evaluation = attacker_knowledge(tm, self.data, self.splits, shadow)
         heldout = self.splits.pool("heldout")
-        seed = int(p.cfg.seed)
         return AttackContext(
             threat_model=tm,
             target=access_for(tm, self.target.model, p.device, transform),
@@ -98,21 +111,21 @@ class CellRun:
             settings=p.settings[attack_name],
             out_dir=out_dir,
             device=p.device,
-            seed=derive_seed(seed, f"{attack_name}/{tm_name}"),
-            cell_seed=seed,
+            seed=derive_seed(p.seed, f"{attack_name}/{tm_name}"),
+            cell_seed=p.seed,
             num_classes=self.data.num_classes,
             num_attribute_classes=self.data.num_attribute_classes,
-            target_arch=str(p.cfg.arch.name),
+            target_arch=p.arch,
             heldout=Labeled.take(self.data, heldout) if len(heldout) else None,
-            models=self.models,
+            models=self.models.for_attack(),
             progress=self.bars,
             training_size=self.training_size,
             control=WhiteBoxAccess(self.shadow.model, p.device) if self.shadow else None,
         )
 
-    def run_attack(self, attack_name: str, tm_name: str, budget_reason: str = "") -> list[dict]:
+    def run_attack(self, attack_name: str, tm_name: str, left_out: str = "") -> list[dict]:
         """Rows of one attack under one threat model: its metrics, or a skipped/failed row
-        (``budget_reason``: why the attacker's budget leaves it out)."""
+        (``left_out``: why the target left it out)."""
         attack, cell = ATTACKS.get(attack_name)(), self.key
 
         def rows(variant: str, metrics: dict, status: str = "ok", reason: str = "") -> list[dict]:
@@ -125,15 +138,18 @@ class CellRun:
                 SKIPPED,
                 f"{attack_name}{UNSUPPORTED}{tm_name}; supported: {', '.join(attack.threat_models)}",
             )
-        reason = self.unavailable(attack_name, tm_name) or budget_reason
+        reason = self.attacked.unavailable(attack_name, tm_name) or left_out
         if reason:
             return rows("", {}, SKIPPED, reason)
         ctx = self.context(attack_name, tm_name)
         advance = self.bars(f"attack {attack_name} {ctx.threat_model.short}", 1)
         try:
-            with self.timings.phase(f"attack {attack_name} {ctx.threat_model.short}", ATTACK):
+            with self.timings.phase(f"attack {attack_name} {ctx.threat_model.short}", ATTACK) as phase:
+                phase.info[ASKED] = ctx.models.asked  # the models it uses, as it asks for them
+                if attack.uses_shadow_model and ctx.threat_model.knowledge == SHADOW and self.shadow is not None:
+                    ctx.models.record(SHADOW_ROLE)
                 results = attack.run(ctx)
-        except AttackSkipped as exc:
+        except (AttackSkipped, NoEmbedding) as exc:  # it cannot apply to this cell: a skipped row, the reason
             advance(1)
             return rows("", {}, SKIPPED, str(exc))
         except Exception as exc:  # one broken attack must not lose the rest of the sweep
@@ -164,7 +180,7 @@ def prepare(
         obtained.target,
         obtained.shadow,
         models,
-        target.unavailable,
+        target,
         target.training_size(splits),
         bars,
         timings,
@@ -175,17 +191,16 @@ def prepare(
 def provider(
     plan: Plan, data: ImageData, splits: Splits, bars: ui.Bars, timings: Timings, architectures: Optional[dict] = None
 ) -> ModelProvider:
-    """The cell's model provider: its recipe (made concrete for the device), defense and store."""
-    recipe = Recipe.from_config(plan.cfg.train).resolved(plan.device)
-    configure_backends(recipe, plan.device)
+    """The cell's model provider: its recipe, defense and store."""
+    configure_backends(plan.recipe, plan.device)
     return ModelProvider(
         data=data,
         splits=splits,
-        seed=int(plan.cfg.seed),
-        arch=str(plan.cfg.arch.name),
-        recipe=recipe,
+        seed=plan.seed,
+        arch=plan.arch,
+        recipe=plan.recipe,
         defense=plan.defense,
-        knows_defense=bool(OmegaConf.select(plan.cfg, "attacker.knows_defense", default=True)),
+        knows_defense=plan.attacker.knows_defense,
         device=plan.device,
         store=plan.store,
         timings=timings,

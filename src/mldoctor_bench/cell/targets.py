@@ -1,25 +1,26 @@
 """What a cell attacks. A :class:`Target` knows how to fit the data to its model, how to cut the
-cell's partition around its training data, which attack x threat-model pairs it cannot support, and
-how to obtain the model (with the attacker's shadow model) and its utility. The benchmark's target
-is :class:`TrainedTarget`; an owner's trained model is :class:`mldoctor_bench.owner.OwnerTarget`.
+cell's partition around its training data, which attack x threat-model pairs it cannot support and
+which it leaves out (an owner's budget), and how to obtain the model (with the attacker's shadow
+model) and its utility. The benchmark's target is :class:`TrainedTarget`; an owner's trained model is
+:class:`mldoctor_bench.owner.OwnerTarget`.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Optional, Protocol
 
-from omegaconf import OmegaConf
-
 from mldoctor_bench.attacks import ATTACKS
+from mldoctor_bench.attacks.base import CachedRequest, ModelRequest
 from mldoctor_bench.cell.models import ModelProvider
 from mldoctor_bench.cell.plan import Plan, cell_partition
 from mldoctor_bench.data import ImageData, Splits
-from mldoctor_bench.defenses.base import OUTPUT
+from mldoctor_bench.defense_catalog import OUTPUT
 from mldoctor_bench.files import atomic_write_text, save_weights
 from mldoctor_bench.inference import accuracy, layout_of
+from mldoctor_bench.settings import as_dict
 from mldoctor_bench.store import StoredModel
 from mldoctor_bench.threat_models import THREAT_MODELS
 
@@ -32,6 +33,17 @@ class Obtained:
     target: StoredModel
     shadow: Optional[StoredModel]
     utility: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a target decides which attacks to leave out by: the models each runnable (attack, threat
+    model) pair declared it will need (:meth:`Attack.models_wanted`), the cell's model provider and the
+    attacker's shadow model (``None``: the cell has none)."""
+
+    wanted: dict[tuple[str, str], list[ModelRequest | CachedRequest]]
+    models: ModelProvider
+    shadow: Optional[StoredModel]
 
 
 class Target(Protocol):
@@ -51,6 +63,9 @@ class Target(Protocol):
 
     def unavailable(self, attack: str, threat_model: str) -> Optional[str]:
         """Why this pair cannot run on this target (``None``: it can)."""
+
+    def leave_out(self, selection: Selection) -> dict[tuple[str, str], str]:
+        """The pairs this target leaves out, with the reason (the benchmark's: none)."""
 
     def obtain(self, plan: Plan, data: ImageData, splits: Splits, provider: ModelProvider) -> Obtained:
         """The model, the attacker's shadow model and the model's utility; the target's manifest
@@ -84,10 +99,13 @@ class TrainedTarget:
     def unavailable(self, attack: str, threat_model: str) -> Optional[str]:
         return None
 
+    def leave_out(self, selection: Selection) -> dict[tuple[str, str], str]:
+        return {}
+
     def obtain(self, plan: Plan, data: ImageData, splits: Splits, provider: ModelProvider) -> Obtained:
-        defense, knows = plan.defense, provider.knows_defense
+        defense, knows = plan.defense, plan.attacker.knows_defense
         target = provider.pool_spec("target", "target_train", defended=True)
-        shadow = provider.pool_spec("shadow", "shadow_train", defended=knows) if needs_shadow(plan) else None
+        shadow = provider.shadow_spec() if needs_shadow(plan) else None
         if shadow is not None and (knows or defense.plain_training):  # one recipe: together
             trained, shadow_model = provider.obtain([target, shadow])
         else:
@@ -120,20 +138,19 @@ class TrainedTarget:
             shutil.copyfile(target.path, weights)
         else:
             save_weights(target.model, weights)
-        cfg = plan.cfg
         manifest = {
             "dataset": data.name,
-            "arch": cfg.arch.name,
+            "arch": plan.arch,
             "in_channels": data.channels,
             "num_classes": data.num_classes,
             "image_size": data.image_size,
             "weights": weights.name,
             "splits": plan.files.splits.name,
             "trained_on": "target_train",
-            "seed": int(cfg.seed),
-            "recipe": OmegaConf.to_container(cfg.train, resolve=True),
+            "seed": plan.seed,
+            "recipe": asdict(plan.recipe),
             "store_key": target.manifest.get("key"),
             "layout": layout_of(target.model),
-            "defense": OmegaConf.to_container(cfg.defense, resolve=True),
+            "defense": {"name": plan.defense.name, **as_dict(plan.defense.settings)},
         }
         atomic_write_text(plan.files.target_manifest, json.dumps(manifest, indent=2))

@@ -15,14 +15,13 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from mldoctor_bench.defense_catalog import NONE, TRAINING, check_entry
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.provenance import source_hash
 from mldoctor_bench.registry import Registry
 from mldoctor_bench.settings import NoSettings, as_dict, parse
 from mldoctor_bench.threat_models import OutputTransform
 from mldoctor_bench.training import ProgressHook, Recipe, train_classifier
-
-NONE, TRAINING, OUTPUT = "none", "training", "output"
 
 
 @dataclass
@@ -87,7 +86,7 @@ class Defense:
         return None
 
 
-DEFENSES: Registry[type[Defense]] = Registry("defense")
+DEFENSES: Registry[type[Defense]] = Registry("defense", check=check_entry)
 DEFENSES.register("none")(type("NoDefense", (Defense,), {"__doc__": Defense.__doc__}))
 
 

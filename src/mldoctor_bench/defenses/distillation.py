@@ -4,10 +4,10 @@ The teacher (same architecture) is trained on the model's own training data; the
 from the teacher's temperature-softened posteriors with ML-Doctor's loss
 ``KL(student/T || teacher/T) * T^2 * 2a + CE * (1 - a)`` (``defense.temperature`` T = 20,
 ``defense.alpha`` a = 0.7). The student sees *transfer* data disjoint from the teacher's (rows in
-no quarter that the runner reserves for the defense), the setting in which distillation protects
+no quarter that the cell's partition reserves for the defense), the setting in which distillation protects
 membership: the released model never trained on a member. The transfer pool comes from the cell's
 partition (``defense.transfer_size`` rows, by default as many as the teacher's), which refuses to
-run without one; the runner reports ``transfer_size`` and ``student_data_disjoint`` from the saved
+run without one; the cell reports ``transfer_size`` and ``student_data_disjoint`` from the saved
 indices.
 """
 
@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mldoctor_bench.defenses.base import DEFENSES, TRAINING, Defense, TrainingSet
+from mldoctor_bench.defense_catalog import TRAINING
+from mldoctor_bench.defenses.base import DEFENSES, Defense, TrainingSet
 from mldoctor_bench.inference import predict_logits
 from mldoctor_bench.settings import setting
 from mldoctor_bench.training import train_classifier

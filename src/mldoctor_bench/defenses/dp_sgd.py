@@ -19,7 +19,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from mldoctor_bench.data.base import normalise
-from mldoctor_bench.defenses.base import DEFENSES, TRAINING, Defense, TrainingSet
+from mldoctor_bench.defense_catalog import TRAINING
+from mldoctor_bench.defenses.base import DEFENSES, Defense, TrainingSet
 from mldoctor_bench.settings import SettingsError, setting
 from mldoctor_bench.training import ProgressHook, Recipe, sgd_with_schedule
 

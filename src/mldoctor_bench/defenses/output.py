@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from mldoctor_bench.defenses.base import DEFENSES, OUTPUT, Defense
+from mldoctor_bench.defense_catalog import OUTPUT
+from mldoctor_bench.defenses.base import DEFENSES, Defense
 from mldoctor_bench.settings import setting
 
 

@@ -15,12 +15,9 @@ Members then look like non-members in loss and in posterior shape. ``defense.alp
 protection, less utility) and ``defense.upper`` (the clamp on the kept probability; 1 in every
 config the authors ship).
 
-Read against the released code: the project's issue text (misclassified-only soft term, ascent on
-every example, targets not detached, "at most alpha" flattens) agrees with the image code at each
-point. The authors' code for tabular data (``source/nonimage``) differs: there the flattening loss
-is the soft-target cross-entropy of every example, with no mask and no ascent term; this module
-follows the image code, as the benchmark's targets are image classifiers. An earlier version here
-detached the soft targets and used the tabular form.
+The authors' code for tabular data (``source/nonimage``) differs: there the flattening loss is the
+soft-target cross-entropy of every example, with no mask and no ascent term; this module follows the
+image code, as the benchmark's targets are image classifiers.
 """
 
 from __future__ import annotations
@@ -31,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mldoctor_bench.defenses.base import DEFENSES, TRAINING, Defense, TrainingSet
+from mldoctor_bench.defense_catalog import TRAINING
+from mldoctor_bench.defenses.base import DEFENSES, Defense, TrainingSet
 from mldoctor_bench.settings import setting
 from mldoctor_bench.training import predict_logits, train_classifier
 

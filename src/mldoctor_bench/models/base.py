@@ -15,6 +15,11 @@ from torch import nn
 from mldoctor_bench.registry import Registry
 
 
+class NoEmbedding(Exception):
+    """A model that does not expose its penultimate embedding (an owner's, say): an attack that needs it
+    cannot apply to the cell, which records the attack as skipped with this message."""
+
+
 class Classifier(nn.Module):
     """``head(features(x))`` with ``features`` giving a flat embedding of size ``embedding_dim``."""
 

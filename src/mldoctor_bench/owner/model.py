@@ -32,8 +32,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
-from mldoctor_bench.attacks.base import AttackSkipped
-from mldoctor_bench.models import Classifier, build_model
+from mldoctor_bench.models import Classifier, NoEmbedding, build_model
 from mldoctor_bench.registry import UnknownEntryError
 
 SAVE_HINT = (
@@ -48,10 +47,6 @@ BENCHMARK_MEAN, BENCHMARK_STD = 0.5, 0.5  # the benchmark's own normalisation: p
 
 class OwnerModelError(ValueError):
     """An owner's weights or architecture that cannot be loaded as given; the message is one line with the fix."""
-
-
-class NoEmbedding(AttackSkipped):
-    """A white-box attack needs the penultimate embedding, which this model does not expose."""
 
 
 class OwnerClassifier(nn.Module):

@@ -59,5 +59,5 @@ def accuracy_with(
     try:
         model = other.trained(data.channels, owner.model.num_classes or data.num_classes, data.image_size)
         return accuracy(model.to(device).eval(), data.images[rows].to(device), data.labels[rows])
-    except Exception:  # noqa: BLE001 - a diagnostic only: the run goes on with the owner's settings
+    except Exception:  # a diagnostic only: the run goes on with the owner's settings
         return None

@@ -21,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mldoctor_bench.attacks import ATTACKS
 from mldoctor_bench.cell.plan import ConfigError
+from mldoctor_bench.defense_catalog import OUTPUT
 from mldoctor_bench.defenses import DEFENSES
-from mldoctor_bench.defenses.base import OUTPUT
 from mldoctor_bench.members import as_posix, entries, member_rows
 from mldoctor_bench.models import ARCHS
 from mldoctor_bench.owner.model import OwnerClassifier, build_owner_model, check_state_dict, load_checked, load_weights
@@ -142,7 +142,7 @@ class Owner:
 class AssessSection:
     """``assess.*``: what the command does with the verdicts (the release gate, and whether a family
     whose attacks did not all run may pass it), and what the membership attacks' own models may cost,
-    in trainings of the shadow model (:mod:`mldoctor_bench.cell.budget`)."""
+    in trainings of the shadow model (:mod:`mldoctor_bench.owner.budget`)."""
 
     fail_on: Optional[str] = setting(None, choices=("moderate", "high"), example="moderate")
     allow_incomplete: bool = setting(False)

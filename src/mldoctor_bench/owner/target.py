@@ -18,15 +18,16 @@ from mldoctor_bench.attacks import ATTACKS
 from mldoctor_bench.blind_check import blind_check
 from mldoctor_bench.cell.models import ModelProvider
 from mldoctor_bench.cell.plan import ConfigError, Plan
-from mldoctor_bench.cell.targets import Obtained, needs_shadow
+from mldoctor_bench.cell.targets import Obtained, Selection, needs_shadow
 from mldoctor_bench.data import ImageData, Splits
 from mldoctor_bench.data.splits import OWNER_HELDOUT_PER_CLASS, PartitionError, owner_partition, partition
 from mldoctor_bench.files import atomic_write_text
 from mldoctor_bench.inference import accuracy, predict_logits
 from mldoctor_bench.members import MembersError, read_members
+from mldoctor_bench.owner.budget import over_budget
 from mldoctor_bench.owner.model import OwnerClassifier
 from mldoctor_bench.owner.preprocessing import preprocessing_warning
-from mldoctor_bench.owner.settings import Owner
+from mldoctor_bench.owner.settings import AssessSection, Owner
 from mldoctor_bench.report.significance import ALPHA
 from mldoctor_bench.store import StoredModel
 from mldoctor_bench.threat_catalog import PARTIAL, THREAT_MODELS
@@ -70,10 +71,11 @@ def check_classes(model: OwnerClassifier, data: ImageData, expected: Optional[in
 
 
 class OwnerTarget:
-    """The owner's model (see the module docstring); ``cfg`` is the cell's config (:func:`owner_config`)."""
+    """The owner's model (see the module docstring); ``cfg`` is the cell's config (:func:`owner_config`),
+    ``assess`` what the command was asked to do (its budget selects the membership attacks)."""
 
-    def __init__(self, owner: Owner, cfg: DictConfig) -> None:
-        self.owner = owner
+    def __init__(self, owner: Owner, cfg: DictConfig, assess: AssessSection) -> None:
+        self.owner, self.assess = owner, assess
         self.members_listed = owner.members_listed
         self.manifest = {
             "dataset": str(cfg.dataset.name),
@@ -101,9 +103,9 @@ class OwnerTarget:
         return data
 
     def partition(self, plan: Plan, data: ImageData) -> Splits:
-        needs_heldout = any(ATTACKS.get(a).uses_heldout for a in plan.attacks)
+        needs_heldout = plan.needs_heldout
         sizes = {"heldout_size": plan.data.heldout_size, "dataset": data.name}
-        seed, quarter = int(plan.cfg.seed), plan.data.quarter_size
+        seed, quarter = plan.seed, plan.data.quarter_size
         try:
             if self.owner.members is None:
                 return self.unlisted_partition(plan, data, needs_heldout)
@@ -133,7 +135,7 @@ class OwnerTarget:
         sized = [plan.data.quarter_size, None] if plan.data.quarter_size is not None else [None]
         for quarter in sized:
             try:
-                return partition(len(data), int(plan.cfg.seed), quarter, **args)
+                return partition(len(data), plan.seed, quarter, **args)
             except PartitionError as exc:
                 error = exc
         raise PartitionError(
@@ -144,6 +146,10 @@ class OwnerTarget:
 
     def training_size(self, splits: Splits) -> int:
         return self.members_listed or len(splits.target_train)
+
+    def leave_out(self, selection: Selection) -> dict[tuple[str, str], str]:
+        """The membership attacks over the owner's budget (:mod:`.budget`)."""
+        return over_budget(selection, self.assess.budget_models)
 
     def unavailable(self, attack: str, threat_model: str) -> Optional[str]:
         if self.owner.members is not None:
@@ -200,9 +206,8 @@ class OwnerTarget:
             )
             if warning:
                 ui.console.print(f"[yellow]warning: {warning}[/]", soft_wrap=True)
-            utility.update(self.blind(data, splits, int(plan.cfg.seed)))
-        shadow = provider.pool_spec("shadow", "shadow_train", defended=provider.knows_defense)
-        shadow_model = provider.obtain([shadow])[0] if needs_shadow(plan) else None
+            utility.update(self.blind(data, splits, plan.seed))
+        shadow_model = provider.obtain([provider.shadow_spec()])[0] if needs_shadow(plan) else None
         manifest = {
             **self.manifest,
             "accuracy": {"members": utility.get("train_accuracy"), "nonmembers": utility["test_accuracy"]},

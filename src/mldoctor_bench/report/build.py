@@ -362,8 +362,8 @@ def build_report(path: Path, out_dir: Path | None = None) -> Path:
 
 
 def version_text() -> str:
-    from mldoctor_bench import __version__
     from mldoctor_bench.provenance import code_version
+    from mldoctor_bench.version import __version__
 
     return f"mldoctor-report {__version__} (code {code_version()})"
 

@@ -5,13 +5,13 @@ stronger at 1% FPR, with one of the two strictly).
 
 A series' cost in one cell, read from the cell's ``timings.json``:
 
-- ``models_s``: the ``train_seconds`` of every attacker model the series uses. A model trained in a
-  batch with others is charged its share of the batch's wall time; one reused from the model store
-  is charged what it cost when it was trained, so the figure does not depend on which run trained it
-  first. MemInf, the metric and the label-only attacks use the shadow model (none under a partial
-  threat model, where the attacker knows some of the target's members instead); LiRA and RMIA the
-  references of the variant's kind (online or offline) and number (the first set: repeats add rows
-  about repeatability, not to the score); QMIA its variant's regressor. The target is never counted.
+- ``models_s``: the ``train_seconds`` of every attacker model the series uses: those its attack asked
+  for that serve its variant, as the attack's phase records them (``asked``: each model's role and the
+  variants whose scores use it; the attacker's shadow model where the attack uses it under a threat
+  model that gives one: :attr:`Attack.uses_shadow_model`). A model trained in a batch with others is
+  charged its share of the batch's wall time; one reused from the model store is charged what it cost
+  when it was trained, so the figure does not depend on which run trained it first. The target is
+  never counted. A cell written before attacks' phases recorded their models has no cost.
 - ``attack_s``: the attack phase's own seconds (queries, scoring, an attack model's fit; not the
   models trained inside it), split equally among the variants the phase scored.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +29,11 @@ from omegaconf import OmegaConf
 from mldoctor_bench.report import stats
 from mldoctor_bench.report.figures import Drawn, _save, _slug, plt
 from mldoctor_bench.threat_catalog import THREAT_MODELS
+from mldoctor_bench.timings import ASKED
 
 TPR, AUC = "tpr_at_fpr_0.01", "auc"
 SETTING = ["dataset", "arch", "defense", "target_config"]
 SERIES = ["attack", "threat_model", "variant", "num_references"]
-SHADOW_ATTACKS = ("membership", "membership_metric", "membership_label_only")
-REFERENCE_ATTACKS = ("membership_lira", "membership_rmia")
 
 
 def model_seconds(timings: dict) -> dict[str, float]:
@@ -48,9 +46,14 @@ def model_seconds(timings: dict) -> dict[str, float]:
     return out
 
 
-def attack_phase_seconds(timings: dict) -> dict[str, float]:
-    """Each attack phase's own seconds, by phase name (``attack membership_lira (B,S)``)."""
-    return {p["name"]: float(p["self_s"]) for p in timings["phases"] if p.get("kind") == "attack"}
+def attack_phases(timings: dict) -> dict[str, dict]:
+    """Each attack phase by name (``attack membership_lira (B,S)``): its own seconds and the models
+    its attack asked for (``None`` where the phase did not record them)."""
+    return {
+        p["name"]: {"self_s": float(p["self_s"]), "asked": p.get("info", {}).get(ASKED)}
+        for p in timings["phases"]
+        if p.get("kind") == "attack"
+    }
 
 
 def target_config(cell: Path) -> str:
@@ -62,20 +65,12 @@ def target_config(cell: Path) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def roles_used(attack: str, threat_model: str, variant: str, num_references: int, roles: list[str]) -> list[str] | None:
-    """The attacker models (of ``roles``) a series draws on; None for an attack whose models are unknown.
-    Under a partial-knowledge threat model the attacker has no shadow model (it knows some of the
-    target's own members)."""
-    if attack in SHADOW_ATTACKS:
-        shadow = THREAT_MODELS.get(threat_model).knowledge == "shadow"
-        return [r for r in roles if r == "shadow" and shadow]
-    if attack in REFERENCE_ATTACKS:
-        kind = variant.split("_")[0]
-        pattern = re.compile(rf"reference-{kind}-\d+-of-{num_references}")
-        return [r for r in roles if pattern.fullmatch(r)]
-    if attack == "membership_qmia":
-        return [r for r in roles if r == f"qmia-{variant}"]
-    return None
+def roles_used(asked: list[dict] | None, variant: str) -> list[str] | None:
+    """The roles of the models (of those an attack ``asked`` for) that serve ``variant``; ``None``
+    where the attack's phase did not record what it asked for."""
+    if asked is None:
+        return None
+    return [a["role"] for a in asked if a["series"] is None or variant in a["series"]]
 
 
 def cell_series(cell: Path) -> pd.DataFrame:
@@ -93,15 +88,14 @@ def cell_series(cell: Path) -> pd.DataFrame:
     keys = SETTING + ["seed", "attack", "threat_model", "variant"]
     wide = table.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
     wide["num_references"] = wide.get("num_references", pd.Series(0.0, index=wide.index)).fillna(0).astype(int)
-    seconds, phases = model_seconds(timings), attack_phase_seconds(timings)
-    roles = list(seconds)
+    seconds, phases = model_seconds(timings), attack_phases(timings)
     shares = wide.groupby(["attack", "threat_model"])["variant"].transform("count")
     models_s, attack_s = [], []
     for row, share in zip(wide.itertuples(), shares):
-        used = roles_used(row.attack, row.threat_model, row.variant, row.num_references, roles)
-        models_s.append(np.nan if used is None else sum(seconds[r] for r in used))
-        phase = f"attack {row.attack} {THREAT_MODELS.get(row.threat_model).short}"
-        attack_s.append(phases.get(phase, np.nan) / share)
+        phase = phases.get(f"attack {row.attack} {THREAT_MODELS.get(row.threat_model).short}", {})
+        used = roles_used(phase.get("asked"), row.variant)
+        models_s.append(np.nan if used is None else sum(seconds.get(r, np.nan) for r in used))
+        attack_s.append(phase.get("self_s", np.nan) / share)
     wide["models_s"], wide["attack_s"] = models_s, attack_s
     wide["cost_s"] = wide["models_s"] + wide["attack_s"]
     return wide.dropna(subset=[TPR, "cost_s"])

@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import pandas as pd
 
+from mldoctor_bench.defense_catalog import BY_NAME, OUTPUT, TRAINING, names_of
 from mldoctor_bench.report import tradeoffs
 from mldoctor_bench.report.evidence import HIGH, MODERATE
 
-# What a row's number leaves out, said beside it wherever the row is suggested.
-CAVEATS = {"output_labels_only": "posterior attacks only: label-only attacks, not in the table, still apply"}
+
+def caveat_of(defense: str) -> str:
+    """What a measurement of ``defense`` leaves out, as its catalog entry says (empty if nothing)."""
+    entry = BY_NAME.get(defense)
+    return entry.caveat if entry is not None else ""
+
+
+def quoted(names: list[str]) -> str:
+    return ", ".join(f"`{n}`" for n in names)
 
 
 def _difference(row: pd.Series) -> str:
@@ -66,7 +74,7 @@ def remedy_lines(table: pd.DataFrame, levels: dict[str, str]) -> list[str]:
                 if f != family and row["defense"] in set(tradeoffs.effects(table, f)[1]["defense"])
             ]
             note = [f"the benchmark's digits model reached test accuracy {row['utility']:.3f} with it"] + (
-                [CAVEATS[row["defense"]]] if row["defense"] in CAVEATS else []
+                [caveat_of(row["defense"])] if caveat_of(row["defense"]) else []
             )
             note += [f"raises {', '.join(worse)}{weaker_target(table, row, worse)}"] if worse else []
             parts.append(f"`{row['defense']}` {_difference(row)} ({'; '.join(note)})")
@@ -99,10 +107,10 @@ def todo_lines(levels: dict[str, str]) -> list[str]:
         "## What to do",
         "",
         *remedy_lines(table, levels),
-        "How to apply them: output-time defenses (`output_topk`, `output_rounding`, `output_labels_only`) change "
-        "only what the deployed model releases, and `mldoctor-assess defense=<name>` assesses the model behind "
-        "that release; the others (`dp_sgd`, `distillation`, `relaxloss`) change training and need the model "
-        'retrained. The measurements behind this are in "Defense measurements" below.',
+        f"How to apply them: output-time defenses ({quoted(names_of(OUTPUT))}) change only what the deployed model "
+        "releases, and `mldoctor-assess defense=<name>` assesses the model behind that release; the others "
+        f"({quoted(names_of(TRAINING))}) change training and need the model retrained. The measurements behind "
+        'this are in "Defense measurements" below.',
         "",
     ]
 

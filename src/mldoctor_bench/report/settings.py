@@ -13,15 +13,13 @@ import json
 
 import pandas as pd
 
-from mldoctor_bench.cellfiles import LOCATION_ASSESS_KEYS, LOCATION_DATA_KEYS, LOCATION_KEYS
+from mldoctor_bench.cellfiles import LOCATION_KEYS
 from mldoctor_bench.results import KEY
 
 # Keys of a cell's config.yaml that say where things are, are columns of the table already, or
 # only describe the selected threat models.
 IGNORED = (
     *LOCATION_KEYS,
-    *(f"data.{k}" for k in LOCATION_DATA_KEYS),
-    *(f"assess.{k}" for k in LOCATION_ASSESS_KEYS),
     "seed",
     "dataset.name",
     "arch.name",

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from mldoctor_bench.families import ATTRIBUTE, INVERSION, MEMBERSHIP, PRIVACY_AUDIT, STEALING
 from mldoctor_bench.metrics import too_few_negatives
 from mldoctor_bench.report import intervals, significance
 from mldoctor_bench.report.settings import LABEL as SETTINGS
@@ -30,15 +31,14 @@ FAMILY_METRICS: dict[str, tuple[str, ...]] = {
     "stealing": ("agreement", "accuracy"),
     "privacy_audit": ("epsilon_lower_bound",),
 }
-# Substrings of attack names that place an attack in a family.
+# Substrings of this package's attack names that place an attack in its family, for tables written
+# before rows carried their attack's declared family.
 FAMILY_PATTERNS = (
-    ("membership", "membership"),
-    ("inversion", "inversion"),
-    ("modinv", "inversion"),
-    ("attribute", "attribute"),
-    ("attrinf", "attribute"),
-    ("steal", "stealing"),
-    ("audit", "privacy_audit"),
+    ("membership", MEMBERSHIP),
+    ("inversion", INVERSION),
+    ("attribute", ATTRIBUTE),
+    ("steal", STEALING),
+    ("audit", PRIVACY_AUDIT),
 )
 GENERIC_METRICS = ("auc", "accuracy", "agreement", "eval_accuracy", "mse")
 # A group of runs that differ only in their seed: the settings label keeps swept settings apart.

@@ -20,6 +20,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from mldoctor_bench.defense_catalog import ORDER
 from mldoctor_bench.report import intervals, stats
 
 NAME = "defense_tradeoffs"  # report/defense_tradeoffs.csv and .json, shipped with the package
@@ -42,7 +43,6 @@ FAMILY_COLUMN = {
     "attribute": COLUMN_OF["advantage_over_baseline"],
     "stealing": COLUMN_OF["agreement_over_baseline"],
 }
-ORDER = ["none", "output_rounding", "output_topk", "output_labels_only", "relaxloss", "distillation", "dp_sgd"]
 FIELDS = ["defense", "column", "mean", "low", "high", "seeds", "difference", "difference_low", "difference_high"]
 
 

@@ -1,5 +1,6 @@
-"""The attacker's compute budget for membership attacks (``assess.budget_models``, docs/assess.md):
-which of the selected membership attacks' own models fit, decided before any of them trains.
+"""The owner's selection policy: the attacker's compute budget for membership attacks
+(``assess.budget_models``, docs/assess.md), which of the selected membership attacks' own models
+fit, decided before any of them trains (:meth:`OwnerTarget.leave_out`).
 
 The budget is counted in trainings of the attacker's shadow model (its rows x epochs, the images it
 sees in training), never in seconds: the same command then selects the same attacks on a busy
@@ -21,17 +22,13 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import TYPE_CHECKING, Optional
-
-from omegaconf import OmegaConf
+from typing import Optional
 
 from mldoctor_bench.attacks import ATTACKS
+from mldoctor_bench.cell.targets import Selection
+from mldoctor_bench.families import MEMBERSHIP
 from mldoctor_bench.results import SKIPPED_FOR_COST
 
-if TYPE_CHECKING:
-    from mldoctor_bench.cell.run import CellRun
-
-MEMBERSHIP = "membership"
 FRONTIER_CSV = "membership_frontier.csv"  # written by scripts/bench_membership.py --ship
 
 
@@ -88,28 +85,16 @@ def select(
     return over
 
 
-def budget_of(run: "CellRun") -> Optional[float]:
-    """``assess.budget_models`` of the run's config (None: no budget, as in every benchmark run)."""
-    value = OmegaConf.select(run.plan.cfg, "assess.budget_models", default=None)
-    return None if value is None else float(value)
-
-
-def over_budget(run: "CellRun", pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """The membership pairs of ``pairs`` the budget leaves out, with the reason (none without a
+def over_budget(selection: Selection, budget: Optional[float]) -> dict[tuple[str, str], str]:
+    """The membership pairs of ``selection`` the budget leaves out, with the reason (none without a
     budget, or without a shadow model whose training the budget is counted in)."""
-    budget = budget_of(run)
-    if budget is None or run.shadow is None:
+    if budget is None or selection.shadow is None:
         return {}
-    shadow = run.models.pool_spec("shadow", "shadow_train", defended=run.models.knows_defense)
-    estimates = []
-    for attack_name, tm_name in pairs:
-        attack = ATTACKS.get(attack_name)()
-        if attack.family != MEMBERSHIP or tm_name not in attack.threat_models:
-            continue
-        try:
-            requests = attack.models_wanted(run.context(attack_name, tm_name))
-        except Exception:  # noqa: BLE001 - the attack reports the same error when it runs
-            continue
-        estimates.append(Estimate(attack_name, tm_name, run.models.untrained_images(requests)))
-    speed = run.shadow.manifest.get("images_per_second")
-    return select(estimates, budget, run.models.images_seen(shadow), frontier_power(), speed)
+    models = selection.models
+    estimates = [
+        Estimate(attack_name, tm_name, models.untrained_images(requests))
+        for (attack_name, tm_name), requests in selection.wanted.items()
+        if ATTACKS.get(attack_name).family == MEMBERSHIP
+    ]
+    speed = selection.shadow.manifest.get("images_per_second")
+    return select(estimates, budget, models.shadow_spec().images_seen, frontier_power(), speed)
