@@ -121,7 +121,6 @@ def test_mldoctor_assess_selects_every_attack_on_the_shipped_frontier_by_default
 @pytest.mark.slow
 def test_each_pairs_context_is_made_once_though_the_target_and_the_training_ahead_read_it(tmp_path, monkeypatch):
     from attack_fixtures import prepared_cell
-
     from mldoctor_bench.cell import CellRun
 
     cell = prepared_cell(
