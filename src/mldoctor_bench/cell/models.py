@@ -54,13 +54,12 @@ class ModelProvider(ModelService):
         self.data, self.splits, self.seed, self.arch = data, splits, seed, arch
         self.recipe, self.defense, self.knows_defense = recipe, defense, knows_defense
         self.device, self.store = device, store
-        self.architectures = dict(architectures or {})  # names outside the registry (an owner's model)
         transfer, fingerprint = splits.pool("transfer"), data.fingerprint()
         self.shop = Workshop(
             channels=data.channels,
             num_classes=data.num_classes,
             image_size=data.image_size,
-            builder=self.builder,
+            architectures=dict(architectures or {}),
             device=device,
             bars=bars,
             transfer=Labeled.take(data, transfer) if len(transfer) else None,
@@ -144,7 +143,7 @@ class ModelProvider(ModelService):
         return self.prepare([ModelRequest(role, images, targets, epochs, arch)])[0]
 
     def builder(self, arch: str) -> Builder:
-        return self.architectures.get(arch) or super().builder(arch)
+        return self.shop.builder(arch)
 
     def cached(self, role, payload, build, train):
         return self.obtain([CachedRequest(role, payload, build, train)])[0]

@@ -20,6 +20,7 @@ from mldoctor_bench.defenses import DEFENSES, Defense, TrainingSet
 from mldoctor_bench.inference import accuracy
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.many_models import TrainingRows
+from mldoctor_bench.models import build_model
 from mldoctor_bench.provenance import stable_hash
 from mldoctor_bench.training import Recipe, TrainJob
 
@@ -45,12 +46,18 @@ class Workshop:
     channels: int
     num_classes: int
     image_size: int
-    builder: Callable[[str], Builder]
+    architectures: Mapping[str, Builder]  # names outside the registry (an owner's model)
     device: torch.device
     bars: ui.Bars
     transfer: Optional[Labeled]
     fingerprint: str
     identity: Mapping[str, object]
+
+    def builder(self, arch: str) -> Builder:
+        """``(in_channels, classes, image_size) -> untrained model`` for ``arch``."""
+        return self.architectures.get(arch) or (
+            lambda channels, classes, size: build_model(arch, channels, classes, size)
+        )
 
 
 @dataclass(frozen=True, eq=False)
