@@ -8,7 +8,7 @@ RESULTS ?= results
 TEST_WORKERS ?= auto
 EXAMPLE = $(abspath $(RESULTS))/assess-example
 
-.PHONY: install demo test test-fast test-threads test-slurm lint report bench bench-against bench-low-fpr bench-membership exposure defense-tradeoffs assess-example assess-null clean-results
+.PHONY: install demo test test-fast test-threads test-slurm lint report bench bench-against bench-low-fpr bench-membership exposure defense-tradeoffs worst-case assess-example assess-null clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,13 @@ bench-membership: install
 defense-tradeoffs: install
 	$(BIN)/mldoctor-bench -m +experiment=defense_tradeoffs results_dir=$(RESULTS)/defense-tradeoffs
 	$(BIN)/python scripts/defense_tradeoffs.py $(RESULTS)/defense-tradeoffs
+
+# Defenses judged by the examples they fail to protect (Aerni et al., CCS 2024; docs/defenses.md): the
+# canary leave-one-out evaluation of every defense on the quick cell, 16 copies and 50 canaries each,
+# then the table beside the shipped population numbers.
+worst-case: install
+	$(BIN)/mldoctor-bench -m +experiment=worst_case results_dir=$(RESULTS)/worst-case
+	$(BIN)/python scripts/worst_case.py $(RESULTS)/worst-case
 
 # Which examples leak, to which attacks (docs/results.md): the default attacks plus LiRA (16
 # references) and RMIA, each repeated with other references, on the quick cell over 3 seeds and 2

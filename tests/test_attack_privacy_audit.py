@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from hand_context import CPU
 from mldoctor_bench.attacks import ATTACKS, AttackContext, AttackSkipped
 from mldoctor_bench.attacks.base import ModelService, ReleasedModel
-from mldoctor_bench.attacks.privacy_audit import AuditSettings, canary_labels
+from mldoctor_bench.attacks.canaries import canary_labels
+from mldoctor_bench.attacks.privacy_audit import AuditSettings
 from mldoctor_bench.cell import prepared
 from mldoctor_bench.cell.plan import cell_partition, plan
 from mldoctor_bench.data.base import ImageData

@@ -137,6 +137,11 @@ class ModelService:
         output-time defense (for the model owner, who trains its own models)."""
         raise NotImplementedError
 
+    def released_copies(self, requests: list[ModelRequest]) -> list[ReleasedModel]:
+        """:meth:`defended_classifier` of each request (its role, images and targets), trained together
+        where they can be."""
+        return [self.defended_classifier(r.role, r.images, r.targets) for r in requests]
+
     def cached(
         self, role: str, payload: dict, build: Callable[[], torch.nn.Module], train: Callable[[torch.nn.Module], dict]
     ) -> StoredModel:

@@ -28,23 +28,14 @@ import torch
 from safetensors.torch import save_file
 
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, AttackSkipped, VariantMetrics
+from mldoctor_bench.attacks.canaries import KINDS, canary_labels
 from mldoctor_bench.attacks.scoring import save_scores
 from mldoctor_bench.attacks.signals import loss_and_confidence
 from mldoctor_bench.audit_bound import DEFAULT_GUESS_FRACTIONS, audit
 from mldoctor_bench.settings import setting
 
-KINDS = ("mislabeled", "natural")
 SCORES = ("loss", "confidence")
 DELTA_WITHOUT_DP = 1e-5  # the delta a bound is stated at when the training reports none
-
-
-def canary_labels(true_labels: torch.Tensor, kind: str, num_classes: int, generator: torch.Generator) -> torch.Tensor:
-    """The labels canaries are trained with: the true ones (``natural``), or each shifted to a
-    different class drawn uniformly (``mislabeled``)."""
-    if kind == "natural":
-        return true_labels.clone()
-    shift = torch.randint(1, num_classes, true_labels.shape, generator=generator)
-    return (true_labels + shift) % num_classes
 
 
 @dataclass(frozen=True, kw_only=True)

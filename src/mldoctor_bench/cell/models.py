@@ -149,11 +149,18 @@ class ModelProvider(ModelService):
         return self.obtain([CachedRequest(role, payload, build, train)])[0]
 
     def defended_classifier(self, role, images, labels):
-        spec = replace(self.spec(role, images, labels), defense=self.defense)
-        [stored] = self.obtain([spec])
-        # released to its owner as the target is to everyone: black-box, through the output-time defense
-        access = access_for(THREAT_MODELS.get("auditor"), stored.model, self.device, self.defense.output_transform())
-        return ReleasedModel(access, dict(stored.manifest["metrics"]))
+        return self.released_copies([ModelRequest(role, images, labels)])[0]
+
+    def released_copies(self, requests):
+        specs = [replace(self.spec(r.role, r.images, r.targets), defense=self.defense) for r in requests]
+        # released to their owner as the target is to everyone: black-box, through the output-time defense
+        transform = self.defense.output_transform()
+        return [
+            ReleasedModel(
+                access_for(THREAT_MODELS.get("auditor"), s.model, self.device, transform), dict(s.manifest["metrics"])
+            )
+            for s in self.obtain(specs)
+        ]
 
     def released(self, model):
         return BlackBoxAccess(model, self.device, self.defense.output_transform() if self.knows_defense else None)
@@ -187,6 +194,11 @@ class AskedModels(ModelService):
     def defended_classifier(self, role, images, labels):
         self.record(role)
         return self.provider.defended_classifier(role, images, labels)
+
+    def released_copies(self, requests):
+        for r in requests:
+            self.record(r.role)
+        return self.provider.released_copies(requests)
 
     def builder(self, arch: str) -> Builder:
         return self.provider.builder(arch)

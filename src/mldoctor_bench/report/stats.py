@@ -30,6 +30,7 @@ FAMILY_METRICS: dict[str, tuple[str, ...]] = {
     "attribute": ("accuracy", "f1"),
     "stealing": ("agreement", "accuracy"),
     "privacy_audit": ("epsilon_lower_bound",),
+    "worst_case": ("tpr_at_fpr_0.01", "auc"),
 }
 # Substrings of this package's attack names that place an attack in its family, for tables written
 # before rows carried their attack's declared family.
