@@ -41,7 +41,8 @@ def notes(frame) -> list[str]:
         f"Seeds per defense: {counts}. Means carry a 95% t interval over the seeds; a difference from no "
         "defense is paired over the seeds both rows have (t, n - 1 degrees of freedom), and with a single "
         "seed the two runs' own 95% intervals are combined as independent. A defense is named as lowering "
-        "or raising a family only when the interval of its difference excludes zero.",
+        "or raising a family only when its difference survives Holm's correction over that column's "
+        "comparisons (each defense against no defense; p read back from the interval).",
     ]
 
 

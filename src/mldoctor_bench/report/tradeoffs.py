@@ -6,8 +6,11 @@ The table is long: one row per (defense, column) with the seed mean, its 95% int
 difference from no defense with the interval of that difference: paired over seeds (each seed's
 defended and undefended targets share their partition) where there are several, t with ``n - 1``
 degrees of freedom; for a single seed, the two runs' own intervals combined as independent
-(``sqrt(h1^2 + h2^2)``). A defense counts as lowering (or raising) a family only when the interval
-of its difference excludes zero.
+(``sqrt(h1^2 + h2^2)``). A defense counts as lowering (or raising) a family only when its
+difference survives Holm's correction over that column's comparisons (every defense against no
+defense), its p-value read from the interval it was made with (:func:`difference_pvalues`). With 3
+seeds and 6 defenses that takes a large, consistent difference: an unadjusted interval that excludes
+zero is not enough.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
+from scipy import stats as scipy_stats
 
 from mldoctor_bench.defense_catalog import ORDER
 from mldoctor_bench.report import intervals, stats
+from mldoctor_bench.report.significance import ALPHA, holm, holm_adjusted
 
 NAME = "defense_tradeoffs"  # report/defense_tradeoffs.csv and .json, shipped with the package
 # (column, attack or attacks (the larger value counts), threat model, metric)
@@ -131,13 +136,48 @@ def shipped() -> tuple[pd.DataFrame, dict]:
     return table, json.loads(folder.joinpath(f"{NAME}.json").read_text())
 
 
+def difference_pvalues(rows: pd.DataFrame, level: float = 0.95) -> np.ndarray:
+    """Two-sided p-value of each row's difference from no defense, read back from its ``level``
+    interval as :func:`difference` made it: t with ``seeds - 1`` degrees of freedom for a paired
+    difference over seeds, normal for one run's combined intervals (NaN without an interval)."""
+    out = []
+    for diff, low, high, seeds in rows[["difference", "difference_low", "difference_high", "seeds"]].itertuples(
+        index=False, name=None
+    ):
+        half = (high - low) / 2
+        if any(math.isnan(float(v)) for v in (diff, low, high)):
+            out.append(math.nan)
+        elif half <= 0:
+            out.append(0.0 if diff else 1.0)
+        elif seeds > 1:
+            se = half / float(scipy_stats.t.ppf((1 + level) / 2, seeds - 1))
+            out.append(float(2 * scipy_stats.t.sf(abs(diff) / se, seeds - 1)))
+        else:
+            se = half / float(scipy_stats.norm.ppf((1 + level) / 2))
+            out.append(float(2 * scipy_stats.norm.sf(abs(diff) / se)))
+    return np.array(out, dtype=float)
+
+
+def corrected(table: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The defenses' rows of ``column`` with ``p_value``, Holm's ``p_holm`` over the column's tested
+    comparisons and ``significant`` (Holm rejects no difference at :data:`ALPHA`)."""
+    rows = table[(table["column"] == column) & (table["defense"] != "none")].copy()
+    rows["p_value"] = difference_pvalues(rows)
+    rows["p_holm"], rows["significant"] = math.nan, False
+    tested = rows["p_value"].notna()
+    if tested.any():
+        rows.loc[tested, "p_holm"] = holm_adjusted(rows.loc[tested, "p_value"].to_numpy())
+        rows.loc[tested, "significant"] = holm(rows.loc[tested, "p_value"].to_numpy(), ALPHA)
+    return rows
+
+
 def effects(table: pd.DataFrame, family: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The defenses whose interval of the difference lies wholly below zero in ``family``'s column
-    (they lower it) and wholly above (they raise it), cheapest in utility first."""
-    rows = table[(table["column"] == FAMILY_COLUMN[family]) & (table["defense"] != "none")]
+    """The defenses whose difference in ``family``'s column survives Holm's correction and is
+    negative (they lower it) or positive (they raise it), cheapest in utility first."""
+    rows = corrected(table, FAMILY_COLUMN[family])
     utility = table[table["column"] == UTILITY].set_index("defense")["mean"]
     rows = rows.assign(utility=rows["defense"].map(utility)).sort_values("utility", ascending=False)
-    return rows[rows["difference_high"] < 0], rows[rows["difference_low"] > 0]
+    return rows[rows["significant"] & (rows["difference"] < 0)], rows[rows["significant"] & (rows["difference"] > 0)]
 
 
 def wide(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
