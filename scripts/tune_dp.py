@@ -20,10 +20,23 @@ error of the best one's (over all its validation rows), as ``scripts/tune_attack
 attack model's recipe. The table is printed and written as ``candidates.csv`` with ``recipe.yaml``
 under ``results_dir/tuning/dp_sgd/``.
 
+``--match-accuracy A`` instead searches DP-SGD for a validation accuracy within ``--tolerance``
+(default 0.01) of ``A``: DP-SGD matched to a heuristic defense's accuracy, as Aerni et al. compare
+defenses (which defense protects the vulnerable examples best at the same accuracy), tuned as they
+tune it (its step and clipping norm too, at whatever epsilon it takes). It trains the profile's DP
+recipe at its privacy budget, then the learning rates ``--match-lrs`` x clipping norms
+``--match-clips`` at 1/64 of that noise (an epsilon in the hundreds of thousands: where even the best
+falls short, DP-SGD with these recipes cannot reach ``A``), and bisects the noise with the best of
+them on a log scale (accuracy falls as the noise grows), ``--steps`` trainings at most. Each training
+runs once per seed on the same shadow quarters. It chooses the largest noise within the tolerance
+(the most privacy at that accuracy), else the closest, and writes ``match.csv`` and
+``match.overrides`` (the overrides that select it, one line) under ``results_dir/tuning/dp_sgd/``.
+
 Usage (Hydra overrides as for ``mldoctor-bench``; ``seed`` is the first of the seeds):
     python scripts/tune_dp.py [--seeds 2] [--batches 64,256] [--epochs 20,40] [--lrs 0.02,0.1,0.5]
         [--clips 1.0] [--more-clips 0.3,3.0] [--candidates 64:40:0.02:1.0,...] [--reference]
         profile=quick seed=0 results_dir=/tmp/tune
+    python scripts/tune_dp.py --seeds 1 --match-accuracy 0.906 [--steps 6] profile=quick results_dir=/tmp/tune
 """
 
 from __future__ import annotations
@@ -73,6 +86,11 @@ def main() -> None:
         "--candidates", type=candidates, default=None, help="batch:epochs:lr:clip,... instead of the grid"
     )
     parser.add_argument("--reference", action="store_true", help="also train the profile's current DP recipe")
+    parser.add_argument("--match-accuracy", type=float, default=None, help="search the noise for this accuracy")
+    parser.add_argument("--tolerance", type=float, default=0.01)
+    parser.add_argument("--steps", type=int, default=6, help="noise multipliers tried with the chosen recipe")
+    parser.add_argument("--match-lrs", type=floats, default=[0.01, 0.03, 0.1])
+    parser.add_argument("--match-clips", type=floats, default=[1.5, 10.0])
     args, overrides = parser.parse_known_args()
     with initialize_config_module("mldoctor_bench.conf", version_base="1.3"):
         cfg = compose("config", overrides=["defense=dp_sgd", *overrides])
@@ -92,7 +110,8 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     records = []
 
-    def trial(batch: int, epochs: int, lr: float, clip: float, stage: str) -> None:
+    def trial(batch: int, epochs: int, lr: float, clip: float, stage: str, noise: float | None = None) -> dict:
+        """Train the candidate once per seed (at ``noise``, else at the profile's epsilon); its row."""
         recipe = replace(base, batch_size=batch, epochs=epochs, lr=lr)
         start, accuracies, info = time.perf_counter(), [], {}
         for seed, splits in enumerate(partitions, start=first):
@@ -106,7 +125,7 @@ def main() -> None:
                 derive_seed(seed, "dp-tuning"),
                 max_grad_norm=clip,
                 delta=dp.delta,
-                target_epsilon=epsilon,
+                **({"target_epsilon": epsilon} if noise is None else {"noise_multiplier": noise}),
             )
             accuracies.append(accuracy(model, data.images[val_idx].to(p.device), data.labels[val_idx]))
         records.append(
@@ -125,6 +144,11 @@ def main() -> None:
             }
         )
         print(pd.DataFrame([records[-1]]).to_string(index=False, header=len(records) == 1), flush=True)
+        return records[-1]
+
+    if args.match_accuracy is not None:
+        match(args, p.defense.training_recipe(base), dp.max_grad_norm, trial, out_dir)
+        return
 
     if args.reference:
         trial(base.batch_size, base.epochs, base.lr, dp.max_grad_norm, "current")
@@ -160,11 +184,48 @@ def main() -> None:
     )
 
 
+def match(args, recipe: Recipe, clip: float, trial, out_dir: Path) -> None:
+    """Search the recipe and the noise multiplier for a validation accuracy within ``args.tolerance``
+    of ``args.match_accuracy`` (see the module docstring)."""
+    goal, tol = args.match_accuracy, args.tolerance
+    rows = [trial(recipe.batch_size, recipe.epochs, recipe.lr, clip, "profile's epsilon")]
+    low, high = rows[0]["noise_multiplier"] / 64, rows[0]["noise_multiplier"]
+    for lr in args.match_lrs:  # the step and clipping norm that the least noise allows
+        for norm in args.match_clips:
+            rows.append(trial(recipe.batch_size, recipe.epochs, lr, norm, "recipe at the least noise", low))
+    best = max(rows[1:], key=lambda r: r["val_accuracy"])
+    lr, norm, last = best["lr"], best["max_grad_norm"], best
+    searched = [best]
+    while (
+        len(searched) < args.steps and best["val_accuracy"] >= goal - tol and abs(last["val_accuracy"] - goal) > tol / 2
+    ):
+        noise = math.sqrt(low * high)  # geometric midpoint: the noise spans decades
+        last = trial(recipe.batch_size, recipe.epochs, lr, norm, "noise bisection", noise)
+        searched.append(last)
+        rows.append(last)
+        low, high = (noise, high) if last["val_accuracy"] >= goal else (low, noise)
+    table = pd.DataFrame(rows).assign(distance=lambda t: (t["val_accuracy"] - goal).abs())
+    mine = pd.DataFrame(searched).assign(distance=lambda t: (t["val_accuracy"] - goal).abs())
+    within = mine[mine["distance"] <= tol]
+    chosen = within.sort_values("noise_multiplier").iloc[-1] if len(within) else mine.sort_values("distance").iloc[0]
+    table.to_csv(out_dir / "match.csv", index=False)
+    overrides = (
+        f"defense=dp_sgd defense.noise_multiplier={chosen['noise_multiplier']:.4g} defense.target_epsilon=null "
+        f"defense.lr={lr:g} defense.max_grad_norm={norm:g}"
+    )
+    atomic_write_text(out_dir / "match.overrides", overrides + "\n")
+    print(table.to_string(index=False))
+    print(
+        f"validation accuracy {chosen['val_accuracy']:.3f} against {goal:.3f} (tolerance {tol}): "
+        f"{'within' if len(within) else 'NOT within; the closest'}, at epsilon {chosen['epsilon']:.3g}; the search "
+        f"took {table['seconds'].sum():.0f} s over {len(table)} trainings.\n{overrides}\n"
+        f"written {out_dir / 'match.csv'} and {out_dir / 'match.overrides'}"
+    )
+
+
 def replace_seed(p, seed: int):
     """The plan ``p`` with another seed (the partition depends on it alone)."""
-    cfg = p.cfg.copy()
-    cfg.seed = seed
-    return replace(p, cfg=cfg)
+    return replace(p, seed=seed)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
-"""What to do about the families at risk, from the defense trade-off table this benchmark measured
-(:mod:`.tradeoffs`): per family judged moderate or high, the defenses whose effect on it lies beyond
-the noise of a difference, with their utility cost and the families they make worse; and the table
-itself, with how it was made."""
+"""What to do about the families at risk, from the defense tables this benchmark measured: per
+family judged moderate or high, the defenses whose effect on it survives Holm's correction over the
+table's comparisons, with their utility cost and the families they make worse; and the tables
+themselves, with how they were made.
+
+Membership reads the worst case (:mod:`.worst_case_table`: the canaries a defense fails to protect,
+Aerni, Zhang and Tramer, CCS 2024) where that table is installed: a defense that lowers the
+population's average TPR can leave the most vulnerable examples exposed. The other families read the
+population table (:mod:`.tradeoffs`, the average case)."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import pandas as pd
 
 from mldoctor_bench.defense_catalog import BY_NAME, OUTPUT, TRAINING, names_of
 from mldoctor_bench.report import tradeoffs
+from mldoctor_bench.report import worst_case_table as worst_case
 from mldoctor_bench.report.evidence import HIGH, MODERATE
 
 
@@ -33,7 +39,7 @@ def nothing_lowered(table: pd.DataFrame, column: str) -> str:
     unmeasured = sorted(rows.loc[rows["difference_low"].isna(), "defense"])
     text = f"no defense measured lowered {column} beyond the noise"
     if len(unmeasured) < len(rows):
-        text += " (the interval of every measured difference from no defense includes zero)"
+        text += " (no measured difference from no defense survives Holm's correction over the column's comparisons)"
     if unmeasured:
         text += f"; without an interval of the difference (too few seeds): {', '.join(unmeasured)}"
     return text + "."
@@ -53,13 +59,78 @@ def weaker_target(table: pd.DataFrame, row: pd.Series, worse: list[str]) -> str:
     )
 
 
-def remedy_lines(table: pd.DataFrame, levels: dict[str, str]) -> list[str]:
-    """For each family judged moderate or high here, the defenses whose measured effect on it lies
-    beyond the noise of a difference (its interval excludes zero), each with its utility and the
-    families it measurably worsens: what would help, from the table alone."""
+def worse_families(table: pd.DataFrame, defense: str, family: str) -> list[str]:
+    """The families other than ``family`` that ``defense`` measurably raises in the population table."""
+    return [
+        f for f in tradeoffs.FAMILY_COLUMN if f != family and defense in set(tradeoffs.effects(table, f)[1]["defense"])
+    ]
+
+
+def worst_case_line(worst: pd.DataFrame, table: pd.DataFrame, level: str) -> list[str]:
+    """Membership from the worst-case table: the defenses that lower the canary TPR at 1% FPR beyond
+    the noise (Holm), each with its accuracy, the DP-SGD matched to that accuracy, its average-case
+    effect and what it makes worse; then, apart, the defenses that do not."""
+    rows = worst_case.at_fpr(worst, 0.01)
+    none = rows[rows["defense"] == "none"].iloc[0]
+    tested = rows[rows["defense"] != "none"].sort_values("test_accuracy", ascending=False)
+    head = (
+        f"- **membership** ({level} here), in the worst case (canary TPR at 1% FPR, the stronger of LiRA and RMIA, "
+        f"{int(none['models'])} copies x {int(none['canaries'])} canaries; no defense {none['tpr']:.3f}; Holm over "
+        f"the table's {len(tested)} comparisons): "
+    )
+    named = []
+    for _, row in tested[tested["lowered"]].iterrows():
+        note = [f"test accuracy {row['test_accuracy']:.3f}"]
+        if row["defense"] == "dp_sgd":
+            note += [] if pd.isna(row["epsilon"]) else [f"epsilon {row['epsilon']:.3g}"]
+        else:
+            dp = worst_case.matched_dp(worst[worst["fpr"] == row["fpr"]], row["label"])
+            note.append(
+                "no DP-SGD matched to that accuracy was measured"
+                if dp is None
+                else f"DP-SGD at that accuracy ({dp['label']}, test accuracy {dp['test_accuracy']:.3f}, "
+                f"epsilon {dp['epsilon']:.3g}): {dp['tpr']:.3f}"
+            )
+        population = tradeoffs.corrected(table, tradeoffs.FAMILY_COLUMN["membership"]).set_index("defense")
+        if row["label"] in population.index:  # the population table measured this configuration
+            pop = population.loc[row["label"]]
+            note.append(f"average case: population TPR changed by {_difference(pop)}")
+            worse = worse_families(table, row["label"], "membership")
+            pop = pd.concat([pop, pd.Series({"utility": _utility(table, row["label"])})])
+            note += [f"raises {', '.join(worse)}{weaker_target(table, pop, worse)}"] if worse else []
+        if caveat_of(row["defense"]):
+            note.append(caveat_of(row["defense"]))
+        named.append(
+            f"`{row['label']}` {row['tpr']:.3f}, changed by {row['difference']:+.3f} "
+            f"[{row['difference_low']:+.3f}, {row['difference_high']:+.3f}], Holm p {row['p_holm']:.3g} "
+            f"({'; '.join(note)})"
+        )
+    lines = [head + ("; ".join(named) if named else "no defense lowered it beyond the noise") + "."]
+    kept = tested[~tested["lowered"]]
+    if len(kept):
+        lines.append(
+            "  - Not lowered beyond the noise in the worst case, whatever their average case: "
+            + ", ".join(f"`{r['label']}` {r['tpr']:.3f} (Holm p {r['p_holm']:.3g})" for _, r in kept.iterrows())
+            + "."
+        )
+    return lines
+
+
+def _utility(table: pd.DataFrame, defense: str) -> float:
+    rows = table[(table["defense"] == defense) & (table["column"] == tradeoffs.UTILITY)]["mean"]
+    return float(rows.iloc[0]) if len(rows) else float("nan")
+
+
+def remedy_lines(table: pd.DataFrame, levels: dict[str, str], worst: pd.DataFrame | None = None) -> list[str]:
+    """For each family judged moderate or high here, the defenses whose measured effect on it
+    survives Holm's correction, each with its utility and the families it measurably worsens: what
+    would help, from the tables alone. Membership reads ``worst`` (the worst-case table) if given."""
     lines = []
     for family, level in levels.items():
         if level not in (MODERATE, HIGH) or family not in tradeoffs.FAMILY_COLUMN:
+            continue
+        if family == "membership" and worst is not None:
+            lines += worst_case_line(worst, table, level)
             continue
         column = tradeoffs.FAMILY_COLUMN[family]
         lowered, _ = tradeoffs.effects(table, family)
@@ -68,11 +139,7 @@ def remedy_lines(table: pd.DataFrame, levels: dict[str, str]) -> list[str]:
             continue
         parts = []
         for _, row in lowered.iterrows():
-            worse = [
-                f
-                for f in tradeoffs.FAMILY_COLUMN
-                if f != family and row["defense"] in set(tradeoffs.effects(table, f)[1]["defense"])
-            ]
+            worse = worse_families(table, row["defense"], family)
             note = [f"the benchmark's digits model reached test accuracy {row['utility']:.3f} with it"] + (
                 [caveat_of(row["defense"])] if caveat_of(row["defense"]) else []
             )
@@ -82,8 +149,8 @@ def remedy_lines(table: pd.DataFrame, levels: dict[str, str]) -> list[str]:
     if lines:
         lines = [
             "What would help with the families judged moderate or high here (cheapest in accuracy first; "
-            "each difference from no defense with its 95% interval, over the seeds of the benchmark's "
-            "measurements):",
+            "each difference from no defense with its 95% interval, named only where it survives Holm's "
+            "correction over its table's comparisons; the benchmark's own measurements):",
             "",
             *lines,
             "",
@@ -97,22 +164,73 @@ def remedy_lines(table: pd.DataFrame, levels: dict[str, str]) -> list[str]:
     return lines
 
 
-def todo_lines(levels: dict[str, str]) -> list[str]:
-    """What to do: per family at risk, the defenses that measurably lower it and what they cost."""
+def todo_lines(levels: dict[str, str], measured_here: list[str] | None = None) -> list[str]:
+    """What to do: per family at risk, the defenses that measurably lower it and what they cost;
+    ``measured_here``: the lines on output-time defenses measured on the assessed model itself."""
     try:
         table, _ = tradeoffs.shipped()
     except (FileNotFoundError, ValueError) as exc:
         return ["## What to do", "", f"The defense trade-off table is not installed ({exc}).", ""]
+    worst, missing = shipped_worst_case()
     return [
         "## What to do",
         "",
-        *remedy_lines(table, levels),
+        *remedy_lines(table, levels, worst),
+        *([f"Membership reads the average case: {missing}", ""] if missing else []),
+        *(measured_here or []),
         f"How to apply them: output-time defenses ({quoted(names_of(OUTPUT))}) change only what the deployed model "
-        "releases, and `mldoctor-assess defense=<name>` assesses the model behind that release; the others "
-        f"({quoted(names_of(TRAINING))}) change training and need the model retrained. The measurements behind "
-        'this are in "Defense measurements" below.',
+        "releases (`mldoctor-assess` measures them on your model: `assess.output_defenses`); the others "
+        f"({quoted(names_of(TRAINING))}) change training and need the model retrained. The benchmark's "
+        'measurements behind this are in "Defense measurements" below.',
         "",
     ]
+
+
+def shipped_worst_case() -> tuple[pd.DataFrame | None, str]:
+    """The shipped worst-case table, or None and why it is not there."""
+    try:
+        return worst_case.shipped()[0], ""
+    except (FileNotFoundError, ValueError) as exc:
+        return None, f"the worst-case table is not installed ({exc})."
+
+
+def worst_case_section() -> list[str]:
+    """The worst-case table as a reader sees it, with how it was made."""
+    try:
+        worst, meta = worst_case.shipped()
+    except (FileNotFoundError, ValueError) as exc:
+        return [f"The worst-case table is not installed ({exc}).", ""]
+    lines = [
+        "### The worst case: canaries a defense fails to protect",
+        "",
+        "Per defense, copies of the target that each train on half of a set of mislabelled canaries, every "
+        "copy attacked with the others as references, trained with the same defense (Aerni, Zhang and "
+        "Tramer, CCS 2024): the canary TPR at 1% FPR (the stronger of LiRA and RMIA), with its 95% interval "
+        "over canaries, and its difference from no defense with the paired bootstrap's interval and "
+        f"Holm's p over the table's comparisons ({meta.get('cell', '')}).",
+        "",
+        "| defense | canary TPR at 1% FPR | difference from none | Holm p | lowered | test accuracy | epsilon "
+        "| matched in accuracy to |",
+        "| --- | --- | --- | ---: | --- | ---: | ---: | --- |",
+    ]
+    for _, r in worst_case.at_fpr(worst, 0.01).iterrows():
+        diff = (
+            ""
+            if r["defense"] == "none"
+            else f"{r['difference']:+.3f} [{r['difference_low']:+.3f}, {r['difference_high']:+.3f}]"
+        )
+        lines.append(
+            f"| {r['label']} | {r['tpr']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | {diff} "
+            f"| {'' if pd.isna(r['p_holm']) else format(r['p_holm'], '.3g')} | {'yes' if r['lowered'] else ''} "
+            f"| {r['test_accuracy']:.3f} | {'' if pd.isna(r['epsilon']) else format(r['epsilon'], '.3g')} "
+            f"| {r['matches']} |"
+        )
+    lines += ["", *[f"- {note}" for note in meta.get("notes", [])]]
+    lines += [
+        f"- Made with: `{meta.get('command', '?')}` (code {meta.get('code_version', '?')}, {meta.get('date', '?')}).",
+        "",
+    ]
+    return lines
 
 
 def defense_lines() -> list[str]:
@@ -125,8 +243,9 @@ def defense_lines() -> list[str]:
     lines = [
         "## Defense measurements",
         "",
-        "Measured by this benchmark, not estimated: one target per defense on the embedded digits "
-        f"({meta.get('cell', '')}), every other setting the same; seed means with 95% intervals. Lower attack "
+        "Measured by this benchmark, not estimated. The average case: one target per defense on the embedded "
+        f"digits ({meta.get('cell', '')}), every other setting the same, each attack scored over the population "
+        "of members and non-members; seed means with 95% intervals. Lower attack "
         "numbers are better for the owner; compare each row's utility cost with what it removes. The numbers "
         "are for that model and data: rerun the sweep on data like yours before choosing.",
         "",
@@ -145,5 +264,6 @@ def defense_lines() -> list[str]:
         f"- Made with: `{meta.get('command', '?')}` then `{meta.get('summary', '?')}` "
         f"(code {meta.get('code_version', '?')}, {meta.get('date', '?')}).",
         "",
+        *worst_case_section(),
     ]
     return lines
