@@ -36,7 +36,9 @@ QUICK = [
     "device=cpu",
     "attack=[membership,membership_rmia,membership_qmia,inversion,attribute,stealing]",
     "threat_model=[blackbox_shadow,whitebox_shadow,whitebox_none]",
+    "assess.output_defenses=[]",  # measured in the first test only
 ]
+RELEASED = "assess.output_defenses=[output_rounding,output_topk,output_labels_only]"
 
 
 def owner_args(root: Path, model_dir: Path, *extra: str) -> list[str]:
@@ -128,10 +130,16 @@ def test_an_owner_model_gets_a_report_on_all_four_families_and_only_attacker_mod
     out = tmp_path / "res"
     # every member evaluated, against as many non-members: 100, enough to judge TPR at 1% FPR
     sized = [a if not a.startswith("data.quarter_size=") else "data.quarter_size=100" for a in QUICK]
+    sized = [a if not a.startswith("assess.output_defenses=") else RELEASED for a in sized]
+    sized += [  # and the label-only attack, which the labels-only release must face too
+        "attack=[membership,membership_rmia,membership_qmia,membership_label_only,inversion,attribute,stealing]",
+        "threat_model=[blackbox_shadow,blackbox_label_only,whitebox_shadow,whitebox_none]",
+    ]
     proc = assess(*owner_args(root, model_dir, f"members={model_dir / 'members.txt'}", f"results_dir={out}", *sized))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list(assess.workdir.iterdir()) == []
-    [cell] = list((out / "cells").iterdir())
+    [cell] = [c for c in (out / "cells").iterdir() if (c / "releases.json").exists()]
+    check_releases(cell)
     manifest = json.loads((cell / "target.json").read_text())
     splits = load_file(str(cell / "splits.safetensors"))
     members = set((model_dir / "members.txt").read_text().split())
@@ -200,6 +208,35 @@ def test_an_owner_model_gets_a_report_on_all_four_families_and_only_attacker_mod
             last = gated.stderr.strip().splitlines()[-1]
             assert f"(assess.fail_on={level}; see " in last and all(f in last for f in failing(data, level))
     assert "assess.fail_on" in refused(assess(*base, "assess.fail_on=medium"))
+
+
+def check_releases(cell: Path) -> None:
+    """Each output-time defense measured on the owner's model: a cell of its own with the assessment's
+    black-box attacks only, the outputs released through it, and a row of the report's table."""
+    import pandas as pd
+
+    released = json.loads((cell / "releases.json").read_text())
+    assert list(released) == ["output_rounding", "output_topk", "output_labels_only"]
+    undefended = pd.read_parquet(cell / "results.parquet")
+    accuracy = undefended[(undefended.attack == "target") & (undefended.metric == "test_accuracy")]["value"].iloc[0]
+    report = (cell / "report" / "report.md").read_text()
+    table = report.split("## Output-time defenses on your model", 1)[1].split("\n## ", 1)[0]
+    for name, entry in released.items():
+        assert not entry["failed"], entry
+        rows = pd.read_parquet(cell.parent / entry["cell"] / "results.parquet")
+        assert set(rows["defense"]) == {name}
+        attacked = set(rows.loc[rows.attack != "target", "threat_model"])
+        assert attacked and not attacked & {
+            "whitebox_shadow",
+            "whitebox_none",
+        }  # an attacker with weights sees no release
+        mine = rows[(rows.attack == "target") & (rows.metric == "test_accuracy")]["value"].iloc[0]
+        if name != "output_rounding":  # top-k and labels keep the top class: the same accuracy
+            assert mine == pytest.approx(accuracy)
+        assert f"| {name} | {mine:.3f} | " in table
+    assert "| as released | " in table and "membership" in table.splitlines()[6]
+    labels_only = pd.read_parquet(cell.parent / released["output_labels_only"]["cell"] / "results.parquet")
+    assert "membership_label_only" in set(labels_only["attack"])  # label-only attacks rerun too
 
 
 @pytest.mark.slow

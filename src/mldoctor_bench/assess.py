@@ -3,9 +3,13 @@
 The owner's model is the target and is never retrained (:mod:`mldoctor_bench.owner`); only the
 attacker's models are trained, with the owner's architecture where the threat model grants it. The
 run ends with ``report.md`` and ``report.html`` in the cell's ``report/`` folder, and exit code 4
-when a verdict reaches ``assess.fail_on``. Refusals are one line on stderr with exit code 2, before
-any training: weights and architecture before Hydra starts, the members file and the class count
-once the data is read.
+when a verdict reaches ``assess.fail_on``. Before the report, each output-time defense of
+``assess.output_defenses`` is measured on the owner's model: a cell of its own with the same
+selection's black-box attacks, the outputs released through the defense (the owner's model is never
+retrained; the attacker's models come from the store where the defense leaves them unchanged);
+``releases.json`` in the cell's folder names those cells for the report. Refusals are one line on
+stderr with exit code 2, before any training: weights and architecture before Hydra starts, the
+members file and the class count once the data is read.
 """
 
 from __future__ import annotations
@@ -16,16 +20,19 @@ from pathlib import Path
 from typing import Optional
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from mldoctor_bench import entry, ui
 from mldoctor_bench.attacks import ATTACKS
-from mldoctor_bench.cell import Outcome
+from mldoctor_bench.cell import Outcome, run_cell
+from mldoctor_bench.cell.plan import selected
 from mldoctor_bench.defense_catalog import OUTPUT
 from mldoctor_bench.defenses import DEFENSES
+from mldoctor_bench.files import atomic_write_text
 from mldoctor_bench.owner import OwnerTarget, assess_settings, owner_config, read_owner
 from mldoctor_bench.owner.settings import Owner, check_folder_members
-from mldoctor_bench.threat_catalog import THREAT_MODELS
+from mldoctor_bench.threat_catalog import THREAT_MODELS, WHITEBOX
 
 PROG = "mldoctor-assess"
 
@@ -80,6 +87,7 @@ class AssessCommand(entry.Command):
         from mldoctor_bench.report.cell_verdicts import VERDICTS, failing
         from mldoctor_bench.report.owner import write_owner_report
 
+        self.measure_releases(cfg, outcome)
         md, html = write_owner_report(outcome.cell_dir)
         print("\n".join(ui.labelled("risk report:", [str(md), str(html)])), flush=True)
         if outcome.failed:
@@ -95,6 +103,49 @@ class AssessCommand(entry.Command):
                 file=sys.stderr,
             )
             sys.exit(entry.EXIT_GATE)
+
+    def measure_releases(self, cfg: DictConfig, outcome: Outcome) -> None:
+        """Each output-time defense of ``assess.output_defenses`` on the owner's model: the selection's
+        black-box attacks rerun against the outputs that defense releases, one cell each; their folders
+        go to ``releases.json`` (a defense whose cell failed is recorded with the reason)."""
+        names = assess_settings(cfg).output_defenses
+        attacks, threat_models = blackbox_selection(cfg)
+        if not names or str(cfg.defense.name) != "none" or not threat_models:
+            return
+        from hydra import compose
+
+        from mldoctor_bench.report.owner_releases import RELEASES
+
+        kept = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0].lstrip("+~") not in SELECTION]
+        cells = {}
+        for i, name in enumerate(names, 1):
+            print(f"{PROG}: output-time defense {i} of {len(names)} on your model: {name}", flush=True)
+            release = compose(
+                "assess",
+                overrides=[
+                    *kept,
+                    f"defense={name}",
+                    f"attack=[{','.join(attacks)}]",
+                    f"threat_model=[{','.join(threat_models)}]",
+                ],
+            )
+            try:
+                mine = run_cell(*self.cell(release))
+                cells[name] = {"cell": mine.cell_dir.name, "failed": bool(mine.failed)}
+            except Exception as exc:  # noqa: BLE001 - the assessment stands; the report says what failed
+                cells[name] = {"cell": None, "failed": True, "reason": f"{type(exc).__name__}: {exc}"}
+        atomic_write_text(outcome.cell_dir / RELEASES, json.dumps(cells, indent=2) + "\n")
+
+
+SELECTION = ("defense", "attack", "threat_model")  # the keys a release's cell sets itself
+
+
+def blackbox_selection(cfg: DictConfig) -> tuple[list[str], list[str]]:
+    """The selected threat models without white-box access (an output-time defense changes only what
+    is released) and the selected attacks that run under one of them."""
+    threat_models = [t for t in selected(cfg, "threat_model") if THREAT_MODELS.get(t).access != WHITEBOX]
+    attacks = [a for a in selected(cfg, "attack") if set(ATTACKS.get(a).threat_models) & set(threat_models)]
+    return attacks, threat_models
 
 
 COMMAND = AssessCommand()

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mldoctor_bench.attacks import ATTACKS
 from mldoctor_bench.cell.plan import ConfigError
-from mldoctor_bench.defense_catalog import OUTPUT
+from mldoctor_bench.defense_catalog import OUTPUT, names_of
 from mldoctor_bench.defenses import DEFENSES
 from mldoctor_bench.members import as_posix, entries, member_rows
 from mldoctor_bench.models import ARCHS
@@ -147,6 +147,9 @@ class AssessSection:
     fail_on: Optional[str] = setting(None, choices=("moderate", "high"), example="moderate")
     allow_incomplete: bool = setting(False)
     budget_models: Optional[float] = setting(None, min=0, example=8)
+    # Output-time defenses measured on the owner's model once the assessment is done: the black-box
+    # attacks rerun against its outputs as each would release them (mldoctor_bench.owner.releases).
+    output_defenses: list[str] = setting(names_of(OUTPUT), choices=tuple(names_of(OUTPUT)), example="[output_topk]")
 
 
 def assess_settings(cfg: DictConfig) -> AssessSection:

@@ -34,6 +34,7 @@ from mldoctor_bench.report.build import (
 )
 from mldoctor_bench.report.cell_verdicts import EXPOSED_CSV, VERDICTS
 from mldoctor_bench.report.collect import Source, exposed_sets
+from mldoctor_bench.report.owner_releases import release_remedies, release_section
 from mldoctor_bench.report.remedies import defense_lines, todo_lines
 from mldoctor_bench.report.risk_statement import risk_lines
 from mldoctor_bench.report.verdicts import NOT_JUDGED
@@ -299,7 +300,8 @@ def write_owner_report(cell_dir: Path) -> tuple[Path, Path]:
         header(m, title),
         verdict_section(m),
         risk_lines(data),
-        todo_lines(levels),
+        todo_lines(levels, release_remedies(cell_dir, levels)),
+        release_section(cell_dir),
         pool_lines(manifest),
         family_tables(m),
         budget_lines(m, cell_dir),
