@@ -17,6 +17,8 @@ import json
 from datetime import date
 from pathlib import Path
 
+import pandas as pd
+
 from mldoctor_bench.report import stats, tradeoffs
 from mldoctor_bench.report.collect import locate, score_files, score_intervals
 from mldoctor_bench.results import merge_tables
@@ -42,8 +44,23 @@ def notes(frame) -> list[str]:
         "defense is paired over the seeds both rows have (t, n - 1 degrees of freedom), and with a single "
         "seed the two runs' own 95% intervals are combined as independent. A defense is named as lowering "
         "or raising a family only when its difference survives Holm's correction over that column's "
-        "comparisons (each defense against no defense; p read back from the interval).",
+        "comparisons (each defense against no defense; p read back from the interval). A seed pairs with "
+        "no defense's only when both ran under the same torch thread count (timings.json; cells that did "
+        "not record it pair regardless).",
     ]
+
+
+def thread_counts(cell_dirs: list[Path]) -> dict[tuple[str, int], int]:
+    """Each cell's (defense, seed) -> torch thread count, from its timings.json where recorded."""
+    out = {}
+    for cell in cell_dirs:
+        timings, done = cell / "timings.json", cell / "results.parquet"
+        if timings.is_file() and done.is_file():
+            count = json.loads(timings.read_text()).get("torch_threads")
+            key = pd.read_parquet(done, columns=["defense", "seed"]).iloc[0]
+            if count is not None:
+                out[(str(key["defense"]), int(key["seed"]))] = int(count)
+    return out
 
 
 def main() -> None:
@@ -54,7 +71,7 @@ def main() -> None:
     source = locate(args.results_dir)
     frame = merge_tables(source.tables)
     single = stats.single_run_intervals(frame, score_intervals(score_files(source.cell_dirs), stats.single_runs(frame)))
-    table = tradeoffs.summarise(frame, single)
+    table = tradeoffs.summarise(frame, single, threads=thread_counts(source.cell_dirs))
     seeds = sorted(frame["seed"].unique().tolist())
     args.out.mkdir(parents=True, exist_ok=True)
     table.round(4).to_csv(args.out / "defense_tradeoffs.csv", index=False)

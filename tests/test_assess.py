@@ -652,6 +652,10 @@ def test_tradeoff_differences_are_paired_over_seeds_or_combine_two_runs():
     half = 4.302653 * deltas.std(ddof=1) / np.sqrt(3)
     assert dp["difference"] == pytest.approx(deltas.mean())
     assert dp["difference_low"] == pytest.approx(deltas.mean() - half, abs=1e-6) and dp["seeds"] == 3
+    # a seed measured under another thread count than no defense's pairs with nothing
+    threads = {("none", 0): 2, ("dp_sgd", 0): 2, ("none", 1): 2, ("dp_sgd", 1): 2, ("none", 2): 2, ("dp_sgd", 2): 1}
+    two = tradeoffs.summarise(frame, threads=threads).set_index(["defense", "column"])
+    assert two.loc[("dp_sgd", tradeoffs.FAMILY_COLUMN["membership"]), "difference"] == pytest.approx(-0.065)
     # one seed: the two runs' own intervals combined (half-widths 0.03 and 0.02)
     one = frame[frame["seed"] == 0].copy()
     one.loc[one["defense"] == "dp_sgd", "config_hash"] = "h2"

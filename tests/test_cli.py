@@ -59,6 +59,7 @@ def test_default_style_run_writes_tidy_tables_and_nothing_else(run_cli, tmp_path
     assert names[0] == "load data" and "train target+shadow" in names  # trained together
     assert "attack membership (B,S)" in names
     assert sum(p["self_s"] for p in timings["phases"]) <= timings["total_s"] + 0.01
+    assert isinstance(timings["torch_threads"], int) and timings["torch_threads"] >= 1  # pairs cells fairly
     trained = next(p for p in timings["phases"] if p["name"] == "train target+shadow")["info"]["models"]
     assert [m["role"] for m in trained] == ["target", "shadow"]
     assert all(m["train_seconds"] > 0 and m["images_per_second"] > 0 for m in trained)

@@ -44,7 +44,8 @@ class Phase:
 class Timings:
     """The phases of one run, in the order they started."""
 
-    def __init__(self) -> None:
+    def __init__(self, **context) -> None:
+        self.context = context  # what the run's times depend on besides the code (e.g. torch_threads)
         self.phases: list[Phase] = []
         self._open: list[int] = []
         self._started = time.perf_counter()
@@ -74,7 +75,7 @@ class Timings:
         return sorted(self.phases, key=lambda p: p.self_s, reverse=True)[:n]
 
     def as_dict(self) -> dict:
-        return {"total_s": self.total(), "phases": [asdict(p) for p in self.phases]}
+        return {"total_s": self.total(), **self.context, "phases": [asdict(p) for p in self.phases]}
 
     def write(self, path: Path) -> None:
         atomic_write_text(path, json.dumps(self.as_dict(), indent=2, default=str))

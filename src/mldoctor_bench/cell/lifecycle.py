@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 import pandas as pd
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mldoctor_bench import ui
@@ -63,7 +64,7 @@ def run_cell(cfg: DictConfig, target: Optional[Target] = None) -> Outcome:
     p = plan(cfg, target.architectures())
     if p.files.is_done():
         return finished(p)
-    timings = Timings()
+    timings = Timings(torch_threads=torch.get_num_threads())  # pair measurements only under the same count
     data, splits = read(p, target, timings)  # refusals of the data (sizes, members, classes) come here
     earlier, retry = resume(p)
     started, t0 = datetime.now(timezone.utc), time.perf_counter()

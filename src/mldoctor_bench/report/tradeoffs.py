@@ -83,9 +83,18 @@ def per_seed(frame: pd.DataFrame, single: Optional[pd.DataFrame] = None) -> pd.D
     return pd.DataFrame(records, columns=["defense", "seed", "column", "value", "half_width"])
 
 
-def summarise(frame: pd.DataFrame, single: Optional[pd.DataFrame] = None, level: float = 0.95) -> pd.DataFrame:
-    """The long trade-off table (:data:`FIELDS`) of a sweep's results ``frame``."""
+def summarise(
+    frame: pd.DataFrame,
+    single: Optional[pd.DataFrame] = None,
+    level: float = 0.95,
+    threads: Optional[dict[tuple[str, int], int]] = None,
+) -> pd.DataFrame:
+    """The long trade-off table (:data:`FIELDS`) of a sweep's results ``frame``. ``threads``: each
+    (defense, seed)'s torch thread count, where recorded; a seed pairs with no defense's only when
+    both ran under the same count (the count alone can move a TPR: a different summation order)."""
     seeds = per_seed(frame, single)
+    if threads:
+        seeds = seeds.assign(threads=[threads.get((d, s)) for d, s in zip(seeds["defense"], seeds["seed"])])
     records = []
     none = seeds[seeds["defense"] == "none"].set_index(["seed", "column"])
     for defense in [d for d in ORDER if d in set(seeds["defense"])] + sorted(set(seeds["defense"]) - set(ORDER)):
@@ -111,7 +120,11 @@ def _single(rows: pd.DataFrame, mean: float) -> tuple[float, float]:
 def difference(rows: pd.DataFrame, none: pd.DataFrame, column: str, level: float) -> tuple[float, float, float]:
     """The defense's difference from no defense in ``column``, and its interval: paired t over the
     seeds both have, or one run's intervals combined."""
-    pairs = [(v, none.loc[(seed, column)]) for seed, v in rows.iterrows() if (seed, column) in none.index]
+    pairs = [
+        (v, none.loc[(seed, column)])
+        for seed, v in rows.iterrows()
+        if (seed, column) in none.index and same_threads(v, none.loc[(seed, column)])
+    ]
     if not pairs:
         return math.nan, math.nan, math.nan
     deltas = np.array([d["value"] - n["value"] for d, n in pairs])
@@ -122,6 +135,12 @@ def difference(rows: pd.DataFrame, none: pd.DataFrame, column: str, level: float
     ((d, n),) = pairs
     half = math.hypot(d["half_width"], n["half_width"])
     return (mean, mean - half, mean + half) if not math.isnan(half) else (mean, math.nan, math.nan)
+
+
+def same_threads(a: pd.Series, b: pd.Series) -> bool:
+    """Whether two measurements ran under the same thread count (true where either is unrecorded)."""
+    ta, tb = a.get("threads"), b.get("threads")
+    return ta is None or tb is None or pd.isna(ta) or pd.isna(tb) or ta == tb
 
 
 def shipped() -> tuple[pd.DataFrame, dict]:
