@@ -90,7 +90,7 @@ def notes(cells: list[shipped_table.CanaryCell], tuning: Path) -> list[str]:
     """How the shipped table was made: the design, the test, and the matched DP-SGD's search."""
     none = next(c for c in cells if c.defense == "none")
     out = [
-        f"{none.masks.shape[0]} copies per defense, {none.masks.shape[1]} mislabelled canaries each in half of "
+        f"{none.masks.shape[0]} copies per defense, {none.masks.shape[1]} {none.canary_type} canaries each in half of "
         f"them; variants {' and '.join(sorted(none.scores))}, the strongest per defense (re-chosen in every "
         "resample). Intervals: 2,000 resamples of canaries, paired across defenses; p two-sided from the same "
         "resamples; Holm over the defenses' comparisons with no defense at 5%.",

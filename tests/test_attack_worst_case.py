@@ -121,3 +121,20 @@ def test_train_only_stores_one_copy_and_the_attack_then_finds_it(tmp_path):
     full = dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, train_only=None))
     assert "auc" in WorstCaseEvaluation().run(full)["rmia_online"]
     assert stored() == [True] * 4 and {a["role"] for a in ctx.models.asked} == {r.role for r in requests}
+
+
+def test_blank_canaries_are_one_colour_each_and_need_no_pool_rows():
+    import torch
+
+    from mldoctor_bench.attacks.canaries import blank_canaries
+    from mldoctor_bench.attacks.worst_case import WorstCaseSettings
+
+    images, labels = blank_canaries(40, (3, 8, 8), 10, torch.Generator().manual_seed(0))
+    assert images.shape == (40, 3, 8, 8) and images.dtype == torch.uint8
+    flat = images.flatten(2)
+    assert (flat == flat[:, :, :1]).all()  # one colour per channel
+    assert len({tuple(c) for c in flat[:, :, 0].tolist()}) > 30  # and different canaries differ
+    assert labels.min() >= 0 and labels.max() < 10 and len(set(labels.tolist())) > 3
+    blank = WorstCaseSettings(canaries=40, canary_type="blank")
+    assert WorstCaseEvaluation().pool_sizes(blank) == {"canary": 0}
+    assert WorstCaseEvaluation().pool_sizes(dataclasses.replace(blank, canary_type="mislabeled")) == {"canary": 40}

@@ -171,3 +171,12 @@ def test_the_dp_match_search_takes_the_most_noise_within_the_tolerance(tmp_path)
     assert abs(0.95 - 0.2 * chosen - 0.85) <= 0.01  # within the tolerance of the goal
     bisected = [n for lr, _, n in trained[3:]]
     assert chosen == pytest.approx(max(n for n in bisected if abs(0.95 - 0.2 * n - 0.85) <= 0.01), rel=1e-3)
+
+
+def test_cells_with_other_canaries_are_refused_too():
+    import dataclasses
+
+    masks = design()
+    blank = dataclasses.replace(cell("relaxloss", masks, 1.0, 1), canary_type="blank")
+    with pytest.raises(ValueError, match="types blank and mislabeled"):
+        wc.summarise([cell("none", masks, 1.0, 0), blank], 50)

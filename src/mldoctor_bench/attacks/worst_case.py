@@ -25,8 +25,10 @@ planted null, where no copy trains on a canary but the canaries are scored as th
 stays at the FPR. ``train_only``: train one copy into the model store and stop, so that a sweep over
 the copy index trains them as separate jobs (on a cluster, in parallel); a run without it then finds
 every copy stored and attacks them. Saved: ``canary_scores.parquet`` (copy, canary, member, variant, score) and
-``design.safetensors`` (the masks and the canaries' training labels; canary ``i`` is row ``i`` of the
-cell's ``canary`` pool in ``splits.safetensors``).
+``design.safetensors`` (the masks and the canaries' training labels; a mislabelled canary ``i`` is row
+``i`` of the cell's ``canary`` pool in ``splits.safetensors``, blank canaries are saved as
+``canary_images``). ``canary_type=blank``: one-colour images with random labels instead (Aerni et al.'s
+canaries against DP-SGD).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from safetensors.torch import save_file
 from sklearn.metrics import roc_auc_score
 
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, AttackSkipped, ModelRequest, VariantMetrics
-from mldoctor_bench.attacks.canaries import canary_labels
+from mldoctor_bench.attacks.canaries import IMAGES, blank_canaries, canary_labels
 from mldoctor_bench.attacks.membership_lira import lira_scores
 from mldoctor_bench.attacks.membership_rmia import rmia_scores
 from mldoctor_bench.attacks.reference_models import Signals, paired_masks, signals
@@ -62,6 +64,9 @@ class WorstCaseSettings:
 
     models: int = setting(16, min=4, example=64)
     canaries: int = setting(min=2, example=25)
+    # mislabeled: rows of the canary pool with a wrong label; blank: one-colour images with random
+    # labels (Aerni et al.'s canaries against DP-SGD, which hides mislabelled natural images well)
+    canary_type: str = setting("mislabeled", choices=IMAGES, example="blank")
     variants: list[str] = setting(["lira_online_fixed_var", "rmia_online"], choices=VARIANTS, example="[lira_online]")
     gamma: float = setting(2.0, min=0, min_exclusive=True)
     bootstrap: int = setting(1000, min=100, example=2000)
@@ -127,7 +132,7 @@ class WorstCaseEvaluation(Attack):
     uses_shadow_model = False  # its copies instead
 
     def pool_sizes(self, settings: WorstCaseSettings) -> dict[str, int]:
-        return {"canary": settings.canaries}
+        return {"canary": settings.canaries if settings.canary_type == "mislabeled" else 0}
 
     def check_settings(self, settings: WorstCaseSettings) -> None:
         if settings.models % 2:
@@ -140,11 +145,16 @@ class WorstCaseEvaluation(Attack):
     def design(self, ctx: AttackContext) -> tuple[Labeled, torch.Tensor, torch.Tensor, list[ModelRequest]]:
         """The canaries, their training labels, the masks ``(M, m)`` and each copy's training request."""
         s, k = ctx.settings, ctx.knowledge
-        if k.canaries is None or len(k.canaries) < s.canaries:
-            held = 0 if k.canaries is None else len(k.canaries)
-            raise AttackSkipped(f"the cell's canary pool holds {held} rows, fewer than attack.worst_case.canaries")
-        canaries = k.canaries.head(s.canaries)
-        labels = canary_labels(canaries.labels, "mislabeled", ctx.num_classes, torch.Generator().manual_seed(ctx.seed))
+        generator = torch.Generator().manual_seed(ctx.seed)
+        if s.canary_type == "blank":
+            images, labels = blank_canaries(s.canaries, tuple(k.members.images.shape[1:]), ctx.num_classes, generator)
+            canaries = Labeled(images, labels)
+        else:
+            if k.canaries is None or len(k.canaries) < s.canaries:
+                held = 0 if k.canaries is None else len(k.canaries)
+                raise AttackSkipped(f"the cell's canary pool holds {held} rows, fewer than attack.worst_case.canaries")
+            canaries = k.canaries.head(s.canaries)
+            labels = canary_labels(canaries.labels, "mislabeled", ctx.num_classes, generator)
         masks = paired_masks(s.canaries, s.models, ctx.seed)
         null = "-null" if s.planted_null else ""
         trained = torch.zeros_like(masks) if s.planted_null else masks  # the planted null trains on none
@@ -201,5 +211,7 @@ class WorstCaseEvaluation(Attack):
             )
         pd.concat(frames, ignore_index=True).to_parquet(ctx.out_dir / "canary_scores.parquet", index=False)
         design = {"masks": masks.to(torch.uint8), "training_labels": labels.contiguous()}
+        if s.canary_type != "mislabeled":  # made up, not rows of the pool: keep them
+            design["canary_images"] = canaries.images.contiguous()
         save_file(design, str(ctx.out_dir / "design.safetensors"))
         return results

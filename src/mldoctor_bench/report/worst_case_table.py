@@ -72,6 +72,7 @@ class CanaryCell:
     test_accuracy: float
     epsilon: float = float("nan")
     config_hash: str = ""
+    canary_type: str = "mislabeled"
 
 
 ATTACK_DIR = Path("worst_case") / "auditor"  # where a cell keeps the attack's files
@@ -110,6 +111,7 @@ def load_cell(cell_dir: Path) -> Optional[CanaryCell]:
         float(value.get("test_accuracy", np.nan)),
         float(value.get("epsilon", np.nan)),
         str(results["config_hash"].iloc[0]),
+        str(((config.get("attack") or {}).get("worst_case") or {}).get("canary_type", "mislabeled")),
     )
 
 
@@ -147,11 +149,16 @@ def check_same_design(cells: list[CanaryCell]) -> None:
     """Every cell must share the canaries' masks, or a paired difference means nothing."""
     first = cells[0]
     for cell in cells[1:]:
-        if cell.masks.shape != first.masks.shape or not np.array_equal(cell.masks, first.masks):
+        if (
+            cell.masks.shape != first.masks.shape
+            or not np.array_equal(cell.masks, first.masks)
+            or cell.canary_type != first.canary_type
+        ):
             raise ValueError(
                 f"{cell.label} and {first.label} were evaluated on different canary designs "
-                f"({cell.masks.shape} and {first.masks.shape} copies x canaries, or other masks): run every "
-                "defense with the same seed, attack.worst_case.models and attack.worst_case.canaries"
+                f"({cell.masks.shape} and {first.masks.shape} copies x canaries of types {cell.canary_type} and "
+                f"{first.canary_type}, or other masks): run every defense with the same seed and "
+                "attack.worst_case.models, canaries and canary_type"
             )
 
 
