@@ -132,6 +132,8 @@ class AssessCommand(entry.Command):
             try:
                 mine = run_cell(*self.cell(release))
                 cells[name] = {"cell": mine.cell_dir.name, "failed": bool(mine.failed)}
+            except KeyboardInterrupt:
+                entry.interrupted(PROG, release)  # what was kept and how to resume; exit 130
             except Exception as exc:  # noqa: BLE001 - the assessment stands; the report says what failed
                 cells[name] = {"cell": None, "failed": True, "reason": f"{type(exc).__name__}: {exc}"}
         atomic_write_text(outcome.cell_dir / RELEASES, json.dumps(cells, indent=2) + "\n")
