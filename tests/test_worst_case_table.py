@@ -88,6 +88,45 @@ def population(rows: list[tuple]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def test_suggested_defenses_name_only_differences_that_survive_holm():
+    tpr, steal, acc = (tradeoffs.FAMILY_COLUMN["membership"], tradeoffs.FAMILY_COLUMN["stealing"], tradeoffs.UTILITY)
+    table = population(
+        [
+            ("none", acc, 0.9, None),
+            ("none", tpr, 0.10, None),
+            ("none", steal, 0.02, None),
+            ("a", acc, 0.85, (-0.05, -0.06, -0.04)),
+            ("a", tpr, 0.07, (-0.03, -0.07, 0.01)),  # within noise
+            ("a", steal, 0.02, (0.0, -0.01, 0.01)),
+            ("b", acc, 0.60, (-0.3, -0.32, -0.28)),
+            ("b", tpr, 0.02, (-0.08, -0.10, -0.06)),
+            ("b", steal, 0.12, (0.10, 0.08, 0.12)),  # and it makes stealing worse
+            ("c", steal, 0.01, None),  # measured, but its difference has no interval
+        ]
+    )
+    text = "\n".join(remedy_lines(table, {"membership": "high", "stealing": "low"}))
+    assert (
+        "`b` -0.080 [-0.100, -0.060] (the benchmark's digits model reached test accuracy 0.600 with it; "
+        "raises stealing (its target is weaker, test accuracy 0.600 against 0.900 undefended, which alone "
+        "lowers the no-query model's agreement with it: part of that rise is this))"
+    ) in text
+    assert "`a`" not in text  # its interval of the difference includes zero
+    assert "stealing** (" not in text  # judged low: nothing to suggest
+    text = "\n".join(remedy_lines(table, {"stealing": "high"}))
+    assert "no defense measured lowered" in text and "without an interval of the difference (too few seeds): c." in text
+    # the shipped table, made by the documented sweep, has a row without defense and every family's column
+    shipped, meta = tradeoffs.shipped()
+    assert "none" in set(shipped["defense"]) and set(tradeoffs.FAMILY_COLUMN.values()) <= set(shipped["column"])
+    assert "+experiment=defense_tradeoffs" in meta["command"]
+    # every defense the sweep selects, each over 3 seeds, and its notes say so
+    seeds = shipped.groupby("defense")["seeds"].max()
+    assert set(seeds.index) == set(tradeoffs.ORDER) and (seeds >= 3).all()
+    counts = ", ".join(f"{d} {seeds[d]}" for d in tradeoffs.ORDER if d in seeds)
+    assert f"Seeds per defense: {counts}." in " ".join(meta["notes"])
+    headers, rows = tradeoffs.wide(shipped)
+    assert headers[:2] == ["defense", "seeds"] and {r[0]: int(r[1]) for r in rows} == seeds.to_dict()
+
+
 def test_a_defense_the_worst_case_does_not_support_is_never_named_for_membership():
     tpr, acc = tradeoffs.FAMILY_COLUMN["membership"], tradeoffs.UTILITY
     # on the population, relaxloss lowers the TPR far beyond the noise
