@@ -135,3 +135,4 @@ def test_under_dp_sgd_the_bound_never_exceeds_the_accountants_epsilon(tmp_path, 
     for variant, metrics in results.items():
         assert metrics["epsilon"] > 0 and metrics["delta"] == pytest.approx(1e-5)
         assert 0 <= metrics["epsilon_lower_bound"] <= metrics["epsilon"], (variant, metrics)
+        assert 0 <= metrics["fdp_epsilon_lower_bound"] <= metrics["epsilon"], (variant, metrics)

@@ -306,13 +306,21 @@ def test_dp_audit_table_sets_the_accountant_beside_the_bound(tmp_path):
     """Per audited cell: accountant epsilon, audited bound, guesses; a bound above the accountant's
     epsilon is called out, and a cell without DP has nothing to compare with."""
     rows = []
-    for defense, eps, bound in (("dp_sgd", 8.0, 0.4), ("none", None, 2.5), ("broken_dp", 1.0, 1.7)):
+    for defense, eps, bound, fdp in (
+        ("dp_sgd", 8.0, 0.4, 0.9),
+        ("none", None, 2.5, 3.1),
+        ("broken_dp", 1.0, 1.7, 2.0),
+        ("broken_fdp", 1.0, 0.5, 1.2),  # Steinke's bound holds, the f-DP one does not: unsound
+    ):
         cell = Cell("mnist5k", "simple_cnn", defense, 0)
         rows += metric_rows(cell, "target", "none", "", {"train_accuracy": 0.9, "test_accuracy": 0.8})
         metrics = {
             "epsilon_lower_bound": bound,
             "correct_guesses": 90.0,
             "guesses": 100.0,
+            "fdp_epsilon_lower_bound": fdp,
+            "fdp_correct_guesses": 80.0,
+            "fdp_guesses": 85.0,
             "canaries": 1000.0,
             "delta": 1e-5,
             **({"epsilon": eps} if eps is not None else {}),
@@ -332,16 +340,17 @@ def test_dp_audit_table_sets_the_accountant_beside_the_bound(tmp_path):
     frame = frame[frame["config_hash"] == "hash"]
     audit = stats.audit_rows(frame).set_index("defense")
     assert audit.loc["dp_sgd", "sound"] == 1.0 and audit.loc["broken_dp", "sound"] == 0.0
+    assert audit.loc["broken_fdp", "sound"] == 0.0
     assert math.isnan(audit.loc["none", "sound"]) and math.isnan(audit.loc["none", "epsilon"])
     write_table(frame, tmp_path / "cells" / "c")
     (tmp_path / "cells" / "c" / "done.json").write_text("{}")
     text = build_report(tmp_path).read_text()
-    assert "## DP audit: accountant epsilon vs audited lower bound" in text
+    assert "## DP audit: accountant epsilon vs audited lower bounds" in text
     assert (
-        "| mnist5k / simple_cnn / dp_sgd | confidence, seed 0, config hash | 8.000 | 0.400 | 90 / 100 | 1000 | 0.00001 "
-        "| yes |"
+        "| mnist5k / simple_cnn / dp_sgd | confidence, seed 0, config hash | 8.000 | 0.400 (90 / 100) "
+        "| 0.900 (80 / 85) | 1000 | 0.00001 | yes |"
     ) in text
-    assert "NO: bound above the accountant" in text
+    assert "NO: a bound above the accountant" in text
 
 
 def test_membership_ranking_by_tpr_at_one_percent_then_auc():

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -55,6 +56,7 @@ def p_value(m: int, r: int, v: int, eps: float, delta: float) -> float:
     return min(tail + 2 * m * delta * float(np.max(below / i)), 1.0)
 
 
+@lru_cache(maxsize=65536)  # a pure function of its counts: repeated audits ask the same ones
 def epsilon_lower_bound(m: int, r: int, v: int, delta: float, beta: float) -> float:
     """The largest eps that ``v`` correct guesses out of ``r`` (``m`` canaries) reject at level
     ``beta`` for the given ``delta``: ``sup {eps : p_value(m, r, v, eps, delta) < beta}``, or 0."""

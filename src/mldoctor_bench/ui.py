@@ -141,7 +141,12 @@ FAMILY_COLUMNS = {
         ("advantage_over_baseline", "distrib"),
     ),
     "stealing": (("agreement", "agree"), ("baseline_agreement", "no query"), ("agreement_over_baseline", "over")),
-    "privacy_audit": (("epsilon_lower_bound", "audited eps"), ("epsilon", "DP eps"), ("correct_guesses", "correct")),
+    "privacy_audit": (
+        ("epsilon_lower_bound", "audited eps"),
+        ("fdp_epsilon_lower_bound", "f-DP eps"),
+        ("epsilon", "DP eps"),
+        ("correct_guesses", "correct"),
+    ),
     "worst_case": (("tpr_at_fpr_0.01", "TPR@1%"), ("auc", "AUC"), ("test_accuracy", "test acc"), ("epsilon", "DP eps")),
 }
 WIDTH = 100  # the summary's lines fit a terminal this wide

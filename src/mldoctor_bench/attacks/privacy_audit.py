@@ -32,6 +32,7 @@ from mldoctor_bench.attacks.canaries import KINDS, canary_labels
 from mldoctor_bench.attacks.scoring import save_scores
 from mldoctor_bench.attacks.signals import loss_and_confidence
 from mldoctor_bench.audit_bound import DEFAULT_GUESS_FRACTIONS, audit
+from mldoctor_bench.audit_fdp import audit_fdp
 from mldoctor_bench.settings import setting
 
 SCORES = ("loss", "confidence")
@@ -108,9 +109,9 @@ class PrivacyAudit(Attack):
             common["epsilon"] = float(released.metrics["epsilon"])
         results = {}
         for variant in s.variants:
-            r = audit(
-                scores[variant], included.numpy(), delta=delta, beta=s.beta, fractions=s.guess_fractions, seed=ctx.seed
-            )
+            same = dict(delta=delta, beta=s.beta, fractions=s.guess_fractions, seed=ctx.seed)
+            r = audit(scores[variant], included.numpy(), **same)
+            f = audit_fdp(scores[variant], included.numpy(), **same)  # the same guesses, Gaussian-DP analysis
             results[variant] = {
                 "epsilon_lower_bound": r.epsilon_lower_bound,
                 "correct_guesses": float(r.correct_guesses),
@@ -118,6 +119,10 @@ class PrivacyAudit(Attack):
                 "k_plus": float(r.k_plus),
                 "k_minus": float(r.k_minus),
                 "grid_tests": float(r.tests),
+                "fdp_epsilon_lower_bound": f.epsilon_lower_bound,
+                "fdp_mu_lower_bound": f.mu_lower_bound,
+                "fdp_correct_guesses": float(f.correct_guesses),
+                "fdp_guesses": float(f.guesses),
                 **common,
             }
         return results

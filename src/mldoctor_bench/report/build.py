@@ -214,7 +214,7 @@ def audit_section(m: Material) -> list[str]:
     if audit.empty:
         return []
     return [
-        "## DP audit: accountant epsilon vs audited lower bound",
+        "## DP audit: accountant epsilon vs audited lower bounds",
         "",
         tables.audit_table(audit),
         "",

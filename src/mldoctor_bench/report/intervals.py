@@ -50,6 +50,10 @@ NON_NEGATIVE_METRICS = frozenset(
     {
         "epsilon",
         "epsilon_lower_bound",
+        "fdp_epsilon_lower_bound",
+        "fdp_mu_lower_bound",
+        "fdp_guesses",
+        "fdp_correct_guesses",
         "n_members",
         "n_nonmembers",
         "reconstructions",
