@@ -11,6 +11,11 @@ from sklearn.metrics import roc_auc_score, roc_curve
 LOW_FPRS = (0.001, 0.01)
 
 
+def measurable(nonmembers: float, fpr: float) -> bool:
+    """Whether a TPR at ``fpr`` rests on at least one non-member: ``N >= 1 / fpr``."""
+    return nonmembers * fpr >= 1 - 1e-9
+
+
 def threshold_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr_limit: float) -> tuple[float, float, float]:
     """The threshold whose FPR is at most ``fpr_limit`` with the largest TPR (the first such ROC point),
     and its TPR and FPR: "member" means ``score >= threshold`` (``inf``: nothing is flagged)."""

@@ -49,12 +49,11 @@ from mldoctor_bench.attacks.membership_rmia import rmia_scores
 from mldoctor_bench.attacks.reference_models import Signals, paired_masks, signals
 from mldoctor_bench.families import WORST_CASE
 from mldoctor_bench.knowledge import Labeled
-from mldoctor_bench.metrics import tpr_at_fpr
+from mldoctor_bench.metrics import LOW_FPRS, measurable, tpr_at_fpr
 from mldoctor_bench.settings import setting
 
 VARIANTS = ("lira_online", "lira_online_fixed_var", "rmia_online")
-FPRS = (0.01, 0.001)
-MIN_NONMEMBERS = {0.01: 100, 0.001: 1000}  # non-member scores a TPR at that FPR needs
+FPRS = tuple(sorted(LOW_FPRS, reverse=True))  # 1%, then 0.1% where N >= 1,000 non-member scores support it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,7 +111,7 @@ def pooled_metrics(masks: np.ndarray, scores: np.ndarray, resamples: int, seed: 
     y, s = masks.ravel(), scores.ravel()
     out = {"auc": float(roc_auc_score(y, s)), "n_members": float(y.sum()), "n_nonmembers": float((~y).sum())}
     for fpr in FPRS:
-        if (~y).sum() < MIN_NONMEMBERS[fpr]:
+        if not measurable((~y).sum(), fpr):
             continue
         name = f"tpr_at_fpr_{fpr:g}"
         out[name] = tpr_at_fpr(y, s, fpr)

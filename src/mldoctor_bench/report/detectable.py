@@ -23,6 +23,7 @@ from statistics import NormalDist
 import numpy as np
 from scipy import stats
 
+from mldoctor_bench.metrics import measurable
 from mldoctor_bench.report import significance as sig
 
 FPR = 0.01
@@ -68,7 +69,7 @@ def smallest_detectable(fam: str, evidence: list, level: float) -> dict:
             nonmembers=sum(nonmembers),
             auc=smallest_auc(members, nonmembers, level),
         )
-        if all(sig.measurable(n, FPR) for n in nonmembers):
+        if all(measurable(n, FPR) for n in nonmembers):
             out["tpr_at_fpr_0.01"] = smallest_tpr(members, nonmembers, level)
     elif fam == "attribute":
         e = min(sized, key=lambda e: e.sizes["standard_error"])

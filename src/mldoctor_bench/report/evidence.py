@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
-from mldoctor_bench.metrics import LOW_FPRS
+from mldoctor_bench.metrics import LOW_FPRS, measurable
 from mldoctor_bench.report import significance as sig
 from mldoctor_bench.report.stats import series_label
 
@@ -118,7 +118,7 @@ def membership_evidence(key: tuple, values: Values, intervals: Optional[Interval
     for x in sorted(LOW_FPRS, reverse=True):
         metric = f"tpr_at_fpr_{x:g}"
         tprs = _counts(values, metric)
-        if tprs is None or not all(sig.measurable(n, x) for n in nonmembers):
+        if tprs is None or not all(measurable(n, x) for n in nonmembers):
             continue
         value, floor = sum(tprs[0]) / seeds, sum(sig.tpr_floor(n, x) for n in nonmembers) / seeds
         out.append(

@@ -29,9 +29,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from mldoctor_bench.metrics import jaccard_chance, threshold_at_fpr
+from mldoctor_bench.metrics import jaccard_chance, measurable, threshold_at_fpr
 from mldoctor_bench.report.collect import read_scores, score_files
-from mldoctor_bench.report.significance import measurable
 from mldoctor_bench.report.stats import series_label
 
 EXPOSURE = "exposure.parquet"

@@ -51,11 +51,6 @@ def tpr_floor(nonmembers: int, fpr: float) -> float:
     return (math.floor(fpr * nonmembers + 1e-9) + 1) / (nonmembers + 1)
 
 
-def measurable(nonmembers: float, fpr: float) -> bool:
-    """Whether a TPR at ``fpr`` rests on at least one non-member: ``N >= 1 / fpr``."""
-    return nonmembers * fpr >= 1 - 1e-9
-
-
 @lru_cache(maxsize=256)
 def null_counts(members: int, nonmembers: int, fpr: float) -> np.ndarray:
     """The law of the number of members a no-leakage attack flags at FPR ``fpr``: the negative

@@ -29,12 +29,11 @@ from omegaconf import OmegaConf
 from safetensors.numpy import load_file
 
 from mldoctor_bench.defense_catalog import ORDER
-from mldoctor_bench.metrics import tpr_at_fpr
+from mldoctor_bench.metrics import LOW_FPRS, measurable, tpr_at_fpr
 from mldoctor_bench.report.significance import ALPHA, holm, holm_adjusted
 
 NAME = "worst_case"  # report/worst_case.csv and .json, shipped with the package
-FPRS = (0.01, 0.001)
-MIN_NONMEMBERS = {0.01: 100, 0.001: 1000}  # non-member scores a TPR at that FPR needs
+FPRS = tuple(sorted(LOW_FPRS, reverse=True))  # 1%, then 0.1% where N >= 1,000 non-member scores support it
 MATCH_TOLERANCE = 0.01  # a DP-SGD row is matched to a defense whose test accuracy is this close
 FIELDS = [
     "defense",
@@ -177,7 +176,7 @@ def summarise(cells: list[CanaryCell], resamples: int = 2000, seed: int = 0) -> 
     nonmembers = int((~none.masks.astype(bool)).sum())
     records = []
     for fpr in FPRS:
-        if nonmembers < MIN_NONMEMBERS[fpr]:
+        if not measurable(nonmembers, fpr):
             continue
         base = resampled(none, draws, fpr)
         for cell in cells:
