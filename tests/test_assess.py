@@ -29,15 +29,17 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "assess"
 PER_CLASS = 50  # 500 images: 100 members, 400 non-members
 # The tiny profile with a few more epochs, every family under a shadow threat model (inversion also
 # without data).
+NO_RELEASES = "assess.output_defenses=[]"  # output-time defenses are measured in the first test only
 QUICK = [
     "profile=tiny",
     "data.quarter_size=60",
     "train.epochs=4",
     "device=cpu",
+    NO_RELEASES,
     "attack=[membership,membership_rmia,membership_qmia,inversion,attribute,stealing]",
     "threat_model=[blackbox_shadow,whitebox_shadow,whitebox_none]",
-    "assess.output_defenses=[]",  # measured in the first test only
 ]
+BASE = QUICK[:5]  # the sizes, the device and no output-time defenses
 RELEASED = "assess.output_defenses=[output_rounding,output_topk,output_labels_only]"
 
 
@@ -246,7 +248,7 @@ def test_most_exposed_files_of_a_partial_knowledge_series_are_the_files_it_score
     root, model_dir = owned
     out = tmp_path / "res"
     args = [*owner_args(root, model_dir), f"members={model_dir / 'members.txt'}", "profile=tiny", "device=cpu"]
-    args += ["data.quarter_size=100", "train.epochs=4", "attack=[membership,membership_metric]"]
+    args += ["data.quarter_size=100", "train.epochs=4", "attack=[membership,membership_metric]", NO_RELEASES]
     assert assess(*args, "threat_model=blackbox_partial", f"results_dir={out}").returncode == 0, assess.last.stderr
     [cell] = list((out / "cells").iterdir())
     report = (cell / "report" / "report.md").read_text()
@@ -287,6 +289,7 @@ def test_without_members_membership_is_skipped_with_the_reason(owned, assess, tm
         "threat_model=[blackbox_shadow,blackbox_partial]",
         "attack.membership.epochs=2",
         "attack.stealing.epochs=2",
+        NO_RELEASES,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     [cell] = list((out / "cells").iterdir())
@@ -305,7 +308,7 @@ def test_without_members_membership_is_skipped_with_the_reason(owned, assess, tm
 @pytest.mark.slow
 def test_membership_attacks_over_the_budget_are_skipped_for_cost_and_the_report_says_so(owned, assess, tmp_path):
     root, model_dir = owned
-    args = [*owner_args(root, model_dir), f"members={model_dir / 'members.txt'}", *QUICK[:4]]
+    args = [*owner_args(root, model_dir), f"members={model_dir / 'members.txt'}", *BASE]
     args += ["attack=[membership,membership_rmia]", "threat_model=blackbox_shadow"]
     out = tmp_path / "res"
     assert assess(*args, f"results_dir={out}", "assess.budget_models=0").returncode == 0, assess.last.stderr[-3000:]
@@ -342,7 +345,7 @@ def test_membership_attacks_over_the_budget_are_skipped_for_cost_and_the_report_
 @pytest.mark.slow
 def test_a_model_fed_wrongly_normalised_images_gets_a_one_line_warning_and_the_report_says_so(owned, assess, tmp_path):
     root, model_dir = owned
-    args = [*owner_args(root, model_dir), f"members={model_dir / 'members.txt'}", *QUICK[:4]]
+    args = [*owner_args(root, model_dir), f"members={model_dir / 'members.txt'}", *BASE]
     args += ["attack=membership", "threat_model=blackbox_shadow", "model.normalize.mean=[0.9]"]
     proc = assess(*args, "model.normalize.std=[0.05]", f"results_dir={tmp_path / 'res'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -635,7 +638,7 @@ def test_members_chosen_by_a_visible_property_of_images_the_model_never_saw_are_
     members = tmp_path / "thick.txt"
     members.write_text("\n".join(listed) + "\n")
     out = tmp_path / "res"
-    args = [*owner_args(root, model_dir), f"members={members}", *QUICK[:4], "attack=[membership,stealing]"]
+    args = [*owner_args(root, model_dir), f"members={members}", *BASE, "attack=[membership,stealing]"]
     proc = assess(*args, "threat_model=[blackbox_shadow,blackbox_partial]", f"results_dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "membership will not be judged" in proc.stderr

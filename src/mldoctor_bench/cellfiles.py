@@ -18,7 +18,8 @@ POINTER = "cell.json"  # what a sweep job leaves in its own folder: where its ce
 EXPOSED = "exposed.parquet"  # a membership attack's highest-scoring members, beside its scores
 # Dotted keys of config.yaml that say where things are or what is done with the results, not what a
 # cell computes: left out of its hash (and of the settings a report compares across cells).
-# mldoctor-assess's exit policy is one of them; its budget (``assess.budget_models``) decides which
+# mldoctor-assess's exit policy is one of them, and so is the list of output-time defenses it measures
+# after the cell (each in a cell of its own); its budget (``assess.budget_models``) decides which
 # attacks run, so it is part of the hash.
 LOCATION_KEYS = (
     "results_dir",
@@ -30,6 +31,7 @@ LOCATION_KEYS = (
     "data.download",
     "assess.fail_on",
     "assess.allow_incomplete",
+    "assess.output_defenses",
 )
 
 
