@@ -148,7 +148,8 @@ class AssessSection:
     allow_incomplete: bool = setting(False)
     budget_models: Optional[float] = setting(None, min=0, example=8)
     # Output-time defenses measured on the owner's model once the assessment is done: the black-box
-    # attacks rerun against its outputs as each would release them (mldoctor_bench.owner.releases).
+    # attacks rerun against its outputs as each would release them (mldoctor_bench.assess; the report:
+    # mldoctor_bench.report.owner_releases).
     output_defenses: list[str] = setting(names_of(OUTPUT), choices=tuple(names_of(OUTPUT)), example="[output_topk]")
 
 
