@@ -102,6 +102,24 @@ def guesses_correct(order: np.ndarray, included: np.ndarray, k_plus: int, k_minu
     return int(included[top].sum() + (~included[order[:k_minus]]).sum())
 
 
+def grid_guesses(
+    scores: np.ndarray, included: np.ndarray, fractions: Sequence[float], seed: int
+) -> tuple[int, list[tuple[int, int, int]]]:
+    """``m`` and, for every (k+, k-) of :func:`guess_grid`, ``(k+, k-, correct guesses)`` from
+    per-canary ``scores`` (higher: more likely included) and the true inclusion mask. Equal scores
+    are ordered at random (a generator seeded by ``seed``), so ties never line up with the canaries'
+    order. Shared by this bound and the f-DP one (:mod:`mldoctor_bench.audit_fdp`): same guesses."""
+    scores = np.asarray(scores, dtype=np.float64)
+    included = np.asarray(included, dtype=bool)
+    m = len(scores)
+    if m == 0 or len(included) != m:
+        raise ValueError(
+            f"need one inclusion flag per score and at least one canary; got {m} scores, {len(included)} flags"
+        )
+    order = np.lexsort((np.random.default_rng(seed).random(m), scores))
+    return m, [(kp, km, guesses_correct(order, included, kp, km)) for kp, km in guess_grid(m, fractions)]
+
+
 def audit(
     scores: np.ndarray,
     included: np.ndarray,
@@ -111,26 +129,12 @@ def audit(
     fractions: Sequence[float] = DEFAULT_GUESS_FRACTIONS,
     seed: int = 0,
 ) -> AuditResult:
-    """The audited lower bound from per-canary ``scores`` (higher: more likely included) and the
-    true inclusion mask, maximised over :func:`guess_grid` with the Bonferroni correction.
-
-    Equal scores are ordered at random (a generator seeded by ``seed``), so ties never line up with
-    the canaries' order.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    included = np.asarray(included, dtype=bool)
-    m = len(scores)
-    if m == 0 or len(included) != m:
-        raise ValueError(
-            f"need one inclusion flag per score and at least one canary; got {m} scores, {len(included)} flags"
-        )
-    tiebreak = np.random.default_rng(seed).random(m)
-    order = np.lexsort((tiebreak, scores))
-    grid = guess_grid(m, fractions)
+    """The audited lower bound from per-canary ``scores`` and the true inclusion mask, maximised over
+    :func:`guess_grid` with the Bonferroni correction (the guesses: :func:`grid_guesses`)."""
+    m, grid = grid_guesses(scores, included, fractions, seed)
     level = beta / len(grid)
     best, best_key = None, None
-    for kp, km in grid:
-        v = guesses_correct(order, included, kp, km)
+    for kp, km, v in grid:
         eps = epsilon_lower_bound(m, kp + km, v, delta, level)
         # where no point rejects eps = 0, report the most significant one's guesses
         key = (eps, -p_value(m, kp + km, v, 0.0, delta))

@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from mldoctor_bench.audit_bound import DEFAULT_GUESS_FRACTIONS, guess_grid, guesses_correct
+from mldoctor_bench.audit_bound import DEFAULT_GUESS_FRACTIONS, grid_guesses
 
 MU_MAX = 50.0  # the largest mu tested: epsilon far beyond any audit's reach
 BISECTION_STEPS = 40
@@ -116,20 +116,11 @@ def audit_fdp(
     seed: int = 0,
 ) -> FdpAuditResult:
     """The f-DP lower bound from per-canary ``scores`` and the true inclusion mask, on the guesses of
-    :func:`mldoctor_bench.audit_bound.audit` (same grid, same tie-break), maximised over the grid with
-    the Bonferroni correction."""
-    scores = np.asarray(scores, dtype=np.float64)
-    included = np.asarray(included, dtype=bool)
-    m = len(scores)
-    if m == 0 or len(included) != m:
-        raise ValueError(
-            f"need one inclusion flag per score and at least one canary; got {m} scores, {len(included)} flags"
-        )
-    order = np.lexsort((np.random.default_rng(seed).random(m), scores))
-    grid = guess_grid(m, fractions)
+    :func:`mldoctor_bench.audit_bound.audit` (:func:`~mldoctor_bench.audit_bound.grid_guesses`: same
+    grid, same tie-break), maximised over the grid with the Bonferroni correction."""
+    m, grid = grid_guesses(scores, included, fractions, seed)
     best = None
-    for kp, km in grid:
-        v = guesses_correct(order, included, kp, km)
+    for kp, km, v in grid:
         mu = mu_lower_bound(m, kp + km, v, beta / len(grid))
         if best is None or mu > best.mu_lower_bound:
             best = FdpAuditResult(mu, gdp_epsilon(mu, delta), kp, km, kp + km, v, len(grid))
