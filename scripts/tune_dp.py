@@ -31,12 +31,17 @@ them on a log scale (accuracy falls as the noise grows), ``--steps`` trainings a
 runs once per seed on the same shadow quarters. It chooses the largest noise within the tolerance
 (the most privacy at that accuracy), else the closest, and writes ``match.csv`` and
 ``match.overrides`` (the overrides that select it, one line) under ``results_dir/tuning/dp_sgd/``.
+Every candidate trains with as many mislabelled images added as a worst-case copy holds (half of
+``attack.worst_case.canaries``; ``--canaries N`` sets another number, 0 none), because canaries cost
+DP-SGD accuracy that a search without them does not see: the first N rows of the shadow-test
+quarter, each with a wrong class drawn at random, validated on the rest of it.
 
 Usage (Hydra overrides as for ``mldoctor-bench``; ``seed`` is the first of the seeds):
     python scripts/tune_dp.py [--seeds 2] [--batches 64,256] [--epochs 20,40] [--lrs 0.02,0.1,0.5]
         [--clips 1.0] [--more-clips 0.3,3.0] [--candidates 64:40:0.02:1.0,...] [--reference]
         profile=quick seed=0 results_dir=/tmp/tune
-    python scripts/tune_dp.py --seeds 1 --match-accuracy 0.906 [--steps 6] profile=quick results_dir=/tmp/tune
+    python scripts/tune_dp.py --seeds 1 --match-accuracy 0.906 [--steps 6] [--canaries 25]
+        profile=quick results_dir=/tmp/tune
 """
 
 from __future__ import annotations
@@ -48,8 +53,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+import torch
 from hydra import compose, initialize_config_module
 
+from mldoctor_bench.attacks.canaries import canary_labels
 from mldoctor_bench.cell.models import derive_seed
 from mldoctor_bench.cell.plan import cell_partition, plan
 from mldoctor_bench.data import load_dataset
@@ -91,10 +98,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="noise multipliers tried with the chosen recipe")
     parser.add_argument("--match-lrs", type=floats, default=[0.01, 0.03, 0.1])
     parser.add_argument("--match-clips", type=floats, default=[1.5, 10.0])
+    parser.add_argument(
+        "--canaries", type=int, default=None, help="mislabelled images added (default: a worst-case copy's share)"
+    )
     args, overrides = parser.parse_known_args()
     with initialize_config_module("mldoctor_bench.conf", version_base="1.3"):
         cfg = compose("config", overrides=["defense=dp_sgd", *overrides])
     p = plan(cfg)
+    if args.canaries is None:  # each worst-case canary is in half of the copies
+        args.canaries = int(cfg.attack.worst_case.canaries) // 2
     data = load_dataset(cfg.dataset.name, cfg.data)
     first = int(cfg.seed)
     partitions = [
@@ -116,11 +128,11 @@ def main() -> None:
         start, accuracies, info = time.perf_counter(), [], {}
         for seed, splits in enumerate(partitions, start=first):
             model, _ = dp_compatible(build_model(str(cfg.arch.name), data.channels, data.num_classes, data.image_size))
-            fit_idx, val_idx = splits.shadow_train, splits.shadow_test
+            images, labels, val_idx = with_canaries(data, splits, args.canaries, seed)
             info = train_classifier_dp(
                 model.to(p.device),
-                data.images[fit_idx].to(p.device),
-                data.labels[fit_idx].to(p.device),
+                images.to(p.device),
+                labels.to(p.device),
                 recipe,
                 derive_seed(seed, "dp-tuning"),
                 max_grad_norm=clip,
@@ -139,7 +151,7 @@ def main() -> None:
                 "per_seed": " ".join(f"{a:.3f}" for a in accuracies),
                 "epsilon": info["epsilon"],
                 "noise_multiplier": info["noise_multiplier"],
-                "images": len(partitions[0].shadow_train) * epochs,
+                "images": (len(partitions[0].shadow_train) + args.canaries) * epochs,
                 "seconds": round(time.perf_counter() - start, 1),
             }
         )
@@ -221,6 +233,18 @@ def match(args, recipe: Recipe, clip: float, trial, out_dir: Path) -> None:
         f"took {table['seconds'].sum():.0f} s over {len(table)} trainings.\n{overrides}\n"
         f"written {out_dir / 'match.csv'} and {out_dir / 'match.overrides'}"
     )
+
+
+def with_canaries(data, splits, canaries: int, seed: int):
+    """The training images and labels (shadow-train plus the first ``canaries`` rows of shadow-test,
+    mislabelled) and the validation rows (the rest of shadow-test)."""
+    if canaries >= len(splits.shadow_test):
+        raise SystemExit(f"--canaries {canaries}: the shadow-test quarter holds {len(splits.shadow_test)} rows")
+    held, val_idx = splits.shadow_test[:canaries], splits.shadow_test[canaries:]
+    generator = torch.Generator().manual_seed(derive_seed(seed, "dp-tuning-canaries"))
+    wrong = canary_labels(data.labels[held], "mislabeled", data.num_classes, generator)
+    fit_idx = splits.shadow_train
+    return torch.cat([data.images[fit_idx], data.images[held]]), torch.cat([data.labels[fit_idx], wrong]), val_idx
 
 
 def replace_seed(p, seed: int):
