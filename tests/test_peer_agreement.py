@@ -7,6 +7,8 @@ functions of the same outputs, so the tolerance is zero: identical per-example d
 identical metrics. ART's low-FPR ROC reading is checked against ours on the saved scores too.
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,6 +18,7 @@ from art.estimators.classification import BlackBoxClassifier
 
 from attack_fixtures import with_settings
 from mldoctor_bench.attacks import ATTACKS
+from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.metrics import membership_metrics
 
 
@@ -64,3 +67,109 @@ def test_low_fpr_metrics_agree_with_art(small_cell):
         for fpr in (0.001, 0.01):
             [(_, tpr, _)] = get_roc_for_fpr(rows.score.to_numpy(), rows.label.to_numpy(), targeted_fpr=fpr)
             assert ours[variant][f"tpr_at_fpr_{fpr:g}"] == pytest.approx(tpr, abs=1e-12), (variant, fpr)
+
+
+BATCH = 16  # the peer cell's batch size
+
+
+class Normalised(torch.nn.Module):
+    """A registry model taking ART's float grey levels in [0, 255] (ours normalise ``uint8`` input
+    to [-1, 1] before the model: :func:`mldoctor_bench.inference.model_inputs`)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model((x / 127.5 - 1.0).contiguous(memory_format=torch.channels_last))
+
+
+def art_knockoff_agreement(ctx, pool, strategy: str, budget: int, epochs: int, seed: int) -> float:
+    """ART's ``KnockoffNets`` on the target's labels, the pool and budget given, its thieved classifier
+    trained with the recipe our surrogates train with (the quick profile's SGD, its step decay)."""
+    from art.attacks.extraction import KnockoffNets
+    from art.estimators.classification import PyTorchClassifier
+
+    from mldoctor_bench.models import build_model
+    from mldoctor_bench.training import Recipe, sgd_with_schedule, step_decay
+
+    recipe = Recipe(epochs=epochs, batch_size=BATCH)
+
+    class Scheduled(PyTorchClassifier):
+        def fit(self, x, y, batch_size=128, nb_epochs=10, **kwargs):
+            if nb_epochs > 1:  # the final fit: our recipe's step decay, from the recipe's rate
+                for group in self.optimizer.param_groups:
+                    group["lr"], group["initial_lr"] = recipe.lr, recipe.lr
+                kwargs["scheduler"] = step_decay(self.optimizer, recipe)
+            return super().fit(x, y, batch_size=batch_size, nb_epochs=nb_epochs, **kwargs)
+
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    shape, classes = tuple(pool.images.shape[1:]), ctx.num_classes
+    model = Normalised(build_model("simple_cnn", shape[0], classes, shape[-1]))
+    optimiser, _ = sgd_with_schedule(model, recipe)
+    thief = Scheduled(model, torch.nn.CrossEntropyLoss(), shape, classes, optimizer=optimiser, clip_values=(0, 255))
+
+    def released(x: np.ndarray) -> np.ndarray:
+        return ctx.target.posteriors(torch.from_numpy(np.asarray(x)).to(torch.uint8)).numpy()
+
+    victim = BlackBoxClassifier(released, shape, classes, clip_values=(0, 255))
+    attack = KnockoffNets(
+        victim,
+        batch_size_fit=recipe.batch_size,
+        batch_size_query=256,
+        nb_epochs=epochs,
+        nb_stolen=budget,
+        sampling_strategy=strategy,
+        verbose=False,
+    )
+    x = pool.images.numpy().astype(np.float32)
+    stolen = attack.extract(
+        x, np.eye(classes)[pool.labels.numpy()] if strategy == "adaptive" else None, thieved_classifier=thief
+    )
+    test = ctx.evaluation.target_test
+    predicted = stolen.predict(test.images.numpy().astype(np.float32)).argmax(1)
+    return float((predicted == ctx.target.labels(test.images).numpy()).mean())
+
+
+@pytest.fixture(scope="module")
+def peer_cell(tmp_path_factory):
+    """A cell of 400 images a quarter (the attacker's pool: its 800 shadow images) and a batch of 16
+    (400 queries then make 25 SGD steps an epoch: the surrogates converge in 30 epochs)."""
+    from attack_fixtures import prepared_cell
+
+    return prepared_cell(
+        tmp_path_factory.mktemp("peer-cell"),
+        "attack=[stealing_budget]",
+        "threat_model=[blackbox_shadow]",
+        f"train.batch_size={BATCH}",
+        "data.quarter_size=400",
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ours, theirs", [("random", "random"), ("knockoff_adaptive", "adaptive")])
+def test_knockoff_nets_agree_with_art(peer_cell, ours, theirs):
+    """Knockoff Nets as ART runs it and as ``stealing_budget`` runs it, on the same target (its
+    posteriors released; both train on their argmax, ART's default), the same pool (the attacker's
+    800 shadow images), budget (400 queries) and surrogate recipe (the architecture, SGD with the
+    step decay, batch 16, 30 epochs): the surrogates' agreement with the target on images neither
+    saw (target-test and the heldout rows, 3,800), averaged over seeds 0, 1 and 2, within 0.02 of
+    each other."""
+    from mldoctor_bench.attacks.auxiliary import training_data
+
+    ctx = peer_cell.context("stealing_budget", "blackbox_shadow")
+    ctx = with_settings(ctx, strategies=[ours], budgets=[400], epochs=30, transfer_examples=20, soft_labels=False)
+    test, heldout = ctx.evaluation.target_test, ctx.heldout
+    unseen = Labeled(torch.cat([test.images, heldout.images]), torch.cat([test.labels, heldout.labels]))
+    ctx = replace(ctx, evaluation=replace(ctx.evaluation, target_test=unseen))
+    pool = training_data(ctx)
+    assert len(pool) == 800 and len(unseen) == 3800
+    mine, art = [], []
+    for seed in range(3):
+        row = ATTACKS.get("stealing_budget")().run(replace(ctx, seed=seed))[f"{ours}@400"]
+        mine.append(row["agreement"])
+        art.append(art_knockoff_agreement(ctx, pool, theirs, 400, 30, seed))
+    print(f"{ours}: ours {mine}, ART {art}")
+    assert 0.5 < np.mean(mine) < 1 and 0.5 < np.mean(art) < 1  # both steal something, neither everything
+    assert abs(np.mean(mine) - np.mean(art)) <= 0.02

@@ -162,8 +162,13 @@ def sgd_with_schedule(model: nn.Module, recipe: Recipe):
     optimiser = torch.optim.SGD(
         model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
     )
+    return optimiser, step_decay(optimiser, recipe)
+
+
+def step_decay(optimiser: torch.optim.Optimizer, recipe: Recipe) -> torch.optim.lr_scheduler.MultiStepLR:
+    """The recipe's step decay of ``optimiser``'s rate (stepped once per epoch)."""
     milestones = sorted({max(1, math.ceil(m * recipe.epochs)) for m in recipe.lr_milestones})
-    return optimiser, torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones, gamma=recipe.lr_gamma)
+    return torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones, gamma=recipe.lr_gamma)
 
 
 def train_classifier(
