@@ -8,7 +8,7 @@ RESULTS ?= results
 TEST_WORKERS ?= auto
 EXAMPLE = $(abspath $(RESULTS))/assess-example
 
-.PHONY: install demo test test-fast test-threads test-slurm lint report bench bench-against bench-low-fpr bench-membership exposure defense-tradeoffs worst-case assess-example assess-null clean-results
+.PHONY: install demo test test-fast test-threads test-slurm lint report bench bench-against bench-low-fpr bench-membership exposure defense-tradeoffs worst-case stealing-curves assess-example assess-null clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -96,6 +96,16 @@ worst-case: install
 		$$($(BIN)/python scripts/worst_case.py --accuracy-of none $(WORST)) profile=quick seed=0 results_dir=$(WORST)
 	$(BIN)/mldoctor-bench +experiment=worst_case $$(cat $(WORST)/tuning/dp_sgd/match.overrides) results_dir=$(WORST)
 	$(BIN)/python scripts/worst_case.py $(WORST)
+
+# Model stealing as budget curves (docs/attacks.md): random, Knockoff Nets and ActiveThief queries on
+# the quick cell over 3 seeds, then under each output-time defense (seed 0, posteriors released), and
+# the report with the curves.
+STEAL = $(RESULTS)/stealing-curves
+stealing-curves: install
+	$(BIN)/mldoctor-bench -m +experiment=stealing_curves results_dir=$(STEAL)
+	$(BIN)/mldoctor-bench -m +experiment=stealing_curves threat_model=[blackbox_shadow] seed=0 \
+		defense=output_rounding,output_topk,output_labels_only results_dir=$(STEAL)
+	$(BIN)/mldoctor-report $(STEAL)
 
 # Which examples leak, to which attacks (docs/results.md): the default attacks plus LiRA (16
 # references) and RMIA, each repeated with other references, on the quick cell over 3 seeds and 2

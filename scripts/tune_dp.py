@@ -32,7 +32,7 @@ runs once per seed on the same shadow quarters. It chooses the largest noise wit
 (the most privacy at that accuracy), else the closest, and writes ``match.csv`` and
 ``match.overrides`` (the overrides that select it, one line) under ``results_dir/tuning/dp_sgd/``.
 Every candidate trains with as many mislabelled images added as a worst-case copy holds (half of
-``attack.worst_case.canaries``; ``--canaries N`` sets another number, 0 none), because canaries cost
+the profile's worst-case canaries; ``--canaries N`` sets another number, 0 none), because canaries cost
 DP-SGD accuracy that a search without them does not see: the first N rows of the shadow-test
 quarter, each with a wrong class drawn at random, validated on the rest of it.
 
@@ -106,7 +106,7 @@ def main() -> None:
         cfg = compose("config", overrides=["defense=dp_sgd", *overrides])
     p = plan(cfg)
     if args.canaries is None:  # each worst-case canary is in half of the copies
-        args.canaries = int(cfg.attack.worst_case.canaries) // 2
+        args.canaries = int(cfg.recipes.worst_case.canaries) // 2
     data = load_dataset(cfg.dataset.name, cfg.data)
     first = int(cfg.seed)
     partitions = [

@@ -29,6 +29,11 @@ the same search from the same latents, guided by the shadow classifier instead o
 ``only_baseline_right`` count the reconstructions that only the target-guided, or only the
 shadow-guided, search gets recognised (a paired test; ``inversion_gmi_no_target.png`` shows them).
 ``eval_accuracy_over_baseline`` is the accuracy above the stronger of chance and that search.
+
+Beside that utility measure, a privacy one (:mod:`.privacy_distance`): ``distance_gap``, how much
+nearer (in the evaluator's feature space) the reconstructions are to the nearest training image of
+their class than to the nearest unseen one, per class (``distance_gap_class_<c>``), and the same for
+the search without the target (``no_target_distance_gap``).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from safetensors.torch import save_file
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, CachedRequest, ModelRequest, VariantMetrics
 from mldoctor_bench.attacks.dcgan import DCGAN, GanRecipe, seeded_dcgan, train_gan
 from mldoctor_bench.attacks.inversion_search import Inversion, gmi, miface, miface_starts
+from mldoctor_bench.attacks.privacy_distance import distance_gap
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.many_models import run_in_threads
 from mldoctor_bench.metrics import intraclass_correlation
@@ -210,6 +216,12 @@ class ModelInversion(Attack):
         metrics.update(evaluator_metrics)
         metrics.update(self.no_target(ctx, control, variant, classes, evaluator, per_image["evaluator_prediction"]))
         metrics["eval_accuracy_over_baseline"] = metrics["eval_accuracy"] - metrics["no_target_eval_accuracy"]
+        # privacy beside utility (:mod:`.privacy_distance`); a stand-in evaluator without an embedding: none
+        seen, unseen = ctx.evaluation.members, ctx.evaluation.target_test
+        for prefix, found in (("", inversion), ("no_target_", control)) if hasattr(evaluator, "embed") else ():
+            metrics.update(
+                distance_gap(evaluator, found.images, classes, seen, unseen, ctx.num_classes, ctx.cell_seed, prefix)
+            )
         if "steps" in inversion.extra:
             metrics["mean_steps"] = float(inversion.extra["steps"].float().mean())
         first = inversion.images.view(ctx.num_classes, s.per_class, *inversion.images.shape[1:])

@@ -46,14 +46,18 @@ class RewardAll:
         self.n, self.mean_answer = 0, torch.zeros(classes, dtype=torch.float64)
         self.mean, self.var = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
 
-    def __call__(self, answer: torch.Tensor, knockoff_probs: torch.Tensor) -> float:
+    def components(self, answer: torch.Tensor, knockoff_probs: torch.Tensor) -> torch.Tensor:
+        """Certainty, diversity and loss of one answer (the running mean answer updated first)."""
         self.n += 1
         top2 = answer.topk(2).values
         self.mean_answer += (answer - self.mean_answer) / self.n
         cert = top2[0] - top2[1]
         div = (answer - self.mean_answer).clamp(min=0).sum()
         loss = -(answer * knockoff_probs.clamp(min=1e-12).log()).sum()
-        rewards = torch.stack([cert, div, loss]).double()
+        return torch.stack([cert, div, loss]).double()
+
+    def __call__(self, answer: torch.Tensor, knockoff_probs: torch.Tensor) -> float:
+        rewards = self.components(answer, knockoff_probs)
         self.mean += (rewards - self.mean) / self.n
         self.var += ((rewards - self.mean) ** 2 - self.var) / self.n
         if self.n == 1:

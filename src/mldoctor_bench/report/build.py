@@ -17,6 +17,7 @@ from mldoctor_bench.report import (
     frontier,
     intervals,
     stats,
+    stealing_curves,
     tables,
     verdicts,
 )
@@ -227,8 +228,7 @@ def roc_section(m: Material) -> list[str]:
     return [
         "## MemInf ROC curves (log-log)",
         "",
-        "The shaded band marks FPRs below 1/n_nonmembers: no measurement there rests on even one "
-        "non-member. Tied scores are drawn as straight segments.",
+        "The shaded band marks FPRs below 1/n_nonmembers (no measurement there rests on one non-member).",
         "",
         *m.figures(figures.roc_figures(m.scores, m.fig_dir)),
     ]
@@ -321,6 +321,7 @@ def render(frame: pd.DataFrame, source: Source, report_dir: Path, title: str = "
         exposed_section(m),
         exposure_report(m),
         frontier_section(m),
+        stealing_curves.section(m.frame, m.fig_dir, m.figures),
         paper_figure_sections(m),
         problems_section(m),
         method_notes(m),

@@ -161,10 +161,22 @@ COMPARED = {
 }
 
 
+def largest_budgets(rows: pd.DataFrame) -> pd.DataFrame:
+    """Stealing rows without those of a budget curve's smaller budgets: the verdict reads every strategy
+    at the largest budget its attack ran under the threat model (``queries``; budget curves name their
+    variants ``<strategy>@<budget>``, :mod:`mldoctor_bench.attacks.stealing_budget`)."""
+    curve = rows["variant"].str.contains("@", regex=False)
+    budget = rows["variant"].str.rsplit("@", n=1).str[-1].where(curve, "0").astype(int)
+    largest = budget.groupby([rows["attack"], rows["threat_model"]]).transform("max")
+    return rows[~curve | (budget == largest)]
+
+
 def family_evidence(frame: pd.DataFrame, fam: str, intervals: Optional[Intervals] = None) -> list[Evidence]:
     """Every statistic ``fam`` judges in ``frame`` (one model: its seeds are pooled)."""
     rows = ok_rows(frame)
     rows = rows[families(rows) == fam]
+    if fam == "stealing":
+        rows = largest_budgets(rows)
     out = []
     for key, group in rows.groupby(SERIES, sort=True):
         wide = group.pivot_table(index="seed", columns="metric", values="value", aggfunc="mean")
