@@ -7,6 +7,7 @@ functions of the same outputs, so the tolerance is zero: identical per-example d
 identical metrics. ART's low-FPR ROC reading is checked against ours on the saved scores too.
 """
 
+import copy
 from dataclasses import replace
 
 import numpy as np
@@ -70,6 +71,7 @@ def test_low_fpr_metrics_agree_with_art(small_cell):
 
 
 BATCH = 16  # the peer cell's batch size
+BUDGET = 600  # queries of its 800-image pool
 
 
 class Normalised(torch.nn.Module):
@@ -84,37 +86,70 @@ class Normalised(torch.nn.Module):
         return self.model((x / 127.5 - 1.0).contiguous(memory_format=torch.channels_last))
 
 
-def art_knockoff_agreement(ctx, pool, strategy: str, budget: int, epochs: int, seed: int) -> float:
-    """ART's ``KnockoffNets`` on the target's labels, the pool and budget given, its thieved classifier
-    trained with the recipe our surrogates train with (the quick profile's SGD, its step decay)."""
-    from art.attacks.extraction import KnockoffNets
+def art_thief(recipe, shape: tuple, classes: int):
+    """ART's thieved classifier: SimpleCNN with our recipe's SGD; its final fit (the one of several
+    epochs) starts from the initial weights, as ours does, with our recipe's step decay (ART goes on
+    from the model it updated one query at a time, and has no schedule of its own)."""
     from art.estimators.classification import PyTorchClassifier
 
     from mldoctor_bench.models import build_model
-    from mldoctor_bench.training import Recipe, sgd_with_schedule, step_decay
+    from mldoctor_bench.training import sgd_with_schedule, step_decay
 
-    recipe = Recipe(epochs=epochs, batch_size=BATCH)
+    model = Normalised(build_model("simple_cnn", shape[0], classes, shape[-1]))
+    initial = copy.deepcopy(model.state_dict())
+    optimiser, _ = sgd_with_schedule(model, recipe)
 
     class Scheduled(PyTorchClassifier):
         def fit(self, x, y, batch_size=128, nb_epochs=10, **kwargs):
-            if nb_epochs > 1:  # the final fit: our recipe's step decay, from the recipe's rate
+            if nb_epochs > 1:
+                self.model.load_state_dict(initial)
+                self.optimizer.state.clear()
                 for group in self.optimizer.param_groups:
                     group["lr"], group["initial_lr"] = recipe.lr, recipe.lr
                 kwargs["scheduler"] = step_decay(self.optimizer, recipe)
             return super().fit(x, y, batch_size=batch_size, nb_epochs=nb_epochs, **kwargs)
 
+    return Scheduled(model, torch.nn.CrossEntropyLoss(), shape, classes, optimizer=optimiser, clip_values=(0, 255))
+
+
+def knockoff_as_ours(pool_size: int):
+    """ART's ``KnockoffNets`` (bandit, rewards, training) with two choices ours makes otherwise: an
+    image is never queried twice (ART draws a class's images with replacement), and the loss reward
+    is on the released probabilities (ART softmaxes the victim's output, taking it for logits)."""
+    from art.attacks.extraction import KnockoffNets
+
+    class AsOurs(KnockoffNets):
+        queried = np.zeros(pool_size, dtype=bool)
+
+        def _sample_data(self, x, y, action):
+            left = np.flatnonzero((y.argmax(1) == action) & ~self.queried)
+            if len(left) == 0:  # the class is exhausted (ours then leaves the arm): any image not queried
+                left = np.flatnonzero(~self.queried)
+            pick = np.random.choice(left)
+            self.queried[pick] = True
+            return x[pick]
+
+        def _reward_loss(self, y_output, y_hat):
+            return super()._reward_loss(np.log(np.maximum(y_output, 1e-300)), y_hat)
+
+    return AsOurs
+
+
+def art_knockoff_agreement(ctx, pool, strategy: str, budget: int, epochs: int, seed: int) -> float:
+    """ART's Knockoff Nets (:func:`knockoff_as_ours`, :func:`art_thief`) on the target's released
+    posteriors, the pool and budget given: its surrogate's agreement with the target on target-test."""
+    from mldoctor_bench.training import Recipe
+
     np.random.seed(seed)
     torch.manual_seed(seed)
-    shape, classes = tuple(pool.images.shape[1:]), ctx.num_classes
-    model = Normalised(build_model("simple_cnn", shape[0], classes, shape[-1]))
-    optimiser, _ = sgd_with_schedule(model, recipe)
-    thief = Scheduled(model, torch.nn.CrossEntropyLoss(), shape, classes, optimizer=optimiser, clip_values=(0, 255))
+    recipe, shape, classes = Recipe(epochs=epochs, batch_size=BATCH), tuple(pool.images.shape[1:]), ctx.num_classes
+    thief = art_thief(recipe, shape, classes)
 
     def released(x: np.ndarray) -> np.ndarray:
         return ctx.target.posteriors(torch.from_numpy(np.asarray(x)).to(torch.uint8)).numpy()
 
     victim = BlackBoxClassifier(released, shape, classes, clip_values=(0, 255))
-    attack = KnockoffNets(
+    attack = knockoff_as_ours(len(pool))(
         victim,
         batch_size_fit=recipe.batch_size,
         batch_size_query=256,
@@ -135,7 +170,7 @@ def art_knockoff_agreement(ctx, pool, strategy: str, budget: int, epochs: int, s
 @pytest.fixture(scope="module")
 def peer_cell(tmp_path_factory):
     """A cell of 400 images a quarter (the attacker's pool: its 800 shadow images) and a batch of 16
-    (400 queries then make 25 SGD steps an epoch: the surrogates converge in 30 epochs)."""
+    (600 queries then make 38 SGD steps an epoch: the surrogates converge in 30 epochs)."""
     from attack_fixtures import prepared_cell
 
     return prepared_cell(
@@ -150,16 +185,18 @@ def peer_cell(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("ours, theirs", [("random", "random"), ("knockoff_adaptive", "adaptive")])
 def test_knockoff_nets_agree_with_art(peer_cell, ours, theirs):
-    """Knockoff Nets as ART runs it and as ``stealing_budget`` runs it, on the same target (its
+    """Knockoff Nets as ART runs it (with ours' three choices: no image queried twice, the loss
+    reward on probabilities, the surrogate trained afresh on the queries; see
+    :func:`knockoff_as_ours` and :func:`art_thief`) and as ``stealing_budget`` runs it, on the same target (its
     posteriors released; both train on their argmax, ART's default), the same pool (the attacker's
-    800 shadow images), budget (400 queries) and surrogate recipe (the architecture, SGD with the
+    800 shadow images), budget (600 queries) and surrogate recipe (the architecture, SGD with the
     step decay, batch 16, 30 epochs): the surrogates' agreement with the target on images neither
     saw (target-test and the heldout rows, 3,800), averaged over seeds 0, 1 and 2, within 0.02 of
     each other."""
     from mldoctor_bench.attacks.auxiliary import training_data
 
     ctx = peer_cell.context("stealing_budget", "blackbox_shadow")
-    ctx = with_settings(ctx, strategies=[ours], budgets=[400], epochs=30, transfer_examples=20, soft_labels=False)
+    ctx = with_settings(ctx, strategies=[ours], budgets=[BUDGET], epochs=30, transfer_examples=20, soft_labels=False)
     test, heldout = ctx.evaluation.target_test, ctx.heldout
     unseen = Labeled(torch.cat([test.images, heldout.images]), torch.cat([test.labels, heldout.labels]))
     ctx = replace(ctx, evaluation=replace(ctx.evaluation, target_test=unseen))
@@ -167,9 +204,9 @@ def test_knockoff_nets_agree_with_art(peer_cell, ours, theirs):
     assert len(pool) == 800 and len(unseen) == 3800
     mine, art = [], []
     for seed in range(3):
-        row = ATTACKS.get("stealing_budget")().run(replace(ctx, seed=seed))[f"{ours}@400"]
+        row = ATTACKS.get("stealing_budget")().run(replace(ctx, seed=seed))[f"{ours}@{BUDGET}"]
         mine.append(row["agreement"])
-        art.append(art_knockoff_agreement(ctx, pool, theirs, 400, 30, seed))
+        art.append(art_knockoff_agreement(ctx, pool, theirs, BUDGET, 30, seed))
     print(f"{ours}: ours {mine}, ART {art}")
     assert 0.5 < np.mean(mine) < 1 and 0.5 < np.mean(art) < 1  # both steal something, neither everything
     assert abs(np.mean(mine) - np.mean(art)) <= 0.02

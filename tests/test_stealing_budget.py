@@ -170,3 +170,19 @@ def test_the_verdict_reads_the_largest_budget_and_leaves_other_stealing_attacks_
     plain = frame.iloc[:3].assign(attack="stealing", variant="posteriors")
     kept = largest_budgets(pd.concat([frame, plain], ignore_index=True))
     assert set(kept["variant"]) == {"random@1000", "knockoff_adaptive@1000", "posteriors"}
+
+
+def test_a_pool_folder_is_read_at_the_targets_shape_with_its_subfolders_as_arms(tmp_path):
+    from PIL import Image
+
+    from mldoctor_bench.attacks.stealing_budget import load_pool_folder
+
+    for name, colour in (("cars", (200, 10, 10)), ("trees", (10, 200, 10))):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.new("RGB", (40, 30), colour).save(tmp_path / name / f"{i}.png")
+    pool = load_pool_folder(tmp_path, torch.zeros(1, 1, 28, 28, dtype=torch.uint8))  # grey 28 x 28 targets
+    assert pool.images.shape == (6, 1, 28, 28) and pool.images.dtype == torch.uint8
+    assert pool.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert pool.images[0].float().mean() != pool.images[3].float().mean()  # the colours, converted to grey
+    StealingBudget().check_settings(StealingBudgetSettings(epochs=1, pool=str(tmp_path)))  # accepted

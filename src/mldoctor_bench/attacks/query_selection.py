@@ -73,11 +73,13 @@ def knockoff_adaptive_order(
     knockoff: nn.Module,
     generator: torch.Generator,
     lr: float = 0.01,
+    hard: bool = False,
 ) -> torch.Tensor:
     """The first ``budget`` queries of Knockoff Nets' adaptive strategy over ``images`` whose classes
     (the bandit's arms) are ``actions``; ``knockoff`` is trained online, one SGD step per answer.
     ``answers`` holds the target's probability rows (one-hot for labels) of the pool, looked up, not
-    queried: the strategy reads only the rows it has chosen."""
+    queried: the strategy reads only the rows it has chosen. ``hard``: the knockoff trains on each
+    answer's argmax, as the surrogate does then, instead of the probabilities."""
     arms = sorted(int(a) for a in actions.unique())
     left = {}  # each arm's images, in the random order they are drawn
     for a in arms:
@@ -97,7 +99,8 @@ def knockoff_adaptive_order(
         target_probs = answers[index : index + 1].float()
         knockoff.eval()  # one image a step: batch norm keeps its running statistics (a 1x1 map would fail)
         optimiser.zero_grad()
-        loss = -(target_probs * F.log_softmax(knockoff(model_inputs(images[index : index + 1])), 1)).sum()
+        wanted = F.one_hot(target_probs.argmax(1), target_probs.shape[1]).float() if hard else target_probs
+        loss = -(wanted * F.log_softmax(knockoff(model_inputs(images[index : index + 1])), 1)).sum()
         loss.backward()
         optimiser.step()
         knockoff_probs = torch.softmax(predict_logits(knockoff, images[index : index + 1]), 1)[0].double()

@@ -117,16 +117,16 @@ class StealingBudget(Attack):
         if not ctx.settings.soft_labels and kind == "posteriors":
             kind, answers = "argmax", answers.argmax(1)
 
-        def request(strategy: str, rows: torch.Tensor) -> ModelRequest:
-            role = f"steal-{strategy}-{kind}-{ctx.threat_model.name}-{len(rows)}"
+        def request(rows: torch.Tensor) -> ModelRequest:  # a prefix of queries: the store trains it once
+            role = f"steal-prefix-{kind}-{ctx.threat_model.name}-{len(rows)}"
             return ModelRequest(role, pool.images[rows], answers[rows], epochs=ctx.settings.epochs)
 
         def fit(rows: torch.Tensor) -> torch.nn.Module:
-            return ctx.models.prepare([request("prefix", rows)])[0]
+            return ctx.models.prepare([request(rows)])[0]
 
         orders = {s: self.order(ctx, s, pool, probs, budgets, fit) for s in ctx.settings.strategies}
         wanted = [(s, b) for s in orders for b in budgets]
-        surrogates = ctx.models.prepare([request("prefix", orders[s][:b]) for s, b in wanted] + [self.baseline(ctx)])
+        surrogates = ctx.models.prepare([request(orders[s][:b]) for s, b in wanted] + [self.baseline(ctx)])
         return self.scores(ctx, dict(zip(wanted, surrogates)), surrogates[-1])
 
     @staticmethod
@@ -141,7 +141,10 @@ class StealingBudget(Attack):
                 torch.manual_seed(ctx.seed)
                 image = pool.images.shape
                 knockoff = ctx.models.untrained(ctx.target_arch, image[1], ctx.num_classes, image[-1])
-            return qs.knockoff_adaptive_order(pool.images, pool.labels, budgets[-1], probs, knockoff, generator)
+            hard = not ctx.settings.soft_labels
+            return qs.knockoff_adaptive_order(
+                pool.images, pool.labels, budgets[-1], probs, knockoff, generator, hard=hard
+            )
         return qs.activethief_order(pool.images, budgets, strategy.split("_", 1)[1], fit, generator)
 
     def scores(self, ctx: AttackContext, surrogates: dict, baseline: torch.nn.Module) -> VariantMetrics:

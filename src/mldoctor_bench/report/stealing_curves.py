@@ -12,10 +12,18 @@ import pandas as pd
 
 from mldoctor_bench.report import stats
 from mldoctor_bench.report.figures import Drawn, _save, _slug, plt
+from mldoctor_bench.report.tables import markdown_table
 
 ATTACK = "stealing_budget"
 CURVE_METRICS = ("agreement", "accuracy", "transfer_rate", "baseline_agreement", "baseline_transfer_rate")
 CELL = ["dataset", "arch", "defense", "threat_model"]
+LABELS = {
+    "agreement": "agreement",
+    "accuracy": "accuracy",
+    "transfer_rate": "transfer rate",
+    "baseline_agreement": "no-query agreement",
+    "baseline_transfer_rate": "no-query transfer rate",
+}
 
 
 def strategy_of(variant: str) -> str:
@@ -43,9 +51,13 @@ def curves(frame: pd.DataFrame) -> pd.DataFrame:
 
 def curve_table(table: pd.DataFrame) -> str:
     """Markdown: a row per curve point."""
-    shown = table.rename(columns={"threat_model": "threat model", "baseline_agreement": "no-query agreement"})
-    shown = shown.rename(columns={"baseline_transfer_rate": "no-query transfer", "transfer_rate": "transfer"})
-    return shown.to_markdown(index=False, floatfmt=".3f")
+    header = ["cell", "threat model", "strategy", "queries", "seeds"] + [LABELS[m] for m in CURVE_METRICS]
+    rows = [
+        ["/".join(str(r[k]) for k in CELL[:3]), r["threat_model"], r["strategy"], str(r["budget"]), str(r["seeds"])]
+        + [f"{r[m]:.3f}" if m in r else "" for m in CURVE_METRICS]
+        for _, r in table.iterrows()
+    ]
+    return markdown_table(header, rows)
 
 
 def half_budget_check(table: pd.DataFrame) -> list[str]:
