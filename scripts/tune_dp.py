@@ -31,10 +31,11 @@ them on a log scale (accuracy falls as the noise grows), ``--steps`` trainings a
 runs once per seed on the same shadow quarters. It chooses the largest noise within the tolerance
 (the most privacy at that accuracy), else the closest, and writes ``match.csv`` and
 ``match.overrides`` (the overrides that select it, one line) under ``results_dir/tuning/dp_sgd/``.
-Every candidate trains with as many mislabelled images added as a worst-case copy holds (half of
-the profile's worst-case canaries; ``--canaries N`` sets another number, 0 none), because canaries cost
-DP-SGD accuracy that a search without them does not see: the first N rows of the shadow-test
-quarter, each with a wrong class drawn at random, validated on the rest of it.
+With ``--match-accuracy``, every candidate trains with as many mislabelled images added as a
+worst-case copy holds (half of the profile's worst-case canaries; ``--canaries N`` sets another
+number, 0 none, and adds them to the recipe search too), because canaries cost DP-SGD accuracy that a
+search without them does not see: the first N rows of the shadow-test quarter, each with a wrong class
+drawn at random, validated on the rest of it.
 
 Usage (Hydra overrides as for ``mldoctor-bench``; ``seed`` is the first of the seeds):
     python scripts/tune_dp.py [--seeds 2] [--batches 64,256] [--epochs 20,40] [--lrs 0.02,0.1,0.5]
@@ -105,8 +106,8 @@ def main() -> None:
     with initialize_config_module("mldoctor_bench.conf", version_base="1.3"):
         cfg = compose("config", overrides=["defense=dp_sgd", *overrides])
     p = plan(cfg)
-    if args.canaries is None:  # each worst-case canary is in half of the copies
-        args.canaries = int(cfg.recipes.worst_case.canaries) // 2
+    if args.canaries is None:  # the match is for the worst-case copies: each canary is in half of them
+        args.canaries = int(cfg.recipes.worst_case.canaries) // 2 if args.match_accuracy is not None else 0
     data = load_dataset(cfg.dataset.name, cfg.data)
     first = int(cfg.seed)
     partitions = [
@@ -179,7 +180,7 @@ def main() -> None:
             trial(int(best["batch_size"]), int(best["epochs"]), float(best["lr"]), clip, "clip")
     table = pd.DataFrame(records)
     top = table["val_accuracy"].max()
-    rows = len(partitions[0].shadow_test) * len(partitions)
+    rows = (len(partitions[0].shadow_test) - args.canaries) * len(partitions)  # validation rows
     se = math.sqrt(top * (1 - top) / rows)
     near = table[table["val_accuracy"] >= top - se]  # the profile's own recipe competes too
     chosen = near.sort_values(["images", "val_accuracy"], ascending=[True, False]).iloc[0]
