@@ -4,7 +4,7 @@ reconstruction carries something of the training images."""
 import pytest
 import torch
 
-from mldoctor_bench.attacks.privacy_distance import balanced, distance_gap, nearest
+from mldoctor_bench.attacks.privacy_distance import balanced, distance_gaps, nearest
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.models import build_model
 
@@ -45,8 +45,9 @@ def test_reconstructions_of_training_images_are_nearer_to_them_and_others_are_no
     training images could give at best) do not, on average over classes."""
     training, unseen, third, evaluator = sets
     noise = torch.randn(50, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 0.2
-    leaked = distance_gap(evaluator, as_inputs(training.images) + noise, training.labels, training, unseen, 10, 0)
-    blind = distance_gap(evaluator, as_inputs(third.images) + noise, third.labels, training, unseen, 10, 0)
+    found = {"leaked_": as_inputs(training.images) + noise, "blind_": as_inputs(third.images) + noise}
+    both = distance_gaps(evaluator, found, training.labels, training, unseen, 10, 0)  # third has the same labels
+    leaked, blind = ({k[len(p) :]: v for k, v in both.items() if k.startswith(p)} for p in found)
     gaps = [leaked[f"distance_gap_class_{c}"] for c in range(10)]
     assert min(gaps) > 0 and leaked["distance_gap"] == pytest.approx(sum(gaps) / 10)
     null_gaps = [blind[f"distance_gap_class_{c}"] for c in range(10)]

@@ -52,7 +52,7 @@ from safetensors.torch import save_file
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, CachedRequest, ModelRequest, VariantMetrics
 from mldoctor_bench.attacks.dcgan import DCGAN, GanRecipe, seeded_dcgan, train_gan
 from mldoctor_bench.attacks.inversion_search import Inversion, gmi, miface, miface_starts
-from mldoctor_bench.attacks.privacy_distance import distance_gap
+from mldoctor_bench.attacks.privacy_distance import distance_gaps
 from mldoctor_bench.knowledge import Labeled
 from mldoctor_bench.many_models import run_in_threads
 from mldoctor_bench.metrics import intraclass_correlation
@@ -217,10 +217,11 @@ class ModelInversion(Attack):
         metrics.update(self.no_target(ctx, control, variant, classes, evaluator, per_image["evaluator_prediction"]))
         metrics["eval_accuracy_over_baseline"] = metrics["eval_accuracy"] - metrics["no_target_eval_accuracy"]
         # privacy beside utility (:mod:`.privacy_distance`); a stand-in evaluator without an embedding: none
-        seen, unseen = ctx.evaluation.members, ctx.evaluation.target_test
-        for prefix, found in (("", inversion), ("no_target_", control)) if hasattr(evaluator, "embed") else ():
+        if hasattr(evaluator, "embed"):
+            found = {"": inversion.images, "no_target_": control.images}
+            ev = ctx.evaluation
             metrics.update(
-                distance_gap(evaluator, found.images, classes, seen, unseen, ctx.num_classes, ctx.cell_seed, prefix)
+                distance_gaps(evaluator, found, classes, ev.members, ev.target_test, ctx.num_classes, ctx.cell_seed)
             )
         if "steps" in inversion.extra:
             metrics["mean_steps"] = float(inversion.extra["steps"].float().mean())

@@ -62,31 +62,39 @@ def nearest(queries: torch.Tensor, query_classes: torch.Tensor, pool: torch.Tens
     return out
 
 
-def distance_gap(
+def distance_gaps(
     evaluator: torch.nn.Module,
-    reconstructions: torch.Tensor,
+    reconstructions: dict[str, torch.Tensor],
     classes: torch.Tensor,
     training: Labeled,
     unseen: Labeled,
     num_classes: int,
     seed: int,
-    prefix: str = "",
 ) -> dict[str, float]:
-    """``<prefix>distance_to_train``, ``<prefix>distance_to_unseen`` and ``<prefix>distance_gap``
-    (means over classes of the per-class mean over reconstructions) and the gap per class
-    (``<prefix>distance_gap_class_<c>``), for ``reconstructions`` (model inputs in ``[-1, 1]``) meant
-    to show ``classes``."""
+    """For each set of ``reconstructions`` (by metric prefix; model inputs in ``[-1, 1]``, row ``i``
+    meant to show ``classes[i]``): ``<prefix>distance_to_train``, ``<prefix>distance_to_unseen`` and
+    ``<prefix>distance_gap`` (means over classes of the per-class mean over reconstructions), and the
+    gap per class (``<prefix>distance_gap_class_<c>``). The two sets' features are computed once."""
     keep_train, keep_unseen = balanced(training, unseen, num_classes, seed)
-    recon = features(evaluator, reconstructions)
-    to_train = nearest(
-        recon, classes.cpu(), features(evaluator, training.images[keep_train]), training.labels[keep_train]
-    )
-    to_unseen = nearest(
-        recon, classes.cpu(), features(evaluator, unseen.images[keep_unseen]), unseen.labels[keep_unseen]
-    )
+    pools = [
+        (features(evaluator, data.images[keep]), data.labels[keep])
+        for data, keep in ((training, keep_train), (unseen, keep_unseen))
+    ]
+    out = {}
+    for prefix, images in reconstructions.items():
+        recon = features(evaluator, images)
+        to_train, to_unseen = (nearest(recon, classes.cpu(), *pool) for pool in pools)
+        out.update(class_means(to_train, to_unseen, classes.cpu(), num_classes, prefix))
+    return out
+
+
+def class_means(
+    to_train: torch.Tensor, to_unseen: torch.Tensor, classes: torch.Tensor, num_classes: int, prefix: str
+) -> dict[str, float]:
+    """The per-class means of both distances and their gap, averaged over classes, and each class's gap."""
     out, per_class = {}, {"train": [], "unseen": [], "gap": []}
     for c in range(num_classes):
-        rows = (classes.cpu() == c) & torch.isfinite(to_train) & torch.isfinite(to_unseen)
+        rows = (classes == c) & torch.isfinite(to_train) & torch.isfinite(to_unseen)
         if rows.any():
             per_class["train"].append(float(to_train[rows].mean()))
             per_class["unseen"].append(float(to_unseen[rows].mean()))

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mldoctor_bench.attacks.signals import entropy
 from mldoctor_bench.inference import model_inputs, predict_logits
 
 STRATEGIES = ("random", "knockoff_adaptive", "activethief_uncertainty", "activethief_kcenter")
@@ -116,8 +117,7 @@ def knockoff_adaptive_order(
 
 def entropy_scores(surrogate: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """The entropy of the surrogate's prediction on each image (higher: less certain)."""
-    log_p = F.log_softmax(predict_logits(surrogate, images).double(), 1)
-    return -(log_p.exp() * log_p).sum(1)
+    return entropy(F.log_softmax(predict_logits(surrogate, images).double(), 1))
 
 
 def k_center(features: torch.Tensor, chosen: torch.Tensor, k: int) -> torch.Tensor:

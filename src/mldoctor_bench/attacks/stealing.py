@@ -78,6 +78,20 @@ def split_by_target(
     return out
 
 
+def against_baseline(
+    metrics: dict[str, float], agrees: torch.Tensor, base: dict[str, float], base_agrees: torch.Tensor, target_right
+) -> dict[str, float]:
+    """What the stealing verdict compares: the no-query model's agreement and accuracy, the margin
+    over it, the paired counts, and the target's own accuracy."""
+    return {
+        "baseline_agreement": base["agreement"],
+        "baseline_accuracy": base["accuracy"],
+        "agreement_over_baseline": metrics["agreement"] - base["agreement"],
+        **paired_counts(agrees, base_agrees),
+        "target_accuracy": float(target_right.double().mean()),
+    }
+
+
 @dataclass(frozen=True, kw_only=True)
 class StealingSettings:
     """Surrogate epochs (the target's recipe otherwise) and the query budget (null: all queries)."""
@@ -127,12 +141,8 @@ class ModelStealing(Attack):
         base, base_agrees = score_surrogate(baseline, target_labels, test)
         target_right = target_labels == test.labels
         metrics.update(
-            baseline_agreement=base["agreement"],
-            baseline_accuracy=base["accuracy"],
-            agreement_over_baseline=metrics["agreement"] - base["agreement"],
-            **paired_counts(agrees, base_agrees),
+            **against_baseline(metrics, agrees, base, base_agrees, target_right),
             **split_by_target(agrees, base_agrees, target_right),
-            target_accuracy=float(target_right.double().mean()),
             accuracy_ratio=metrics["accuracy"] / max(float(target_right.double().mean()), 1e-12),
             queries=float(len(request.images)),
             n_test=float(len(test)),

@@ -30,10 +30,10 @@ from typing import Optional
 import torch
 
 from mldoctor_bench.attacks import query_selection as qs
-from mldoctor_bench.attacks.auxiliary import paired_counts, training_data
+from mldoctor_bench.attacks.auxiliary import training_data
 from mldoctor_bench.attacks.base import ATTACKS, Attack, AttackContext, ModelRequest, VariantMetrics
-from mldoctor_bench.attacks.stealing import query_answers, score_surrogate
-from mldoctor_bench.attacks.transfer import transfer_rates
+from mldoctor_bench.attacks.stealing import against_baseline, query_answers, score_surrogate
+from mldoctor_bench.attacks.transfer import transfer
 from mldoctor_bench.data import folder
 from mldoctor_bench.data import images as image_io
 from mldoctor_bench.knowledge import Labeled
@@ -154,26 +154,22 @@ class StealingBudget(Attack):
         target_right = target_labels == test.labels
         base, base_agrees = score_surrogate(baseline, target_labels, test)
         chosen = target_right.nonzero().flatten()[: ctx.settings.transfer_examples]
-        craft = test.images[chosen], test.labels[chosen]
         s = ctx.settings
-        base_transfer = transfer_rates({"baseline": baseline}, ctx.target.labels, *craft, s.pgd_epsilon, s.pgd_steps)
+        craft = (ctx.target.labels, test.images[chosen], test.labels[chosen], s.pgd_epsilon, s.pgd_steps)
+        base_transfer, _ = transfer(baseline, *craft)
         advance = ctx.progress("stealing budget curves", len(surrogates))
         out = {}
         for (strategy, budget), surrogate in surrogates.items():
             metrics, agrees = score_surrogate(surrogate, target_labels, test)
-            transfer = transfer_rates({"surrogate": surrogate}, ctx.target.labels, *craft, s.pgd_epsilon, s.pgd_steps)
+            rate, fooled = transfer(surrogate, *craft)
             out[f"{strategy}@{budget}"] = {
                 **metrics,
-                "baseline_agreement": base["agreement"],
-                "baseline_accuracy": base["accuracy"],
-                "agreement_over_baseline": metrics["agreement"] - base["agreement"],
-                **paired_counts(agrees, base_agrees),
-                "transfer_rate": transfer["surrogate_transfer_rate"],
-                "surrogate_fooled": transfer["surrogate_fooled"],
-                "baseline_transfer_rate": base_transfer["baseline_transfer_rate"],
-                "transfer_over_baseline": transfer["surrogate_transfer_rate"] - base_transfer["baseline_transfer_rate"],
+                **against_baseline(metrics, agrees, base, base_agrees, target_right),
+                "transfer_rate": rate,
+                "surrogate_fooled": fooled,
+                "baseline_transfer_rate": base_transfer,
+                "transfer_over_baseline": rate - base_transfer,
                 "transfer_examples": float(len(chosen)),
-                "target_accuracy": float(target_right.double().mean()),
                 "queries": float(budget),
                 "n_test": float(len(test)),
             }

@@ -45,17 +45,12 @@ def pgd(
     return torch.cat(out) if out else images[:0].clone()
 
 
-def transfer_rates(
-    models: dict[str, nn.Module], target_labels, images: torch.Tensor, labels: torch.Tensor, epsilon: int, steps: int
-) -> dict[str, float]:
-    """For each model (by name): ``<name>_transfer_rate``, the share of the images whose PGD example
-    crafted on that model the target (``target_labels``: ``uint8`` images -> predicted classes)
-    misclassifies, and ``<name>_fooled``, the share that fool the model itself. ``images`` are
-    examples the target classifies correctly (``labels``)."""
-    out = {}
-    for name, model in models.items():
-        adversarial = pgd(model, images, labels, epsilon, steps)
-        own = predict_logits(model, adversarial).argmax(1).cpu()
-        out[f"{name}_transfer_rate"] = float((target_labels(adversarial) != labels).double().mean())
-        out[f"{name}_fooled"] = float((own != labels).double().mean())
-    return out
+def transfer(
+    model: nn.Module, target_labels, images: torch.Tensor, labels: torch.Tensor, epsilon: int, steps: int
+) -> tuple[float, float]:
+    """The share of ``images`` whose PGD example crafted on ``model`` the target (``target_labels``:
+    ``uint8`` images -> predicted classes) misclassifies, and the share that fool ``model`` itself.
+    ``images`` are examples the target classifies correctly (``labels``)."""
+    adversarial = pgd(model, images, labels, epsilon, steps)
+    own = predict_logits(model, adversarial).argmax(1).cpu()
+    return float((target_labels(adversarial) != labels).double().mean()), float((own != labels).double().mean())
